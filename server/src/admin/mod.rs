@@ -1,0 +1,120 @@
+//! The Synapse-compatible federation admin API under
+//! `/_synapse/admin/v1/federation/`. Handlers are thin: check the admin's
+//! token, parse parameters in Synapse's order, call the store, shape the
+//! answer. Paths are matched on the raw (still percent-encoded) path as
+//! Synapse does, and the destination segment is percent-decoded afterwards.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use herald_shared::{
+    percent_decode_path, DestinationDetails, DestinationsPage, DestinationsQuery, RawQuery,
+    RoomsPage, RoomsQuery,
+};
+use serde_json::{json, Value};
+
+use crate::auth::require_admin;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::destinations::ResetOutcome;
+
+const PREFIX: &str = "/_synapse/admin/v1/federation";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(&format!("{PREFIX}/destinations"), get(list))
+        // Synapse's patterns allow an empty name here (`[^/]*`): a trailing
+        // slash asks for destination "" and gets "Unknown destination".
+        .route(&format!("{PREFIX}/destinations/"), get(details))
+        .route(
+            &format!("{PREFIX}/destinations/{{destination}}"),
+            get(details),
+        )
+        .route(&format!("{PREFIX}/destinations//rooms"), get(rooms))
+        .route(
+            &format!("{PREFIX}/destinations/{{destination}}/rooms"),
+            get(rooms),
+        )
+        .route(
+            &format!("{PREFIX}/destinations/{{destination}}/reset_connection"),
+            post(reset_connection),
+        )
+}
+
+/// The destination named in the path, percent-decoded (invalid UTF-8
+/// becomes U+FFFD, as Python's `unquote` does).
+fn destination(uri: &Uri) -> String {
+    let rest = uri
+        .path()
+        .strip_prefix(PREFIX)
+        .and_then(|r| r.strip_prefix("/destinations/"));
+    let segment = rest.and_then(|r| r.split('/').next()).unwrap_or("");
+    percent_decode_path(segment)
+}
+
+fn query(uri: &Uri) -> RawQuery {
+    RawQuery::parse(uri.query().unwrap_or(""))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Json<DestinationsPage>> {
+    require_admin(&state.store, &headers, &uri).await?;
+    let q = DestinationsQuery::from_raw(&query(&uri))?;
+    Ok(Json(state.store.list_destinations(q).await))
+}
+
+async fn details(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Json<DestinationDetails>> {
+    let destination = destination(&uri);
+    require_admin(&state.store, &headers, &uri).await?;
+    state
+        .store
+        .destination_details(&destination)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("Unknown destination"))
+}
+
+async fn rooms(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Json<RoomsPage>> {
+    let destination = destination(&uri);
+    require_admin(&state.store, &headers, &uri).await?;
+    // Synapse looks the destination up before it reads the parameters.
+    if !state.store.is_destination_known(&destination).await? {
+        return Err(ApiError::not_found("Unknown destination"));
+    }
+    let q = RoomsQuery::from_raw(&query(&uri))?;
+    Ok(Json(state.store.destination_rooms(&destination, q).await?))
+}
+
+async fn reset_connection(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Json<Value>> {
+    let destination = destination(&uri);
+    require_admin(&state.store, &headers, &uri).await?;
+    match state.store.reset_retry_timings(&destination).await? {
+        ResetOutcome::Unknown => Err(ApiError::not_found("Unknown destination")),
+        ResetOutcome::NotInBackoff => Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "M_UNKNOWN",
+            "The retry timing does not need to be reset for this destination.",
+        )),
+        ResetOutcome::Reset => {
+            tracing::info!(%destination, "retry timings reset by an admin");
+            // The sender (a later issue) is woken here to retry at once.
+            Ok(Json(json!({})))
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Who is asking: accounts, passwords, access tokens and the Matrix login
+//! routes (`/_matrix/client/{versions,v3/login,v3/account/whoami,v3/logout}`).
+//! Admin handlers call [`require_admin`] first, as Synapse checks auth before
+//! anything else.
+
+pub mod password;
+pub mod ratelimit;
+pub mod routes;
+pub mod token;
+
+use axum::http::{header::AUTHORIZATION, HeaderMap, Uri};
+use herald_shared::RawQuery;
+
+use crate::error::{ApiError, ApiResult};
+use crate::store::{users::TokenOwner, Store};
+
+/// Extracts the access token as Synapse does: one `Authorization: Bearer`
+/// header, or the `access_token` query parameter, never both.
+pub fn access_token(headers: &HeaderMap, uri: &Uri) -> ApiResult<String> {
+    let query = RawQuery::parse(uri.query().unwrap_or(""));
+    let from_query = query.first("access_token");
+    let auth_headers: Vec<_> = headers.get_all(AUTHORIZATION).iter().collect();
+    if let Some(first) = auth_headers.first() {
+        if from_query.is_some() {
+            return Err(ApiError::missing_token(
+                "Mixing Authorization headers and access_token query parameters.",
+            ));
+        }
+        if auth_headers.len() > 1 {
+            return Err(ApiError::missing_token("Too many Authorization headers."));
+        }
+        let parts: Vec<&[u8]> = first.as_bytes().split(|&b| b == b' ').collect();
+        return match parts.as_slice() {
+            [b"Bearer", token] => Ok(String::from_utf8_lossy(token).into_owned()),
+            _ => Err(ApiError::missing_token("Invalid Authorization header.")),
+        };
+    }
+    match from_query {
+        Some(token) => Ok(String::from_utf8_lossy(token).into_owned()),
+        None => Err(ApiError::missing_token("Missing access token")),
+    }
+}
+
+/// The owner of the request's access token (401 if missing or unknown).
+pub async fn require_user(store: &Store, headers: &HeaderMap, uri: &Uri) -> ApiResult<TokenOwner> {
+    let token = access_token(headers, uri)?;
+    store
+        .token_owner(&token::hash(&token))
+        .await?
+        .ok_or_else(ApiError::unknown_token)
+}
+
+/// As [`require_user`], and 403 unless the user is a server admin.
+pub async fn require_admin(store: &Store, headers: &HeaderMap, uri: &Uri) -> ApiResult<TokenOwner> {
+    let owner = require_user(store, headers, uri).await?;
+    if !owner.admin {
+        return Err(ApiError::forbidden("You are not a server admin"));
+    }
+    Ok(owner)
+}

@@ -1,0 +1,333 @@
+//! Herald's configuration: one TOML file with flat keys named as Synapse
+//! names them, every key optional. It is read and validated once at start-up;
+//! an unknown key or a bad value stops start-up with a message naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// A duration written as Synapse writes them: a number of milliseconds, or a
+/// string such as `"500ms"`, `"30s"`, `"10m"`, `"1h"`, `"1d"`, `"1w"`, `"1y"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl ConfigDuration {
+    pub fn parse(s: &str) -> Result<ConfigDuration, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration such as \"10m\" or \"1d\""))?;
+        let ms_per: u64 = match unit {
+            "" | "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            _ => {
+                return Err(format!(
+                    "`{s}` has an unknown unit (use ms, s, m, h, d, w or y)"
+                ))
+            }
+        };
+        n.checked_mul(ms_per)
+            .map(|ms| ConfigDuration(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("`{s}` is too long"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Ms(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Ms(ms) => Ok(ConfigDuration(Duration::from_millis(ms))),
+            Raw::Text(s) => ConfigDuration::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A rate limit as Synapse's `rc_*` options: a bucket of `burst_count`
+/// refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst_count: f64,
+}
+
+/// `[rc_login]`: Synapse's login rate limits. Herald limits failed attempts
+/// per account and per client address.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RcLogin {
+    pub failed_attempts: RateLimit,
+    pub address: RateLimit,
+}
+
+impl Default for RcLogin {
+    fn default() -> Self {
+        // Synapse's defaults for `rc_login.failed_attempts`, applied to both keys.
+        RcLogin {
+            failed_attempts: RateLimit {
+                per_second: 0.17,
+                burst_count: 3.0,
+            },
+            address: RateLimit {
+                per_second: 0.17,
+                burst_count: 3.0,
+            },
+        }
+    }
+}
+
+/// `[federation]`: as Synapse's `federation:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationSection {
+    pub client_timeout: ConfigDuration,
+    pub max_short_retries: u32,
+    pub max_long_retries: u32,
+    pub max_short_retry_delay: ConfigDuration,
+    pub max_long_retry_delay: ConfigDuration,
+}
+
+impl Default for FederationSection {
+    fn default() -> Self {
+        FederationSection {
+            client_timeout: ConfigDuration(Duration::from_secs(60)),
+            max_short_retries: 3,
+            max_long_retries: 10,
+            max_short_retry_delay: ConfigDuration(Duration::from_secs(2)),
+            max_long_retry_delay: ConfigDuration(Duration::from_secs(60)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server_name: String,
+    pub database: PathBuf,
+    pub listen: String,
+    pub federation_listen: String,
+    pub tls_certificate_path: Option<PathBuf>,
+    pub tls_private_key_path: Option<PathBuf>,
+    pub signing_key_path: PathBuf,
+    pub key_refresh_interval: ConfigDuration,
+    pub federation_domain_whitelist: Option<Vec<String>>,
+    pub federation_verify_certificates: bool,
+    pub federation_custom_ca_list: Option<Vec<PathBuf>>,
+    pub ip_range_blacklist: Option<Vec<String>>,
+    pub ip_range_whitelist: Vec<String>,
+    pub destination_min_retry_interval: ConfigDuration,
+    pub destination_retry_multiplier: f64,
+    pub destination_max_retry_interval: ConfigDuration,
+    pub sender_api_token: Option<String>,
+    /// How long an access token from `/login` stays valid; absent = until logout.
+    pub access_token_lifetime: Option<ConfigDuration>,
+    pub federation: FederationSection,
+    pub rc_login: RcLogin,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server_name: "localhost".into(),
+            database: PathBuf::from("herald.db"),
+            listen: "127.0.0.1:8008".into(),
+            federation_listen: "0.0.0.0:8448".into(),
+            tls_certificate_path: None,
+            tls_private_key_path: None,
+            signing_key_path: PathBuf::from("herald.signing.key"),
+            key_refresh_interval: ConfigDuration(Duration::from_secs(86_400)),
+            federation_domain_whitelist: None,
+            federation_verify_certificates: true,
+            federation_custom_ca_list: None,
+            ip_range_blacklist: None,
+            ip_range_whitelist: Vec::new(),
+            destination_min_retry_interval: ConfigDuration(Duration::from_secs(600)),
+            destination_retry_multiplier: 2.0,
+            destination_max_retry_interval: ConfigDuration(Duration::from_secs(7 * 86_400)),
+            sender_api_token: None,
+            access_token_lifetime: None,
+            federation: FederationSection::default(),
+            rc_login: RcLogin::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.into(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if self.server_name.is_empty() || self.server_name.contains(['/', ' ', '@']) {
+            return invalid(
+                "server_name",
+                format!("`{}` is not a server name", self.server_name),
+            );
+        }
+        if self.listen_addr().is_err() {
+            return invalid(
+                "listen",
+                format!("`{}` is not an address such as 127.0.0.1:8008", self.listen),
+            );
+        }
+        if self.federation_listen.parse::<SocketAddr>().is_err() {
+            return invalid(
+                "federation_listen",
+                format!(
+                    "`{}` is not an address such as 0.0.0.0:8448",
+                    self.federation_listen
+                ),
+            );
+        }
+        if self.database.as_os_str().is_empty() {
+            return invalid("database", "must not be empty".into());
+        }
+        if !(self.destination_retry_multiplier >= 1.0
+            && self.destination_retry_multiplier.is_finite())
+        {
+            return invalid(
+                "destination_retry_multiplier",
+                "must be a number of at least 1".into(),
+            );
+        }
+        if self.destination_min_retry_interval.0 > self.destination_max_retry_interval.0 {
+            return invalid(
+                "destination_min_retry_interval",
+                "must not exceed destination_max_retry_interval".into(),
+            );
+        }
+        for (key, limit) in [
+            ("rc_login.failed_attempts", self.rc_login.failed_attempts),
+            ("rc_login.address", self.rc_login.address),
+        ] {
+            if !(limit.per_second > 0.0 && limit.per_second.is_finite() && limit.burst_count >= 1.0)
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "per_second must be above 0 and burst_count at least 1".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            message: format!("`{}` is not an address such as 127.0.0.1:8008", self.listen),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen, "127.0.0.1:8008");
+        assert_eq!(c.database, PathBuf::from("herald.db"));
+    }
+
+    #[test]
+    fn reads_synapse_style_keys() {
+        let c = Config::parse(
+            r#"
+            server_name = "example.org"
+            destination_min_retry_interval = "5m"
+            destination_max_retry_interval = 86400000
+            federation_domain_whitelist = ["a.org"]
+            [federation]
+            client_timeout = "30s"
+            [rc_login.failed_attempts]
+            per_second = 1.0
+            burst_count = 10
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server_name, "example.org");
+        assert_eq!(c.destination_min_retry_interval.0, Duration::from_secs(300));
+        assert_eq!(
+            c.destination_max_retry_interval.0,
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(c.federation.client_timeout.0, Duration::from_secs(30));
+        assert_eq!(c.federation.max_long_retries, 10);
+        assert_eq!(c.rc_login.failed_attempts.burst_count, 10.0);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = Config::parse("sevrer_name = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sevrer_name"), "{e}");
+        let e = Config::parse("listen = \"nowhere\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`listen`"), "{e}");
+        let e = Config::parse("destination_min_retry_interval = \"10 parsecs\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("destination_min_retry_interval"), "{e}");
+        let e = Config::parse("[federation]\nmax_short_retries = -1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_short_retries"), "{e}");
+        let e = Config::parse("destination_retry_multiplier = 0.5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("destination_retry_multiplier"), "{e}");
+    }
+}

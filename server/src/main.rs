@@ -1,0 +1,233 @@
+//! The `herald` binary: the command line (clap) at the edge of the library.
+//! `serve` runs the admin API and console, `user add` creates accounts,
+//! `demo` runs everything on a fresh database with realistic data.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use herald::auth::{password, token};
+use herald::config::Config;
+use herald::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Matrix federation sender with a Synapse-compatible admin API and web console"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the admin API, login and console.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on (overrides `listen`).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Run on a fresh demo database with realistic data and a printed login.
+    Demo {
+        /// Directory for the demo database (recreated on every run).
+        #[arg(long, default_value = "herald-data")]
+        data_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8008")]
+        listen: String,
+        /// How many destinations to generate.
+        #[arg(long, default_value_t = 240)]
+        destinations: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account (creating and migrating the database if needed).
+    Add {
+        /// The user's name (localpart), e.g. `admin`.
+        name: String,
+        /// The password, or `-` to read it from standard input.
+        #[arg(long)]
+        password: String,
+        /// Make the user a server admin.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// TOML config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// SQLite database file (overrides `database`).
+    #[arg(long)]
+    database: Option<PathBuf>,
+}
+
+impl Common {
+    fn load(&self) -> Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(db) = &self.database {
+            config.database = db.clone();
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herald: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve { common, listen } => {
+            let mut config = common.load()?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            config.validate()?;
+            let store = Store::open(&config.database).await?;
+            let listener = herald::serve::bind(config.listen_addr()?).await?;
+            herald::serve::run(listener, store, config).await?;
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    password,
+                    admin,
+                    common,
+                },
+        } => {
+            let config = common.load()?;
+            let name = valid_localpart(&name)?;
+            let password = if password == "-" {
+                read_password()?
+            } else {
+                password
+            };
+            if password.is_empty() {
+                bail!("the password must not be empty");
+            }
+            let store = Store::open(&config.database).await?;
+            let hash = tokio::task::spawn_blocking(move || password::hash(&password)).await??;
+            store.create_user(&name, &hash, admin).await?;
+            store.close().await;
+            let mut out = std::io::stdout();
+            writeln!(
+                out,
+                "created {} @{}:{} in {}",
+                if admin { "admin" } else { "user" },
+                name,
+                config.server_name,
+                config.database.display()
+            )?;
+        }
+        Command::Demo {
+            data_dir,
+            listen,
+            destinations,
+        } => demo(&data_dir, &listen, destinations).await?,
+    }
+    Ok(())
+}
+
+/// A localpart Matrix allows (lower-cased, as Synapse stores them).
+fn valid_localpart(name: &str) -> Result<String> {
+    let name = name
+        .strip_prefix('@')
+        .map(|n| n.split(':').next().unwrap_or(n))
+        .unwrap_or(name);
+    let lower = name.to_lowercase();
+    if lower.is_empty()
+        || !lower.bytes().all(
+            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
+        )
+    {
+        bail!("`{name}` is not a valid user name: use a-z, 0-9 and . _ = - / +");
+    }
+    Ok(lower)
+}
+
+fn read_password() -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("reading the password from standard input")?;
+    Ok(s.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn demo(data_dir: &Path, listen: &str, count: usize) -> Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let database = data_dir.join("demo.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", database.display()));
+        if file.exists() {
+            std::fs::remove_file(&file)
+                .with_context(|| format!("removing the old {}", file.display()))?;
+        }
+    }
+    let config = Config {
+        server_name: "demo.herald.localhost".into(),
+        database: database.clone(),
+        listen: listen.into(),
+        ..Config::default()
+    };
+    config.validate()?;
+    let store = Store::open(&database).await?;
+    herald::demo::seed(&store, count).await?;
+    let admin_password = token::password();
+    let pw = admin_password.clone();
+    let hash = tokio::task::spawn_blocking(move || password::hash(&pw)).await??;
+    store.create_user("admin", &hash, true).await?;
+    let listener = herald::serve::bind(config.listen_addr()?).await?;
+    let addr = listener.local_addr()?;
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
+        "\nHerald demo: {count} destinations in {}\n\n  Open   http://{addr}/\n  User   admin\n  Pass   {admin_password}\n\nPress Ctrl-C to stop.\n",
+        database.display()
+    )?;
+    out.flush()?;
+    herald::serve::run(listener, store, config).await?;
+    Ok(())
+}

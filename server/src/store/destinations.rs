@@ -1,0 +1,229 @@
+//! The `destinations` and `destination_rooms` tables: the admin API's reads
+//! (the list through the in-memory index, details and rooms through SQL)
+//! and the writes that change a destination's health.
+
+use herald_shared::{
+    next_token, DestinationDetails, DestinationRoom, DestinationsPage, DestinationsQuery,
+    Direction, RoomsPage, RoomsQuery,
+};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+
+use super::{DestinationRow, Store, StoreError};
+
+const SELECT_ROW: &str = "SELECT destination, retry_last_ts, retry_interval, failure_ts, \
+                          last_successful_stream_ordering FROM destinations";
+
+fn decode(row: &SqliteRow) -> Result<DestinationRow, sqlx::Error> {
+    Ok(DestinationRow {
+        destination: row.try_get(0)?,
+        retry_last_ts: row.try_get(1)?,
+        retry_interval: row.try_get(2)?,
+        failure_ts: row.try_get(3)?,
+        last_successful_stream_ordering: row.try_get(4)?,
+    })
+}
+
+pub(super) async fn load_all(pool: &SqlitePool) -> Result<Vec<DestinationRow>, StoreError> {
+    let rows = sqlx::query(SELECT_ROW).fetch_all(pool).await?;
+    Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
+}
+
+/// What `reset_connection` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetOutcome {
+    Unknown,
+    NotInBackoff,
+    Reset,
+}
+
+impl Store {
+    /// One page of the destinations list, from the in-memory index.
+    pub async fn list_destinations(&self, query: DestinationsQuery) -> DestinationsPage {
+        let index = self.index.clone();
+        // A filter scans every name: keep it off the async workers.
+        let work = move || index.read().page(&query);
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|_| DestinationsPage {
+                destinations: Vec::new(),
+                total: 0,
+                next_token: None,
+            })
+    }
+
+    /// The stored row, if the destination is known.
+    pub async fn destination(&self, name: &str) -> Result<Option<DestinationRow>, StoreError> {
+        let row = sqlx::query(&format!("{SELECT_ROW} WHERE destination = ?"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(decode).transpose()?)
+    }
+
+    /// `GET destinations/<name>`, as Synapse shapes it: no timings unless
+    /// `retry_last_ts` is set and non-zero.
+    pub async fn destination_details(
+        &self,
+        name: &str,
+    ) -> Result<Option<DestinationDetails>, StoreError> {
+        Ok(self.destination(name).await?.map(|row| {
+            let in_backoff = row.retry_last_ts.is_some_and(|ts| ts != 0);
+            DestinationDetails {
+                destination: row.destination,
+                last_successful_stream_ordering: row.last_successful_stream_ordering,
+                failure_ts: if in_backoff { row.failure_ts } else { None },
+                retry_last_ts: if in_backoff {
+                    row.retry_last_ts.unwrap_or(0)
+                } else {
+                    0
+                },
+                retry_interval: if in_backoff {
+                    row.retry_interval
+                } else {
+                    Some(0)
+                },
+            }
+        }))
+    }
+
+    pub async fn is_destination_known(&self, name: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM destinations WHERE destination = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Rooms of a destination ordered by room ID.
+    pub async fn destination_rooms(
+        &self,
+        name: &str,
+        q: RoomsQuery,
+    ) -> Result<RoomsPage, StoreError> {
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM destination_rooms WHERE destination = ?")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?;
+        let order = match q.dir {
+            Direction::Forwards => "ASC",
+            Direction::Backwards => "DESC",
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT room_id, stream_ordering FROM destination_rooms WHERE destination = ? \
+             ORDER BY room_id {order} LIMIT ? OFFSET ?"
+        ))
+        .bind(name)
+        .bind(q.limit as i64)
+        .bind(q.from as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let rooms = rows
+            .iter()
+            .map(|r| {
+                Ok(DestinationRoom {
+                    room_id: r.try_get(0)?,
+                    stream_ordering: r.try_get(1)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let total = total.max(0) as u64;
+        Ok(RoomsPage {
+            next_token: next_token(q.from, q.limit, rooms.len(), total),
+            rooms,
+            total,
+        })
+    }
+
+    /// `reset_connection`: clears the backoff of a destination in backoff.
+    pub async fn reset_retry_timings(&self, name: &str) -> Result<ResetOutcome, StoreError> {
+        let _writer = self.destinations_writer.lock().await;
+        let Some(row) = self.destination(name).await? else {
+            return Ok(ResetOutcome::Unknown);
+        };
+        if !row.retry_last_ts.is_some_and(|ts| ts != 0) {
+            return Ok(ResetOutcome::NotInBackoff);
+        }
+        sqlx::query(
+            "UPDATE destinations SET failure_ts = NULL, retry_last_ts = 0, retry_interval = 0 \
+             WHERE destination = ?",
+        )
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        self.refresh_index(name).await?;
+        Ok(ResetOutcome::Reset)
+    }
+
+    /// Inserts or replaces whole rows (demo data, imports, tests), in one
+    /// transaction.
+    pub async fn put_destinations(&self, rows: &[DestinationRow]) -> Result<(), StoreError> {
+        let _writer = self.destinations_writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        for row in rows {
+            sqlx::query(
+                "INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts, \
+                 last_successful_stream_ordering) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (destination) DO UPDATE SET retry_last_ts = excluded.retry_last_ts, \
+                 retry_interval = excluded.retry_interval, failure_ts = excluded.failure_ts, \
+                 last_successful_stream_ordering = excluded.last_successful_stream_ordering",
+            )
+            .bind(&row.destination)
+            .bind(row.retry_last_ts)
+            .bind(row.retry_interval)
+            .bind(row.failure_ts)
+            .bind(row.last_successful_stream_ordering)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let mut index = self.index.write();
+        for row in rows {
+            index.put(row.clone());
+        }
+        Ok(())
+    }
+
+    /// Records the newest stream ordering of rooms for a destination
+    /// (creating the destination row if needed), in one transaction.
+    pub async fn put_destination_rooms(
+        &self,
+        destination: &str,
+        rooms: &[DestinationRoom],
+    ) -> Result<(), StoreError> {
+        let _writer = self.destinations_writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO destinations (destination) VALUES (?) ON CONFLICT DO NOTHING")
+            .bind(destination)
+            .execute(&mut *tx)
+            .await?;
+        for room in rooms {
+            sqlx::query(
+                "INSERT INTO destination_rooms (destination, room_id, stream_ordering) VALUES (?, ?, ?) \
+                 ON CONFLICT (destination, room_id) DO UPDATE SET stream_ordering = excluded.stream_ordering",
+            )
+            .bind(destination)
+            .bind(&room.room_id)
+            .bind(room.stream_ordering)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.refresh_index(destination).await
+    }
+
+    /// Re-reads one row after a committed write and applies it to the index.
+    async fn refresh_index(&self, name: &str) -> Result<(), StoreError> {
+        if let Some(row) = self.destination(name).await? {
+            self.index.write().put(row);
+        }
+        Ok(())
+    }
+
+    /// How many destinations the index holds.
+    pub fn destination_count(&self) -> usize {
+        self.index.read().len()
+    }
+}

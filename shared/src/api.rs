@@ -1,0 +1,115 @@
+//! Response bodies of the federation admin API, login API and Herald's own
+//! additions, shaped exactly as Synapse 1.163 returns them.
+
+use serde::{Deserialize, Serialize};
+
+/// One row of `GET /_synapse/admin/v1/federation/destinations`.
+///
+/// `retry_last_ts` and `retry_interval` are 0 when the database holds NULL;
+/// `failure_ts` and `last_successful_stream_ordering` stay null.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destination {
+    pub destination: String,
+    pub retry_last_ts: i64,
+    pub retry_interval: i64,
+    pub failure_ts: Option<i64>,
+    pub last_successful_stream_ordering: Option<i64>,
+}
+
+/// `GET /_synapse/admin/v1/federation/destinations/<destination>`.
+///
+/// Synapse answers `failure_ts: null, retry_last_ts: 0, retry_interval: 0`
+/// when the destination is not in backoff, and the stored values otherwise
+/// (a stored NULL `retry_interval` then shows as null).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationDetails {
+    pub destination: String,
+    pub last_successful_stream_ordering: Option<i64>,
+    pub failure_ts: Option<i64>,
+    pub retry_last_ts: i64,
+    pub retry_interval: Option<i64>,
+}
+
+/// One row of `GET .../destinations/<destination>/rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationRoom {
+    pub room_id: String,
+    pub stream_ordering: i64,
+}
+
+/// The destinations list envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationsPage {
+    pub destinations: Vec<Destination>,
+    pub total: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// The rooms-of-a-destination envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomsPage {
+    pub rooms: Vec<DestinationRoom>,
+    pub total: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// A Matrix error body: `{"errcode": "...", "error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatrixError {
+    pub errcode: String,
+    pub error: String,
+    /// Present on `M_LIMIT_EXCEEDED` answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Body of `POST /_matrix/client/v3/login` with `m.login.password`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordLogin {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub identifier: UserIdentifier,
+    pub password: String,
+}
+
+/// The `m.id.user` identifier of a login request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserIdentifier {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user: String,
+}
+
+impl PasswordLogin {
+    pub fn new(user: &str, password: &str) -> Self {
+        PasswordLogin {
+            kind: "m.login.password".into(),
+            identifier: UserIdentifier {
+                kind: "m.id.user".into(),
+                user: user.into(),
+            },
+            password: password.into(),
+        }
+    }
+}
+
+/// A successful login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginResponse {
+    pub access_token: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub home_server: String,
+}
+
+/// `GET /_matrix/client/v3/account/whoami`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    #[serde(default)]
+    pub is_guest: bool,
+}

@@ -1,0 +1,230 @@
+//! The HTTP calls the console makes: Matrix login/logout and the federation
+//! admin API. They run in the browser only (gloo-net over `fetch`); on the
+//! server every call fails with [`ApiError::Network`], and no page calls them
+//! there, since data is fetched after hydration.
+
+use herald_shared::{
+    DestinationsPage, DestinationsQuery, LoginResponse, MatrixError, PasswordLogin,
+};
+
+pub const LOGIN_PATH: &str = "/_matrix/client/v3/login";
+pub const LOGOUT_PATH: &str = "/_matrix/client/v3/logout";
+pub const DESTINATIONS_PATH: &str = "/_synapse/admin/v1/federation/destinations";
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// The server answered with a Matrix error body.
+    Matrix { status: u16, error: MatrixError },
+    /// The server answered with an error status and no Matrix error body.
+    Status(u16),
+    /// The request did not get an answer (server down, network gone).
+    Network(String),
+    /// A success answer whose body was not what the API promises.
+    Decode(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Matrix { status, .. } | ApiError::Status(status) => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn errcode(&self) -> Option<&str> {
+        match self {
+            ApiError::Matrix { error, .. } => Some(&error.errcode),
+            _ => None,
+        }
+    }
+
+    /// The token is missing, unknown or expired: the admin must sign in again.
+    pub fn is_unauthorized(&self) -> bool {
+        self.status() == Some(401)
+    }
+
+    /// The user is known but may not use the admin API.
+    pub fn is_forbidden(&self) -> bool {
+        self.status() == Some(403)
+    }
+
+    /// What to tell the admin: the server's own `error` text when it gave one.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Matrix { error, .. } if !error.error.is_empty() => error.error.clone(),
+            ApiError::Matrix { status, error } => format!("{} (HTTP {status})", error.errcode),
+            ApiError::Status(status) => format!("The server answered HTTP {status}"),
+            ApiError::Network(e) => format!("Could not reach the server: {e}"),
+            ApiError::Decode(e) => format!("Unexpected answer from the server: {e}"),
+        }
+    }
+}
+
+/// The message shown when an admin API call is refused with 403.
+pub const NOT_ADMIN: &str = "This account is not a server admin";
+
+/// [`ApiError::message`], but a 403 from the admin API says what it means.
+pub fn admin_error_message(e: &ApiError) -> String {
+    if e.is_forbidden() {
+        NOT_ADMIN.to_owned()
+    } else {
+        e.message()
+    }
+}
+
+/// The URL of one page of the destinations list.
+pub fn destinations_url(query: &DestinationsQuery) -> String {
+    let qs = query.to_query_string();
+    if qs.is_empty() {
+        DESTINATIONS_PATH.to_owned()
+    } else {
+        format!("{DESTINATIONS_PATH}?{qs}")
+    }
+}
+
+/// `POST /_matrix/client/v3/login` with `m.login.password`.
+pub async fn login(user: &str, password: &str) -> Result<LoginResponse, ApiError> {
+    http::post_json(LOGIN_PATH, None, &PasswordLogin::new(user, password)).await
+}
+
+/// `POST /_matrix/client/v3/logout`: invalidates the token on the server.
+pub async fn logout(token: &str) -> Result<(), ApiError> {
+    http::post_json::<serde_json::Value>(LOGOUT_PATH, Some(token), &serde_json::json!({}))
+        .await
+        .map(|_| ())
+}
+
+/// `GET /_synapse/admin/v1/federation/destinations`.
+pub async fn destinations(
+    token: &str,
+    query: &DestinationsQuery,
+) -> Result<DestinationsPage, ApiError> {
+    http::get_json(&destinations_url(query), token).await
+}
+
+#[cfg(feature = "hydrate")]
+mod http {
+    use super::ApiError;
+    use gloo_net::http::{Request, RequestBuilder, Response};
+    use herald_shared::MatrixError;
+    use serde::{de::DeserializeOwned, Serialize};
+
+    fn authorized(req: RequestBuilder, token: Option<&str>) -> RequestBuilder {
+        match token {
+            Some(t) => req.header("Authorization", &format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
+    pub async fn post_json<T: DeserializeOwned>(
+        url: &str,
+        token: Option<&str>,
+        body: &impl Serialize,
+    ) -> Result<T, ApiError> {
+        let req = authorized(Request::post(url), token)
+            .json(body)
+            .map_err(|e| ApiError::Decode(e.to_string()))?;
+        read(req.send().await).await
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(url: &str, token: &str) -> Result<T, ApiError> {
+        read(authorized(Request::get(url), Some(token)).send().await).await
+    }
+
+    async fn read<T: DeserializeOwned>(
+        resp: Result<Response, gloo_net::Error>,
+    ) -> Result<T, ApiError> {
+        let resp = resp.map_err(|e| ApiError::Network(e.to_string()))?;
+        if resp.ok() {
+            return resp
+                .json::<T>()
+                .await
+                .map_err(|e| ApiError::Decode(e.to_string()));
+        }
+        let status = resp.status();
+        Err(match resp.json::<MatrixError>().await {
+            Ok(error) => ApiError::Matrix { status, error },
+            Err(_) => ApiError::Status(status),
+        })
+    }
+}
+
+#[cfg(not(feature = "hydrate"))]
+mod http {
+    use super::ApiError;
+    use serde::{de::DeserializeOwned, Serialize};
+
+    fn unavailable() -> ApiError {
+        ApiError::Network("the console calls the API from the browser only".into())
+    }
+
+    pub async fn post_json<T: DeserializeOwned>(
+        _url: &str,
+        _token: Option<&str>,
+        _body: &impl Serialize,
+    ) -> Result<T, ApiError> {
+        Err(unavailable())
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(_url: &str, _token: &str) -> Result<T, ApiError> {
+        Err(unavailable())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(status: u16, errcode: &str, error: &str) -> ApiError {
+        ApiError::Matrix {
+            status,
+            error: MatrixError {
+                errcode: errcode.into(),
+                error: error.into(),
+                retry_after_ms: None,
+            },
+        }
+    }
+
+    #[test]
+    fn shows_the_servers_error_text() {
+        let e = matrix(403, "M_FORBIDDEN", "Invalid username or password");
+        assert_eq!(e.message(), "Invalid username or password");
+        assert!(e.is_forbidden() && !e.is_unauthorized());
+        assert_eq!(e.errcode(), Some("M_FORBIDDEN"));
+        assert_eq!(
+            matrix(500, "M_UNKNOWN", "").message(),
+            "M_UNKNOWN (HTTP 500)"
+        );
+        assert_eq!(
+            ApiError::Status(502).message(),
+            "The server answered HTTP 502"
+        );
+    }
+
+    #[test]
+    fn a_403_from_the_admin_api_means_not_an_admin() {
+        let e = matrix(403, "M_FORBIDDEN", "You are not a server admin");
+        assert_eq!(admin_error_message(&e), NOT_ADMIN);
+        let e = matrix(401, "M_UNKNOWN_TOKEN", "Invalid access token passed.");
+        assert!(e.is_unauthorized());
+        assert_eq!(admin_error_message(&e), "Invalid access token passed.");
+    }
+
+    #[test]
+    fn destinations_url_leaves_defaults_out() {
+        assert_eq!(
+            destinations_url(&DestinationsQuery::default()),
+            DESTINATIONS_PATH
+        );
+        let q = DestinationsQuery {
+            from: 100,
+            ..Default::default()
+        };
+        assert_eq!(
+            destinations_url(&q),
+            format!("{DESTINATIONS_PATH}?from=100")
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! The bar above every page: the console's name, who is signed in, and the
+//! sign-out button.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::use_navigate;
+
+use crate::api;
+use crate::session::use_session;
+
+#[component]
+pub fn TopBar() -> impl IntoView {
+    let session = use_session();
+    let navigate = use_navigate();
+    let signing_out = RwSignal::new(false);
+
+    let sign_out = move |_| {
+        let Some(token) = session.token_untracked() else {
+            return;
+        };
+        signing_out.set(true);
+        let navigate = navigate.clone();
+        spawn_local(async move {
+            // The token goes either way; a failed logout only leaves a token
+            // on the server that this browser no longer knows.
+            let _ = api::logout(&token).await;
+            session.clear();
+            signing_out.set(false);
+            navigate("/login", Default::default());
+        });
+    };
+
+    view! {
+        <header id="top-bar">
+            <a href="/" class="brand">
+                "Herald"
+            </a>
+            <nav>
+                {move || {
+                    session
+                        .user_id()
+                        .map(|user| {
+                            view! {
+                                <a href="/destinations">"Destinations"</a>
+                                <span id="signed-in-user" class="muted">
+                                    {user}
+                                </span>
+                                <button
+                                    id="sign-out"
+                                    type="button"
+                                    class="secondary"
+                                    disabled=move || signing_out.get()
+                                    on:click=sign_out.clone()
+                                >
+                                    "Sign out"
+                                </button>
+                            }
+                        })
+                }}
+            </nav>
+        </header>
+    }
+}

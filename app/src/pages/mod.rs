@@ -1,0 +1,17 @@
+//! One module per route; each page fetches what it shows and hands the
+//! drawing to [`crate::components`].
+
+pub mod destinations;
+pub mod home;
+pub mod login;
+pub mod not_found;
+
+use leptos_router::NavigateOptions;
+
+/// Navigation that replaces the current history entry (redirects).
+pub(crate) fn replace() -> NavigateOptions {
+    NavigateOptions {
+        replace: true,
+        ..Default::default()
+    }
+}

@@ -6,7 +6,7 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use herald_shared::{
     percent_decode_path, DestinationDetails, DestinationsPage, DestinationsQuery, RawQuery,
@@ -35,6 +35,11 @@ pub fn router() -> Router<AppState> {
         .route(
             &format!("{PREFIX}/destinations/{{destination}}/rooms"),
             get(rooms),
+        )
+        // ...but not here (`[^/]+`): no route at all, whatever the method.
+        .route(
+            &format!("{PREFIX}/destinations//reset_connection"),
+            any(|| async { ApiError::unrecognized() }),
         )
         .route(
             &format!("{PREFIX}/destinations/{{destination}}/reset_connection"),

@@ -54,8 +54,9 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
 
 /// Synapse's CORS headers on API responses, and `204` for every `OPTIONS`.
 async fn synapse_conventions(request: Request, next: Next) -> Response {
-    let api = is_api_path(request.uri().path());
-    let mut response = if request.method() == Method::OPTIONS {
+    let preflight = request.method() == Method::OPTIONS;
+    let api = preflight || is_api_path(request.uri().path());
+    let mut response = if preflight {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NO_CONTENT;
         r
@@ -81,11 +82,13 @@ async fn synapse_conventions(request: Request, next: Next) -> Response {
         ] {
             headers.insert(name, HeaderValue::from_static(value));
         }
-        headers
-            .entry(header::CACHE_CONTROL)
-            .or_insert(HeaderValue::from_static(
-                "no-cache, no-store, must-revalidate",
-            ));
+        if !preflight {
+            headers
+                .entry(header::CACHE_CONTROL)
+                .or_insert(HeaderValue::from_static(
+                    "no-cache, no-store, must-revalidate",
+                ));
+        }
     }
     response
 }

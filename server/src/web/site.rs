@@ -75,7 +75,10 @@ fn embedded_file(path: &str, headers: &HeaderMap) -> Option<Response> {
     let hash = file.metadata.sha256_hash();
     let etag = format!(
         "\"{}\"",
-        hash[..16].iter().map(|b| format!("{b:02x}")).collect::<String>()
+        hash[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     );
     let mime = mime_guess::from_path(name).first_or_octet_stream();
 
@@ -157,9 +160,18 @@ mod tests {
 
     #[test]
     fn gzip_negotiation() {
-        assert!(accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "gzip, deflate, br")])));
-        assert!(accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "br;q=1.0, GZIP;q=0.5")])));
-        assert!(!accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "gzip;q=0")])));
+        assert!(accepts_gzip(&headers(&[(
+            header::ACCEPT_ENCODING,
+            "gzip, deflate, br"
+        )])));
+        assert!(accepts_gzip(&headers(&[(
+            header::ACCEPT_ENCODING,
+            "br;q=1.0, GZIP;q=0.5"
+        )])));
+        assert!(!accepts_gzip(&headers(&[(
+            header::ACCEPT_ENCODING,
+            "gzip;q=0"
+        )])));
         assert!(!accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "br")])));
         assert!(!accepts_gzip(&HeaderMap::new()));
     }
@@ -167,10 +179,22 @@ mod tests {
     #[test]
     fn etag_matching() {
         let etag = "\"abc\"";
-        assert!(if_none_match(&headers(&[(header::IF_NONE_MATCH, "\"x\", \"abc\"")]), etag));
-        assert!(if_none_match(&headers(&[(header::IF_NONE_MATCH, "W/\"abc\"")]), etag));
-        assert!(if_none_match(&headers(&[(header::IF_NONE_MATCH, "*")]), etag));
-        assert!(!if_none_match(&headers(&[(header::IF_NONE_MATCH, "\"abd\"")]), etag));
+        assert!(if_none_match(
+            &headers(&[(header::IF_NONE_MATCH, "\"x\", \"abc\"")]),
+            etag
+        ));
+        assert!(if_none_match(
+            &headers(&[(header::IF_NONE_MATCH, "W/\"abc\"")]),
+            etag
+        ));
+        assert!(if_none_match(
+            &headers(&[(header::IF_NONE_MATCH, "*")]),
+            etag
+        ));
+        assert!(!if_none_match(
+            &headers(&[(header::IF_NONE_MATCH, "\"abd\"")]),
+            etag
+        ));
         assert!(!if_none_match(&HeaderMap::new(), etag));
     }
 

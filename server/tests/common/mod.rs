@@ -1,0 +1,228 @@
+//! A real Herald server on 127.0.0.1 and a temp SQLite file, seeded with
+//! known rows, plus a small HTTP client for the tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use herald::config::{Config, RateLimit};
+use herald::store::{DestinationRow, Store};
+use herald_shared::DestinationRoom;
+use serde_json::Value;
+
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-secret";
+pub const USER: &str = "alice";
+pub const USER_PASSWORD: &str = "alice-secret";
+pub const SERVER_NAME: &str = "herald.test";
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub store: Store,
+    pub db_path: PathBuf,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+pub fn row(
+    name: &str,
+    last: Option<i64>,
+    interval: Option<i64>,
+    fail: Option<i64>,
+    so: Option<i64>,
+) -> DestinationRow {
+    DestinationRow {
+        destination: name.into(),
+        retry_last_ts: last,
+        retry_interval: interval,
+        failure_ts: fail,
+        last_successful_stream_ordering: so,
+    }
+}
+
+/// The known destinations: NULLs in every nullable column, ties in every
+/// sort column, names that differ by case, ports, an IPv6 literal, and names
+/// with `%` and `_`.
+pub fn seed_rows() -> Vec<DestinationRow> {
+    vec![
+        row("a.org", Some(0), Some(0), None, Some(100)),
+        row(
+            "b.org",
+            Some(1_700_000_000_000),
+            Some(600_000),
+            Some(1_699_000_000_000),
+            Some(50),
+        ),
+        row(
+            "B.org",
+            Some(1_700_000_000_000),
+            Some(1_200_000),
+            Some(1_699_500_000_000),
+            None,
+        ),
+        row("never.example", None, None, None, None),
+        row(
+            "matrix.example.org:8448",
+            Some(1_600_000_000_000),
+            Some(86_400_000),
+            Some(1_500_000_000_000),
+            Some(7),
+        ),
+        row("[::1]:8448", Some(0), Some(0), None, Some(100)),
+        row("UPPER.Example.COM", Some(0), Some(0), Some(123), Some(3)),
+        row("pct%sign.org", Some(5), None, Some(5), Some(9)),
+        row("under_score.org", Some(5), Some(600_000), None, Some(9)),
+        row("underXscore.org", Some(5), Some(600_000), None, Some(9)),
+        row("zeta.example", Some(0), Some(0), None, Some(1)),
+    ]
+}
+
+pub fn seed_rooms() -> Vec<DestinationRoom> {
+    (0..15)
+        .map(|i| DestinationRoom {
+            room_id: format!(
+                "!{}room{i:02}:herald.test",
+                if i % 3 == 0 { "A" } else { "a" }
+            ),
+            stream_ordering: 1000 + i,
+        })
+        .collect()
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_path = dir.path().join("herald.db");
+        let mut config = Config {
+            server_name: SERVER_NAME.into(),
+            database: db_path.clone(),
+            listen: "127.0.0.1:0".into(),
+            ..Config::default()
+        };
+        let generous = RateLimit {
+            per_second: 1000.0,
+            burst_count: 1000.0,
+        };
+        config.rc_login.failed_attempts = generous;
+        config.rc_login.address = generous;
+        tweak(&mut config);
+        let store = Store::open(&db_path).await.expect("open store");
+        for (name, password, admin) in [(ADMIN, ADMIN_PASSWORD, true), (USER, USER_PASSWORD, false)]
+        {
+            let hash = herald::auth::password::hash(password).expect("hash");
+            store
+                .create_user(name, &hash, admin)
+                .await
+                .expect("create user");
+        }
+        store.put_destinations(&seed_rows()).await.expect("seed");
+        store
+            .put_destination_rooms("b.org", &seed_rooms())
+            .await
+            .expect("rooms");
+        let listener = herald::serve::bind(config.listen_addr().unwrap())
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let served = store.clone();
+        tokio::spawn(async move {
+            herald::serve::run(listener, served, config)
+                .await
+                .expect("serve");
+        });
+        TestServer {
+            addr,
+            base: format!("http://{addr}"),
+            store,
+            db_path,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Logs in with the Matrix password flow and returns the access token.
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let (status, body) = self
+            .post_json(
+                "/_matrix/client/v3/login",
+                None,
+                serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}),
+            )
+            .await;
+        assert_eq!(status, 200, "login failed: {body}");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN, ADMIN_PASSWORD).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        into_json(req.send().await.expect("request")).await
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.client.post(self.url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        into_json(req.send().await.expect("request")).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &'static str,
+    ) -> (u16, Value) {
+        let mut req = self.client.post(self.url(path)).body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        into_json(req.send().await.expect("request")).await
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self.client.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            self.url(path),
+        );
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request")
+    }
+}
+
+pub async fn into_json(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text:?}"));
+    (status, body)
+}
+
+/// Asserts a Matrix error body.
+pub fn assert_error(got: &(u16, Value), status: u16, errcode: &str, error: &str) {
+    assert_eq!(got.0, status, "{}", got.1);
+    assert_eq!(got.1["errcode"], errcode, "{}", got.1);
+    assert_eq!(got.1["error"], error, "{}", got.1);
+}

@@ -7,6 +7,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::store::{now_ms, DestinationRow, Store, StoreError};
 
+/// The demo's data is the same on every run.
+pub const SEED: u64 = 0x4e52_414c_4421;
+
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
@@ -36,6 +39,7 @@ pub fn destinations(count: usize, seed: u64) -> Vec<(DestinationRow, Vec<Destina
     let now = now_ms();
     let mut out = Vec::with_capacity(count);
     let mut stream = 1_000i64;
+    let mut taken = std::collections::HashSet::new();
     for i in 0..count {
         let host = HOSTS[rng.gen_range(0..HOSTS.len())];
         let domain = DOMAINS[rng.gen_range(0..DOMAINS.len())];
@@ -46,6 +50,10 @@ pub fn destinations(count: usize, seed: u64) -> Vec<(DestinationRow, Vec<Destina
         };
         if i == 5 {
             destination = "[::1]:8448".into();
+        }
+        if !taken.insert(destination.clone()) {
+            destination = format!("{host}{i}.{domain}");
+            taken.insert(destination.clone());
         }
         stream += rng.gen_range(1..500);
         let last_ok = Some(stream);
@@ -136,7 +144,7 @@ fn random_localpart(rng: &mut impl Rng) -> String {
 
 /// Writes the demo rows into `store`.
 pub async fn seed(store: &Store, count: usize) -> Result<(), StoreError> {
-    let data = destinations(count, 0x4e52_414c_4421);
+    let data = destinations(count, SEED);
     let rows: Vec<DestinationRow> = data.iter().map(|(r, _)| r.clone()).collect();
     store.put_destinations(&rows).await?;
     for (row, rooms) in &data {
@@ -153,7 +161,7 @@ mod tests {
 
     #[test]
     fn covers_every_state() {
-        let data = destinations(200, 1);
+        let data = destinations(240, SEED);
         let now = now_ms();
         let rows: Vec<&DestinationRow> = data.iter().map(|(r, _)| r).collect();
         let in_backoff = |r: &&&DestinationRow| r.retry_last_ts.is_some_and(|t| t != 0);
@@ -183,6 +191,6 @@ mod tests {
         let mut names: Vec<&str> = rows.iter().map(|r| r.destination.as_str()).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 200, "names are unique");
+        assert_eq!(names.len(), 240, "names are unique");
     }
 }

@@ -143,7 +143,7 @@ impl Store {
         let Some(row) = self.destination(name).await? else {
             return Ok(ResetOutcome::Unknown);
         };
-        if !row.retry_last_ts.is_some_and(|ts| ts != 0) {
+        if row.retry_last_ts.is_none_or(|ts| ts == 0) {
             return Ok(ResetOutcome::NotInBackoff);
         }
         sqlx::query(

@@ -1,0 +1,393 @@
+//! The `herald` binary itself: `user add`, `serve`, `demo`, and refusing
+//! databases and configs it must not use.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HERALD: &str = env!("CARGO_BIN_EXE_herald");
+
+fn herald(args: &[&str]) -> std::process::Output {
+    Command::new(HERALD)
+        .args(args)
+        .output()
+        .expect("run herald")
+}
+
+/// A running `herald` child, killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `herald ARGS` and waits for its "listening" log line; returns the address.
+fn spawn_listening(args: &[&str]) -> (Running, String, Vec<String>) {
+    let mut child = Command::new(HERALD)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn herald");
+    let stderr = child.stderr.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let collected = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = collected.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("address=") {
+                let addr = line[i + 8..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("herald did not start listening");
+    // Give stdout a moment to be collected (the demo prints before listening).
+    std::thread::sleep(Duration::from_millis(200));
+    let out = collected.lock().unwrap().clone();
+    (Running(child), addr, out)
+}
+
+fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    read_response(stream)
+}
+
+fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    read_response(stream)
+}
+
+fn read_response(mut stream: std::net::TcpStream) -> (u16, String) {
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    // Bodies may be chunked; the JSON object is what lies between the braces.
+    let body = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if b >= a => body[a..=b].to_owned(),
+        _ => body,
+    };
+    (status, body)
+}
+
+fn login(addr: &str, user: &str, password: &str) -> String {
+    let body = format!(
+        r#"{{"type":"m.login.password","identifier":{{"type":"m.id.user","user":"{user}"}},"password":"{password}"}}"#
+    );
+    let (status, body) = http_post(addr, "/_matrix/client/v3/login", &body);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+fn sha(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn user_add_then_serve_then_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let db = db.to_str().unwrap();
+    let out = herald(&[
+        "user",
+        "add",
+        "Admin",
+        "--password",
+        "pw1",
+        "--admin",
+        "--database",
+        db,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("@admin:localhost"));
+    // `--password -` reads standard input.
+    let mut child = Command::new(HERALD)
+        .args(["user", "add", "bob", "--password", "-", "--database", db])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from-stdin\n")
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    // A second account with the same name is refused.
+    let out = herald(&["user", "add", "admin", "--password", "x", "--database", db]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+
+    let (_server, addr, _) =
+        spawn_listening(&["serve", "--database", db, "--listen", "127.0.0.1:0"]);
+    let token = login(&addr, "admin", "pw1");
+    let (status, body) = http_get(
+        &addr,
+        "/_synapse/admin/v1/federation/destinations",
+        Some(&token),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"total\":0"), "{body}");
+    let bob = login(&addr, "bob", "from-stdin");
+    let (status, _) = http_get(
+        &addr,
+        "/_synapse/admin/v1/federation/destinations",
+        Some(&bob),
+    );
+    assert_eq!(status, 403);
+}
+
+#[test]
+fn serve_reads_a_config_file_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    let db = dir.path().join("from-config.db");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name = \"conf.test\"\ndatabase = \"{}\"\nlisten = \"127.0.0.1:1\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    assert!(herald(&[
+        "user",
+        "add",
+        "root",
+        "--password",
+        "pw",
+        "--admin",
+        "--config",
+        c
+    ])
+    .status
+    .success());
+    assert!(db.exists(), "user add used the config's database");
+    let (_server, addr, _) = spawn_listening(&["serve", "--config", c, "--listen", "127.0.0.1:0"]);
+    let (status, body) = http_post(
+        &addr,
+        "/_matrix/client/v3/login",
+        r#"{"type":"m.login.password","identifier":{"type":"m.id.user","user":"root"},"password":"pw"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("@root:conf.test"), "{body}");
+}
+
+#[test]
+fn bad_config_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key) in [
+        ("server_nmae = \"x\"\n", "server_nmae"),
+        (
+            "destination_max_retry_interval = \"forever\"\n",
+            "destination_max_retry_interval",
+        ),
+        ("listen = \"here\"\n", "listen"),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = herald(&["serve", "--config", config.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}
+
+#[test]
+fn refuses_foreign_and_newer_databases_without_touching_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // A Synapse-like database.
+    let foreign = dir.path().join("synapse.db");
+    let setup = herald(&[
+        "user",
+        "add",
+        "x",
+        "--password",
+        "x",
+        "--database",
+        foreign.to_str().unwrap(),
+    ]);
+    assert!(setup.status.success());
+    // Turn it into "someone else's" file: drop our marker and add a table.
+    rewrite(
+        &foreign,
+        &[
+            "DROP TABLE herald_meta",
+            "CREATE TABLE events (event_id TEXT)",
+        ],
+    );
+    let before = sha(&foreign);
+    let out = herald(&[
+        "serve",
+        "--database",
+        foreign.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a Herald database"), "{err}");
+    assert_eq!(sha(&foreign), before, "the file was left untouched");
+
+    let newer = dir.path().join("newer.db");
+    assert!(herald(&[
+        "user",
+        "add",
+        "x",
+        "--password",
+        "x",
+        "--database",
+        newer.to_str().unwrap()
+    ])
+    .status
+    .success());
+    rewrite(
+        &newer,
+        &["INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) VALUES (999999, 'future', CURRENT_TIMESTAMP, 1, x'00', 0)"],
+    );
+    let before = sha(&newer);
+    let out = herald(&[
+        "serve",
+        "--database",
+        newer.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("newer Herald"), "{err}");
+    assert_eq!(sha(&newer), before);
+
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(
+        &garbage,
+        b"this is not sqlite at all, just some bytes that are long enough....................",
+    )
+    .unwrap();
+    let before = sha(&garbage);
+    let out = herald(&[
+        "serve",
+        "--database",
+        garbage.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(sha(&garbage), before);
+}
+
+/// Applies SQL to a closed database file with a throwaway runtime.
+fn rewrite(path: &Path, statements: &[&str]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::{ConnectOptions, Connection};
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Delete)
+            .connect()
+            .await
+            .unwrap();
+        for s in statements {
+            sqlx::query(s).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+    });
+}
+
+#[test]
+fn demo_prints_a_login_that_works_and_serves_every_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let started = Instant::now();
+    let (_demo, addr, out) = spawn_listening(&[
+        "demo",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let out = out.join("\n");
+    let password = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Pass"))
+        .map(|p| p.trim().to_owned())
+        .unwrap_or_else(|| panic!("no password printed: {out}"));
+    assert!(out.contains(&format!("http://{addr}/")), "{out}");
+    let token = login(&addr, "admin", &password);
+    let (status, body) = http_get(
+        &addr,
+        "/_synapse/admin/v1/federation/destinations?limit=1000",
+        Some(&token),
+    );
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rows = v["destinations"].as_array().unwrap();
+    assert_eq!(v["total"], 240);
+    assert!(
+        rows.iter().any(|r| r["retry_last_ts"] != 0),
+        "some in backoff"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["last_successful_stream_ordering"].is_null() && r["retry_last_ts"] == 0),
+        "never contacted"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}

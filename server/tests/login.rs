@@ -1,0 +1,206 @@
+//! The Matrix login routes an admin tool signs in through, over real HTTP.
+
+mod common;
+
+use common::*;
+use herald::config::RateLimit;
+use serde_json::json;
+
+#[tokio::test]
+async fn versions_flows_and_server_version() {
+    let s = TestServer::start().await;
+    let (status, body) = s.get("/_matrix/client/versions", None).await;
+    assert_eq!(status, 200);
+    assert!(body["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v == "v1.1"));
+    for v in ["v3", "r0"] {
+        let (status, body) = s.get(&format!("/_matrix/client/{v}/login"), None).await;
+        assert_eq!(
+            (status, body),
+            (200, json!({"flows": [{"type": "m.login.password"}]}))
+        );
+    }
+    let (status, body) = s.get("/_synapse/admin/v1/server_version", None).await;
+    assert_eq!(status, 200);
+    assert!(body["server_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("Herald "));
+}
+
+#[tokio::test]
+async fn password_login_whoami_and_logout() {
+    let s = TestServer::start().await;
+    let (status, body) = s
+        .post_json(
+            "/_matrix/client/v3/login",
+            None,
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": ADMIN_PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], "@admin:herald.test");
+    assert_eq!(body["home_server"], "herald.test");
+    let device = body["device_id"].as_str().unwrap().to_owned();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+
+    let (status, who) = s
+        .get("/_matrix/client/v3/account/whoami", Some(&token))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        who,
+        json!({"user_id": "@admin:herald.test", "device_id": device, "is_guest": false})
+    );
+    let (status, _) = s
+        .get("/_matrix/client/r0/account/whoami", Some(&token))
+        .await;
+    assert_eq!(status, 200);
+
+    // Tokens are stored only as hashes.
+    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_hash FROM access_tokens")
+        .fetch_all(s.store.pool())
+        .await
+        .unwrap();
+    assert!(!stored.is_empty());
+    assert!(stored
+        .iter()
+        .all(|h| h.len() == 32 && h.as_slice() != token.as_bytes()));
+
+    let (status, body) = s
+        .post_json("/_matrix/client/v3/logout", Some(&token), json!({}))
+        .await;
+    assert_eq!((status, body), (200, json!({})));
+    assert_error(
+        &s.get("/_matrix/client/v3/account/whoami", Some(&token))
+            .await,
+        401,
+        "M_UNKNOWN_TOKEN",
+        "Invalid access token passed.",
+    );
+    assert_error(
+        &s.get("/_matrix/client/v3/account/whoami", None).await,
+        401,
+        "M_MISSING_TOKEN",
+        "Missing access token",
+    );
+}
+
+#[tokio::test]
+async fn legacy_user_field_full_user_id_and_r0_paths() {
+    let s = TestServer::start().await;
+    for (path, body) in [
+        (
+            "/_matrix/client/r0/login",
+            json!({"type": "m.login.password", "user": "admin", "password": ADMIN_PASSWORD}),
+        ),
+        (
+            "/_matrix/client/v3/login",
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "@Admin:herald.test"}, "password": ADMIN_PASSWORD}),
+        ),
+    ] {
+        let (status, resp) = s.post_json(path, None, body).await;
+        assert_eq!(status, 200, "{path}: {resp}");
+        assert_eq!(resp["user_id"], "@admin:herald.test");
+    }
+    // Passwords are stored as Argon2id hashes.
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE name = 'admin'")
+        .fetch_one(s.store.pool())
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$"));
+}
+
+#[tokio::test]
+async fn wrong_credentials_give_one_answer_and_bad_bodies_a_400() {
+    let s = TestServer::start().await;
+    let login = |user: &str, password: &str| json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password});
+    for body in [
+        login("admin", "wrong"),
+        login("nobody", "whatever"),
+        login("@admin:other.server", ADMIN_PASSWORD),
+    ] {
+        assert_error(
+            &s.post_json("/_matrix/client/v3/login", None, body).await,
+            403,
+            "M_FORBIDDEN",
+            "Invalid username or password",
+        );
+    }
+    let cases: &[(&str, u16, &str, &str)] = &[
+        ("{not json", 400, "M_NOT_JSON", "Content not JSON."),
+        ("[1,2]", 400, "M_BAD_JSON", "Content must be a JSON object."),
+        ("{}", 400, "M_UNKNOWN", "Missing JSON keys."),
+        (
+            r#"{"type": "m.login.token", "token": "x"}"#,
+            400,
+            "M_UNKNOWN",
+            "Unknown login type m.login.token",
+        ),
+    ];
+    for (body, status, errcode, error) in cases {
+        assert_error(
+            &s.post_raw("/_matrix/client/v3/login", None, body).await,
+            *status,
+            errcode,
+            error,
+        );
+    }
+    let (status, body) = s
+        .post_raw("/_matrix/client/v3/login", None, r#"{"type": "m.login.password", "identifier": {"type": "m.id.phone"}, "password": "x"}"#)
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn failed_logins_are_rate_limited_per_user() {
+    let s = TestServer::start_with(|c| {
+        c.rc_login.failed_attempts = RateLimit {
+            per_second: 0.01,
+            burst_count: 3.0,
+        };
+    })
+    .await;
+    let login = |password: &str| json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": password});
+    for _ in 0..3 {
+        assert_eq!(
+            s.post_json("/_matrix/client/v3/login", None, login("wrong"))
+                .await
+                .0,
+            403
+        );
+    }
+    // Even the right password is refused while the account's bucket is empty.
+    let (status, body) = s
+        .post_json("/_matrix/client/v3/login", None, login(USER_PASSWORD))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(body["retry_after_ms"].as_u64().unwrap() > 1000);
+    // Another account is not affected by alice's failures.
+    assert_eq!(s.login(ADMIN, ADMIN_PASSWORD).await.len(), 47);
+}
+
+#[tokio::test]
+async fn failed_logins_are_rate_limited_per_address() {
+    let s = TestServer::start_with(|c| {
+        c.rc_login.address = RateLimit {
+            per_second: 0.01,
+            burst_count: 2.0,
+        };
+    })
+    .await;
+    for user in ["u1", "u2"] {
+        let body = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": "x"});
+        assert_eq!(
+            s.post_json("/_matrix/client/v3/login", None, body).await.0,
+            403
+        );
+    }
+    let body = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": ADMIN_PASSWORD});
+    let (status, body) = s.post_json("/_matrix/client/v3/login", None, body).await;
+    assert_eq!(status, 429, "{body}");
+}

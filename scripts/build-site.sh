@@ -8,6 +8,7 @@
 # wasm-opt 108 produces modules Chromium rejects). Set HERALD_WASM_PROFILE=dev
 # for a quick unoptimised build (wasm-opt is then skipped).
 set -euo pipefail
+script=$(realpath "$0")
 cd "$(dirname "$0")/.."
 
 profile=${HERALD_WASM_PROFILE:-wasm-release}
@@ -20,15 +21,25 @@ stage=target/site.new
 cargo build -p herald-app --lib --target wasm32-unknown-unknown --profile "$profile" \
   --no-default-features --features hydrate --target-dir "$front"
 
-rm -rf "$stage" && mkdir -p "$stage/pkg"
-wasm-bindgen --target web --no-typescript --out-name herald --out-dir "$stage/pkg" \
-  "$front/wasm32-unknown-unknown/$out_dir/herald_app.wasm"
-if [ "$profile" != dev ]; then
-  "$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-    --enable-reference-types --enable-multivalue --enable-sign-ext --enable-mutable-globals \
-    "$stage/pkg/herald_bg.wasm" -o "$stage/pkg/herald_bg.opt.wasm"
-  mv "$stage/pkg/herald_bg.opt.wasm" "$stage/pkg/herald_bg.wasm"
+# wasm-bindgen + wasm-opt take ~25 s: keep their output per input module (and
+# version of this script) so that an unchanged app costs nothing.
+input=$front/wasm32-unknown-unknown/$out_dir/herald_app.wasm
+key=$(cat "$input" "$script" | sha256sum | cut -c1-16)
+bindgen=$front/bindgen-$profile-$key
+if [ ! -f "$bindgen/herald_bg.wasm" ]; then
+  rm -rf "$front"/bindgen-"$profile"-* && mkdir -p "$bindgen.tmp"
+  wasm-bindgen --target web --no-typescript --out-name herald --out-dir "$bindgen.tmp" "$input"
+  if [ "$profile" != dev ]; then
+    "$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+      --enable-reference-types --enable-multivalue --enable-sign-ext --enable-mutable-globals \
+      "$bindgen.tmp/herald_bg.wasm" -o "$bindgen.tmp/herald_bg.opt.wasm"
+    mv "$bindgen.tmp/herald_bg.opt.wasm" "$bindgen.tmp/herald_bg.wasm"
+  fi
+  mv "$bindgen.tmp" "$bindgen"
 fi
+
+rm -rf "$stage" && mkdir -p "$stage/pkg"
+cp "$bindgen/herald.js" "$bindgen/herald_bg.wasm" "$stage/pkg/"
 cp style/main.css "$stage/pkg/herald.css"
 # Precompressed copies; the server sends them to browsers that accept gzip.
 for f in herald_bg.wasm herald.js; do gzip -9 -n -c "$stage/pkg/$f" > "$stage/pkg/$f.gz"; done

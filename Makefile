@@ -1,0 +1,106 @@
+# Herald's one entry point. Every target installs what it needs and is missing,
+# so a fresh machine (Rust, Node 20 and apt available) needs nothing else:
+#
+#   make demo      build everything and run the demo (prints a login)
+#   make test      unit + integration tests, clippy, rustfmt, Playwright e2e
+#   make release   target/release/herald with the console embedded
+#   make site      the console's site only (target/site)
+#   make tools     the build and test tools only
+#
+# Installs are skipped when the right version is present; see
+# /work/shared/BUILD.md's notes for why each tool comes from where it does.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export CARGO_TERM_PROGRESS_WHEN ?= never
+
+# wasm-bindgen-cli must equal the wasm-bindgen library in Cargo.lock.
+WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3; exit}' Cargo.lock)
+BINARYEN_VERSION := 132
+TOOLS := .tools
+WASM_OPT := $(TOOLS)/node_modules/.bin/wasm-opt
+CHROMIUM_PATH ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+HERALD := target/release/herald
+
+.PHONY: help demo test release site tools build-tools e2e-tools lint unit e2e size clean-site
+
+help:
+	@sed -n '1,9p' Makefile | sed 's/^# \{0,1\}//'
+
+## Tools ---------------------------------------------------------------------
+
+tools: build-tools e2e-tools
+
+# What building the site needs: the wasm32 target, wasm-bindgen, wasm-opt.
+build-tools:
+	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust (https://rustup.rs)"; exit 1; }
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or later"; exit 1; }
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown \
+	  || rustup target add wasm32-unknown-unknown
+	@[ -n "$(WASM_BINDGEN_VERSION)" ] || { echo "no wasm-bindgen in Cargo.lock"; exit 1; }
+	@if [ "$$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $(WASM_BINDGEN_VERSION)" ]; then \
+	  echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (about 3 minutes)"; \
+	  cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --force; \
+	fi
+	@# Debian's binaryen (108) makes modules Chromium rejects; npm's 132 runs on node.
+	@if ! "$(WASM_OPT)" --version 2>/dev/null | grep -q "version $(BINARYEN_VERSION)"; then \
+	  npm install --prefix $(TOOLS) --no-audit --no-fund --no-save binaryen@$(BINARYEN_VERSION).0.0; \
+	fi
+
+# What the end-to-end tests need: Chromium, python3 (to seed the database),
+# and @playwright/test (which downloads no browser).
+e2e-tools: end2end/node_modules/.package-lock.json
+	@if [ ! -x "$(CHROMIUM_PATH)" ] || ! command -v python3 >/dev/null; then \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium python3; \
+	fi
+
+end2end/node_modules/.package-lock.json: end2end/package.json end2end/package-lock.json
+	cd end2end && npm ci --no-audit --no-fund
+	@touch $@
+
+## Builds --------------------------------------------------------------------
+
+site: build-tools
+	WASM_OPT="$(abspath $(WASM_OPT))" scripts/build-site.sh
+
+# The site is embedded at compile time, so it is built first.
+release: site
+	cargo build --release -p herald
+	@ls -l $(HERALD)
+
+demo: release
+	$(HERALD) demo
+
+## Tests ---------------------------------------------------------------------
+
+test: tools site lint unit release e2e
+	@echo "make test: all passed"
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	@# The hydrate side of the app only compiles for the browser.
+	cargo clippy -p herald-app --lib --target wasm32-unknown-unknown --no-default-features \
+	  --features hydrate --target-dir target/front -- -D warnings
+
+unit:
+	cargo test --workspace
+
+e2e: e2e-tools
+	@[ -x $(HERALD) ] || { echo "$(HERALD) is missing: run make release"; exit 1; }
+	cd end2end && CHROMIUM_PATH="$(CHROMIUM_PATH)" npx playwright test
+
+# Transfer sizes of the console (gzip -9), after `make site`.
+size:
+	@cd target/site/pkg && for f in herald_bg.wasm herald.js herald.css; do \
+	  printf '%-16s %8d bytes  %8d gzip -9\n' $$f $$(stat -c%s $$f) $$(gzip -9c $$f | wc -c); \
+	done; printf '%-16s %8s        %8d gzip -9\n' total "" \
+	  $$(( $$(gzip -9c herald_bg.wasm | wc -c) + $$(gzip -9c herald.js | wc -c) + $$(gzip -9c herald.css | wc -c) ))
+
+clean-site:
+	rm -rf target/site target/front

@@ -337,6 +337,18 @@ pub fn next_token(from: u64, limit: u64, returned: usize, total: u64) -> Option<
     }
 }
 
+/// `from` and `limit` as query parts, left out when they are the defaults.
+fn paging_parts(from: u64, limit: u64) -> Vec<String> {
+    let mut parts = Vec::new();
+    if from != 0 {
+        parts.push(format!("from={from}"));
+    }
+    if limit != DEFAULT_LIMIT {
+        parts.push(format!("limit={limit}"));
+    }
+    parts
+}
+
 impl DestinationsQuery {
     /// Validates a raw query in Synapse's order: `from`, `limit`,
     /// `destination`, `order_by`, `dir`.
@@ -362,13 +374,7 @@ impl DestinationsQuery {
 
     /// The query string that requests this page (defaults left out).
     pub fn to_query_string(&self) -> String {
-        let mut parts = Vec::new();
-        if self.from != 0 {
-            parts.push(format!("from={}", self.from));
-        }
-        if self.limit != DEFAULT_LIMIT {
-            parts.push(format!("limit={}", self.limit));
-        }
+        let mut parts = paging_parts(self.from, self.limit);
         if let Some(d) = &self.destination {
             parts.push(format!("destination={}", percent_encode(d)));
         }
@@ -396,13 +402,7 @@ impl RoomsQuery {
     }
 
     pub fn to_query_string(&self) -> String {
-        let mut parts = Vec::new();
-        if self.from != 0 {
-            parts.push(format!("from={}", self.from));
-        }
-        if self.limit != DEFAULT_LIMIT {
-            parts.push(format!("limit={}", self.limit));
-        }
+        let mut parts = paging_parts(self.from, self.limit);
         if self.dir != Direction::Forwards {
             parts.push(format!("dir={}", self.dir.as_str()));
         }

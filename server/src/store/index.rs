@@ -33,6 +33,23 @@ pub struct DestinationRow {
 }
 
 impl DestinationRow {
+    /// A row from its five columns, in the table's order.
+    pub fn new(
+        destination: &str,
+        retry_last_ts: Option<i64>,
+        retry_interval: Option<i64>,
+        failure_ts: Option<i64>,
+        last_successful_stream_ordering: Option<i64>,
+    ) -> DestinationRow {
+        DestinationRow {
+            destination: destination.into(),
+            retry_last_ts,
+            retry_interval,
+            failure_ts,
+            last_successful_stream_ordering,
+        }
+    }
+
     /// The row as the list endpoint shows it (NULL timings as 0).
     pub fn to_api(&self) -> Destination {
         Destination {
@@ -362,20 +379,9 @@ impl DestinationIndex {
 mod tests {
     use super::*;
 
-    fn row(
-        name: &str,
-        last: Option<i64>,
-        interval: Option<i64>,
-        fail: Option<i64>,
-        so: Option<i64>,
-    ) -> DestinationRow {
-        DestinationRow {
-            destination: name.into(),
-            retry_last_ts: last,
-            retry_interval: interval,
-            failure_ts: fail,
-            last_successful_stream_ordering: so,
-        }
+    use DestinationRow as R;
+    fn row(n: &str, a: Option<i64>, b: Option<i64>, c: Option<i64>, d: Option<i64>) -> R {
+        R::new(n, a, b, c, d)
     }
 
     fn rng(seed: &mut u64) -> u64 {

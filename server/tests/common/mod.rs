@@ -32,13 +32,7 @@ pub fn row(
     fail: Option<i64>,
     so: Option<i64>,
 ) -> DestinationRow {
-    DestinationRow {
-        destination: name.into(),
-        retry_last_ts: last,
-        retry_interval: interval,
-        failure_ts: fail,
-        last_successful_stream_ordering: so,
-    }
+    DestinationRow::new(name, last, interval, fail, so)
 }
 
 /// The known destinations: NULLs in every nullable column, ties in every

@@ -134,12 +134,6 @@ async fn wrong_credentials_give_one_answer_and_bad_bodies_a_400() {
         ("{not json", 400, "M_NOT_JSON", "Content not JSON."),
         ("[1,2]", 400, "M_BAD_JSON", "Content must be a JSON object."),
         ("{}", 400, "M_UNKNOWN", "Missing JSON keys."),
-        (
-            r#"{"type": "m.login.token", "token": "x"}"#,
-            400,
-            "M_UNKNOWN",
-            "Unknown login type m.login.token",
-        ),
     ];
     for (body, status, errcode, error) in cases {
         assert_error(
@@ -149,10 +143,70 @@ async fn wrong_credentials_give_one_answer_and_bad_bodies_a_400() {
             error,
         );
     }
-    let (status, body) = s
-        .post_raw("/_matrix/client/v3/login", None, r#"{"type": "m.login.password", "identifier": {"type": "m.id.phone"}, "password": "x"}"#)
-        .await;
-    assert_eq!(status, 400, "{body}");
+    // Synapse's order: type, password, identifier, then the login type.
+    let more: &[(&str, &str, &str)] = &[
+        (r#"{"type": 1}"#, "M_INVALID_PARAM", "Bad parameter: type"),
+        (
+            r#"{"type": "m.login.password", "user": "admin"}"#,
+            "M_INVALID_PARAM",
+            "Bad parameter: password",
+        ),
+        (
+            r#"{"type": "m.login.password", "password": "x"}"#,
+            "M_INVALID_PARAM",
+            "Invalid login submission",
+        ),
+        (
+            r#"{"type": "m.login.password", "password": "x", "identifier": "admin"}"#,
+            "M_MISSING_PARAM",
+            "'identifier' dict has no key 'type'",
+        ),
+        (
+            r#"{"type": "m.login.password", "password": "x", "identifier": {"type": "m.id.phone"}}"#,
+            "M_UNKNOWN",
+            "Unknown login identifier type",
+        ),
+        (
+            r#"{"type": "m.login.password", "password": "x", "identifier": {"type": "m.id.user"}}"#,
+            "M_UNKNOWN",
+            "User identifier is missing 'user' key",
+        ),
+        (
+            r#"{"type": "m.login.password", "password": "x", "user": 5}"#,
+            "M_INVALID_PARAM",
+            "Bad parameter: user",
+        ),
+        (
+            r#"{"type": "m.login.foo", "user": "admin"}"#,
+            "M_UNKNOWN",
+            "Unknown login type m.login.foo",
+        ),
+    ];
+    for (body, errcode, error) in more {
+        assert_error(
+            &s.post_raw("/_matrix/client/v3/login", None, body).await,
+            400,
+            errcode,
+            error,
+        );
+    }
+    let long = format!(
+        r#"{{"type": "m.login.password", "user": "admin", "password": "{ADMIN_PASSWORD}", "device_id": "{}"}}"#,
+        "D".repeat(513)
+    );
+    let resp = s
+        .client
+        .post(s.url("/_matrix/client/v3/login"))
+        .body(long)
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        &into_json(resp).await,
+        400,
+        "M_INVALID_PARAM",
+        "device_id cannot be longer than 512 characters.",
+    );
 }
 
 #[tokio::test]

@@ -98,18 +98,18 @@ impl PasswordLogin {
 /// A successful login.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginResponse {
-    pub access_token: String,
     pub user_id: String,
-    pub device_id: String,
+    pub access_token: String,
     pub home_server: String,
+    pub device_id: String,
 }
 
 /// `GET /_matrix/client/v3/account/whoami`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WhoAmI {
     pub user_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
     #[serde(default)]
     pub is_guest: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
 }

@@ -31,15 +31,25 @@ pub fn router() -> Router<AppState> {
     router
 }
 
-async fn versions() -> Json<Value> {
-    Json(json!({
-        "versions": [
-            "r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
-            "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
-            "v1.11", "v1.12"
-        ],
-        "unstable_features": {}
-    }))
+async fn versions() -> impl axum::response::IntoResponse {
+    let headers = [
+        (
+            axum::http::header::CACHE_CONTROL,
+            "public, max-age=600, s-maxage=3600, stale-while-revalidate=600",
+        ),
+        (axum::http::header::VARY, "Authorization"),
+    ];
+    (
+        headers,
+        Json(json!({
+            "versions": [
+                "r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
+                "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+                "v1.11", "v1.12"
+            ],
+            "unstable_features": {}
+        })),
+    )
 }
 
 async fn server_version() -> Json<Value> {
@@ -75,68 +85,78 @@ fn localpart<'a>(user: &'a str, server_name: &str) -> Option<&'a str> {
     }
 }
 
+const PASSWORD_LOGIN: &str = "m.login.password";
+
+fn bad_request(errcode: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, errcode, message)
+}
+
+/// A password login, validated in Synapse's order and with its texts.
+struct LoginRequest {
+    user: String,
+    password: String,
+}
+
+fn parse_login(body: &serde_json::Map<String, Value>) -> ApiResult<LoginRequest> {
+    let kind = body
+        .get("type")
+        .ok_or_else(|| bad_request("M_UNKNOWN", "Missing JSON keys."))?
+        .as_str()
+        .ok_or_else(|| bad_request("M_INVALID_PARAM", "Bad parameter: type"))?;
+    let password = match kind {
+        PASSWORD_LOGIN => Some(
+            body.get("password")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad_request("M_INVALID_PARAM", "Bad parameter: password"))?,
+        ),
+        _ => None,
+    };
+    // A truthy legacy `user` wins over `identifier`.
+    let legacy = body.get("user").filter(|u| match u {
+        Value::Null | Value::Bool(false) => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::Bool(true) => true,
+    });
+    let no_type = || bad_request("M_MISSING_PARAM", "'identifier' dict has no key 'type'");
+    let user = match (legacy, body.get("identifier")) {
+        (Some(user), _) => Some(user),
+        (None, None) => return Err(bad_request("M_INVALID_PARAM", "Invalid login submission")),
+        (None, Some(Value::Object(id))) => match id.get("type") {
+            None => return Err(no_type()),
+            Some(t) if t == "m.id.user" => id.get("user"),
+            Some(_) => return Err(bad_request("M_UNKNOWN", "Unknown login identifier type")),
+        },
+        (None, Some(_)) => return Err(no_type()),
+    };
+    let user = match user {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(bad_request("M_INVALID_PARAM", "Bad parameter: user")),
+    }
+    .ok_or_else(|| bad_request("M_UNKNOWN", "User identifier is missing 'user' key"))?;
+    match password {
+        Some(password) => Ok(LoginRequest {
+            user,
+            password: password.to_owned(),
+        }),
+        None => Err(bad_request(
+            "M_UNKNOWN",
+            format!("Unknown login type {kind}"),
+        )),
+    }
+}
+
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> ApiResult<Json<LoginResponse>> {
     let body = json_object(&body)?;
-    let kind = body
-        .get("type")
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", "Missing JSON keys."))?;
-    if kind.as_str() != Some("m.login.password") {
-        let shown = kind
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| kind.to_string());
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "M_UNKNOWN",
-            format!("Unknown login type {shown}"),
-        ));
-    }
-    // `identifier: {type: m.id.user, user}` or the legacy top-level `user`.
-    let user = match (body.get("identifier"), body.get("user")) {
-        (_, Some(user)) => user.as_str(),
-        (Some(Value::Object(id)), None) => {
-            if id.get("type").and_then(Value::as_str) != Some("m.id.user") {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "M_INVALID_PARAM",
-                    "Unknown login identifier type",
-                ));
-            }
-            id.get("user").and_then(Value::as_str)
-        }
-        (Some(_), None) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "M_INVALID_PARAM",
-                "Invalid login submission",
-            ))
-        }
-        (None, None) => None,
-    }
-    .ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "M_INVALID_PARAM",
-            "User identifier is missing 'user' key",
-        )
-    })?
-    .to_owned();
-    let password = body
-        .get("password")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "M_MISSING_PARAM",
-                "Missing parameter: password",
-            )
-        })?
-        .to_owned();
-
+    let LoginRequest { user, password } = parse_login(&body)?;
     let name = localpart(&user, &state.config.server_name)
         .unwrap_or(&user)
         .to_lowercase();
@@ -146,6 +166,8 @@ async fn login(
         (&state.failed_logins_by_address, &address),
     ] {
         if let Some(wait) = limiter.check(key) {
+            // Synapse answers a rate-limited login after half a second.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             return Err(ApiError::limit_exceeded(wait));
         }
     }
@@ -168,12 +190,16 @@ async fn login(
         return Err(ApiError::forbidden("Invalid username or password"));
     };
 
-    let device_id = body
-        .get("device_id")
-        .and_then(Value::as_str)
-        .filter(|d| !d.is_empty() && d.len() <= 512)
-        .map(str::to_owned)
-        .unwrap_or_else(token::device_id);
+    let device_id = match body.get("device_id").and_then(Value::as_str) {
+        Some(d) if d.chars().count() > 512 => {
+            return Err(bad_request(
+                "M_INVALID_PARAM",
+                "device_id cannot be longer than 512 characters.",
+            ))
+        }
+        Some(d) if !d.is_empty() => d.to_owned(),
+        _ => token::device_id(),
+    };
     let access_token = token::generate();
     let expires = state
         .config

@@ -1,0 +1,1013 @@
+//! Admin API latency at scale: 1,000,000 destinations and 1,000,000
+//! destination_rooms rows (one destination holding 10,000 of them) in a
+//! temp SQLite file, served by the real server on 127.0.0.1, measured over
+//! HTTP with a keep-alive client.
+//!
+//! Run: `cargo bench -p herald --bench admin_api`
+//! Quick run: `HERALD_BENCH_ROWS=100000 cargo bench -p herald --bench admin_api`
+//! (scales destinations and rooms; the big destination keeps 10,000 rooms
+//! when there is room for them.)
+//! Keep the database: `HERALD_BENCH_DB=/tmp/herald-bench.db` seeds that file
+//! once and measures it again on later runs (delete it to reseed), and lets
+//! you inspect it with `sqlite3`.
+//!
+//! The data is seeded by a child process (this same binary with
+//! `HERALD_BENCH_SEED_DB` set), so that the measuring process starts the way
+//! `herald serve` does: it opens the file, loads the in-memory index, and its
+//! RSS is that of a real server, not of the seeding.
+//!
+//! Each case is also timed as a direct call on the `Store` in the same
+//! process (no HTTP, no token check), to show where the time goes.
+//!
+//! Every response is checked (status, row counts, totals, order, filter
+//! matches) before its sample counts, so errors cannot pass as fast answers.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use herald::config::{Config, RateLimit};
+use herald::store::{DestinationRow, Store};
+use herald_shared::{DestinationRoom, DestinationsQuery, RoomsQuery};
+use serde_json::Value;
+
+const ADMIN: &str = "admin";
+const ADMIN_PASSWORD: &str = "bench-admin-secret";
+const SERVER_NAME: &str = "herald.bench";
+const PREFIX: &str = "/_synapse/admin/v1/federation";
+
+/// Destinations per `put_destinations` call while seeding.
+const CHUNK: usize = 50_000;
+/// Rooms of the one big destination.
+const BIG_ROOMS: usize = 10_000;
+/// Rows per multi-row INSERT of the other rooms.
+const ROOMS_PER_INSERT: usize = 300;
+
+/// Samples per case (after warm-up), and the time one case may take.
+const SAMPLES: usize = 30;
+const WARMUP: usize = 3;
+const CASE_BUDGET: Duration = Duration::from_secs(4);
+
+const COMMON: &str = "matrix";
+const RARE: &str = "quokka";
+const MISSING: &str = "xqzjvw";
+
+/// Fixed "now" so every run builds the same data.
+const NOW_MS: i64 = 1_750_000_000_000;
+const MINUTE: i64 = 60_000;
+const DAY: i64 = 24 * 60 * MINUTE;
+
+// ---------------------------------------------------------------- data --
+
+/// splitmix64: deterministic and dependency-free.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+const WORDS: &[&str] = &[
+    "alpha",
+    "aurora",
+    "beacon",
+    "birch",
+    "cobalt",
+    "comet",
+    "coral",
+    "delta",
+    "ember",
+    "fable",
+    "falcon",
+    "fjord",
+    "garnet",
+    "harbor",
+    "hazel",
+    "indigo",
+    "iris",
+    "jade",
+    "juniper",
+    "kelp",
+    "lantern",
+    "lumen",
+    "maple",
+    "meadow",
+    "nebula",
+    "nimbus",
+    "oasis",
+    "onyx",
+    "orbit",
+    "pixel",
+    "prism",
+    "quartz",
+    "raven",
+    "river",
+    "saffron",
+    "sierra",
+    "solace",
+    "tundra",
+    "umber",
+    "vertex",
+    "willow",
+    "zephyr",
+    "campus",
+    "hacker",
+    "space",
+    "guild",
+    "collective",
+    "lab",
+    "family",
+    "club",
+    "union",
+    "office",
+    "mesh",
+    "node",
+    "cloud",
+    "home",
+    "city",
+    "uni",
+];
+const TLDS: &[&str] = &[
+    "org", "org", "org", "com", "com", "net", "de", "de", "fr", "io", "chat", "social", "nl", "ch",
+    "eu", "uk", "im", "dev",
+];
+/// Host prefixes other than `matrix`, which takes ~70% of names.
+const PREFIXES: &[&str] = &[
+    "chat", "im", "synapse", "m", "hs", "home", "talk", "element",
+];
+
+/// One realistic server name; every name carries `i`, so all are distinct.
+fn name(i: usize, n: usize, rng: &mut Rng) -> String {
+    let rare_every = (n / 10).max(1);
+    let w1 = rng.pick(WORDS);
+    let w2 = rng.pick(WORDS);
+    let tld = rng.pick(TLDS);
+    let mut s = match rng.below(100) {
+        // Bare IPv4 literal with the federation port.
+        0 => format!("10.{}.{}.{}:8448", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+        1..=70 => format!("matrix{i}.{w1}-{w2}.{tld}"),
+        71..=85 => format!("{}{i}.{w1}.{tld}", rng.pick(PREFIXES)),
+        _ => format!("{w1}{i}.{w2}.{tld}"),
+    };
+    if i % rare_every == 7 {
+        s = format!("{RARE}-{s}");
+    }
+    if rng.chance(4) && !s.contains(':') {
+        s.push_str(":8448");
+    }
+    if rng.chance(1) {
+        // Some names arrive with capitals; the filter is case-insensitive.
+        s = s.to_ascii_uppercase();
+    }
+    s
+}
+
+/// The four numeric columns, mixed as a busy homeserver's table looks.
+fn health(rng: &mut Rng) -> (Option<i64>, Option<i64>, Option<i64>, Option<i64>) {
+    let stream = |rng: &mut Rng| Some(rng.below(80_000_000) as i64 + 1);
+    match rng.below(100) {
+        // Healthy: backoff cleared (0, 0), no failure, caught up somewhere.
+        0..=69 => {
+            let so = if rng.chance(3) { None } else { stream(rng) };
+            (Some(0), Some(0), None, so)
+        }
+        // Known (e.g. from destination_rooms) but never attempted: all NULL.
+        70..=79 => (None, None, None, None),
+        // In backoff: retry_last_ts recent, interval 10m * 2^k capped at 7d
+        // with Synapse's jitter, failure_ts at or before retry_last_ts.
+        _ => {
+            let last = NOW_MS - rng.below(30 * DAY as u64) as i64;
+            let k = rng.below(12) as u32;
+            let jitter = 80 + rng.below(61) as i64; // 0.8 .. 1.4
+            let interval = (10 * MINUTE * (1i64 << k) * jitter / 100).min(7 * DAY);
+            let failure = last - rng.below(60 * DAY as u64) as i64;
+            let so = if rng.chance(40) { None } else { stream(rng) };
+            (Some(last), Some(interval), Some(failure), so)
+        }
+    }
+}
+
+fn destination_rows(n: usize) -> Vec<DestinationRow> {
+    let mut rng = Rng(0x4845_5241_4c44);
+    (0..n)
+        .map(|i| {
+            let destination = name(i, n, &mut rng);
+            let (retry_last_ts, retry_interval, failure_ts, last_successful_stream_ordering) =
+                health(&mut rng);
+            DestinationRow {
+                destination,
+                retry_last_ts,
+                retry_interval,
+                failure_ts,
+                last_successful_stream_ordering,
+            }
+        })
+        .collect()
+}
+
+fn room_id(rng: &mut Rng) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let local: String = (0..18)
+        .map(|_| ALPHABET[rng.below(ALPHABET.len() as u64) as usize] as char)
+        .collect();
+    let server = [
+        "matrix.org",
+        "kde.org",
+        "mozilla.org",
+        "fosdem.org",
+        "gnome.org",
+    ][rng.below(5) as usize];
+    format!("!{local}:{server}")
+}
+
+/// What the measuring process checks the answers against.
+struct Expected {
+    rows: u64,
+    common: u64,
+    rare: u64,
+    missing: u64,
+    big_destination: String,
+    big_rooms: u64,
+    detail: DestinationRow,
+}
+
+fn count_matching(rows: &[DestinationRow], needle: &str) -> u64 {
+    let needle = needle.to_ascii_lowercase();
+    rows.iter()
+        .filter(|r| r.destination.to_ascii_lowercase().contains(&needle))
+        .count() as u64
+}
+
+fn expected_of(rows: &[DestinationRow]) -> Expected {
+    let n = rows.len();
+    let detail = rows
+        .iter()
+        .skip(n / 3)
+        .find(|r| r.retry_last_ts.is_some_and(|t| t != 0))
+        .unwrap_or(&rows[n / 3])
+        .clone();
+    Expected {
+        rows: n as u64,
+        common: count_matching(rows, COMMON),
+        rare: count_matching(rows, RARE),
+        missing: count_matching(rows, MISSING),
+        big_destination: rows[n / 2].destination.clone(),
+        big_rooms: BIG_ROOMS.min(n) as u64,
+        detail,
+    }
+}
+
+fn expected_to_json(e: &Expected) -> Value {
+    serde_json::json!({
+        "rows": e.rows, "common": e.common, "rare": e.rare, "missing": e.missing,
+        "big_destination": e.big_destination, "big_rooms": e.big_rooms,
+        "detail": {
+            "destination": e.detail.destination,
+            "retry_last_ts": e.detail.retry_last_ts,
+            "retry_interval": e.detail.retry_interval,
+            "failure_ts": e.detail.failure_ts,
+            "last_successful_stream_ordering": e.detail.last_successful_stream_ordering,
+        },
+    })
+}
+
+fn expected_from_json(v: &Value) -> Expected {
+    let d = &v["detail"];
+    Expected {
+        rows: v["rows"].as_u64().unwrap(),
+        common: v["common"].as_u64().unwrap(),
+        rare: v["rare"].as_u64().unwrap(),
+        missing: v["missing"].as_u64().unwrap(),
+        big_destination: v["big_destination"].as_str().unwrap().to_owned(),
+        big_rooms: v["big_rooms"].as_u64().unwrap(),
+        detail: DestinationRow {
+            destination: d["destination"].as_str().unwrap().to_owned(),
+            retry_last_ts: d["retry_last_ts"].as_i64(),
+            retry_interval: d["retry_interval"].as_i64(),
+            failure_ts: d["failure_ts"].as_i64(),
+            last_successful_stream_ordering: d["last_successful_stream_ordering"].as_i64(),
+        },
+    }
+}
+
+/// The child process: builds the database file and `expect.json` beside it.
+async fn seed(db: &Path, n: usize) {
+    let started = Instant::now();
+    let rows = destination_rows(n);
+    let expected = expected_of(&rows);
+    let generated = started.elapsed();
+
+    // The index's own size and build time, first, while nothing has been
+    // freed that it could reuse (RSS would then understate it).
+    let rss_before_index = status_kb("VmRSS:");
+    let t = Instant::now();
+    let index = herald::store::DestinationIndex::build(rows.clone());
+    let build_time = t.elapsed();
+    let index_kb = status_kb("VmRSS:")
+        .zip(rss_before_index)
+        .map(|(a, b)| a.saturating_sub(b));
+    assert_eq!(index.len(), n);
+    drop(index);
+
+    let store = Store::open(db).await.expect("create database");
+    let t = Instant::now();
+    for chunk in rows.chunks(CHUNK) {
+        store
+            .put_destinations(chunk)
+            .await
+            .expect("put_destinations");
+    }
+    let destinations_time = t.elapsed();
+
+    // The big destination through the store's own API...
+    let t = Instant::now();
+    let mut rng = Rng(0x0052_4f4f_4d53);
+    let big: Vec<DestinationRoom> = (0..expected.big_rooms)
+        .map(|i| DestinationRoom {
+            room_id: room_id(&mut rng),
+            stream_ordering: 1_000_000 + i as i64,
+        })
+        .collect();
+    store
+        .put_destination_rooms(&expected.big_destination, &big)
+        .await
+        .expect("put_destination_rooms");
+    // ...and the rest (to n rooms in all) as raw multi-row inserts in one
+    // transaction, spread over other destinations from a shared pool of room
+    // IDs, as real rooms are shared by many servers.
+    let pool_ids: Vec<String> = (0..(n / 5).max(100)).map(|_| room_id(&mut rng)).collect();
+    let mut remaining = n.saturating_sub(big.len());
+    let mut tx = store.pool().begin().await.expect("begin");
+    let mut batch: Vec<(&str, &str, i64)> = Vec::with_capacity(ROOMS_PER_INSERT);
+    let mut inserted = big.len();
+    let mut d = 0usize;
+    while remaining > 0 {
+        d = (d + 1 + rng.below(3) as usize) % n;
+        if rows[d].destination == expected.big_destination {
+            continue;
+        }
+        // 1..=40 rooms, mostly few.
+        let k = (1 + (rng.below(40) * rng.below(40) / 40) as usize)
+            .min(remaining)
+            .min(pool_ids.len());
+        let start = rng.below((pool_ids.len() - k + 1) as u64) as usize;
+        for id in &pool_ids[start..start + k] {
+            batch.push((&rows[d].destination, id, rng.below(80_000_000) as i64));
+            if batch.len() == ROOMS_PER_INSERT {
+                insert_rooms(&mut tx, &batch).await;
+                batch.clear();
+            }
+        }
+        remaining -= k;
+        inserted += k;
+    }
+    if !batch.is_empty() {
+        insert_rooms(&mut tx, &batch).await;
+    }
+    tx.commit().await.expect("commit rooms");
+    let rooms_time = t.elapsed();
+
+    // Where Store::open's time goes, measured here so that the measuring
+    // process's memory stays that of a server: reading the rows through
+    // sqlx (and building the index, timed above).
+    let t = Instant::now();
+    let read: Vec<ReadRow> = sqlx::query_as(
+        "SELECT destination, retry_last_ts, retry_interval, failure_ts, \
+             last_successful_stream_ordering FROM destinations",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("read back");
+    let read_time = t.elapsed();
+    assert_eq!(read.len(), n);
+    drop(read);
+    store.close().await;
+
+    std::fs::write(expect_path(db), expected_to_json(&expected).to_string())
+        .expect("write expect.json");
+    let size = std::fs::metadata(db).map_or(0, |m| m.len());
+    println!(
+        "seeded {n} destinations in {:.1} s (put_destinations, {CHUNK}/call; generating took {:.1} s) \
+         and {inserted} destination_rooms rows in {:.1} s ({} for {}); database {:.0} MB",
+        destinations_time.as_secs_f64(),
+        generated.as_secs_f64(),
+        rooms_time.as_secs_f64(),
+        expected.big_rooms,
+        expected.big_destination,
+        size as f64 / 1e6,
+    );
+    println!(
+        "start-up parts: SELECT of all destinations through sqlx {:.2} s; \
+         DestinationIndex::build from rows in memory {:.2} s; \
+         the index (rows included) takes {} of RSS",
+        read_time.as_secs_f64(),
+        build_time.as_secs_f64(),
+        mb(index_kb),
+    );
+}
+
+/// One `destinations` row as sqlx reads it.
+type ReadRow = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
+/// Where the seeding leaves what the answers must be.
+fn expect_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".expect.json");
+    PathBuf::from(p)
+}
+
+async fn insert_rooms(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, batch: &[(&str, &str, i64)]) {
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO destination_rooms (destination, room_id, stream_ordering) ",
+    );
+    q.push_values(batch, |mut b, (d, r, s)| {
+        b.push_bind(*d).push_bind(*r).push_bind(*s);
+    });
+    q.build().execute(&mut **tx).await.expect("insert rooms");
+}
+
+// ------------------------------------------------------------- measure --
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    First,
+    Deep,
+    Filter,
+    Rooms,
+    Details,
+}
+
+impl Kind {
+    fn target_ms(self) -> f64 {
+        match self {
+            Kind::First => 3.0,
+            Kind::Deep => 40.0,
+            Kind::Filter => 20.0,
+            Kind::Rooms | Kind::Details => 2.0,
+        }
+    }
+}
+
+/// How a list answer must look.
+struct ListCheck {
+    total: u64,
+    rows: usize,
+    order_by: &'static str,
+    backwards: bool,
+    needle: Option<&'static str>,
+}
+
+enum Check {
+    List(ListCheck),
+    Rooms {
+        total: u64,
+        rows: usize,
+        backwards: bool,
+    },
+    Details(DestinationRow),
+}
+
+struct Case {
+    name: String,
+    kind: Kind,
+    path: String,
+    check: Check,
+}
+
+impl Case {
+    fn query(&self) -> &str {
+        self.path.split_once('?').map_or("", |(_, q)| q)
+    }
+
+    /// The same answer straight from the store, without HTTP and auth, as
+    /// JSON; so the table shows where the time goes.
+    async fn direct(&self, store: &Store) -> Value {
+        let to_json = |v: Result<Value, serde_json::Error>| v.expect("serialise");
+        match &self.check {
+            Check::List(_) => {
+                let q = DestinationsQuery::parse(self.query()).expect("query");
+                to_json(serde_json::to_value(store.list_destinations(q).await))
+            }
+            Check::Rooms { .. } => {
+                let q = RoomsQuery::parse(self.query()).expect("query");
+                let name = self.destination();
+                to_json(serde_json::to_value(
+                    store.destination_rooms(&name, q).await.expect("rooms"),
+                ))
+            }
+            Check::Details(_) => {
+                let name = self.destination();
+                to_json(serde_json::to_value(
+                    store
+                        .destination_details(&name)
+                        .await
+                        .expect("details")
+                        .expect("known"),
+                ))
+            }
+        }
+    }
+
+    fn destination(&self) -> String {
+        let path = self.path.split('?').next().unwrap_or("");
+        let segment = path
+            .strip_prefix(PREFIX)
+            .and_then(|r| r.strip_prefix("/destinations/"))
+            .and_then(|r| r.split('/').next())
+            .unwrap_or("");
+        herald_shared::percent_decode_path(segment)
+    }
+}
+
+struct Outcome {
+    name: String,
+    kind: Kind,
+    samples: usize,
+    median: f64,
+    p90: f64,
+    /// Median of the same call made on the store in-process.
+    store_median: f64,
+}
+
+fn check(case: &Case, body: &Value) -> Result<(), String> {
+    match &case.check {
+        Check::List(c) => {
+            let rows = body["destinations"].as_array().ok_or("no destinations")?;
+            if body["total"].as_u64() != Some(c.total) {
+                return Err(format!("total {} != {}", body["total"], c.total));
+            }
+            if rows.len() != c.rows {
+                return Err(format!("{} rows != {}", rows.len(), c.rows));
+            }
+            if let Some(needle) = c.needle {
+                for r in rows {
+                    let d = r["destination"].as_str().unwrap_or("").to_ascii_lowercase();
+                    if !d.contains(needle) {
+                        return Err(format!("{d} does not contain {needle}"));
+                    }
+                }
+            }
+            // The sort column never goes the wrong way (NULL shows as 0 for
+            // the first two columns and as null, which sorts first, for the
+            // others; names are compared as bytes).
+            let key = |r: &Value| -> (Option<i64>, String) {
+                let name = r["destination"].as_str().unwrap_or("").to_owned();
+                match c.order_by {
+                    "destination" => (None, name),
+                    col => (r[col].as_i64(), String::new()),
+                }
+            };
+            for w in rows.windows(2) {
+                let (a, b) = (key(&w[0]), key(&w[1]));
+                let bad = if c.backwards { a < b } else { a > b };
+                if bad {
+                    return Err(format!("out of order: {} then {}", w[0], w[1]));
+                }
+            }
+            Ok(())
+        }
+        Check::Rooms {
+            total,
+            rows,
+            backwards,
+        } => {
+            let got = body["rooms"].as_array().ok_or("no rooms")?;
+            if body["total"].as_u64() != Some(*total) || got.len() != *rows {
+                return Err(format!(
+                    "rooms: total {} rows {}, want {total} and {rows}",
+                    body["total"],
+                    got.len()
+                ));
+            }
+            let ids: Vec<&str> = got.iter().filter_map(|r| r["room_id"].as_str()).collect();
+            let wrong = |w: &[&str]| {
+                if *backwards {
+                    w[0] <= w[1]
+                } else {
+                    w[0] >= w[1]
+                }
+            };
+            if ids.len() != got.len() || ids.windows(2).any(wrong) {
+                return Err("rooms not in room ID order".into());
+            }
+            Ok(())
+        }
+        Check::Details(row) => {
+            let in_backoff = row.retry_last_ts.is_some_and(|t| t != 0);
+            let want = serde_json::json!({
+                "destination": row.destination,
+                "last_successful_stream_ordering": row.last_successful_stream_ordering,
+                "failure_ts": if in_backoff { row.failure_ts } else { None },
+                "retry_last_ts": if in_backoff { row.retry_last_ts.unwrap_or(0) } else { 0 },
+                "retry_interval": if in_backoff { row.retry_interval } else { Some(0) },
+            });
+            if body != &want {
+                return Err(format!("details {body} != {want}"));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One request, timed from send to the last byte of the body.
+async fn timed_get(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Result<(Duration, Value), String> {
+    let t = Instant::now();
+    let resp = client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    let elapsed = t.elapsed();
+    if status != 200 {
+        return Err(format!(
+            "status {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    Ok((elapsed, body))
+}
+
+/// Sorted samples' quantile.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+async fn measure(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    store: &Store,
+    case: &Case,
+) -> Outcome {
+    let url = format!("{base}{}", case.path);
+    let run = |body: Value| {
+        check(case, &body).unwrap_or_else(|e| panic!("{}: {} ({})", case.name, e, case.path))
+    };
+    for _ in 0..WARMUP {
+        let (_, body) = timed_get(client, &url, token)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        run(body);
+    }
+    let started = Instant::now();
+    let mut ms = Vec::with_capacity(SAMPLES);
+    while ms.len() < SAMPLES && (ms.len() < 5 || started.elapsed() < CASE_BUDGET) {
+        let (d, body) = timed_get(client, &url, token)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        run(body);
+        ms.push(d.as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+
+    let started = Instant::now();
+    let mut direct = Vec::with_capacity(SAMPLES);
+    while direct.len() < SAMPLES && (direct.len() < 5 || started.elapsed() < CASE_BUDGET) {
+        let t = Instant::now();
+        let body = case.direct(store).await;
+        direct.push(t.elapsed().as_secs_f64() * 1e3);
+        run(body);
+    }
+    direct.sort_by(f64::total_cmp);
+    Outcome {
+        name: case.name.clone(),
+        kind: case.kind,
+        samples: ms.len(),
+        median: quantile(&ms, 0.5),
+        p90: quantile(&ms, 0.9),
+        store_median: quantile(&direct, 0.5),
+    }
+}
+
+fn cases(e: &Expected) -> Vec<Case> {
+    const ORDERS: [&str; 5] = [
+        "destination",
+        "retry_last_ts",
+        "retry_interval",
+        "failure_ts",
+        "last_successful_stream_ordering",
+    ];
+    let n = e.rows;
+    let page = |total: u64, from: u64| total.saturating_sub(from).min(100) as usize;
+    let deep = n * 9 / 10;
+    let mut out = Vec::new();
+    for (kind, from) in [(Kind::First, 0), (Kind::Deep, deep)] {
+        for order_by in ORDERS {
+            for (dir, backwards) in [("f", false), ("b", true)] {
+                out.push(Case {
+                    name: format!("list from={from} order_by={order_by} dir={dir}"),
+                    kind,
+                    path: format!(
+                        "{PREFIX}/destinations?from={from}&limit=100&order_by={order_by}&dir={dir}"
+                    ),
+                    check: Check::List(ListCheck {
+                        total: n,
+                        rows: page(n, from),
+                        order_by,
+                        backwards,
+                        needle: None,
+                    }),
+                });
+            }
+        }
+    }
+    for (label, needle, total) in [
+        ("common", COMMON, e.common),
+        ("rare", RARE, e.rare),
+        ("missing", MISSING, e.missing),
+    ] {
+        for (order, order_by, backwards) in [
+            ("", "destination", false),
+            ("&order_by=retry_last_ts&dir=b", "retry_last_ts", true),
+        ] {
+            out.push(Case {
+                name: format!("filter {label} ({needle}, {total} hits){order}"),
+                kind: Kind::Filter,
+                path: format!("{PREFIX}/destinations?destination={needle}{order}"),
+                check: Check::List(ListCheck {
+                    total,
+                    rows: page(total, 0),
+                    order_by,
+                    backwards,
+                    needle: Some(needle),
+                }),
+            });
+        }
+    }
+    // Not in the brief's list: a filter deep into its matches, the one case
+    // that walks the whole order.
+    let from = e.common * 9 / 10;
+    out.push(Case {
+        name: format!("filter common from={from} (deep)"),
+        kind: Kind::Deep,
+        path: format!("{PREFIX}/destinations?destination={COMMON}&from={from}"),
+        check: Check::List(ListCheck {
+            total: e.common,
+            rows: page(e.common, from),
+            order_by: "destination",
+            backwards: false,
+            needle: Some(COMMON),
+        }),
+    });
+    let enc = |s: &str| s.replace('%', "%25").replace(':', "%3A");
+    out.push(Case {
+        name: format!("details {}", e.detail.destination),
+        kind: Kind::Details,
+        path: format!("{PREFIX}/destinations/{}", enc(&e.detail.destination)),
+        check: Check::Details(e.detail.clone()),
+    });
+    let rooms_from = e.big_rooms.saturating_sub(100);
+    for (from, dir) in [(0, "f"), (rooms_from, "f"), (0, "b")] {
+        out.push(Case {
+            name: format!("rooms ({} rooms) from={from} dir={dir}", e.big_rooms),
+            kind: Kind::Rooms,
+            path: format!(
+                "{PREFIX}/destinations/{}/rooms?from={from}&dir={dir}",
+                enc(&e.big_destination)
+            ),
+            check: Check::Rooms {
+                total: e.big_rooms,
+                rows: page(e.big_rooms, from),
+                backwards: dir == "b",
+            },
+        });
+    }
+    out
+}
+
+// ---------------------------------------------------------------- host --
+
+fn status_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn mb(kb: Option<u64>) -> String {
+    kb.map_or("?".into(), |kb| format!("{:.0} MB", kb as f64 / 1024.0))
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU".into(), |m| m.trim().to_owned());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or("?".into(), |kb| {
+            format!("{:.1} GB", kb as f64 / 1024.0 / 1024.0)
+        });
+    format!("{cpus} CPUs (nproc), {model}, {mem} RAM")
+}
+
+fn rows_from_env() -> usize {
+    std::env::var("HERALD_BENCH_ROWS")
+        .ok()
+        .map(|v| {
+            v.replace('_', "")
+                .parse()
+                .unwrap_or_else(|_| panic!("HERALD_BENCH_ROWS={v:?} is not a number"))
+        })
+        .unwrap_or(1_000_000)
+        .max(1_000)
+}
+
+async fn login(client: &reqwest::Client, base: &str) -> String {
+    let resp = client
+        .post(format!("{base}/_matrix/client/v3/login"))
+        .json(&serde_json::json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": ADMIN},
+            "password": ADMIN_PASSWORD,
+        }))
+        .send()
+        .await
+        .expect("login request");
+    let status = resp.status();
+    let body: Value = resp.json().await.expect("login body");
+    assert_eq!(status, 200, "login failed: {body}");
+    body["access_token"].as_str().expect("token").to_owned()
+}
+
+async fn bench(n: usize) {
+    println!("## Herald admin API benchmark\n");
+    println!("machine: {}", machine());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db: PathBuf = match std::env::var_os("HERALD_BENCH_DB") {
+        Some(kept) => PathBuf::from(kept),
+        None => dir.path().join("herald.db"),
+    };
+
+    if db.exists() && expect_path(&db).exists() {
+        println!("reusing the database seeded earlier at {}", db.display());
+    } else {
+        // Seed in a child process (see the header).
+        let t = Instant::now();
+        let status = std::process::Command::new(std::env::current_exe().expect("current exe"))
+            .env("HERALD_BENCH_SEED_DB", &db)
+            .env("HERALD_BENCH_ROWS", n.to_string())
+            .status()
+            .expect("spawn seeding process");
+        assert!(status.success(), "seeding failed: {status}");
+        println!("seeding wall time: {:.1} s", t.elapsed().as_secs_f64());
+    }
+    let expected = expected_from_json(
+        &serde_json::from_slice(&std::fs::read(expect_path(&db)).expect("expect.json"))
+            .expect("expect.json"),
+    );
+    assert_eq!(
+        expected.rows,
+        n as u64,
+        "{} holds another size: delete it to reseed",
+        db.display()
+    );
+
+    let rss_before = status_kb("VmRSS:");
+    let t = Instant::now();
+    let store = Store::open(&db).await.expect("open store");
+    let open_time = t.elapsed();
+    assert_eq!(store.destination_count() as u64, expected.rows);
+    let rss_loaded = status_kb("VmRSS:");
+    println!(
+        "Store::open (migrations check + loading {} rows into the index): {:.2} s",
+        expected.rows,
+        open_time.as_secs_f64()
+    );
+
+    let hash = herald::auth::password::hash(ADMIN_PASSWORD).expect("hash");
+    match store.create_user(ADMIN, &hash, true).await {
+        Ok(_) | Err(herald::store::StoreError::UserExists(_)) => {}
+        Err(e) => panic!("create admin: {e}"),
+    }
+    let mut config = Config {
+        server_name: SERVER_NAME.into(),
+        database: db.clone(),
+        listen: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
+    let generous = RateLimit {
+        per_second: 1000.0,
+        burst_count: 1000.0,
+    };
+    config.rc_login.failed_attempts = generous;
+    config.rc_login.address = generous;
+    let listener = herald::serve::bind(config.listen_addr().expect("listen"))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    assert!(addr.ip().is_loopback());
+    let served = store.clone();
+    tokio::spawn(async move {
+        herald::serve::run(listener, served, config)
+            .await
+            .expect("serve");
+    });
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("client");
+    let token = login(&client, &base).await;
+
+    let cases = cases(&expected);
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    for case in &cases {
+        outcomes.push(measure(&client, &base, &token, &store, case).await);
+    }
+    let measuring = started.elapsed();
+
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| case | median ms | p90 ms | target ms | | store only, median ms |"
+    );
+    let _ = writeln!(table, "|---|---:|---:|---:|---|---:|");
+    let mut over = 0;
+    for o in &outcomes {
+        let target = o.kind.target_ms();
+        let ok = o.median <= target;
+        if !ok {
+            over += 1;
+        }
+        let _ = writeln!(
+            table,
+            "| {} | {:.2} | {:.2} | {} | {} | {:.2} |",
+            o.name,
+            o.median,
+            o.p90,
+            target,
+            if ok { "ok" } else { "**over**" },
+            o.store_median,
+        );
+    }
+    println!(
+        "\n{} destinations, {} destination_rooms rows; {} cases, up to {SAMPLES} samples each \
+         after {WARMUP} warm-up requests, keep-alive HTTP/1.1 on {addr}; measuring took {:.1} s \
+         (samples per case: {}..{})\n",
+        expected.rows,
+        expected.rows,
+        outcomes.len(),
+        measuring.as_secs_f64(),
+        outcomes.iter().map(|o| o.samples).min().unwrap_or(0),
+        outcomes.iter().map(|o| o.samples).max().unwrap_or(0),
+    );
+    println!("{table}");
+    println!(
+        "RSS: {} before open, {} after loading the index, {} after the run (peak {})",
+        mb(rss_before),
+        mb(rss_loaded),
+        mb(status_kb("VmRSS:")),
+        mb(status_kb("VmHWM:")),
+    );
+    println!(
+        "{} of {} cases over target (a case is ok when its median is within target)",
+        over,
+        outcomes.len()
+    );
+}
+
+fn main() {
+    let n = rows_from_env();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match std::env::var_os("HERALD_BENCH_SEED_DB") {
+        Some(db) => runtime.block_on(seed(Path::new(&db), n)),
+        None => runtime.block_on(bench(n)),
+    }
+}

@@ -107,6 +107,15 @@ const NUMERIC_ORDERS: [OrderBy; 4] = [
     OrderBy::LastSuccessfulStreamOrdering,
 ];
 
+/// The first 8 bytes of a name, zero-padded, big-endian: comparing two
+/// prefixes orders names as comparing their bytes does, except on a tie.
+fn name_prefix(name: &str) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = name.len().min(8);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    u64::from_be_bytes(buf)
+}
+
 /// Most rows one page may hold in memory, whatever `limit` asks for.
 const MAX_PAGE_ROWS: u64 = 1_000_000_000;
 
@@ -123,15 +132,44 @@ impl DestinationIndex {
             }
             index.append(row);
         }
-        let ids: Vec<u32> = (0..index.rows.len() as u32).collect();
-        let mut by_name = ids.clone();
-        by_name.sort_unstable_by(|&a, &b| index.cmp(OrderBy::Destination, a, b));
-        index.by_name_order = RankedList::from_sorted(by_name);
+        // Sorting ids through `cmp` chases two pointers per comparison (row,
+        // then name); at 1M rows that took seconds. Names are sorted on an
+        // inline 8-byte prefix first, and each numeric order sorts inline
+        // (key, name rank) pairs, which is the same order because names are
+        // unique.
+        let rows = &index.rows;
+        let mut by_prefix: Vec<(u64, u32)> = (0..rows.len() as u32)
+            .map(|id| (name_prefix(&rows[id as usize].destination), id))
+            .collect();
+        by_prefix.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0).then_with(|| {
+                let (na, nb) = (
+                    &rows[a.1 as usize].destination,
+                    &rows[b.1 as usize].destination,
+                );
+                na.as_bytes().cmp(nb.as_bytes())
+            })
+        });
+        let by_name: Vec<u32> = by_prefix.into_iter().map(|(_, id)| id).collect();
+        let mut sorted_orders: Vec<Vec<u32>> = Vec::with_capacity(NUMERIC_ORDERS.len());
         for order in NUMERIC_ORDERS {
-            let mut sorted = ids.clone();
-            sorted.sort_unstable_by(|&a, &b| index.cmp(order, a, b));
+            let mut keyed: Vec<(Option<i64>, u32)> = by_name
+                .iter()
+                .enumerate()
+                .map(|(rank, &id)| (rows[id as usize].key(order), rank as u32))
+                .collect();
+            keyed.sort_unstable();
+            sorted_orders.push(
+                keyed
+                    .into_iter()
+                    .map(|(_, rank)| by_name[rank as usize])
+                    .collect(),
+            );
+        }
+        for (order, sorted) in NUMERIC_ORDERS.into_iter().zip(sorted_orders) {
             index.orders[slot(order).unwrap_or(0)] = RankedList::from_sorted(sorted);
         }
+        index.by_name_order = RankedList::from_sorted(by_name);
         index
     }
 
@@ -517,6 +555,40 @@ mod tests {
         };
         assert_eq!(names(Direction::Forwards), ["A", "b", "a", "c"]);
         assert_eq!(names(Direction::Backwards), ["a", "c", "A", "b"]);
+    }
+
+    #[test]
+    fn build_orders_names_sharing_and_shorter_than_the_sort_prefix() {
+        let names = [
+            "matrix.org",
+            "matrix.orga",
+            "matrix.org:8448",
+            "matrix",
+            "matri",
+            "",
+            "Matrix.org",
+            "matrix\u{1}org",
+            "matrix.oRg",
+            "é.org",
+            "e.org",
+            "matrix.example.org",
+        ];
+        let rows: Vec<DestinationRow> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| row(n, Some((i % 3) as i64), None, Some(1), None))
+            .collect();
+        let index = DestinationIndex::build(rows.clone());
+        for order in OrderBy::ALL {
+            for dir in [Direction::Forwards, Direction::Backwards] {
+                let q = DestinationsQuery {
+                    order_by: order,
+                    dir,
+                    ..Default::default()
+                };
+                assert!(index.page(&q) == naive(&rows, &q), "{q:?}");
+            }
+        }
     }
 
     #[test]

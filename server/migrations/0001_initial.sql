@@ -29,7 +29,7 @@ CREATE TABLE destination_rooms (
     room_id TEXT NOT NULL,
     stream_ordering BIGINT NOT NULL,
     PRIMARY KEY (destination, room_id)
-);
+) WITHOUT ROWID; -- the primary key holds every column: pages never touch a second b-tree
 CREATE INDEX destination_rooms_room_id ON destination_rooms (room_id);
 
 CREATE TABLE users (

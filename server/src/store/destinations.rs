@@ -6,6 +6,9 @@ use herald_shared::{
     next_token, DestinationDetails, DestinationRoom, DestinationsPage, DestinationsQuery,
     Direction, RoomsPage, RoomsQuery,
 };
+use std::collections::HashMap;
+
+use futures_util::TryStreamExt;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
@@ -24,9 +27,32 @@ fn decode(row: &SqliteRow) -> Result<DestinationRow, sqlx::Error> {
     })
 }
 
+/// Every row, decoded one at a time (a million raw rows held at once would
+/// cost far more memory than the index built from them).
 pub(super) async fn load_all(pool: &SqlitePool) -> Result<Vec<DestinationRow>, StoreError> {
-    let rows = sqlx::query(SELECT_ROW).fetch_all(pool).await?;
-    Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
+    let mut out = Vec::new();
+    let mut rows = sqlx::query(SELECT_ROW).fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        out.push(decode(&row)?);
+    }
+    Ok(out)
+}
+
+/// How many rooms each destination has, for the rooms list's `total`.
+pub(super) async fn load_room_counts(
+    pool: &SqlitePool,
+) -> Result<HashMap<String, u64>, StoreError> {
+    let mut out = HashMap::new();
+    let mut rows =
+        sqlx::query("SELECT destination, COUNT(*) FROM destination_rooms GROUP BY destination")
+            .fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        out.insert(
+            row.try_get::<String, _>(0)?,
+            row.try_get::<i64, _>(1)?.max(0) as u64,
+        );
+    }
+    Ok(out)
 }
 
 /// What `reset_connection` found.
@@ -102,11 +128,7 @@ impl Store {
         name: &str,
         q: RoomsQuery,
     ) -> Result<RoomsPage, StoreError> {
-        let total: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM destination_rooms WHERE destination = ?")
-                .bind(name)
-                .fetch_one(&self.pool)
-                .await?;
+        let total = self.room_counts.read().get(name).copied().unwrap_or(0);
         let order = match q.dir {
             Direction::Forwards => "ASC",
             Direction::Backwards => "DESC",
@@ -129,7 +151,6 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let total = total.max(0) as u64;
         Ok(RoomsPage {
             next_token: next_token(q.from, q.limit, rooms.len(), total),
             rooms,
@@ -211,6 +232,14 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM destination_rooms WHERE destination = ?")
+                .bind(destination)
+                .fetch_one(&self.pool)
+                .await?;
+        self.room_counts
+            .write()
+            .insert(destination.to_owned(), count.max(0) as u64);
         self.refresh_index(destination).await
     }
 

@@ -9,6 +9,7 @@ pub mod index;
 mod ranked;
 pub mod users;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub enum StoreError {
 pub struct Store {
     pool: SqlitePool,
     index: Arc<RwLock<DestinationIndex>>,
+    /// Rooms per destination (the rooms list's `total`), kept with the index.
+    room_counts: Arc<RwLock<HashMap<String, u64>>>,
     /// Serialises writes to `destinations` so the index sees them in commit order.
     destinations_writer: Arc<tokio::sync::Mutex<()>>,
 }
@@ -95,9 +98,11 @@ impl Store {
             })?;
         let rows = destinations::load_all(&pool).await?;
         let index = DestinationIndex::build(rows);
+        let room_counts = destinations::load_room_counts(&pool).await?;
         Ok(Store {
             pool,
             index: Arc::new(RwLock::new(index)),
+            room_counts: Arc::new(RwLock::new(room_counts)),
             destinations_writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }

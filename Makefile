@@ -15,7 +15,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
 
-export PATH := $(HOME)/.cargo/bin:$(PATH)
+export PATH := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin:$(PATH)
 export CARGO_TERM_PROGRESS_WHEN ?= never
 
 # wasm-bindgen-cli must equal the wasm-bindgen library in Cargo.lock.
@@ -82,6 +82,9 @@ test: tools site lint unit release e2e
 	@echo "make test: all passed"
 
 lint:
+	@for c in rustfmt clippy; do \
+	  rustup component list --installed | grep -q "^$$c" || rustup component add $$c; \
+	done
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	@# The hydrate side of the app only compiles for the browser.

@@ -116,6 +116,9 @@ fn name_prefix(name: &str) -> u64 {
     u64::from_be_bytes(buf)
 }
 
+/// Tables at least this large are filtered on several threads.
+const PARALLEL_SCAN_ROWS: usize = 100_000;
+
 /// Most rows one page may hold in memory, whatever `limit` asks for.
 const MAX_PAGE_ROWS: u64 = 1_000_000_000;
 
@@ -266,24 +269,71 @@ impl DestinationIndex {
     /// `LOWER(destination) LIKE '%' || lower(needle) || '%'`, except that `%`
     /// and `_` match themselves.
     fn matching(&self, needle: &str) -> (Vec<u64>, usize) {
+        // Large tables are scanned in parallel, one slice of names a core.
+        let parts = if self.rows.len() < PARALLEL_SCAN_ROWS {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |p| p.get().min(4))
+        };
+        self.matching_on(needle, parts)
+    }
+
+    fn matching_on(&self, needle: &str, parts: usize) -> (Vec<u64>, usize) {
         let needle = needle.to_lowercase();
         let mut bits = vec![0u64; self.rows.len().div_ceil(64)];
         let mut count = 0;
         if needle.as_bytes().contains(&SEPARATOR) {
             return (bits, 0);
         }
-        let mut id = 0usize;
-        for pos in memmem::find_iter(&self.lower, needle.as_bytes()) {
-            while id + 1 < self.starts.len() && self.starts[id + 1] <= pos {
-                id += 1;
-            }
-            let (word, bit) = (id / 64, 1u64 << (id % 64));
-            if bits[word] & bit == 0 {
-                bits[word] |= bit;
-                count += 1;
-            }
+        let finder = memmem::Finder::new(needle.as_bytes());
+        let n = self.rows.len();
+        let ranges: Vec<(usize, usize)> = (0..parts)
+            .map(|p| (n * p / parts, n * (p + 1) / parts))
+            .collect();
+        let found: Vec<Vec<u32>> = if parts == 1 {
+            vec![self.matching_in(&finder, 0, n)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = ranges
+                    .iter()
+                    .map(|&(lo, hi)| {
+                        let finder = &finder;
+                        scope.spawn(move || self.matching_in(finder, lo, hi))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        };
+        for id in found.into_iter().flatten() {
+            bits[id as usize / 64] |= 1u64 << (id % 64);
+            count += 1;
         }
         (bits, count)
+    }
+
+    /// Matching ids among `lo..hi`, ascending, each once.
+    fn matching_in(&self, finder: &memmem::Finder<'_>, lo: usize, hi: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        if lo >= hi {
+            return out;
+        }
+        let base = self.starts[lo];
+        let end = self.starts.get(hi).copied().unwrap_or(self.lower.len());
+        let mut id = lo;
+        for pos in finder.find_iter(&self.lower[base..end]) {
+            let pos = base + pos;
+            if self.starts.get(id + 1).is_some_and(|&next| next <= pos) {
+                // Jump to the name holding `pos`: the last start at or before it.
+                id += self.starts[id + 1..hi].partition_point(|&s| s <= pos);
+            }
+            if out.last() != Some(&(id as u32)) {
+                out.push(id as u32);
+            }
+        }
+        out
     }
 
     /// One page of the admin list.
@@ -528,6 +578,21 @@ mod tests {
                         assert!(index.page(&q) == naive(&rows, &q), "{q:?}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_filter_scan_finds_what_one_thread_finds() {
+        let mut seed = 99;
+        let index = DestinationIndex::build(random_rows(5000, &mut seed));
+        for needle in ["org", "B1", "%", "zz", "9.o", "é"] {
+            let one = index.matching_on(needle, 1);
+            for parts in [2, 3, 7] {
+                assert!(
+                    index.matching_on(needle, parts) == one,
+                    "{needle} on {parts}"
+                );
             }
         }
     }

@@ -26,7 +26,7 @@ pub fn TopBar() -> impl IntoView {
             let _ = api::logout(&token).await;
             session.clear();
             signing_out.set(false);
-            navigate("/login", Default::default());
+            navigate("/login", crate::pages::replace());
         });
     };
 

@@ -325,10 +325,16 @@ impl DestinationIndex {
         let mut id = lo;
         for pos in finder.find_iter(&self.lower[base..end]) {
             let pos = base + pos;
-            if self.starts.get(id + 1).is_some_and(|&next| next <= pos) {
-                // Jump to the name holding `pos`: the last start at or before it.
-                id += self.starts[id + 1..hi].partition_point(|&s| s <= pos);
+            // Move to the name holding `pos` (the last start at or before it):
+            // a few steps when matches are dense, a binary search when sparse.
+            let mut next = id + 1;
+            while next < hi && next < id + 8 && self.starts[next] <= pos {
+                next += 1;
             }
+            if next < hi && self.starts[next] <= pos {
+                next += self.starts[next..hi].partition_point(|&s| s <= pos);
+            }
+            id = next - 1;
             if out.last() != Some(&(id as u32)) {
                 out.push(id as u32);
             }

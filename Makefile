@@ -56,7 +56,7 @@ build-tools:
 # and @playwright/test (which downloads no browser).
 e2e-tools: end2end/node_modules/.package-lock.json
 	@if [ ! -x "$(CHROMIUM_PATH)" ] || ! command -v python3 >/dev/null; then \
-	  $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium python3; \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium python3; \
 	fi
 
 end2end/node_modules/.package-lock.json: end2end/package.json end2end/package-lock.json

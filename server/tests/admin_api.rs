@@ -585,3 +585,52 @@ async fn hostile_input_never_yields_a_500() {
         }
     }
 }
+
+#[tokio::test]
+async fn summary_counts_destinations_per_status() {
+    let s = TestServer::start().await;
+    let t = s.admin_token().await;
+    let path = "/_herald/admin/v1/federation/summary";
+    assert_error(
+        &s.get(path, None).await,
+        401,
+        "M_MISSING_TOKEN",
+        "Missing access token",
+    );
+    let alice = s.login(USER, USER_PASSWORD).await;
+    assert_error(
+        &s.get(path, Some(&alice)).await,
+        403,
+        "M_FORBIDDEN",
+        "You are not a server admin",
+    );
+    let (status, body) = s.get(path, Some(&t)).await;
+    assert_eq!(status, 200, "{body}");
+    // The seed rows, by hand: all backoffs in the seed ended long ago.
+    // healthy: a.org, [::1]:8448, UPPER.Example.COM, zeta.example
+    // retry due: b.org, matrix.example.org:8448, pct%sign.org, under_score.org, underXscore.org
+    // never reached: B.org; unknown: never.example
+    assert_eq!(body["total"], 11);
+    assert_eq!(body["healthy"], 4);
+    assert_eq!(body["retry_due"], 5);
+    assert_eq!(body["never_reached"], 1);
+    assert_eq!(body["unknown"], 1);
+    assert_eq!(body["backing_off"], 0);
+    // A fresh failure moves a row to "backing off".
+    let now = herald::store::now_ms();
+    s.store
+        .put_destinations(&[row(
+            "zeta.example",
+            Some(now),
+            Some(3_600_000),
+            Some(now),
+            Some(1),
+        )])
+        .await
+        .unwrap();
+    let (_, body) = s.get(path, Some(&t)).await;
+    assert_eq!(
+        (body["healthy"].as_u64(), body["backing_off"].as_u64()),
+        (Some(3), Some(1))
+    );
+}

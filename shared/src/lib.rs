@@ -3,11 +3,14 @@
 //! This crate owns the shapes of the Synapse-compatible federation admin API:
 //! the rows it returns ([`Destination`], [`DestinationRoom`]), the pages that
 //! wrap them, the query parameters and their exact Synapse validation rules
-//! ([`params`]), and the Matrix error body. It compiles to native code and to
+//! ([`params`]), the Matrix error body, and a destination's derived health
+//! ([`status`]). It compiles to native code and to
 //! wasm32, so it holds no I/O, no async runtime and no database code.
 
 pub mod api;
 pub mod params;
+pub mod status;
 
 pub use api::*;
 pub use params::*;
+pub use status::*;

@@ -1,5 +1,6 @@
 //! The Synapse-compatible federation admin API under
-//! `/_synapse/admin/v1/federation/`. Handlers are thin: check the admin's
+//! `/_synapse/admin/v1/federation/`, and Herald's own additions under
+//! `/_herald/admin/v1/federation/`. Handlers are thin: check the admin's
 //! token, parse parameters in Synapse's order, call the store, shape the
 //! answer. Paths are matched on the raw (still percent-encoded) path as
 //! Synapse does, and the destination segment is percent-decoded afterwards.
@@ -9,8 +10,8 @@ use axum::http::{HeaderMap, Uri};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use herald_shared::{
-    percent_decode_path, DestinationDetails, DestinationsPage, DestinationsQuery, RawQuery,
-    RoomsPage, RoomsQuery,
+    percent_decode_path, DestinationDetails, DestinationsPage, DestinationsQuery,
+    FederationSummary, RawQuery, RoomsPage, RoomsQuery,
 };
 use serde_json::{json, Value};
 
@@ -23,6 +24,7 @@ const PREFIX: &str = "/_synapse/admin/v1/federation";
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/_herald/admin/v1/federation/summary", get(summary))
         .route(&format!("{PREFIX}/destinations"), get(list))
         // Synapse's patterns allow an empty name here (`[^/]*`): a trailing
         // slash asks for destination "" and gets "Unknown destination".
@@ -70,6 +72,17 @@ async fn list(
     require_admin(&state.store, &headers, &uri).await?;
     let q = DestinationsQuery::from_raw(&query(&uri))?;
     Ok(Json(state.store.list_destinations(q).await))
+}
+
+/// Herald's addition: destinations per derived status (for the console's
+/// health summary), computed from the same rows as the list.
+async fn summary(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Json<FederationSummary>> {
+    require_admin(&state.store, &headers, &uri).await?;
+    Ok(Json(state.store.federation_summary().await))
 }
 
 async fn details(

@@ -4,7 +4,7 @@
 
 use herald_shared::{
     next_token, DestinationDetails, DestinationRoom, DestinationsPage, DestinationsQuery,
-    Direction, RoomsPage, RoomsQuery,
+    Direction, FederationSummary, RoomsPage, RoomsQuery,
 };
 use std::collections::HashMap;
 
@@ -76,6 +76,15 @@ impl Store {
                 total: 0,
                 next_token: None,
             })
+    }
+
+    /// Destinations per derived status, now.
+    pub async fn federation_summary(&self) -> FederationSummary {
+        let index = self.index.clone();
+        let now = super::now_ms();
+        tokio::task::spawn_blocking(move || index.read().summary(now))
+            .await
+            .unwrap_or_default()
     }
 
     /// The stored row, if the destination is known.

@@ -16,7 +16,8 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use herald_shared::{
-    next_token, Destination, DestinationsPage, DestinationsQuery, Direction, OrderBy,
+    next_token, Destination, DestinationStatus, DestinationsPage, DestinationsQuery, Direction,
+    FederationSummary, OrderBy,
 };
 use memchr::memmem;
 
@@ -340,6 +341,24 @@ impl DestinationIndex {
             }
         }
         out
+    }
+
+    /// Destinations per derived status at `now_ms`.
+    pub fn summary(&self, now_ms: i64) -> FederationSummary {
+        let mut summary = FederationSummary {
+            now_ts: now_ms,
+            ..FederationSummary::default()
+        };
+        for row in &self.rows {
+            summary.add(DestinationStatus::from_columns(
+                row.retry_last_ts.unwrap_or(0),
+                row.retry_interval.unwrap_or(0),
+                row.failure_ts,
+                row.last_successful_stream_ordering,
+                now_ms,
+            ));
+        }
+        summary
     }
 
     /// One page of the admin list.

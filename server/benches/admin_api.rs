@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use herald::config::{Config, RateLimit};
+use herald::config::Config;
 use herald::store::{DestinationRow, Store};
 use herald_shared::{DestinationRoom, DestinationsQuery, RoomsQuery};
 use serde_json::Value;
@@ -912,29 +912,11 @@ async fn bench(n: usize) {
         Ok(_) | Err(herald::store::StoreError::UserExists(_)) => {}
         Err(e) => panic!("create admin: {e}"),
     }
-    let mut config = Config {
-        server_name: SERVER_NAME.into(),
-        database: db.clone(),
-        listen: "127.0.0.1:0".into(),
-        ..Config::default()
-    };
-    let generous = RateLimit {
-        per_second: 1000.0,
-        burst_count: 1000.0,
-    };
-    config.rc_login.failed_attempts = generous;
-    config.rc_login.address = generous;
-    let listener = herald::serve::bind(config.listen_addr().expect("listen"))
+    let config = Config::loopback(SERVER_NAME, db.clone());
+    let addr = herald::serve::spawn(store.clone(), config)
         .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+        .expect("serve");
     assert!(addr.ip().is_loopback());
-    let served = store.clone();
-    tokio::spawn(async move {
-        herald::serve::run(listener, served, config)
-            .await
-            .expect("serve");
-    });
     let base = format!("http://{addr}");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)

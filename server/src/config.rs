@@ -180,6 +180,26 @@ impl Default for Config {
 }
 
 impl Config {
+    /// A config for local tools, tests and benchmarks: `server_name`, the
+    /// database file, a free port on 127.0.0.1, and login limits high enough
+    /// never to trigger.
+    pub fn loopback(server_name: &str, database: PathBuf) -> Config {
+        let generous = RateLimit {
+            per_second: 1000.0,
+            burst_count: 1000.0,
+        };
+        Config {
+            server_name: server_name.into(),
+            database,
+            listen: "127.0.0.1:0".into(),
+            rc_login: RcLogin {
+                failed_attempts: generous,
+                address: generous,
+            },
+            ..Config::default()
+        }
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -42,6 +42,25 @@ pub async fn run(listener: TcpListener, store: Store, config: Config) -> Result<
     Ok(())
 }
 
+/// Binds `config.listen` and serves in the background; returns the bound
+/// address (so `127.0.0.1:0` works). For tests, benchmarks and the demo.
+pub async fn spawn(store: Store, config: Config) -> Result<SocketAddr, ServeError> {
+    let addr = config.listen.parse().map_err(|_| {
+        ServeError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("`{}` is not a socket address", config.listen),
+        ))
+    })?;
+    let listener = bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = run(listener, store, config).await {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    Ok(local)
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -126,10 +126,6 @@ fn login(addr: &str, user: &str, password: &str) -> String {
     v["access_token"].as_str().unwrap().to_owned()
 }
 
-fn sha(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap()
-}
-
 #[test]
 fn user_add_then_serve_then_sign_in() {
     let dir = tempfile::tempdir().unwrap();
@@ -250,19 +246,9 @@ fn bad_config_stops_start_up_naming_the_key() {
 #[test]
 fn refuses_foreign_and_newer_databases_without_touching_them() {
     let dir = tempfile::tempdir().unwrap();
-    // A Synapse-like database.
+    // A Synapse-like database: ours, then our marker dropped and a table added.
     let foreign = dir.path().join("synapse.db");
-    let setup = herald(&[
-        "user",
-        "add",
-        "x",
-        "--password",
-        "x",
-        "--database",
-        foreign.to_str().unwrap(),
-    ]);
-    assert!(setup.status.success());
-    // Turn it into "someone else's" file: drop our marker and add a table.
+    add_user(&foreign);
     rewrite(
         &foreign,
         &[
@@ -270,64 +256,60 @@ fn refuses_foreign_and_newer_databases_without_touching_them() {
             "CREATE TABLE events (event_id TEXT)",
         ],
     );
-    let before = sha(&foreign);
-    let out = herald(&[
-        "serve",
-        "--database",
-        foreign.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not a Herald database"), "{err}");
-    assert_eq!(sha(&foreign), before, "the file was left untouched");
+    assert_refused(&foreign, "not a Herald database");
 
+    // A database a newer Herald migrated.
     let newer = dir.path().join("newer.db");
-    assert!(herald(&[
+    add_user(&newer);
+    rewrite(
+        &newer,
+        &["INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
+           VALUES (999999, 'future', CURRENT_TIMESTAMP, 1, x'00', 0)"],
+    );
+    assert_refused(&newer, "newer Herald");
+
+    // Not SQLite at all.
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, [b'x'; 200]).unwrap();
+    assert_refused(&garbage, "garbage.db");
+}
+
+fn add_user(db: &Path) {
+    let out = herald(&[
         "user",
         "add",
         "x",
         "--password",
         "x",
         "--database",
-        newer.to_str().unwrap()
-    ])
-    .status
-    .success());
-    rewrite(
-        &newer,
-        &["INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) VALUES (999999, 'future', CURRENT_TIMESTAMP, 1, x'00', 0)"],
+        db.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let before = sha(&newer);
+}
+
+/// `herald serve` on `db` fails with `message` and leaves the file as it was.
+fn assert_refused(db: &Path, message: &str) {
+    let before = std::fs::read(db).unwrap();
     let out = herald(&[
         "serve",
         "--database",
-        newer.to_str().unwrap(),
+        db.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("newer Herald"), "{err}");
-    assert_eq!(sha(&newer), before);
-
-    let garbage = dir.path().join("garbage.db");
-    std::fs::write(
-        &garbage,
-        b"this is not sqlite at all, just some bytes that are long enough....................",
-    )
-    .unwrap();
-    let before = sha(&garbage);
-    let out = herald(&[
-        "serve",
-        "--database",
-        garbage.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    assert!(!out.status.success());
-    assert_eq!(sha(&garbage), before);
+    assert!(err.contains(message), "{message}: {err}");
+    assert_eq!(
+        std::fs::read(db).unwrap(),
+        before,
+        "{} was changed",
+        db.display()
+    );
 }
 
 /// Applies SQL to a closed database file with a throwaway runtime.

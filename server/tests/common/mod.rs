@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use herald::config::{Config, RateLimit};
+use herald::config::Config;
 use herald::store::{DestinationRow, Store};
 use herald_shared::DestinationRoom;
 use serde_json::Value;
@@ -92,18 +92,7 @@ impl TestServer {
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let db_path = dir.path().join("herald.db");
-        let mut config = Config {
-            server_name: SERVER_NAME.into(),
-            database: db_path.clone(),
-            listen: "127.0.0.1:0".into(),
-            ..Config::default()
-        };
-        let generous = RateLimit {
-            per_second: 1000.0,
-            burst_count: 1000.0,
-        };
-        config.rc_login.failed_attempts = generous;
-        config.rc_login.address = generous;
+        let mut config = Config::loopback(SERVER_NAME, db_path.clone());
         tweak(&mut config);
         let store = Store::open(&db_path).await.expect("open store");
         for (name, password, admin) in [(ADMIN, ADMIN_PASSWORD, true), (USER, USER_PASSWORD, false)]
@@ -119,16 +108,9 @@ impl TestServer {
             .put_destination_rooms("b.org", &seed_rooms())
             .await
             .expect("rooms");
-        let listener = herald::serve::bind(config.listen_addr().unwrap())
+        let addr = herald::serve::spawn(store.clone(), config)
             .await
-            .expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let served = store.clone();
-        tokio::spawn(async move {
-            herald::serve::run(listener, served, config)
-                .await
-                .expect("serve");
-        });
+            .expect("serve");
         TestServer {
             addr,
             base: format!("http://{addr}"),

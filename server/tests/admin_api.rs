@@ -74,35 +74,15 @@ async fn auth_is_checked_first_on_every_route() {
         format!("{LIST}/b.org"),
         format!("{LIST}/unknown.example/rooms?dir=x"),
     ] {
-        assert_error(
-            &s.get(&path, None).await,
-            401,
-            "M_MISSING_TOKEN",
-            "Missing access token",
-        );
+        assert_missing_token(&s.get(&path, None).await);
         let bad = s.get(&path, Some("hrd_nonsense")).await;
         assert_error(&bad, 401, "M_UNKNOWN_TOKEN", "Invalid access token passed.");
         assert_eq!(bad.1["soft_logout"], false);
-        assert_error(
-            &s.get(&path, Some(&alice)).await,
-            403,
-            "M_FORBIDDEN",
-            "You are not a server admin",
-        );
+        assert_not_admin(&s.get(&path, Some(&alice)).await);
     }
     let reset = format!("{LIST}/unknown.example/reset_connection");
-    assert_error(
-        &s.post_raw(&reset, None, "{}").await,
-        401,
-        "M_MISSING_TOKEN",
-        "Missing access token",
-    );
-    assert_error(
-        &s.post_raw(&reset, Some(&alice), "{}").await,
-        403,
-        "M_FORBIDDEN",
-        "You are not a server admin",
-    );
+    assert_missing_token(&s.post_raw(&reset, None, "{}").await);
+    assert_not_admin(&s.post_raw(&reset, Some(&alice), "{}").await);
 }
 
 #[tokio::test]
@@ -120,30 +100,16 @@ async fn token_may_come_from_the_query_but_not_from_both() {
         "Mixing Authorization headers and access_token query parameters.",
     );
     for header in ["Basic abc", "Bearer", "bearer x", "Bearer  x"] {
-        let resp = s
-            .client
-            .get(s.url(LIST))
-            .header("Authorization", header)
-            .send()
-            .await
-            .unwrap();
         assert_error(
-            &into_json(resp).await,
+            &s.get_with_auth_headers(LIST, &[header]).await,
             401,
             "M_MISSING_TOKEN",
             "Invalid Authorization header.",
         );
     }
-    let resp = s
-        .client
-        .get(s.url(LIST))
-        .header("Authorization", format!("Bearer {token}"))
-        .header("Authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap();
+    let bearer = format!("Bearer {token}");
     assert_error(
-        &into_json(resp).await,
+        &s.get_with_auth_headers(LIST, &[&bearer, &bearer]).await,
         401,
         "M_MISSING_TOKEN",
         "Too many Authorization headers.",
@@ -591,19 +557,9 @@ async fn summary_counts_destinations_per_status() {
     let s = TestServer::start().await;
     let t = s.admin_token().await;
     let path = "/_herald/admin/v1/federation/summary";
-    assert_error(
-        &s.get(path, None).await,
-        401,
-        "M_MISSING_TOKEN",
-        "Missing access token",
-    );
+    assert_missing_token(&s.get(path, None).await);
     let alice = s.login(USER, USER_PASSWORD).await;
-    assert_error(
-        &s.get(path, Some(&alice)).await,
-        403,
-        "M_FORBIDDEN",
-        "You are not a server admin",
-    );
+    assert_not_admin(&s.get(path, Some(&alice)).await);
     let (status, body) = s.get(path, Some(&t)).await;
     assert_eq!(status, 200, "{body}");
     // The seed rows, by hand: all backoffs in the seed ended long ago.

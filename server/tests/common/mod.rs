@@ -171,6 +171,15 @@ impl TestServer {
         into_json(req.send().await.expect("request")).await
     }
 
+    /// GET with raw `Authorization` header values, as many as given.
+    pub async fn get_with_auth_headers(&self, path: &str, values: &[&str]) -> (u16, Value) {
+        let mut req = self.client.get(self.url(path));
+        for v in values {
+            req = req.header("Authorization", *v);
+        }
+        into_json(req.send().await.expect("request")).await
+    }
+
     pub async fn request(
         &self,
         method: &str,
@@ -201,4 +210,14 @@ pub fn assert_error(got: &(u16, Value), status: u16, errcode: &str, error: &str)
     assert_eq!(got.0, status, "{}", got.1);
     assert_eq!(got.1["errcode"], errcode, "{}", got.1);
     assert_eq!(got.1["error"], error, "{}", got.1);
+}
+
+/// 401 `M_MISSING_TOKEN` "Missing access token".
+pub fn assert_missing_token(got: &(u16, Value)) {
+    assert_error(got, 401, "M_MISSING_TOKEN", "Missing access token");
+}
+
+/// 403 for a valid token of a user who is not an admin.
+pub fn assert_not_admin(got: &(u16, Value)) {
+    assert_error(got, 403, "M_FORBIDDEN", "You are not a server admin");
 }

@@ -4,12 +4,14 @@
 //! there, since data is fetched after hydration.
 
 use herald_shared::{
-    DestinationsPage, DestinationsQuery, LoginResponse, MatrixError, PasswordLogin,
+    DestinationsPage, DestinationsQuery, FederationSummary, LoginResponse, MatrixError,
+    PasswordLogin,
 };
 
 pub const LOGIN_PATH: &str = "/_matrix/client/v3/login";
 pub const LOGOUT_PATH: &str = "/_matrix/client/v3/logout";
 pub const DESTINATIONS_PATH: &str = "/_synapse/admin/v1/federation/destinations";
+pub const SUMMARY_PATH: &str = "/_herald/admin/v1/federation/summary";
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +103,11 @@ pub async fn destinations(
     query: &DestinationsQuery,
 ) -> Result<DestinationsPage, ApiError> {
     http::get_json(&destinations_url(query), token).await
+}
+
+/// `GET /_herald/admin/v1/federation/summary`: destinations per status.
+pub async fn summary(token: &str) -> Result<FederationSummary, ApiError> {
+    http::get_json(SUMMARY_PATH, token).await
 }
 
 #[cfg(feature = "hydrate")]

@@ -24,33 +24,95 @@ pub fn optional_timestamp(ms: Option<i64>) -> String {
     }
 }
 
-/// A duration in milliseconds, in its two largest units: `1d 2h`, `10m`,
-/// `45s`, `250ms`; 0 shows as a dash.
+/// A duration in milliseconds, in its two largest units: `2 d 4 h`,
+/// `20 min`, `45 s`, `250 ms`; 0 shows as a dash.
 pub fn duration(ms: i64) -> String {
     if ms == 0 {
         return "—".to_owned();
     }
-    if ms < 0 {
+    units(ms, 2)
+}
+
+/// `ms` (any sign) in its `n` largest non-zero units.
+fn units(ms: i64, n: usize) -> String {
+    let ms = ms.unsigned_abs();
+    if ms < 1000 {
         return format!("{ms} ms");
     }
-    if ms < 1000 {
-        return format!("{ms}ms");
+    const UNITS: [(&str, u64); 4] = [("d", 86_400), ("h", 3600), ("min", 60), ("s", 1)];
+    let mut left = ms / 1000;
+    let mut parts = Vec::new();
+    for (name, size) in UNITS {
+        let k = left / size;
+        left %= size;
+        if k != 0 || !parts.is_empty() {
+            parts.push((k, name));
+        }
     }
-    let secs = ms / 1000;
-    let units = [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)];
-    let parts: Vec<String> = units
-        .iter()
-        .scan(secs, |left, (name, size)| {
-            let n = *left / size;
-            *left %= size;
-            Some((n, *name))
-        })
-        .skip_while(|(n, _)| *n == 0)
-        .take(2)
-        .filter(|(n, _)| *n != 0)
-        .map(|(n, name)| format!("{n}{name}"))
-        .collect();
-    parts.join(" ")
+    parts
+        .into_iter()
+        .take(n)
+        .filter(|(k, _)| *k != 0)
+        .map(|(k, name)| format!("{k} {name}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// How long ago (or ahead) `ts` is at `now`, in its largest unit:
+/// `3 min ago`, `in 7 min`, `just now` (under a second).
+pub fn relative(ts: i64, now: i64) -> String {
+    let diff = now.saturating_sub(ts);
+    if diff.abs() < 1000 {
+        "just now".to_owned()
+    } else if diff > 0 {
+        format!("{} ago", units(diff, 1))
+    } else {
+        format!("in {}", units(diff, 1))
+    }
+}
+
+/// An optional timestamp relative to `now`; 0 and null are "never" (a dash).
+pub fn optional_relative(ms: Option<i64>, now: i64) -> String {
+    match ms {
+        Some(ms) if ms != 0 => relative(ms, now),
+        _ => "—".to_owned(),
+    }
+}
+
+/// When a destination in backoff is retried: `in 7 min`, or `due now` once
+/// the time has passed; a dash when it is not in backoff.
+pub fn next_retry(next: Option<i64>, now: i64) -> String {
+    match next {
+        Some(t) if t > now => relative(t, now),
+        Some(_) => "due now".to_owned(),
+        None => "—".to_owned(),
+    }
+}
+
+/// A count with thousands separators: `12,345`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i != 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The rows a page shows: `1–50 of 12,345`, `0 of 0` when there are none.
+pub fn range(from: u64, shown: usize, total: u64) -> String {
+    if shown == 0 {
+        return format!("0 of {}", count(total));
+    }
+    format!(
+        "{}–{} of {}",
+        count(from + 1),
+        count(from + shown as u64),
+        count(total)
+    )
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day)
@@ -85,12 +147,46 @@ mod tests {
     #[test]
     fn durations_use_two_units() {
         assert_eq!(duration(0), "—");
-        assert_eq!(duration(250), "250ms");
-        assert_eq!(duration(45_000), "45s");
-        assert_eq!(duration(600_000), "10m");
-        assert_eq!(duration(3_600_000 + 120_000 + 5_000), "1h 2m");
-        assert_eq!(duration(86_400_000 + 60_000), "1d");
-        assert_eq!(duration(7 * 86_400_000), "7d");
-        assert_eq!(duration(-5), "-5 ms");
+        assert_eq!(duration(250), "250 ms");
+        assert_eq!(duration(45_000), "45 s");
+        assert_eq!(duration(1_200_000), "20 min");
+        assert_eq!(duration(3_600_000 + 120_000 + 5_000), "1 h 2 min");
+        assert_eq!(duration(86_400_000 + 60_000), "1 d");
+        assert_eq!(duration(2 * 86_400_000 + 4 * 3_600_000 + 59_000), "2 d 4 h");
+        assert_eq!(duration(7 * 86_400_000), "7 d");
+        assert_eq!(duration(-5), "5 ms");
+    }
+
+    #[test]
+    fn relative_times_use_the_largest_unit() {
+        let now = 1_700_000_000_000;
+        assert_eq!(relative(now - 3 * 60_000 - 59_000, now), "3 min ago");
+        assert_eq!(relative(now + 7 * 60_000, now), "in 7 min");
+        assert_eq!(relative(now - 500, now), "just now");
+        assert_eq!(relative(now - 2 * 86_400_000 - 3_600_000, now), "2 d ago");
+        assert_eq!(optional_relative(None, now), "—");
+        assert_eq!(optional_relative(Some(0), now), "—");
+        assert_eq!(optional_relative(Some(now - 45_000), now), "45 s ago");
+    }
+
+    #[test]
+    fn next_retry_is_ahead_or_due() {
+        let now = 1_700_000_000_000;
+        assert_eq!(next_retry(Some(now + 7 * 60_000 + 10), now), "in 7 min");
+        assert_eq!(next_retry(Some(now), now), "due now");
+        assert_eq!(next_retry(Some(now - 86_400_000), now), "due now");
+        assert_eq!(next_retry(None, now), "—");
+    }
+
+    #[test]
+    fn counts_and_ranges() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(12_345), "12,345");
+        assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(range(0, 50, 12_345), "1–50 of 12,345");
+        assert_eq!(range(12_300, 45, 12_345), "12,301–12,345 of 12,345");
+        assert_eq!(range(0, 0, 0), "0 of 0");
     }
 }

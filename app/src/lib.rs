@@ -12,9 +12,12 @@
 //! Data is only ever fetched in the browser, with the admin's access token;
 //! the server renders the page frame and a loading state.
 
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod components;
 pub mod format;
+pub mod html;
 pub mod pages;
 pub mod session;
 

@@ -1,10 +1,11 @@
 // The console against a real server: hydration, sign-in errors, the
 // destinations table, sessions that survive a reload, sign-out.
-import { ADMIN, ALICE, DESTINATIONS, shown } from "./seed";
+import { ADMIN, ALICE, DESTINATIONS, NAMED, shown } from "./seed";
 import { expect, hydrated, signIn, storedToken, test, TOKEN_KEY } from "./fixtures";
 
 const LOGIN = "/_matrix/client/v3/login";
 const DESTINATIONS_API = "/_synapse/admin/v1/federation/destinations";
+const SUMMARY_API = "/_herald/admin/v1/federation/summary";
 
 /** Logs in over the API (not the form) and returns the access token. */
 async function apiToken(request: import("@playwright/test").APIRequestContext, who: typeof ADMIN) {
@@ -56,6 +57,7 @@ test("a stored token of a non-admin shows the message on the destinations page",
   expectHttpError,
 }) => {
   expectHttpError("GET", DESTINATIONS_API, 403);
+  expectHttpError("GET", SUMMARY_API, 403);
   const token = await apiToken(request, ALICE);
   await page.addInitScript(([key, value]) => window.localStorage.setItem(key, value), [TOKEN_KEY, token]);
   await page.goto("/destinations");
@@ -67,7 +69,7 @@ test("the admin signs in and sees the destinations and their total", async ({ pa
   await signIn(page);
   await expect(page).toHaveURL(/\/destinations$/);
   await expect(page.locator("#destinations-total")).toHaveAttribute("data-total", String(DESTINATIONS.length));
-  await expect(page.locator("#destinations-total")).toHaveText(`${DESTINATIONS.length} destinations`);
+  await expect(page.locator("#destinations-total")).toHaveText(`1–${DESTINATIONS.length} of ${DESTINATIONS.length}`);
   await expect(page.locator("#signed-in-user")).toHaveText(/^@admin:/);
 
   const rows = page.locator("#destinations-table tbody tr");
@@ -77,15 +79,16 @@ test("the admin signs in and sees the destinations and their total", async ({ pa
   await expect(rows.first()).toHaveAttribute("data-destination", names[0]);
   expect(await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute("data-destination")))).toEqual(names);
 
-  for (const row of DESTINATIONS) {
+  for (const row of NAMED) {
     const tr = page.locator(`#destinations-table tbody tr[data-destination="${row.destination}"]`);
     for (const [col, value] of Object.entries(shown(row))) {
       await expect(tr.locator(`[data-col="${col}"]`), `${row.destination} ${col}`).toHaveAttribute("data-value", value);
     }
   }
   const down = page.locator('tr[data-destination="down.example.net"]');
-  await expect(down.locator('[data-col="retry_interval"]')).toHaveText("1h");
-  await expect(down.locator('[data-col="retry_last_ts"]')).toHaveText("2023-11-14 22:13:20 UTC");
+  await expect(down.locator('[data-col="retry_interval"]')).toHaveText("1 h");
+  await expect(down.locator('[data-col="retry_last_ts"]')).toHaveText(/^\d+ d ago$/);
+  await expect(down.locator('[data-col="retry_last_ts"]')).toHaveAttribute("title", "2023-11-14 22:13:20 UTC");
   await expect(page.locator('tr[data-destination="new.example.com"] [data-col="failure_ts"]')).toHaveText("—");
 });
 
@@ -123,6 +126,8 @@ test("signing out returns to sign-in and ends the token on the server", async ({
 
 test("a token the server no longer accepts returns to sign-in", async ({ page, expectHttpError }) => {
   expectHttpError("GET", DESTINATIONS_API, 401);
+  expectHttpError("GET", SUMMARY_API, 401);
+  const summaryAnswered = page.waitForResponse((r) => new URL(r.url()).pathname === SUMMARY_API);
   await page.addInitScript(
     ([key]) => {
       // Only on the first load, so the page can clear it.
@@ -136,6 +141,7 @@ test("a token the server no longer accepts returns to sign-in", async ({ page, e
   await page.goto("/destinations");
   await expect(page).toHaveURL(/\/login$/);
   expect(await storedToken(page)).toBeNull();
+  await summaryAnswered;
 });
 
 test("an unknown page is the console's 404", async ({ page, expectHttpError }) => {

@@ -12,7 +12,8 @@ export type Row = {
   last_successful_stream_ordering: number | null;
 };
 
-export const DESTINATIONS: Row[] = [
+/** The hand-written rows, one or more per status. */
+export const NAMED: Row[] = [
   {
     destination: "matrix.example.org",
     retry_last_ts: null,
@@ -41,7 +42,61 @@ export const DESTINATIONS: Row[] = [
     failure_ts: null,
     last_successful_stream_ordering: null,
   },
+  {
+    // In backoff until 2033: backing off for the next few years.
+    destination: "slow.example.org",
+    retry_last_ts: 1_700_000_000_000,
+    retry_interval: 315_360_000_000,
+    failure_ts: 1_699_000_000_000,
+    last_successful_stream_ordering: 5,
+  },
 ];
+
+/** Enough healthy rows to need more than one page of 25. */
+export const PEERS: Row[] = Array.from({ length: 26 }, (_, i) => ({
+  destination: `peer-${String(i).padStart(2, "0")}.example.org`,
+  retry_last_ts: null,
+  retry_interval: null,
+  failure_ts: i % 2 ? 1_600_000_000_000 + i * 1000 : null,
+  last_successful_stream_ordering: 100 + i,
+}));
+
+export const DESTINATIONS: Row[] = [...NAMED, ...PEERS];
+
+/** The status the console derives for a row (shared/src/status.rs), at any
+ * time after 2023 and before 2033. */
+export function statusOf(row: Row): string {
+  const inBackoff = (row.retry_last_ts ?? 0) !== 0;
+  const next = (row.retry_last_ts ?? 0) + (row.retry_interval ?? 0);
+  if (!inBackoff) {
+    return row.last_successful_stream_ordering === null && row.failure_ts === null ? "unknown" : "healthy";
+  }
+  if (row.last_successful_stream_ordering === null) return "never_reached";
+  return next > Date.now() ? "backing_off" : "retry_due";
+}
+
+/** Byte order of two names (all ASCII here). */
+function cmpName(a: string, b: string) {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The destination names in the server's order: `ORDER BY <column> <dir>,
+ * destination ASC`, NULL first ascending and last descending. */
+export function orderedNames(column: keyof Row, dir: "f" | "b" = "f"): string[] {
+  const sign = dir === "f" ? 1 : -1;
+  return [...DESTINATIONS]
+    .sort((x, y) => {
+      const a = x[column];
+      const b = y[column];
+      let c = 0;
+      if (column === "destination") c = cmpName(a as string, b as string);
+      else if (a === null && b !== null) c = -1;
+      else if (a !== null && b === null) c = 1;
+      else if (a !== null && b !== null) c = (a as number) - (b as number);
+      return sign * c || cmpName(x.destination, y.destination);
+    })
+    .map((r) => r.destination);
+}
 
 /** What the API (and so the table) shows for a row: Synapse's 0 for a NULL
  * `retry_last_ts`/`retry_interval`, null stays null for the other two. */

@@ -1,89 +1,137 @@
-//! One page of destinations as a table, with the total that matched.
+//! One page of destinations as a table, with sortable column headers (the
+//! rows' markup comes from [`crate::html::rows`]).
 //!
-//! Each row carries `data-destination`, each cell `data-col` (the API's field
-//! name) and `data-value` (the raw number, empty for null), so tests and
-//! scripts do not depend on how values are formatted.
+//! Each row carries `data-destination` and `data-status`, each cell `data-col`
+//! (the API's field name, or `status` / `next_retry`) and `data-value` (the
+//! raw number, empty for null), so tests and scripts do not depend on how
+//! values are formatted. Times are shown relative to `now`, with the exact
+//! UTC time in the cell's `title`.
 
-use herald_shared::{Destination, DestinationsPage};
+use herald_shared::{Destination, DestinationsQuery, Direction, OrderBy};
+use leptos::either::Either;
 use leptos::prelude::*;
 
-use crate::format;
+use crate::html;
 
-/// The API's field names, in the order the columns are shown.
-pub const COLUMNS: [(&str, &str); 5] = [
-    ("destination", "Destination"),
-    ("retry_last_ts", "Last retry"),
-    ("retry_interval", "Retry interval"),
-    ("failure_ts", "Failing since"),
-    ("last_successful_stream_ordering", "Last delivered"),
+/// The columns in the order they are shown: the API's field name (or a
+/// derived column's name), the header, and the order it sorts by if any.
+pub const COLUMNS: [(&str, &str, Option<OrderBy>); 7] = [
+    ("destination", "Destination", Some(OrderBy::Destination)),
+    ("status", "Status", None),
+    ("retry_last_ts", "Last retry", Some(OrderBy::RetryLastTs)),
+    (
+        "retry_interval",
+        "Retry interval",
+        Some(OrderBy::RetryInterval),
+    ),
+    ("next_retry", "Next retry", None),
+    ("failure_ts", "Failing since", Some(OrderBy::FailureTs)),
+    (
+        "last_successful_stream_ordering",
+        "Last delivered",
+        Some(OrderBy::LastSuccessfulStreamOrdering),
+    ),
 ];
 
-#[component]
-pub fn DestinationsTable(page: DestinationsPage) -> impl IntoView {
-    let total = page.total;
-    let shown = page.destinations.len();
-    let body = if page.destinations.is_empty() {
-        view! {
-            <tr>
-                <td colspan="5" id="destinations-empty" class="muted">
-                    "No destinations yet."
-                </td>
-            </tr>
-        }
-        .into_any()
+/// The query that sorts by `order`: the other direction if it is already the
+/// order, ascending otherwise; back to the first page either way.
+pub fn sorted_by(query: &DestinationsQuery, order: OrderBy) -> DestinationsQuery {
+    let dir = if query.order_by == order {
+        query.dir.flip()
     } else {
-        page.destinations
-            .into_iter()
-            .map(|d| view! { <DestinationRow d /> })
-            .collect_view()
-            .into_any()
+        Direction::Forwards
     };
+    DestinationsQuery {
+        from: 0,
+        order_by: order,
+        dir,
+        ..query.clone()
+    }
+}
+
+#[component]
+pub fn DestinationsTable(
+    destinations: Vec<Destination>,
+    query: DestinationsQuery,
+    now: i64,
+    /// Called with the query a click on a header asks for.
+    on_sort: UnsyncCallback<DestinationsQuery>,
+) -> impl IntoView {
+    let body = html::rows(
+        &destinations,
+        now,
+        query.destination.is_some(),
+        COLUMNS.len(),
+    );
+
+    let headers = COLUMNS
+        .iter()
+        .map(|(field, label, order)| {
+            let Some(order) = *order else {
+                return Either::Left(view! { <th data-col=*field scope="col">{*label}</th> });
+            };
+            let active = query.order_by == order;
+            let aria = active.then_some(match query.dir {
+                Direction::Forwards => "ascending",
+                Direction::Backwards => "descending",
+            });
+            let arrow = match (active, query.dir) {
+                (false, _) => "",
+                (true, Direction::Forwards) => " ▲",
+                (true, Direction::Backwards) => " ▼",
+            };
+            let next = sorted_by(&query, order);
+            Either::Right(view! {
+                <th data-col=*field scope="col" aria-sort=aria>
+                    <button
+                        type="button"
+                        class="sort"
+                        data-sort=*field
+                        on:click=move |_| on_sort.run(next.clone())
+                    >
+                        {*label}
+                        <span aria-hidden="true">{arrow}</span>
+                    </button>
+                </th>
+            })
+        })
+        .collect_view();
 
     view! {
-        <p id="destinations-total" data-total=total.to_string()>
-            {format!("{total} destination{}", if total == 1 { "" } else { "s" })}
-            {((shown as u64) < total).then(|| format!(", showing the first {shown}"))}
-        </p>
         <div class="table-wrap">
             <table id="destinations-table">
                 <thead>
-                    <tr>
-                        {COLUMNS
-                            .iter()
-                            .map(|(field, label)| view! { <th data-col=*field scope="col">{*label}</th> })
-                            .collect_view()}
-                    </tr>
+                    <tr>{headers}</tr>
                 </thead>
-                <tbody>{body}</tbody>
+                <tbody inner_html=body></tbody>
             </table>
         </div>
     }
 }
 
-#[component]
-fn DestinationRow(d: Destination) -> impl IntoView {
-    let raw = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
-    view! {
-        <tr data-destination=d.destination.clone()>
-            <th scope="row" data-col="destination" data-value=d.destination.clone()>
-                {d.destination.clone()}
-            </th>
-            <td data-col="retry_last_ts" data-value=d.retry_last_ts.to_string() class="num">
-                {format::optional_timestamp(Some(d.retry_last_ts))}
-            </td>
-            <td data-col="retry_interval" data-value=d.retry_interval.to_string() class="num">
-                {format::duration(d.retry_interval)}
-            </td>
-            <td data-col="failure_ts" data-value=raw(d.failure_ts) class="num">
-                {format::optional_timestamp(d.failure_ts)}
-            </td>
-            <td
-                data-col="last_successful_stream_ordering"
-                data-value=raw(d.last_successful_stream_ordering)
-                class="num"
-            >
-                {d.last_successful_stream_ordering.map(|v| v.to_string()).unwrap_or_else(|| "—".into())}
-            </td>
-        </tr>
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clicking_a_header_sorts_by_it_then_flips() {
+        let q = DestinationsQuery {
+            from: 50,
+            destination: Some("ex".into()),
+            ..Default::default()
+        };
+        let a = sorted_by(&q, OrderBy::FailureTs);
+        assert_eq!(
+            (a.order_by, a.dir, a.from),
+            (OrderBy::FailureTs, Direction::Forwards, 0)
+        );
+        assert_eq!(a.destination.as_deref(), Some("ex"));
+        let b = sorted_by(&a, OrderBy::FailureTs);
+        assert_eq!(b.dir, Direction::Backwards);
+        assert_eq!(sorted_by(&b, OrderBy::FailureTs).dir, Direction::Forwards);
+        assert_eq!(
+            sorted_by(&q, OrderBy::Destination).dir,
+            Direction::Backwards
+        );
     }
 }

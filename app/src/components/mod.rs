@@ -2,4 +2,5 @@
 
 pub mod destinations_table;
 pub mod error_message;
+pub mod health_summary;
 pub mod top_bar;

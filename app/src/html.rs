@@ -1,0 +1,218 @@
+//! Display-only markup built as text: the table's rows and the health
+//! summary. They carry no event handlers and are never hydrated (they appear
+//! after the data is fetched), so building them as one `inner_html` string
+//! keeps the WASM small. Every value from the server is escaped.
+
+use std::fmt::Write;
+
+use herald_shared::{next_retry_ts, Destination, DestinationStatus, FederationSummary};
+
+use crate::format;
+
+/// Escapes text for an HTML text node or a double-quoted attribute.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One data cell: `data-col`, `data-value` (the raw value), an optional
+/// `title`, and the shown text.
+fn cell(out: &mut String, col: &str, value: &str, title: Option<String>, text: &str) {
+    let _ = write!(
+        out,
+        r#"<td data-col="{col}" data-value="{}""#,
+        escape(value)
+    );
+    if let Some(t) = title {
+        let _ = write!(out, r#" title="{}""#, escape(&t));
+    }
+    let _ = write!(out, r#" class="num">{}</td>"#, escape(text));
+}
+
+fn raw(v: Option<i64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// A timestamp cell: relative text, exact UTC time as its title.
+fn time_cell(out: &mut String, col: &str, ms: Option<i64>, now: i64) {
+    let title = ms.filter(|&t| t != 0).map(format::timestamp);
+    cell(
+        out,
+        col,
+        &raw(ms),
+        title,
+        &format::optional_relative(ms, now),
+    );
+}
+
+/// The `<tr>` of one destination at `now`.
+pub fn row(out: &mut String, d: &Destination, now: i64) {
+    let status = DestinationStatus::of(d, now);
+    let (key, name) = (status.key(), escape(&d.destination));
+    let _ = write!(
+        out,
+        r#"<tr data-destination="{name}" data-status="{key}"><th scope="row" data-col="destination" data-value="{name}">{name}</th><td data-col="status" data-value="{key}"><span class="badge badge-{key}">{}</span></td>"#,
+        status.label()
+    );
+    time_cell(out, "retry_last_ts", Some(d.retry_last_ts), now);
+    let interval = d.retry_interval.to_string();
+    cell(
+        out,
+        "retry_interval",
+        &interval,
+        None,
+        &format::duration(d.retry_interval),
+    );
+    let next = next_retry_ts(d);
+    let next_title = next.map(format::timestamp);
+    cell(
+        out,
+        "next_retry",
+        &raw(next),
+        next_title,
+        &format::next_retry(next, now),
+    );
+    time_cell(out, "failure_ts", d.failure_ts, now);
+    let last = d.last_successful_stream_ordering;
+    let last_text = last.map(|v| v.to_string()).unwrap_or_else(|| "—".into());
+    cell(
+        out,
+        "last_successful_stream_ordering",
+        &raw(last),
+        None,
+        &last_text,
+    );
+    out.push_str("</tr>");
+}
+
+/// The table body: one row per destination, or a row saying there are none.
+pub fn rows(destinations: &[Destination], now: i64, filtered: bool, columns: usize) -> String {
+    let mut out = String::new();
+    if destinations.is_empty() {
+        let text = if filtered {
+            "No destinations match"
+        } else {
+            "No destinations yet."
+        };
+        let _ = write!(
+            out,
+            r#"<tr><td colspan="{columns}" id="destinations-empty" class="muted">{text}</td></tr>"#
+        );
+    }
+    for d in destinations {
+        row(&mut out, d, now);
+    }
+    out
+}
+
+/// The inside of the health summary: the total, a bar with one segment per
+/// status present (the view box is `total` wide, so widths are counts), and
+/// the count of each status with `data-status` and `data-count`.
+pub fn summary(s: &FederationSummary) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r#"<p id="summary-total" data-count="{}">{} destinations</p><svg id="summary-bar" viewBox="0 0 {} 1" preserveAspectRatio="none" role="img" aria-label="Destinations per status">"#,
+        s.total,
+        format::count(s.total),
+        s.total.max(1)
+    );
+    let mut x = 0;
+    for st in DestinationStatus::ALL {
+        let n = s.count(st);
+        if n != 0 {
+            let _ = write!(
+                out,
+                r#"<rect class="seg-{}" x="{x}" y="0" width="{n}" height="1"></rect>"#,
+                st.key()
+            );
+            x += n;
+        }
+    }
+    out.push_str(r#"</svg><ul class="counts">"#);
+    for st in DestinationStatus::ALL {
+        let n = s.count(st);
+        let _ = write!(
+            out,
+            r#"<li data-status="{k}" data-count="{n}"><span class="dot seg-{k}" aria-hidden="true"></span><span class="n">{}</span> {}</li>"#,
+            format::count(n),
+            st.label(),
+            k = st.key()
+        );
+    }
+    out.push_str("</ul>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest(name: &str) -> Destination {
+        Destination {
+            destination: name.into(),
+            retry_last_ts: 1_700_000_000_000,
+            retry_interval: 3_600_000,
+            failure_ts: Some(1_699_990_000_000),
+            last_successful_stream_ordering: Some(7),
+        }
+    }
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(escape("[2001:db8::1]:8448"), "[2001:db8::1]:8448");
+    }
+
+    #[test]
+    fn a_row_escapes_the_name_and_shows_status_and_times() {
+        let now = 1_700_000_000_000 + 2 * 3_600_000;
+        let html = rows(&[dest("<b>evil</b>")], now, false, 7);
+        assert!(!html.contains("<b>"));
+        assert!(html.contains(r#"data-destination="&lt;b&gt;evil&lt;/b&gt;""#));
+        assert!(html.contains(r#"data-status="retry_due""#));
+        assert!(html.contains(r#"<span class="badge badge-retry_due">retry due</span>"#));
+        assert!(html.contains(
+            r#"<td data-col="retry_last_ts" data-value="1700000000000" title="2023-11-14 22:13:20 UTC" class="num">2 h ago</td>"#
+        ));
+        assert!(html.contains(r#"data-col="next_retry" data-value="1700003600000" title="2023-11-14 23:13:20 UTC" class="num">due now<"#));
+        assert!(html.contains(r#"data-col="retry_interval" data-value="3600000" class="num">1 h<"#));
+    }
+
+    #[test]
+    fn no_rows_say_so() {
+        assert!(rows(&[], 0, true, 7).contains("No destinations match"));
+        assert!(rows(&[], 0, false, 7).contains(r#"colspan="7""#));
+    }
+
+    #[test]
+    fn the_summary_bar_is_as_wide_as_the_total() {
+        let s = FederationSummary {
+            total: 4,
+            healthy: 2,
+            retry_due: 1,
+            unknown: 1,
+            ..Default::default()
+        };
+        let html = summary(&s);
+        assert!(html.contains(r#"viewBox="0 0 4 1""#));
+        assert!(html.contains(r#"<rect class="seg-healthy" x="0" y="0" width="2""#));
+        assert!(html.contains(r#"<rect class="seg-retry_due" x="2" y="0" width="1""#));
+        assert!(html.contains(r#"<rect class="seg-unknown" x="3" y="0" width="1""#));
+        assert_eq!(html.matches("<rect").count(), 3);
+        assert!(html.contains(r#"<li data-status="backing_off" data-count="0">"#));
+    }
+}

@@ -77,6 +77,8 @@ test("clicking a header sorts by it, then the other way", async ({ page }) => {
   await expect(page).toHaveURL(/\/destinations\?order_by=retry_last_ts&dir=b$/);
   await expect.poll(() => names(page)).toEqual(orderedNames("retry_last_ts", "b"));
   await expect(page.locator('thead th[data-col="retry_last_ts"]')).toHaveAttribute("aria-sort", "descending");
+  // The redrawn header keeps the keyboard focus.
+  await expect(page.locator('button[data-sort="retry_last_ts"]')).toBeFocused();
 
   await page.locator('button[data-sort="last_successful_stream_ordering"]').click();
   await expect.poll(() => names(page)).toEqual(orderedNames("last_successful_stream_ordering"));

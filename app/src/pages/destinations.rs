@@ -68,6 +68,35 @@ extern "C" {
     fn js_now() -> f64;
 }
 
+/// A selector for the focused element: a sort button or an element with an id.
+#[cfg(feature = "hydrate")]
+fn focused_control() -> Option<String> {
+    let el = document().active_element()?;
+    if let Some(field) = el.get_attribute("data-sort") {
+        return Some(format!("button[data-sort=\"{field}\"]"));
+    }
+    let id = el.id();
+    (!id.is_empty()).then(|| format!("#{id}"))
+}
+
+#[cfg(feature = "hydrate")]
+fn focus(selector: &str) {
+    use wasm_bindgen::JsCast;
+    if let Ok(Some(el)) = document().query_selector(selector) {
+        if let Ok(el) = el.dyn_into::<web_sys::HtmlElement>() {
+            let _ = el.focus();
+        }
+    }
+}
+
+#[cfg(not(feature = "hydrate"))]
+fn focused_control() -> Option<String> {
+    None
+}
+
+#[cfg(not(feature = "hydrate"))]
+fn focus(_selector: &str) {}
+
 #[component]
 pub fn DestinationsPage() -> impl IntoView {
     let session = use_session();
@@ -76,9 +105,15 @@ pub fn DestinationsPage() -> impl IntoView {
     let query =
         Memo::new(move |_| DestinationsQuery::parse(&location.search.get()).unwrap_or_default());
 
+    // The table and pager are redrawn with each page, so the control that
+    // asked for it (a header, a pager button) is focused again afterwards.
+    let refocus = StoredValue::new_local(None::<String>);
     let go = {
         let navigate = navigate.clone();
-        UnsyncCallback::new(move |q: DestinationsQuery| navigate(&page_url(&q), Default::default()))
+        UnsyncCallback::new(move |q: DestinationsQuery| {
+            refocus.set_value(focused_control());
+            navigate(&page_url(&q), Default::default())
+        })
     };
 
     // One resource for the page and the summary: a single request state to
@@ -107,6 +142,16 @@ pub fn DestinationsPage() -> impl IntoView {
                 .any(|e| e.is_unauthorized())
             {
                 session.clear();
+            }
+        }
+    });
+
+    Effect::new(move |_| {
+        let drawn = matches!(page.get(), Some(Some((_, _, q, _))) if q == query.get_untracked());
+        if drawn {
+            if let Some(selector) = refocus.get_value() {
+                refocus.set_value(None);
+                focus(&selector);
             }
         }
     });
@@ -155,16 +200,13 @@ pub fn DestinationsPage() -> impl IntoView {
                 at(&q, q.from + shown as u64),
             );
             let size_q = q.clone();
-            let sizes = PAGE_SIZES
-                .into_iter()
-                .map(|n| {
-                    view! {
-                        <option value=n.to_string() selected=n == q.limit>
-                            {n.to_string()}
-                        </option>
-                    }
+            let sizes: String = PAGE_SIZES
+                .iter()
+                .map(|&n| {
+                    let selected = if n == q.limit { " selected" } else { "" };
+                    format!(r#"<option value="{n}"{selected}>{n}</option>"#)
                 })
-                .collect_view();
+                .collect();
             EitherOf3::A(view! {
                 <p id="destinations-total" data-total=total.to_string() aria-live="polite">
                     {format::range(q.from, shown, total)}
@@ -199,6 +241,7 @@ pub fn DestinationsPage() -> impl IntoView {
                         "Per page "
                         <select
                             id="page-size"
+                            inner_html=sizes
                             on:change=move |ev| {
                                 let limit = event_target_value(&ev).parse().unwrap_or(size_q.limit);
                                 go.run(DestinationsQuery {
@@ -208,7 +251,6 @@ pub fn DestinationsPage() -> impl IntoView {
                                 });
                             }
                         >
-                            {sizes}
                         </select>
                     </label>
                 </nav>

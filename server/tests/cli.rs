@@ -117,9 +117,7 @@ fn read_response(mut stream: std::net::TcpStream) -> (u16, String) {
 }
 
 fn login(addr: &str, user: &str, password: &str) -> String {
-    let body = format!(
-        r#"{{"type":"m.login.password","identifier":{{"type":"m.id.user","user":"{user}"}},"password":"{password}"}}"#
-    );
+    let body = serde_json::to_string(&herald_shared::PasswordLogin::new(user, password)).unwrap();
     let (status, body) = http_post(addr, "/_matrix/client/v3/login", &body);
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

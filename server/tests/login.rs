@@ -38,7 +38,7 @@ async fn password_login_whoami_and_logout() {
         .post_json(
             "/_matrix/client/v3/login",
             None,
-            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": ADMIN_PASSWORD}),
+            login_body("admin", ADMIN_PASSWORD),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -99,7 +99,7 @@ async fn legacy_user_field_full_user_id_and_r0_paths() {
         ),
         (
             "/_matrix/client/v3/login",
-            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "@Admin:herald.test"}, "password": ADMIN_PASSWORD}),
+            login_body("@Admin:herald.test", ADMIN_PASSWORD),
         ),
     ] {
         let (status, resp) = s.post_json(path, None, body).await;
@@ -117,7 +117,7 @@ async fn legacy_user_field_full_user_id_and_r0_paths() {
 #[tokio::test]
 async fn wrong_credentials_give_one_answer_and_bad_bodies_a_400() {
     let s = TestServer::start().await;
-    let login = |user: &str, password: &str| json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password});
+    let login = login_body;
     for body in [
         login("admin", "wrong"),
         login("nobody", "whatever"),
@@ -218,7 +218,7 @@ async fn failed_logins_are_rate_limited_per_user() {
         };
     })
     .await;
-    let login = |password: &str| json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": password});
+    let login = |password: &str| login_body("alice", password);
     for _ in 0..3 {
         assert_eq!(
             s.post_json("/_matrix/client/v3/login", None, login("wrong"))
@@ -248,13 +248,13 @@ async fn failed_logins_are_rate_limited_per_address() {
     })
     .await;
     for user in ["u1", "u2"] {
-        let body = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": "x"});
+        let body = login_body(user, "x");
         assert_eq!(
             s.post_json("/_matrix/client/v3/login", None, body).await.0,
             403
         );
     }
-    let body = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": ADMIN_PASSWORD});
+    let body = login_body("admin", ADMIN_PASSWORD);
     let (status, body) = s.post_json("/_matrix/client/v3/login", None, body).await;
     assert_eq!(status, 429, "{body}");
 }

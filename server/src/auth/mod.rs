@@ -43,11 +43,21 @@ pub fn access_token(headers: &HeaderMap, uri: &Uri) -> ApiResult<String> {
 
 /// The owner of the request's access token (401 if missing or unknown).
 pub async fn require_user(store: &Store, headers: &HeaderMap, uri: &Uri) -> ApiResult<TokenOwner> {
-    let token = access_token(headers, uri)?;
-    store
-        .token_owner(&token::hash(&token))
+    Ok(authenticate(store, headers, uri).await?.0)
+}
+
+/// The owner of the request's access token and the token's stored hash.
+pub async fn authenticate(
+    store: &Store,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> ApiResult<(TokenOwner, Vec<u8>)> {
+    let hash = token::hash(&access_token(headers, uri)?);
+    let owner = store
+        .token_owner(&hash)
         .await?
-        .ok_or_else(ApiError::unknown_token)
+        .ok_or_else(ApiError::unknown_token)?;
+    Ok((owner, hash))
 }
 
 /// As [`require_user`], and 403 unless the user is a server admin.

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use herald_shared::{LoginResponse, WhoAmI};
 use serde_json::{json, Value};
 
-use super::{access_token, password, require_user, token};
+use super::{authenticate, password, require_user, token};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -236,9 +236,8 @@ async fn logout(
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Json<Value>> {
-    require_user(&state.store, &headers, &uri).await?;
-    let token = access_token(&headers, &uri)?;
-    state.store.delete_token(&token::hash(&token)).await?;
+    let (_, hash) = authenticate(&state.store, &headers, &uri).await?;
+    state.store.delete_token(&hash).await?;
     Ok(Json(json!({})))
 }
 

@@ -128,11 +128,7 @@ impl TestServer {
     /// Logs in with the Matrix password flow and returns the access token.
     pub async fn login(&self, user: &str, password: &str) -> String {
         let (status, body) = self
-            .post_json(
-                "/_matrix/client/v3/login",
-                None,
-                serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}),
-            )
+            .post_json("/_matrix/client/v3/login", None, login_body(user, password))
             .await;
         assert_eq!(status, 200, "login failed: {body}");
         body["access_token"].as_str().expect("token").to_owned()
@@ -220,4 +216,9 @@ pub fn assert_missing_token(got: &(u16, Value)) {
 /// 403 for a valid token of a user who is not an admin.
 pub fn assert_not_admin(got: &(u16, Value)) {
     assert_error(got, 403, "M_FORBIDDEN", "You are not a server admin");
+}
+
+/// A password login request, as `herald_shared::PasswordLogin` shapes it.
+pub fn login_body(user: &str, password: &str) -> Value {
+    serde_json::to_value(herald_shared::PasswordLogin::new(user, password)).expect("login body")
 }

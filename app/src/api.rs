@@ -4,8 +4,8 @@
 //! there, since data is fetched after hydration.
 
 use herald_shared::{
-    DestinationsPage, DestinationsQuery, FederationSummary, LoginResponse, MatrixError,
-    PasswordLogin,
+    percent_encode, DestinationDetails, DestinationsPage, DestinationsQuery, FederationSummary,
+    LoginResponse, MatrixError, PasswordLogin, RoomsPage, RoomsQuery,
 };
 
 pub const LOGIN_PATH: &str = "/_matrix/client/v3/login";
@@ -85,6 +85,23 @@ pub fn destinations_url(query: &DestinationsQuery) -> String {
     }
 }
 
+/// The URL of one destination (`what` is empty, `/rooms` or
+/// `/reset_connection`); the name is percent-encoded (`[::1]:8448`).
+pub fn destination_url(name: &str, what: &str) -> String {
+    format!("{DESTINATIONS_PATH}/{}{what}", percent_encode(name))
+}
+
+/// The URL of one page of a destination's rooms.
+pub fn rooms_url(name: &str, query: &RoomsQuery) -> String {
+    let url = destination_url(name, "/rooms");
+    let qs = query.to_query_string();
+    if qs.is_empty() {
+        url
+    } else {
+        format!("{url}?{qs}")
+    }
+}
+
 /// `POST /_matrix/client/v3/login` with `m.login.password`.
 pub async fn login(user: &str, password: &str) -> Result<LoginResponse, ApiError> {
     http::post_json(LOGIN_PATH, None, &PasswordLogin::new(user, password)).await
@@ -92,7 +109,12 @@ pub async fn login(user: &str, password: &str) -> Result<LoginResponse, ApiError
 
 /// `POST /_matrix/client/v3/logout`: invalidates the token on the server.
 pub async fn logout(token: &str) -> Result<(), ApiError> {
-    http::post_json::<serde_json::Value>(LOGOUT_PATH, Some(token), &serde_json::json!({}))
+    post_empty(LOGOUT_PATH, token).await
+}
+
+/// A POST with an empty JSON object whose answer has nothing to read.
+async fn post_empty(url: &str, token: &str) -> Result<(), ApiError> {
+    http::post_json::<serde_json::Value>(url, Some(token), &serde_json::json!({}))
         .await
         .map(|_| ())
 }
@@ -103,6 +125,22 @@ pub async fn destinations(
     query: &DestinationsQuery,
 ) -> Result<DestinationsPage, ApiError> {
     http::get_json(&destinations_url(query), token).await
+}
+
+/// `GET /_synapse/admin/v1/federation/destinations/<destination>`.
+pub async fn destination(token: &str, name: &str) -> Result<DestinationDetails, ApiError> {
+    http::get_json(&destination_url(name, ""), token).await
+}
+
+/// `GET .../destinations/<destination>/rooms`.
+pub async fn rooms(token: &str, name: &str, query: &RoomsQuery) -> Result<RoomsPage, ApiError> {
+    http::get_json(&rooms_url(name, query), token).await
+}
+
+/// `POST .../destinations/<destination>/reset_connection`: clears the
+/// backoff so that the next send is tried at once.
+pub async fn reset_connection(token: &str, name: &str) -> Result<(), ApiError> {
+    post_empty(&destination_url(name, "/reset_connection"), token).await
 }
 
 /// `GET /_herald/admin/v1/federation/summary`: destinations per status.
@@ -217,6 +255,27 @@ mod tests {
         let e = matrix(401, "M_UNKNOWN_TOKEN", "Invalid access token passed.");
         assert!(e.is_unauthorized());
         assert_eq!(admin_error_message(&e), "Invalid access token passed.");
+    }
+
+    #[test]
+    fn destination_urls_encode_the_name() {
+        assert_eq!(
+            destination_url("[::1]:8448", "/reset_connection"),
+            format!("{DESTINATIONS_PATH}/%5B%3A%3A1%5D%3A8448/reset_connection")
+        );
+        let q = RoomsQuery {
+            from: 10,
+            limit: 10,
+            dir: herald_shared::Direction::Backwards,
+        };
+        assert_eq!(
+            rooms_url("a.org:8448", &q),
+            format!("{DESTINATIONS_PATH}/a.org%3A8448/rooms?from=10&limit=10&dir=b")
+        );
+        assert_eq!(
+            rooms_url("a.org", &RoomsQuery::default()),
+            format!("{DESTINATIONS_PATH}/a.org/rooms")
+        );
     }
 
     #[test]

@@ -102,6 +102,12 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// `n` things: `1 destination`, `2,000 destinations`.
+pub fn plural(n: usize, thing: &str) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("{} {thing}{s}", count(n as u64))
+}
+
 /// The rows a page shows: `1–50 of 12,345`, `0 of 0` when there are none.
 pub fn range(from: u64, shown: usize, total: u64) -> String {
     if shown == 0 {
@@ -188,5 +194,7 @@ mod tests {
         assert_eq!(range(0, 50, 12_345), "1–50 of 12,345");
         assert_eq!(range(12_300, 45, 12_345), "12,301–12,345 of 12,345");
         assert_eq!(range(0, 0, 0), "0 of 0");
+        assert_eq!(plural(1, "room"), "1 room");
+        assert_eq!(plural(2000, "room"), "2,000 rooms");
     }
 }

@@ -1,12 +1,18 @@
-//! Display-only markup built as text: the table's rows and the health
-//! summary. They carry no event handlers and are never hydrated (they appear
-//! after the data is fetched), so building them as one `inner_html` string
-//! keeps the WASM small. Every value from the server is escaped.
+//! Display-only markup built as text: the tables' rows, a destination's
+//! details and the health summary. They carry no event handlers of their own
+//! (a table listens once for all its rows) and are never hydrated (they
+//! appear after the data is fetched), so building them as one `inner_html`
+//! string keeps the WASM small. Every value from the server is escaped.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use herald_shared::{next_retry_ts, Destination, DestinationStatus, FederationSummary};
+use herald_shared::{
+    next_retry_ts, percent_encode, Destination, DestinationRoom, DestinationStatus,
+    FederationSummary,
+};
 
+use crate::components::destinations_table::COLUMNS;
 use crate::format;
 
 /// Escapes text for an HTML text node or a double-quoted attribute.
@@ -55,14 +61,29 @@ fn time_cell(out: &mut String, col: &str, ms: Option<i64>, now: i64) {
     );
 }
 
-/// The `<tr>` of one destination at `now`.
-pub fn row(out: &mut String, d: &Destination, now: i64) {
+/// The console page of destination `name`.
+pub fn destination_href(name: &str) -> String {
+    format!("/destinations/{}", percent_encode(name))
+}
+
+/// A status badge.
+pub fn badge(status: DestinationStatus) -> String {
+    format!(
+        r#"<span class="badge badge-{}">{}</span>"#,
+        status.key(),
+        status.label()
+    )
+}
+
+/// The cells shared by a list row and the details: status, last retry,
+/// interval, next retry, failing since, last delivered.
+fn health_cells(out: &mut String, d: &Destination, now: i64) {
     let status = DestinationStatus::of(d, now);
-    let (key, name) = (status.key(), escape(&d.destination));
     let _ = write!(
         out,
-        r#"<tr data-destination="{name}" data-status="{key}"><th scope="row" data-col="destination" data-value="{name}">{name}</th><td data-col="status" data-value="{key}"><span class="badge badge-{key}">{}</span></td>"#,
-        status.label()
+        r#"<td data-col="status" data-value="{}">{}</td>"#,
+        status.key(),
+        badge(status)
     );
     time_cell(out, "retry_last_ts", Some(d.retry_last_ts), now);
     let interval = d.retry_interval.to_string();
@@ -92,11 +113,41 @@ pub fn row(out: &mut String, d: &Destination, now: i64) {
         None,
         &last_text,
     );
+}
+
+/// The `<tr>` of one destination at `now`: a checkbox when it is in backoff
+/// (checked if `selected`), the name linking to its page, and its health.
+pub fn row(out: &mut String, d: &Destination, now: i64, selected: bool) {
+    let status = DestinationStatus::of(d, now);
+    let (key, name) = (status.key(), escape(&d.destination));
+    let _ = write!(
+        out,
+        r#"<tr data-destination="{name}" data-status="{key}"><td class="select">"#
+    );
+    if status.in_backoff() {
+        let checked = if selected { " checked" } else { "" };
+        let _ = write!(
+            out,
+            r#"<input type="checkbox" data-select="{name}" aria-label="Select {name}"{checked}>"#
+        );
+    }
+    let _ = write!(
+        out,
+        r#"</td><th scope="row" data-col="destination" data-value="{name}"><a href="{}">{name}</a></th>"#,
+        escape(&destination_href(&d.destination))
+    );
+    health_cells(out, d, now);
     out.push_str("</tr>");
 }
 
 /// The table body: one row per destination, or a row saying there are none.
-pub fn rows(destinations: &[Destination], now: i64, filtered: bool, columns: usize) -> String {
+pub fn rows(
+    destinations: &[Destination],
+    now: i64,
+    filtered: bool,
+    columns: usize,
+    selected: &BTreeSet<String>,
+) -> String {
     let mut out = String::new();
     if destinations.is_empty() {
         let text = if filtered {
@@ -110,7 +161,39 @@ pub fn rows(destinations: &[Destination], now: i64, filtered: bool, columns: usi
         );
     }
     for d in destinations {
-        row(&mut out, d, now);
+        row(&mut out, d, now, selected.contains(&d.destination));
+    }
+    out
+}
+
+/// One destination's health as a one-row table with the list's columns
+/// (but the name).
+pub fn details(d: &Destination, now: i64) -> String {
+    let mut out = String::from(r#"<table id="destination-details"><thead><tr>"#);
+    for (field, label, _) in &COLUMNS[1..] {
+        let _ = write!(out, r#"<th scope="col" data-col="{field}">{label}</th>"#);
+    }
+    out.push_str("</tr></thead><tbody><tr>");
+    health_cells(&mut out, d, now);
+    out.push_str("</tr></tbody></table>");
+    out
+}
+
+/// The rooms of a destination, or a row saying there are none.
+pub fn rooms(rooms: &[DestinationRoom]) -> String {
+    let mut out = String::new();
+    if rooms.is_empty() {
+        out.push_str(
+            r#"<tr><td colspan="2" id="rooms-empty" class="muted">No rooms recorded for this destination.</td></tr>"#,
+        );
+    }
+    for r in rooms {
+        let id = escape(&r.room_id);
+        let _ = write!(
+            out,
+            r#"<tr data-room="{id}"><td data-col="room_id">{id}</td><td data-col="stream_ordering" class="num">{}</td></tr>"#,
+            r.stream_ordering
+        );
     }
     out
 }
@@ -180,7 +263,7 @@ mod tests {
     #[test]
     fn a_row_escapes_the_name_and_shows_status_and_times() {
         let now = 1_700_000_000_000 + 2 * 3_600_000;
-        let html = rows(&[dest("<b>evil</b>")], now, false, 7);
+        let html = rows(&[dest("<b>evil</b>")], now, false, 8, &BTreeSet::new());
         assert!(!html.contains("<b>"));
         assert!(html.contains(r#"data-destination="&lt;b&gt;evil&lt;/b&gt;""#));
         assert!(html.contains(r#"data-status="retry_due""#));
@@ -194,8 +277,41 @@ mod tests {
 
     #[test]
     fn no_rows_say_so() {
-        assert!(rows(&[], 0, true, 7).contains("No destinations match"));
-        assert!(rows(&[], 0, false, 7).contains(r#"colspan="7""#));
+        let none = BTreeSet::new();
+        assert!(rows(&[], 0, true, 8, &none).contains("No destinations match"));
+        assert!(rows(&[], 0, false, 8, &none).contains(r#"colspan="8""#));
+        assert!(rooms(&[]).contains("No rooms recorded"));
+    }
+
+    #[test]
+    fn rows_link_to_the_destination_and_offer_a_checkbox_in_backoff() {
+        let now = 1_700_000_000_000;
+        let mut healthy = dest("[::1]:8448");
+        healthy.retry_last_ts = 0;
+        let selected = BTreeSet::from(["b.org".to_owned()]);
+        let html = rows(&[healthy, dest("a.org"), dest("b.org")], now, false, 8, &selected);
+        assert!(html.contains(r#"<a href="/destinations/%5B%3A%3A1%5D%3A8448">[::1]:8448</a>"#));
+        assert!(!html.contains(r#"data-select="[::1]:8448""#));
+        assert!(html.contains(r#"data-select="a.org" aria-label="Select a.org">"#));
+        assert!(html.contains(r#"data-select="b.org" aria-label="Select b.org" checked>"#));
+    }
+
+    #[test]
+    fn details_have_the_lists_columns_but_the_name() {
+        let html = details(&dest("a.org"), 1_700_000_000_000);
+        assert!(html.starts_with(r#"<table id="destination-details"><thead><tr><th scope="col" data-col="status">Status</th>"#));
+        assert!(!html.contains(r#"data-col="destination""#));
+        assert!(html.contains(r#"<td data-col="status" data-value="backing_off"><span class="badge badge-backing_off">backing off</span></td>"#));
+        assert_eq!(html.matches("<td ").count(), COLUMNS.len() - 1);
+    }
+
+    #[test]
+    fn rooms_are_escaped() {
+        let html = rooms(&[DestinationRoom {
+            room_id: "!<x>:a.org".into(),
+            stream_ordering: 42,
+        }]);
+        assert!(html.contains(r#"<tr data-room="!&lt;x&gt;:a.org"><td data-col="room_id">!&lt;x&gt;:a.org</td><td data-col="stream_ordering" class="num">42</td></tr>"#));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod components;
+pub mod dom;
 pub mod format;
 pub mod html;
 pub mod pages;
@@ -28,7 +29,7 @@ use leptos_router::path;
 
 use components::top_bar::TopBar;
 use pages::{
-    destinations::DestinationsPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
+    destination::DestinationPage, destinations::DestinationsPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
 };
 use session::Session;
 
@@ -74,6 +75,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/") view=HomePage />
                     <Route path=path!("/login") view=LoginPage />
                     <Route path=path!("/destinations") view=DestinationsPage />
+                    <Route path=path!("/destinations/:name") view=DestinationPage />
                 </Routes>
             </main>
         </Router>

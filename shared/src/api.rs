@@ -30,6 +30,20 @@ pub struct DestinationDetails {
     pub retry_interval: Option<i64>,
 }
 
+impl DestinationDetails {
+    /// The same values as a list row (a null interval as 0), so that the
+    /// details derive their status exactly as the list does.
+    pub fn as_row(&self) -> Destination {
+        Destination {
+            destination: self.destination.clone(),
+            retry_last_ts: self.retry_last_ts,
+            retry_interval: self.retry_interval.unwrap_or(0),
+            failure_ts: self.failure_ts,
+            last_successful_stream_ordering: self.last_successful_stream_ordering,
+        }
+    }
+}
+
 /// One row of `GET .../destinations/<destination>/rooms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationRoom {

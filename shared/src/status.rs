@@ -61,6 +61,17 @@ impl DestinationStatus {
         }
     }
 
+    /// Whether the destination is in backoff (a failure recorded and not
+    /// cleared): the states in which `reset_connection` has work to do.
+    pub fn in_backoff(self) -> bool {
+        matches!(
+            self,
+            DestinationStatus::BackingOff
+                | DestinationStatus::RetryDue
+                | DestinationStatus::NeverReached
+        )
+    }
+
     /// The name shown to admins.
     pub fn label(self) -> &'static str {
         match self {
@@ -173,6 +184,18 @@ mod tests {
             DestinationStatus::NeverReached
         );
         assert_eq!(next_retry_ts(&d(100, 50, None, None)), Some(150));
+        let resettable: Vec<_> = DestinationStatus::ALL
+            .into_iter()
+            .filter(|s| s.in_backoff())
+            .collect();
+        assert_eq!(
+            resettable,
+            [
+                DestinationStatus::BackingOff,
+                DestinationStatus::RetryDue,
+                DestinationStatus::NeverReached
+            ]
+        );
         assert_eq!(next_retry_ts(&d(0, 50, None, None)), None);
     }
 

@@ -1,11 +1,15 @@
-//! One page of destinations as a table, with sortable column headers (the
-//! rows' markup comes from [`crate::html::rows`]).
+//! One page of destinations as a table, with sortable column headers and a
+//! checkbox on each row in backoff (the rows' markup comes from
+//! [`crate::html::rows`]; one `change` listener on the table serves every
+//! checkbox).
 //!
 //! Each row carries `data-destination` and `data-status`, each cell `data-col`
 //! (the API's field name, or `status` / `next_retry`) and `data-value` (the
 //! raw number, empty for null), so tests and scripts do not depend on how
 //! values are formatted. Times are shown relative to `now`, with the exact
 //! UTC time in the cell's `title`.
+
+use std::collections::BTreeSet;
 
 use herald_shared::{Destination, DestinationsQuery, Direction, OrderBy};
 use leptos::either::Either;
@@ -56,13 +60,39 @@ pub fn DestinationsTable(
     now: i64,
     /// Called with the query a click on a header asks for.
     on_sort: UnsyncCallback<DestinationsQuery>,
+    /// The destinations chosen for a bulk reset, across pages.
+    selected: RwSignal<BTreeSet<String>>,
 ) -> impl IntoView {
-    let body = html::rows(
-        &destinations,
-        now,
-        query.destination.is_some(),
-        COLUMNS.len(),
-    );
+    let body = selected.with_untracked(|chosen| {
+        html::rows(
+            &destinations,
+            now,
+            query.destination.is_some(),
+            COLUMNS.len() + 1,
+            chosen,
+        )
+    });
+
+    // A row's checkbox adds or removes its destination; the header's
+    // checkbox does so for every row of the page that has one.
+    let on_change = move |ev: leptos::ev::Event| {
+        let checked = event_target_checked(&ev);
+        let target = event_target::<leptos::web_sys::Element>(&ev);
+        let names = if target.id() == "select-page" {
+            crate::dom::set_checked(super::bulk_reset::ROW_BOXES, &|_| checked)
+        } else {
+            target.get_attribute("data-select").into_iter().collect()
+        };
+        selected.update(|chosen| {
+            for name in names {
+                if checked {
+                    chosen.insert(name);
+                } else {
+                    chosen.remove(&name);
+                }
+            }
+        });
+    };
 
     let headers = COLUMNS
         .iter()
@@ -99,9 +129,18 @@ pub fn DestinationsTable(
 
     view! {
         <div class="table-wrap">
-            <table id="destinations-table">
+            <table id="destinations-table" on:change=on_change>
                 <thead>
-                    <tr>{headers}</tr>
+                    <tr>
+                        <th class="select" scope="col">
+                            <input
+                                type="checkbox"
+                                id="select-page"
+                                aria-label="Select every destination in backoff on this page"
+                            />
+                        </th>
+                        {headers}
+                    </tr>
                 </thead>
                 <tbody inner_html=body></tbody>
             </table>

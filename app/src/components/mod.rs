@@ -1,6 +1,8 @@
 //! Pieces of pages, each in a file named after what it shows.
 
+pub mod bulk_reset;
 pub mod destinations_table;
 pub mod error_message;
 pub mod health_summary;
+pub mod pager;
 pub mod top_bar;

@@ -6,7 +6,10 @@
 //! so a reload, the back button or a shared link shows the same page. The
 //! data is fetched in the browser with the session's token; the server
 //! renders the loading state. A 401 drops the session (back to sign-in).
+//! Auto-refresh reloads the same page every 10 s; the bulk-reset selection
+//! survives paging, sorting and refreshes.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use herald_shared::DestinationsQuery;
@@ -16,17 +19,20 @@ use leptos_meta::Title;
 use leptos_router::hooks::{use_location, use_navigate};
 
 use crate::api;
+use crate::dom;
+use crate::components::bulk_reset::BulkReset;
 use crate::components::destinations_table::DestinationsTable;
 use crate::components::error_message::ErrorMessage;
+use crate::components::pager::Pager;
 use crate::components::health_summary::HealthSummary;
 use crate::format;
 use crate::session::use_session;
 
-/// The page sizes offered.
-pub const PAGE_SIZES: [u64; 4] = [25, 50, 100, 500];
-
 /// How long the filter waits after the last keystroke.
 const FILTER_DELAY: Duration = Duration::from_millis(300);
+
+/// How often auto-refresh reloads the page.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(10);
 
 /// The console URL that shows `query`.
 pub fn page_url(query: &DestinationsQuery) -> String {
@@ -37,65 +43,6 @@ pub fn page_url(query: &DestinationsQuery) -> String {
         format!("/destinations?{qs}")
     }
 }
-
-/// The query of the page at `from`, everything else kept.
-fn at(query: &DestinationsQuery, from: u64) -> DestinationsQuery {
-    DestinationsQuery {
-        from,
-        ..query.clone()
-    }
-}
-
-/// Milliseconds since the epoch, by the browser's clock (or the server's).
-fn now_ms() -> i64 {
-    #[cfg(feature = "hydrate")]
-    {
-        js_now() as i64
-    }
-    #[cfg(not(feature = "hydrate"))]
-    {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-    }
-}
-
-#[cfg(feature = "hydrate")]
-#[wasm_bindgen::prelude::wasm_bindgen]
-extern "C" {
-    #[wasm_bindgen(js_namespace = Date, js_name = now)]
-    fn js_now() -> f64;
-}
-
-/// A selector for the focused element: a sort button or an element with an id.
-#[cfg(feature = "hydrate")]
-fn focused_control() -> Option<String> {
-    let el = document().active_element()?;
-    if let Some(field) = el.get_attribute("data-sort") {
-        return Some(format!("button[data-sort=\"{field}\"]"));
-    }
-    let id = el.id();
-    (!id.is_empty()).then(|| format!("#{id}"))
-}
-
-#[cfg(feature = "hydrate")]
-fn focus(selector: &str) {
-    use wasm_bindgen::JsCast;
-    if let Ok(Some(el)) = document().query_selector(selector) {
-        if let Ok(el) = el.dyn_into::<web_sys::HtmlElement>() {
-            let _ = el.focus();
-        }
-    }
-}
-
-#[cfg(not(feature = "hydrate"))]
-fn focused_control() -> Option<String> {
-    None
-}
-
-#[cfg(not(feature = "hydrate"))]
-fn focus(_selector: &str) {}
 
 #[component]
 pub fn DestinationsPage() -> impl IntoView {
@@ -111,21 +58,46 @@ pub fn DestinationsPage() -> impl IntoView {
     let go = {
         let navigate = navigate.clone();
         UnsyncCallback::new(move |q: DestinationsQuery| {
-            refocus.set_value(focused_control());
+            refocus.set_value(dom::focused_control());
             navigate(&page_url(&q), Default::default())
         })
     };
+
+    // Bumped to reload the same page (auto-refresh, after a bulk reset).
+    let reloads = RwSignal::new(0u32);
+    let reload = UnsyncCallback::new(move |()| reloads.update(|n| *n += 1));
+    let auto_refresh = RwSignal::new(false);
+    let ticker = StoredValue::new_local(None::<IntervalHandle>);
+    let stop_ticker = move || {
+        if let Some(h) = ticker.get_value() {
+            h.clear();
+            ticker.set_value(None);
+        }
+    };
+    Effect::new(move |_| {
+        stop_ticker();
+        if auto_refresh.get() {
+            ticker.set_value(
+                set_interval_with_handle(move || reload.run(()), REFRESH_EVERY).ok(),
+            );
+        }
+    });
+    on_cleanup(stop_ticker);
+
+    let selected = RwSignal::new(BTreeSet::<String>::new());
+    let filter = Signal::derive(move || query.with(|q| q.destination.clone()));
 
     // One resource for the page and the summary: a single request state to
     // show, and the summary is as fresh as the rows under it.
     let page = LocalResource::new(move || {
         let token = session.token();
         let query = query.get();
+        reloads.track();
         async move {
             let token = token?;
             let rows = api::destinations(&token, &query).await;
             let summary = api::summary(&token).await;
-            Some((rows, summary, query, now_ms()))
+            Some((rows, summary, query, dom::now_ms()))
         }
     });
 
@@ -151,7 +123,7 @@ pub fn DestinationsPage() -> impl IntoView {
         if drawn {
             if let Some(selector) = refocus.get_value() {
                 refocus.set_value(None);
-                focus(&selector);
+                dom::focus(&selector);
             }
         }
     });
@@ -190,70 +162,23 @@ pub fn DestinationsPage() -> impl IntoView {
 
     let list_view = move || match page.get() {
         Some(Some((Ok(p), _, q, now))) => {
-            let total = p.total;
-            let shown = p.destinations.len();
-            let has_next = q.from + (shown as u64) < total && shown != 0;
-            let has_prev = q.from > 0;
-            let (first, prev, next) = (
-                at(&q, 0),
-                at(&q, q.from.saturating_sub(q.limit.max(1))),
-                at(&q, q.from + shown as u64),
-            );
-            let size_q = q.clone();
-            let sizes: String = PAGE_SIZES
-                .iter()
-                .map(|&n| {
-                    let selected = if n == q.limit { " selected" } else { "" };
-                    format!(r#"<option value="{n}"{selected}>{n}</option>"#)
-                })
-                .collect();
+            let (total, shown) = (p.total, p.destinations.len());
+            let paged = q.clone();
             EitherOf3::A(view! {
                 <p id="destinations-total" data-total=total.to_string() aria-live="polite">
                     {format::range(q.from, shown, total)}
                 </p>
-                <DestinationsTable destinations=p.destinations query=q now on_sort=go />
-                <nav id="pager" aria-label="Pages">
-                    <button
-                        type="button"
-                        id="page-first"
-                        disabled=!has_prev
-                        on:click=move |_| go.run(first.clone())
-                    >
-                        "« First"
-                    </button>
-                    <button
-                        type="button"
-                        id="page-prev"
-                        disabled=!has_prev
-                        on:click=move |_| go.run(prev.clone())
-                    >
-                        "‹ Previous"
-                    </button>
-                    <button
-                        type="button"
-                        id="page-next"
-                        disabled=!has_next
-                        on:click=move |_| go.run(next.clone())
-                    >
-                        "Next ›"
-                    </button>
-                    <label>
-                        "Per page "
-                        <select
-                            id="page-size"
-                            inner_html=sizes
-                            on:change=move |ev| {
-                                let limit = event_target_value(&ev).parse().unwrap_or(size_q.limit);
-                                go.run(DestinationsQuery {
-                                    from: 0,
-                                    limit,
-                                    ..size_q.clone()
-                                });
-                            }
-                        >
-                        </select>
-                    </label>
-                </nav>
+                <DestinationsTable destinations=p.destinations query=q.clone() now on_sort=go selected />
+                <Pager
+                    id="pager"
+                    from=q.from
+                    limit=q.limit
+                    shown
+                    total
+                    on_page=UnsyncCallback::new(move |(from, limit)| {
+                        go.run(DestinationsQuery { from, limit, ..paged.clone() })
+                    })
+                />
             })
         }
         Some(Some((Err(e), _, _, _))) => EitherOf3::B(view! {
@@ -279,7 +204,17 @@ pub fn DestinationsPage() -> impl IntoView {
                     prop:value=move || query.get().destination.unwrap_or_default()
                     on:input=on_filter
                 />
+                <label class="toggle">
+                    <input
+                        type="checkbox"
+                        id="auto-refresh"
+                        prop:checked=auto_refresh
+                        on:change=move |ev| auto_refresh.set(event_target_checked(&ev))
+                    />
+                    "Auto-refresh (10 s)"
+                </label>
             </div>
+            <BulkReset selected filter on_done=reload />
             {list_view}
         </section>
     }
@@ -301,7 +236,5 @@ mod tests {
             DestinationsQuery::parse(url.split_once('?').unwrap().1).unwrap(),
             q
         );
-        assert_eq!(at(&q, 0).from, 0);
-        assert_eq!(at(&q, 0).limit, 25);
     }
 }

@@ -1,6 +1,7 @@
 //! One module per route; each page fetches what it shows and hands the
 //! drawing to [`crate::components`].
 
+pub mod destination;
 pub mod destinations;
 pub mod home;
 pub mod login;

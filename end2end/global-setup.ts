@@ -1,12 +1,13 @@
-// Starts the release binary on a fresh database in a temporary directory:
-// two accounts (an admin and a plain user), a few known destinations, and a
-// free port on 127.0.0.1. Returns the teardown that stops it.
+// Starts the release binary twice, each on a fresh database in a temporary
+// directory: two accounts (an admin and a plain user), known destinations
+// and rooms, and a free port on 127.0.0.1. Returns the teardown that stops
+// them.
 import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ADMIN, ALICE, DESTINATIONS } from "./tests/seed";
+import { ADMIN, ALICE, DESTINATIONS, ROOMS } from "./tests/seed";
 
 const ROOT = path.resolve(__dirname, "..");
 
@@ -21,10 +22,12 @@ function freePort(): Promise<number> {
   });
 }
 
-export default async function globalSetup() {
-  const bin = process.env.HERALD_BIN ?? path.join(ROOT, "target/release/herald");
-  if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run \`make release\` first`);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "herald-e2e-"));
+type Server = { url: string; stop: () => Promise<void> };
+
+/** A database in `dir` with the accounts, destinations and rooms of seed.ts,
+ * served by `bin` on a free port. */
+async function startServer(bin: string, dir: string): Promise<Server> {
+  fs.mkdirSync(dir, { recursive: true });
   const db = path.join(dir, "herald.db");
 
   for (const [who, admin] of [[ADMIN, true], [ALICE, false]] as const) {
@@ -33,23 +36,26 @@ export default async function globalSetup() {
     execFileSync(bin, args, { input: who.password + "\n", stdio: ["pipe", "inherit", "inherit"] });
   }
 
-  // The table exists once `user add` has migrated the database.
+  // The tables exist once `user add` has migrated the database.
   execFileSync(
     "python3",
     [
       "-c",
       `import json, sqlite3, sys
-rows = json.load(sys.stdin)
+seed = json.load(sys.stdin)
 db = sqlite3.connect(sys.argv[1])
 db.executemany(
     "INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts,"
     " last_successful_stream_ordering) VALUES (?, ?, ?, ?, ?)",
     [(r["destination"], r["retry_last_ts"], r["retry_interval"], r["failure_ts"],
-      r["last_successful_stream_ordering"]) for r in rows])
+      r["last_successful_stream_ordering"]) for r in seed["destinations"]])
+db.executemany(
+    "INSERT INTO destination_rooms (destination, room_id, stream_ordering) VALUES (?, ?, ?)",
+    [(r["destination"], r["room_id"], r["stream_ordering"]) for r in seed["rooms"]])
 db.commit()`,
       db,
     ],
-    { input: JSON.stringify(DESTINATIONS), stdio: ["pipe", "inherit", "inherit"] },
+    { input: JSON.stringify({ destinations: DESTINATIONS, rooms: ROOMS }), stdio: ["pipe", "inherit", "inherit"] },
   );
 
   const port = await freePort();
@@ -78,11 +84,26 @@ db.commit()`,
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  process.env.HERALD_URL = url;
-
-  return async () => {
+  const stop = async () => {
     server.kill("SIGTERM");
     await new Promise((r) => (server.exitCode !== null ? r(null) : server.once("exit", r)));
+  };
+  return { url, stop };
+}
+
+/** Two servers on the same seed: HERALD_URL for the tests that only read,
+ * HERALD_MUTABLE_URL for the ones that reset destinations (see
+ * fixtures.ts), so that a reset never changes what another test counts. */
+export default async function globalSetup() {
+  const bin = process.env.HERALD_BIN ?? path.join(ROOT, "target/release/herald");
+  if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run \`make release\` first`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "herald-e2e-"));
+  const servers = [await startServer(bin, path.join(dir, "read")), await startServer(bin, path.join(dir, "mutable"))];
+  process.env.HERALD_URL = servers[0].url;
+  process.env.HERALD_MUTABLE_URL = servers[1].url;
+
+  return async () => {
+    for (const s of servers) await s.stop();
     if (process.env.HERALD_E2E_KEEP) {
       console.log(`kept ${dir}`);
     } else {

@@ -114,10 +114,12 @@ pub async fn logout(token: &str) -> Result<(), ApiError> {
 
 /// A POST with an empty JSON object whose answer has nothing to read.
 async fn post_empty(url: &str, token: &str) -> Result<(), ApiError> {
-    http::post_json::<serde_json::Value>(url, Some(token), &serde_json::json!({}))
-        .await
-        .map(|_| ())
+    http::post_json::<()>(url, Some(token), &Empty {}).await
 }
+
+/// `{}`.
+#[derive(serde::Serialize)]
+struct Empty {}
 
 /// `GET /_synapse/admin/v1/federation/destinations`.
 pub async fn destinations(
@@ -151,9 +153,10 @@ pub async fn summary(token: &str) -> Result<FederationSummary, ApiError> {
 #[cfg(feature = "hydrate")]
 mod http {
     use super::ApiError;
+    use crate::json::FromJs;
     use gloo_net::http::{Request, RequestBuilder, Response};
     use herald_shared::MatrixError;
-    use serde::{de::DeserializeOwned, Serialize};
+    use serde::Serialize;
 
     fn authorized(req: RequestBuilder, token: Option<&str>) -> RequestBuilder {
         match token {
@@ -162,7 +165,7 @@ mod http {
         }
     }
 
-    pub async fn post_json<T: DeserializeOwned>(
+    pub async fn post_json<T: FromJs>(
         url: &str,
         token: Option<&str>,
         body: &impl Serialize,
@@ -173,24 +176,27 @@ mod http {
         read(req.send().await).await
     }
 
-    pub async fn get_json<T: DeserializeOwned>(url: &str, token: &str) -> Result<T, ApiError> {
+    pub async fn get_json<T: FromJs>(url: &str, token: &str) -> Result<T, ApiError> {
         read(authorized(Request::get(url), Some(token)).send().await).await
     }
 
-    async fn read<T: DeserializeOwned>(
-        resp: Result<Response, gloo_net::Error>,
-    ) -> Result<T, ApiError> {
+    /// The body parsed by the browser, or `None` if it is not JSON.
+    async fn parsed(resp: web_sys::Response) -> Option<wasm_bindgen::JsValue> {
+        let promise = resp.json().ok()?;
+        wasm_bindgen_futures::JsFuture::from(promise).await.ok()
+    }
+
+    async fn read<T: FromJs>(resp: Result<Response, gloo_net::Error>) -> Result<T, ApiError> {
         let resp = resp.map_err(|e| ApiError::Network(e.to_string()))?;
-        if resp.ok() {
-            return resp
-                .json::<T>()
-                .await
-                .map_err(|e| ApiError::Decode(e.to_string()));
+        let (ok, status) = (resp.ok(), resp.status());
+        let body = parsed(resp.into()).await;
+        if ok {
+            let body = body.ok_or_else(|| ApiError::Decode("the answer is not JSON".into()))?;
+            return T::from_js(&body).map_err(ApiError::Decode);
         }
-        let status = resp.status();
-        Err(match resp.json::<MatrixError>().await {
-            Ok(error) => ApiError::Matrix { status, error },
-            Err(_) => ApiError::Status(status),
+        Err(match body.map(|b| MatrixError::from_js(&b)) {
+            Some(Ok(error)) => ApiError::Matrix { status, error },
+            _ => ApiError::Status(status),
         })
     }
 }
@@ -198,13 +204,13 @@ mod http {
 #[cfg(not(feature = "hydrate"))]
 mod http {
     use super::ApiError;
-    use serde::{de::DeserializeOwned, Serialize};
+    use serde::Serialize;
 
     fn unavailable() -> ApiError {
         ApiError::Network("the console calls the API from the browser only".into())
     }
 
-    pub async fn post_json<T: DeserializeOwned>(
+    pub async fn post_json<T>(
         _url: &str,
         _token: Option<&str>,
         _body: &impl Serialize,
@@ -212,7 +218,7 @@ mod http {
         Err(unavailable())
     }
 
-    pub async fn get_json<T: DeserializeOwned>(_url: &str, _token: &str) -> Result<T, ApiError> {
+    pub async fn get_json<T>(_url: &str, _token: &str) -> Result<T, ApiError> {
         Err(unavailable())
     }
 }

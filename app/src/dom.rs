@@ -1,7 +1,11 @@
 //! The few things the console asks of the browser directly: the clock, focus,
-//! checkboxes the table drew as markup, and modal dialogs. On the server
-//! (feature `ssr`) they do nothing, since no page calls them before
-//! hydration.
+//! the control an event came from, checkboxes drawn as markup, and modal
+//! dialogs. On the server (feature `ssr`) they do nothing, since no page
+//! calls them before hydration.
+//!
+//! Pages draw their controls as markup (see [`crate::html`]) and listen once
+//! for all of them: a control says what it does with `data-action` and, if it
+//! needs one, `data-arg`; [`action`] reads them off an event.
 
 /// Milliseconds since the epoch, by the browser's clock (or the server's).
 pub fn now_ms() -> i64 {
@@ -35,6 +39,18 @@ mod browser {
         document().query_selector(selector).ok()??.dyn_into().ok()
     }
 
+    /// The `data-action` and `data-arg` of the enabled control `ev` came
+    /// from (the target or its closest ancestor with a `data-action`).
+    pub fn action(ev: &web_sys::Event) -> Option<(String, String)> {
+        let target: web_sys::Element = ev.target()?.dyn_into().ok()?;
+        let el = target.closest("[data-action]").ok()??;
+        if el.has_attribute("disabled") {
+            return None;
+        }
+        let action = el.get_attribute("data-action")?;
+        Some((action, el.get_attribute("data-arg").unwrap_or_default()))
+    }
+
     /// A selector for the focused control: a sort button or an element
     /// with an id.
     pub fn focused_control() -> Option<String> {
@@ -46,13 +62,18 @@ mod browser {
         (!id.is_empty()).then(|| format!("#{id}"))
     }
 
+    /// Focuses the element matching `selector` once the markup changed in
+    /// this turn is drawn (effects may run before the markup is replaced).
     pub fn focus(selector: &str) {
-        if let Some(el) = find::<HtmlElement>(selector) {
-            let _ = el.focus();
-        }
+        let selector = selector.to_owned();
+        leptos::prelude::request_animation_frame(move || {
+            if let Some(el) = find::<HtmlElement>(&selector) {
+                let _ = el.focus();
+            }
+        });
     }
 
-    /// Checks each checkbox matching `selector` whose `data-select` value
+    /// Checks each checkbox matching `selector` whose `data-arg` value
     /// `check` accepts and unchecks the others; returns their values.
     pub fn set_checked(selector: &str, check: &dyn Fn(&str) -> bool) -> Vec<String> {
         let mut names = Vec::new();
@@ -60,8 +81,11 @@ mod browser {
             return names;
         };
         for i in 0..list.length() {
-            if let Some(input) = list.get(i).and_then(|n| n.dyn_into::<HtmlInputElement>().ok()) {
-                let name = input.get_attribute("data-select").unwrap_or_default();
+            if let Some(input) = list
+                .get(i)
+                .and_then(|n| n.dyn_into::<HtmlInputElement>().ok())
+            {
+                let name = input.get_attribute("data-arg").unwrap_or_default();
                 input.set_checked(check(&name));
                 names.push(name);
             }
@@ -88,6 +112,9 @@ mod browser {
 
 #[cfg(not(feature = "hydrate"))]
 mod browser {
+    pub fn action(_ev: &leptos::web_sys::Event) -> Option<(String, String)> {
+        None
+    }
     pub fn focused_control() -> Option<String> {
         None
     }

@@ -61,6 +61,19 @@ fn time_cell(out: &mut String, col: &str, ms: Option<i64>, now: i64) {
     );
 }
 
+/// A failed request, told to the admin (`role="alert"`).
+pub fn error(id: &str, message: &str) -> String {
+    format!(
+        r#"<p id="{id}" class="error" role="alert">{}</p>"#,
+        escape(message)
+    )
+}
+
+/// What a region shows while its data is on the way.
+pub fn loading(id: &str) -> String {
+    format!(r#"<p id="{id}" class="muted" aria-busy="true">Loading…</p>"#)
+}
+
 /// The console page of destination `name`.
 pub fn destination_href(name: &str) -> String {
     format!("/destinations/{}", percent_encode(name))
@@ -128,7 +141,7 @@ pub fn row(out: &mut String, d: &Destination, now: i64, selected: bool) {
         let checked = if selected { " checked" } else { "" };
         let _ = write!(
             out,
-            r#"<input type="checkbox" data-select="{name}" aria-label="Select {name}"{checked}>"#
+            r#"<input type="checkbox" data-action="select" data-arg="{name}" aria-label="Select {name}"{checked}>"#
         );
     }
     let _ = write!(
@@ -289,11 +302,19 @@ mod tests {
         let mut healthy = dest("[::1]:8448");
         healthy.retry_last_ts = 0;
         let selected = BTreeSet::from(["b.org".to_owned()]);
-        let html = rows(&[healthy, dest("a.org"), dest("b.org")], now, false, 8, &selected);
+        let html = rows(
+            &[healthy, dest("a.org"), dest("b.org")],
+            now,
+            false,
+            8,
+            &selected,
+        );
         assert!(html.contains(r#"<a href="/destinations/%5B%3A%3A1%5D%3A8448">[::1]:8448</a>"#));
-        assert!(!html.contains(r#"data-select="[::1]:8448""#));
-        assert!(html.contains(r#"data-select="a.org" aria-label="Select a.org">"#));
-        assert!(html.contains(r#"data-select="b.org" aria-label="Select b.org" checked>"#));
+        assert!(!html.contains(r#"data-arg="[::1]:8448""#));
+        assert!(
+            html.contains(r#"data-action="select" data-arg="a.org" aria-label="Select a.org">"#)
+        );
+        assert!(html.contains(r#"data-arg="b.org" aria-label="Select b.org" checked>"#));
     }
 
     #[test]

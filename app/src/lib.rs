@@ -19,6 +19,8 @@ pub mod components;
 pub mod dom;
 pub mod format;
 pub mod html;
+#[cfg(feature = "hydrate")]
+pub mod json;
 pub mod pages;
 pub mod session;
 
@@ -29,7 +31,8 @@ use leptos_router::path;
 
 use components::top_bar::TopBar;
 use pages::{
-    destination::DestinationPage, destinations::DestinationsPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
+    destination::DestinationPage, destinations::DestinationsPage, home::HomePage, login::LoginPage,
+    not_found::NotFoundPage,
 };
 use session::Session;
 

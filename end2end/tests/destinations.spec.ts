@@ -80,10 +80,16 @@ test("clicking a header sorts by it, then the other way", async ({ page }) => {
   // The redrawn header keeps the keyboard focus.
   await expect(page.locator('button[data-sort="retry_last_ts"]')).toBeFocused();
 
-  await page.locator('button[data-sort="last_successful_stream_ordering"]').click();
-  await expect.poll(() => names(page)).toEqual(orderedNames("last_successful_stream_ordering"));
-  await page.locator('button[data-sort="last_successful_stream_ordering"]').click();
-  await expect.poll(() => names(page)).toEqual(orderedNames("last_successful_stream_ordering", "b"));
+  // The other sortable columns, each both ways.
+  for (const col of ["retry_interval", "failure_ts", "last_successful_stream_ordering"] as const) {
+    await page.locator(`button[data-sort="${col}"]`).click();
+    await expect(page).toHaveURL(new RegExp(`order_by=${col}$`));
+    await expect.poll(() => names(page), col).toEqual(orderedNames(col));
+    await page.locator(`button[data-sort="${col}"]`).click();
+    await expect(page).toHaveURL(new RegExp(`order_by=${col}&dir=b$`));
+    await expect.poll(() => names(page), `${col} descending`).toEqual(orderedNames(col, "b"));
+    await expect(page.locator(`thead th[data-col="${col}"]`)).toHaveAttribute("aria-sort", "descending");
+  }
 });
 
 test("the filter narrows the list as the admin types", async ({ page }) => {

@@ -8,15 +8,20 @@ import { ADMIN } from "./seed";
 type ExpectedError = { method: string; path: string; status: number; seen: number };
 
 type Fixtures = {
+  /** Which server a test file uses: "read" (never changed) or "mutable"
+   * (for tests that reset destinations; such files run serially). */
+  server: "read" | "mutable";
   expectedErrors: ExpectedError[];
   expectHttpError: (method: string, path: string, status: number) => void;
   guard: void;
 };
 
 export const test = base.extend<Fixtures>({
-  baseURL: async ({}, use) => {
-    const url = process.env.HERALD_URL;
-    if (!url) throw new Error("HERALD_URL is unset: global-setup.ts did not run");
+  server: ["read", { option: true }],
+
+  baseURL: async ({ server }, use) => {
+    const url = server === "read" ? process.env.HERALD_URL : process.env.HERALD_MUTABLE_URL;
+    if (!url) throw new Error("the server URLs are unset: global-setup.ts did not run");
     await use(url);
   },
 

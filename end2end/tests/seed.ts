@@ -110,3 +110,19 @@ export function shown(row: Row) {
       row.last_successful_stream_ordering === null ? "" : String(row.last_successful_stream_ordering),
   };
 }
+
+export type Room = { destination: string; room_id: string; stream_ordering: number };
+
+/** The rooms of down.example.net: more than one page of 25. */
+export const ROOMS_OF = "down.example.net";
+export const ROOMS: Room[] = Array.from({ length: 30 }, (_, i) => ({
+  destination: ROOMS_OF,
+  room_id: `!room-${String(i).padStart(2, "0")}:example.org`,
+  stream_ordering: 1000 + i,
+}));
+
+/** The room ids in the server's order (`ORDER BY room_id`). */
+export function orderedRooms(dir: "f" | "b" = "f"): string[] {
+  const ids = ROOMS.map((r) => r.room_id).sort();
+  return dir === "f" ? ids : ids.reverse();
+}

@@ -3,6 +3,10 @@
 //! resets them after one confirmation — through the same per-destination
 //! `reset_connection` endpoint as the destination page, a few at a time,
 //! with a progress bar and the list of any that failed.
+//!
+//! [`BulkReset`] holds the state; the bar and the dialog are drawn as markup
+//! and their controls (`data-action` `bulk-…`, `select`, `select-page`) are
+//! handed to [`BulkReset::act`] by the page.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
@@ -14,8 +18,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api::{self, ApiError};
-use crate::components::error_message::ErrorMessage;
-use crate::session::use_session;
+use crate::session::Session;
 use crate::{dom, format, html};
 
 /// Resets in flight at once.
@@ -28,14 +31,15 @@ pub const SELECT_AT_MOST: usize = 10_000;
 /// Rows asked for per page while choosing.
 const SELECT_PAGE: u64 = 500;
 
-const DIALOG: &str = "bulk-dialog";
+/// The dialog's id.
+pub const DIALOG: &str = "bulk-dialog";
 
 /// The table's row checkboxes.
-pub const ROW_BOXES: &str = "#destinations-table input[data-select]";
+const ROW_BOXES: &str = r#"#destinations-table input[data-action="select"]"#;
 
 /// Where a bulk reset is.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Progress {
+pub struct Progress {
     total: usize,
     done: usize,
     /// Destination and the server's error text.
@@ -77,10 +81,46 @@ async fn in_backoff(token: &str, filter: Option<String>) -> Result<BTreeSet<Stri
     }
 }
 
-/// The failures as list items.
-fn failures_html(failed: &[(String, String)]) -> String {
-    let mut out = String::new();
-    for (name, error) in failed {
+/// The bar: how many are chosen and the three buttons.
+pub fn bar(count: usize, choosing: bool, filtered: bool) -> String {
+    let none = if count == 0 { " disabled" } else { "" };
+    let busy = if choosing { " disabled" } else { "" };
+    let all = if filtered {
+        "Select all in backoff matching the filter"
+    } else {
+        "Select all in backoff"
+    };
+    format!(
+        r#"<div class="toolbar"><span id="bulk-count" data-count="{count}" aria-live="polite">{} selected</span><button type="button" id="bulk-select-all" class="secondary" data-action="bulk-select-all"{busy}>{all}</button><button type="button" id="bulk-clear" class="secondary" data-action="bulk-clear"{none}>Clear selection</button><button type="button" id="bulk-reset" class="danger" data-action="bulk-ask"{none}>Reset selected…</button></div>"#,
+        format::count(count as u64)
+    )
+}
+
+/// The dialog's inside: the question, or the progress and the failures.
+pub fn dialog(count: usize, progress: Option<&Progress>) -> String {
+    let mut out = String::from(r#"<h2 id="bulk-title">Reset connections</h2>"#);
+    let Some(p) = progress else {
+        let _ = write!(
+            out,
+            r#"<p>Reset the connection to {}? Herald forgets their backoff and tries each one again with the next thing it sends.</p><div class="actions"><button type="button" id="bulk-confirm" class="danger" data-action="bulk-start">Reset {count}</button><button type="button" id="bulk-cancel" class="secondary" data-action="bulk-close" autofocus>Cancel</button></div>"#,
+            format::plural(count, "destination")
+        );
+        return out;
+    };
+    let failed = p.failed.len();
+    let status = if p.finished() {
+        format!("Done: {} reset, {failed} failed.", p.total - failed)
+    } else {
+        format!("{} of {} done…", p.done, p.total)
+    };
+    let _ = write!(
+        out,
+        r#"<progress id="bulk-progress" max="{}" value="{}"></progress><p id="bulk-status" aria-live="polite" data-done="{}" data-failed="{failed}">{status}</p><ul id="bulk-failures">"#,
+        p.total.max(1),
+        p.done,
+        p.done
+    );
+    for (name, error) in &p.failed {
         let _ = write!(
             out,
             r#"<li data-destination="{n}"><a href="{}">{n}</a>: {}</li>"#,
@@ -89,65 +129,127 @@ fn failures_html(failed: &[(String, String)]) -> String {
             n = html::escape(name),
         );
     }
+    let disabled = if p.finished() { "" } else { " disabled" };
+    let _ = write!(
+        out,
+        r#"</ul><div class="actions"><button type="button" id="bulk-close" data-action="bulk-close"{disabled}>Close</button></div>"#
+    );
     out
 }
 
-#[component]
-pub fn BulkReset(
-    /// The chosen destinations (the table's checkboxes write it too).
-    selected: RwSignal<BTreeSet<String>>,
-    /// The list's current filter.
-    filter: Signal<Option<String>>,
-    /// Called when the dialog closes after a reset, to reload the list.
-    on_done: UnsyncCallback<()>,
-) -> impl IntoView {
-    let session = use_session();
-    let choosing = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
-    let progress = RwSignal::new(None::<Progress>);
-    let count = move || selected.with(|s| s.len());
+/// The chosen destinations and the state of choosing and resetting them.
+#[derive(Clone, Copy)]
+pub struct BulkReset {
+    session: Session,
+    /// The chosen destinations; the page draws their checkboxes checked.
+    pub selected: RwSignal<BTreeSet<String>>,
+    choosing: RwSignal<bool>,
+    /// Why choosing failed.
+    error: RwSignal<Option<String>>,
+    progress: RwSignal<Option<Progress>>,
+}
 
-    let select_all = move |_| {
-        let Some(token) = session.token_untracked() else {
+impl BulkReset {
+    pub fn new(session: Session) -> BulkReset {
+        BulkReset {
+            session,
+            selected: RwSignal::new(BTreeSet::new()),
+            choosing: RwSignal::new(false),
+            error: RwSignal::new(None),
+            progress: RwSignal::new(None),
+        }
+    }
+
+    /// The bar's markup and why choosing failed, if it did (tracked).
+    pub fn bar(&self, filtered: bool) -> String {
+        let mut out = bar(
+            self.selected.with(|s| s.len()),
+            self.choosing.get(),
+            filtered,
+        );
+        if let Some(e) = self.error.get() {
+            out.push_str(&html::error("bulk-error", &e));
+        }
+        out
+    }
+
+    /// The dialog's markup (tracked).
+    pub fn dialog(&self) -> String {
+        self.progress
+            .with(|p| dialog(self.selected.with(|s| s.len()), p.as_ref()))
+    }
+
+    /// Runs control `action` if it is one of bulk reset's; `checked` is a
+    /// checkbox's new state, `filter` the list's, `reload` reloads the list.
+    /// Returns whether the action was one of bulk reset's.
+    pub fn act(
+        &self,
+        action: &str,
+        arg: String,
+        checked: bool,
+        filter: Option<String>,
+        reload: impl Fn() + 'static,
+    ) -> bool {
+        match action {
+            "select" => self.choose([arg], checked),
+            "select-page" => self.choose(dom::set_checked(ROW_BOXES, &|_| checked), checked),
+            "bulk-select-all" => self.select_all(filter),
+            "bulk-clear" => {
+                dom::set_checked(ROW_BOXES, &|_| false);
+                dom::set_checked("#select-page", &|_| false);
+                self.selected.set(BTreeSet::new());
+            }
+            "bulk-ask" => dom::show_modal(DIALOG),
+            "bulk-start" => self.start(),
+            "bulk-close" => self.close(reload),
+            _ => return false,
+        }
+        true
+    }
+
+    fn choose(&self, names: impl IntoIterator<Item = String>, chosen: bool) {
+        self.selected.update(|s| {
+            for name in names {
+                if chosen {
+                    s.insert(name);
+                } else {
+                    s.remove(&name);
+                }
+            }
+        });
+    }
+
+    fn select_all(&self, filter: Option<String>) {
+        let Some(token) = self.session.token_untracked() else {
             return;
         };
-        choosing.set(true);
-        error.set(None);
-        let filter = filter.get_untracked();
+        let this = *self;
+        this.choosing.set(true);
+        this.error.set(None);
         spawn_local(async move {
             match in_backoff(&token, filter).await {
                 Ok(names) => {
                     dom::set_checked(ROW_BOXES, &|name| names.contains(name));
-                    selected.set(names);
+                    this.selected.set(names);
                 }
-                Err(e) if e.is_unauthorized() => session.clear(),
-                Err(e) => error.set(Some(api::admin_error_message(&e))),
+                Err(e) if e.is_unauthorized() => this.session.clear(),
+                Err(e) => this.error.set(Some(api::admin_error_message(&e))),
             }
-            choosing.set(false);
+            this.choosing.set(false);
         });
-    };
+    }
 
-    let clear = move |_| {
-        dom::set_checked(ROW_BOXES, &|_| false);
-        dom::set_checked("#select-page", &|_| false);
-        selected.set(BTreeSet::new());
-    };
-
-    let ask = move |_| {
-        progress.set(None);
-        dom::show_modal(DIALOG);
-    };
-
-    let start = move |_| {
-        let Some(token) = session.token_untracked() else {
+    fn start(&self) {
+        let Some(token) = self.session.token_untracked() else {
             return;
         };
-        let queue: VecDeque<String> = selected.get_untracked().into_iter().collect();
-        progress.set(Some(Progress {
+        let queue: VecDeque<String> = self.selected.get_untracked().into_iter().collect();
+        self.progress.set(Some(Progress {
             total: queue.len(),
             ..Default::default()
         }));
         let queue = Rc::new(RefCell::new(queue));
+        let this = *self;
         for _ in 0..AT_ONCE {
             let (queue, token) = (queue.clone(), token.clone());
             spawn_local(async move {
@@ -155,142 +257,42 @@ pub fn BulkReset(
                     let next = queue.borrow_mut().pop_front();
                     let Some(name) = next else { break };
                     let result = api::reset_connection(&token, &name).await;
-                    if result.as_ref().is_err_and(|e| e.is_unauthorized()) {
-                        session.clear();
+                    if result.as_ref().is_err_and(ApiError::is_unauthorized) {
+                        this.session.clear();
                     }
                     let failure = result.err().map(|e| api::admin_error_message(&e));
                     if failure.is_none() {
-                        selected.update(|s| {
-                            s.remove(&name);
-                        });
+                        this.choose([name.clone()], false);
                     }
-                    progress.update(|p| {
+                    this.progress.update(|p| {
                         if let Some(p) = p {
                             p.done += 1;
                             p.failed.extend(failure.map(|e| (name, e)));
                         }
                     });
+                    if this
+                        .progress
+                        .with_untracked(|p| p.as_ref().is_some_and(Progress::finished))
+                    {
+                        dom::focus("#bulk-close");
+                    }
                 }
             });
         }
-    };
+    }
 
-    let close = move || {
-        let ran = progress.get_untracked().is_some();
-        dom::close_modal(DIALOG);
-        if ran {
-            progress.set(None);
-            on_done.run(());
-        }
-    };
-    // Escape cancels the question, but not a reset under way.
-    let on_cancel = move |ev: leptos::ev::Event| {
-        match progress.get_untracked() {
-            Some(p) if !p.finished() => ev.prevent_default(),
+    /// Closes the dialog unless a reset is under way; after a reset, the
+    /// list is reloaded.
+    pub fn close(&self, reload: impl Fn()) {
+        match self.progress.get_untracked() {
+            Some(p) if !p.finished() => {}
             Some(_) => {
-                ev.prevent_default();
-                close();
+                dom::close_modal(DIALOG);
+                self.progress.set(None);
+                reload();
             }
-            None => {}
+            None => dom::close_modal(DIALOG),
         }
-    };
-
-    let body = move || match progress.get() {
-        None => {
-            let n = count();
-            view! {
-                <p>
-                    {format!(
-                        "Reset the connection to {}? Herald forgets their backoff and tries each one again with the next thing it sends.",
-                        format::plural(n, "destination"),
-                    )}
-                </p>
-                <div class="actions">
-                    <button type="button" id="bulk-confirm" class="danger" on:click=start>
-                        {format!("Reset {n}")}
-                    </button>
-                    <button type="button" id="bulk-cancel" class="secondary" on:click=move |_| close()>
-                        "Cancel"
-                    </button>
-                </div>
-            }
-            .into_any()
-        }
-        Some(p) => {
-            let status = if p.finished() {
-                format!(
-                    "Done: {} reset, {} failed.",
-                    p.total - p.failed.len(),
-                    p.failed.len()
-                )
-            } else {
-                format!("{} of {} done…", p.done, p.total)
-            };
-            view! {
-                <progress id="bulk-progress" max=p.total value=p.done></progress>
-                <p id="bulk-status" aria-live="polite" data-done=p.done data-failed=p.failed.len()>
-                    {status}
-                </p>
-                <ul id="bulk-failures" inner_html=failures_html(&p.failed)></ul>
-                <div class="actions">
-                    <button
-                        type="button"
-                        id="bulk-close"
-                        disabled=!p.finished()
-                        on:click=move |_| close()
-                    >
-                        "Close"
-                    </button>
-                </div>
-            }
-            .into_any()
-        }
-    };
-
-    view! {
-        <div id="bulk-bar" class="toolbar">
-            <span id="bulk-count" data-count=count aria-live="polite">
-                {move || format!("{} selected", format::count(count() as u64))}
-            </span>
-            <button
-                type="button"
-                id="bulk-select-all"
-                class="secondary"
-                disabled=choosing
-                on:click=select_all
-            >
-                {move || {
-                    if filter.with(Option::is_some) {
-                        "Select all in backoff matching the filter"
-                    } else {
-                        "Select all in backoff"
-                    }
-                }}
-            </button>
-            <button
-                type="button"
-                id="bulk-clear"
-                class="secondary"
-                disabled=move || count() == 0
-                on:click=clear
-            >
-                "Clear selection"
-            </button>
-            <button
-                type="button"
-                id="bulk-reset"
-                class="danger"
-                disabled=move || count() == 0
-                on:click=ask
-            >
-                "Reset selected…"
-            </button>
-        </div>
-        {move || error.get().map(|e| view! { <ErrorMessage id="bulk-error" message=e /> })}
-        <dialog id=DIALOG aria-labelledby="bulk-title" on:cancel=on_cancel>
-            <h2 id="bulk-title">"Reset connections"</h2>
-            {body}
-        </dialog>
     }
 }
 
@@ -299,22 +301,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failures_are_listed_escaped_with_links() {
-        let html = failures_html(&[("[::1]:8448".into(), "Unknown <destination>".into())]);
-        assert_eq!(
-            html,
-            r#"<li data-destination="[::1]:8448"><a href="/destinations/%5B%3A%3A1%5D%3A8448">[::1]:8448</a>: Unknown &lt;destination&gt;</li>"#
-        );
+    fn the_bar_disables_what_cannot_be_done() {
+        let html = bar(0, false, true);
+        assert!(html.contains(r#"data-count="0""#));
+        assert!(html.contains(r#"data-action="bulk-ask" disabled>"#));
+        assert!(html.contains("matching the filter"));
+        let html = bar(1234, true, false);
+        assert!(html.contains("1,234 selected"));
+        assert!(html.contains(r#"data-action="bulk-select-all" disabled>Select all in backoff<"#));
+        assert!(html.contains(r#"data-action="bulk-ask">"#));
     }
 
     #[test]
-    fn progress_is_finished_when_every_reset_answered() {
+    fn the_dialog_asks_then_shows_progress_and_failures() {
+        assert!(dialog(3, None).contains("Reset the connection to 3 destinations?"));
         let mut p = Progress {
-            total: 2,
-            ..Default::default()
+            total: 3,
+            done: 1,
+            failed: vec![("[::1]:8448".into(), "Unknown <destination>".into())],
         };
-        assert!(!p.finished());
-        p.done = 2;
-        assert!(p.finished());
+        let html = dialog(3, Some(&p));
+        assert!(html.contains(r#"<progress id="bulk-progress" max="3" value="1">"#));
+        assert!(html.contains("1 of 3 done…"));
+        assert!(html.contains(r#"<li data-destination="[::1]:8448"><a href="/destinations/%5B%3A%3A1%5D%3A8448">[::1]:8448</a>: Unknown &lt;destination&gt;</li>"#));
+        assert!(html.contains(r#"data-action="bulk-close" disabled>"#));
+        p.done = 3;
+        let html = dialog(3, Some(&p));
+        assert!(html.contains("Done: 2 reset, 1 failed."));
+        assert!(html.contains(r#"data-action="bulk-close">Close<"#));
     }
 }

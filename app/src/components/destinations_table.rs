@@ -1,19 +1,12 @@
-//! One page of destinations as a table, with sortable column headers and a
-//! checkbox on each row in backoff (the rows' markup comes from
-//! [`crate::html::rows`]; one `change` listener on the table serves every
-//! checkbox).
-//!
-//! Each row carries `data-destination` and `data-status`, each cell `data-col`
-//! (the API's field name, or `status` / `next_retry`) and `data-value` (the
-//! raw number, empty for null), so tests and scripts do not depend on how
-//! values are formatted. Times are shown relative to `now`, with the exact
-//! UTC time in the cell's `title`.
+//! One page of destinations as a table: sortable column headers, a checkbox
+//! on each row in backoff (and one in the header for the whole page), the
+//! rows from [`crate::html::rows`]. Drawn as markup; the page listens for
+//! its controls (`data-action` `sort`, `select`, `select-page`).
 
 use std::collections::BTreeSet;
+use std::fmt::Write;
 
 use herald_shared::{Destination, DestinationsQuery, Direction, OrderBy};
-use leptos::either::Either;
-use leptos::prelude::*;
 
 use crate::html;
 
@@ -53,99 +46,52 @@ pub fn sorted_by(query: &DestinationsQuery, order: OrderBy) -> DestinationsQuery
     }
 }
 
-#[component]
-pub fn DestinationsTable(
-    destinations: Vec<Destination>,
-    query: DestinationsQuery,
-    now: i64,
-    /// Called with the query a click on a header asks for.
-    on_sort: UnsyncCallback<DestinationsQuery>,
-    /// The destinations chosen for a bulk reset, across pages.
-    selected: RwSignal<BTreeSet<String>>,
-) -> impl IntoView {
-    let body = selected.with_untracked(|chosen| {
-        html::rows(
-            &destinations,
-            now,
-            query.destination.is_some(),
-            COLUMNS.len() + 1,
-            chosen,
-        )
-    });
-
-    // A row's checkbox adds or removes its destination; the header's
-    // checkbox does so for every row of the page that has one.
-    let on_change = move |ev: leptos::ev::Event| {
-        let checked = event_target_checked(&ev);
-        let target = event_target::<leptos::web_sys::Element>(&ev);
-        let names = if target.id() == "select-page" {
-            crate::dom::set_checked(super::bulk_reset::ROW_BOXES, &|_| checked)
-        } else {
-            target.get_attribute("data-select").into_iter().collect()
-        };
-        selected.update(|chosen| {
-            for name in names {
-                if checked {
-                    chosen.insert(name);
-                } else {
-                    chosen.remove(&name);
-                }
-            }
-        });
+/// A header that sorts: a button with `data-action="sort"`, and `aria-sort`
+/// on the active one.
+pub fn sort_header(out: &mut String, field: &str, label: &str, active: Option<Direction>) {
+    let (aria, arrow) = match active {
+        None => ("", ""),
+        Some(Direction::Forwards) => (r#" aria-sort="ascending""#, " ▲"),
+        Some(Direction::Backwards) => (r#" aria-sort="descending""#, " ▼"),
     };
+    let _ = write!(
+        out,
+        r#"<th data-col="{field}" scope="col"{aria}><button type="button" class="sort" data-sort="{field}" data-action="sort" data-arg="{field}">{label}<span aria-hidden="true">{arrow}</span></button></th>"#
+    );
+}
 
-    let headers = COLUMNS
-        .iter()
-        .map(|(field, label, order)| {
-            let Some(order) = *order else {
-                return Either::Left(view! { <th data-col=*field scope="col">{*label}</th> });
-            };
-            let active = query.order_by == order;
-            let aria = active.then_some(match query.dir {
-                Direction::Forwards => "ascending",
-                Direction::Backwards => "descending",
-            });
-            let arrow = match (active, query.dir) {
-                (false, _) => "",
-                (true, Direction::Forwards) => " ▲",
-                (true, Direction::Backwards) => " ▼",
-            };
-            let next = sorted_by(&query, order);
-            Either::Right(view! {
-                <th data-col=*field scope="col" aria-sort=aria>
-                    <button
-                        type="button"
-                        class="sort"
-                        data-sort=*field
-                        on:click=move |_| on_sort.run(next.clone())
-                    >
-                        {*label}
-                        <span aria-hidden="true">{arrow}</span>
-                    </button>
-                </th>
-            })
-        })
-        .collect_view();
-
-    view! {
-        <div class="table-wrap">
-            <table id="destinations-table" on:change=on_change>
-                <thead>
-                    <tr>
-                        <th class="select" scope="col">
-                            <input
-                                type="checkbox"
-                                id="select-page"
-                                aria-label="Select every destination in backoff on this page"
-                            />
-                        </th>
-                        {headers}
-                    </tr>
-                </thead>
-                <tbody inner_html=body></tbody>
-            </table>
-        </div>
+/// The whole table for one page of the list at `now`; rows whose
+/// destination is in `selected` have their checkbox checked.
+pub fn table(
+    destinations: &[Destination],
+    query: &DestinationsQuery,
+    now: i64,
+    selected: &BTreeSet<String>,
+) -> String {
+    let mut out = String::from(
+        r#"<div class="table-wrap"><table id="destinations-table"><thead><tr><th class="select" scope="col"><input type="checkbox" id="select-page" data-action="select-page" aria-label="Select every destination in backoff on this page"></th>"#,
+    );
+    for (field, label, order) in COLUMNS {
+        match order {
+            Some(order) => {
+                let active = (query.order_by == order).then_some(query.dir);
+                sort_header(&mut out, field, label, active);
+            }
+            None => {
+                let _ = write!(out, r#"<th data-col="{field}" scope="col">{label}</th>"#);
+            }
+        }
     }
+    out.push_str("</tr></thead><tbody>");
+    out.push_str(&html::rows(
+        destinations,
+        now,
+        query.destination.is_some(),
+        COLUMNS.len() + 1,
+        selected,
+    ));
+    out.push_str("</tbody></table></div>");
+    out
 }
 
 #[cfg(test)]
@@ -172,5 +118,20 @@ mod tests {
             sorted_by(&q, OrderBy::Destination).dir,
             Direction::Backwards
         );
+    }
+
+    #[test]
+    fn the_active_header_says_its_direction() {
+        let q = DestinationsQuery {
+            order_by: OrderBy::RetryInterval,
+            dir: Direction::Backwards,
+            ..Default::default()
+        };
+        let html = table(&[], &q, 0, &BTreeSet::new());
+        assert!(html.contains(r#"<th data-col="retry_interval" scope="col" aria-sort="descending"><button type="button" class="sort" data-sort="retry_interval" data-action="sort" data-arg="retry_interval">Retry interval<span aria-hidden="true"> ▼</span></button></th>"#));
+        assert_eq!(html.matches("aria-sort").count(), 1);
+        assert_eq!(html.matches(r#"data-action="sort""#).count(), 5);
+        assert!(html.contains(r#"<th data-col="status" scope="col">Status</th>"#));
+        assert!(html.contains(r#"colspan="8""#));
     }
 }

@@ -3,6 +3,5 @@
 pub mod bulk_reset;
 pub mod destinations_table;
 pub mod error_message;
-pub mod health_summary;
 pub mod pager;
 pub mod top_bar;

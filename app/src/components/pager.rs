@@ -1,13 +1,15 @@
 //! First / previous / next and the page size under a paginated table (the
-//! destinations list and a destination's rooms).
+//! destinations list and a destination's rooms), drawn as markup: the
+//! buttons have `data-action="page"` and the first row to show as
+//! `data-arg`; the size select has `data-action="size"`.
 
-use leptos::prelude::*;
+use std::fmt::Write;
 
 /// The page sizes offered.
 pub const PAGE_SIZES: [u64; 4] = [25, 50, 100, 500];
 
-/// Where each button goes: `(from, limit)` of the first, previous and next
-/// page, and whether previous and next exist.
+/// Where each button goes: the `from` of the first, previous and next page,
+/// and whether that button is enabled.
 pub fn targets(from: u64, limit: u64, shown: usize, total: u64) -> [(u64, bool); 3] {
     let has_prev = from > 0;
     let next = from + shown as u64;
@@ -18,57 +20,30 @@ pub fn targets(from: u64, limit: u64, shown: usize, total: u64) -> [(u64, bool);
     ]
 }
 
-#[component]
-pub fn Pager(
-    /// The `<nav>`'s id.
-    id: &'static str,
-    from: u64,
-    limit: u64,
-    shown: usize,
-    total: u64,
-    /// Called with the `(from, limit)` asked for.
-    on_page: UnsyncCallback<(u64, u64)>,
-) -> impl IntoView {
-    let sizes: String = PAGE_SIZES
-        .iter()
-        .map(|&n| {
-            let selected = if n == limit { " selected" } else { "" };
-            format!(r#"<option value="{n}"{selected}>{n}</option>"#)
-        })
-        .collect();
-    let buttons = ["page-first", "page-prev", "page-next"]
-        .into_iter()
-        .zip(["« First", "‹ Previous", "Next ›"])
-        .zip(targets(from, limit, shown, total))
-        .map(|((id, label), (to, enabled))| {
-            view! {
-                <button
-                    type="button"
-                    id=id
-                    disabled=!enabled
-                    on:click=move |_| on_page.run((to, limit))
-                >
-                    {label}
-                </button>
-            }
-        })
-        .collect_view();
-    view! {
-        <nav id=id class="pager" aria-label="Pages">
-            {buttons}
-            <label>
-                "Per page "
-                <select
-                    id="page-size"
-                    inner_html=sizes
-                    on:change=move |ev| {
-                        let size = event_target_value(&ev).parse().unwrap_or(limit);
-                        on_page.run((0, size));
-                    }
-                ></select>
-            </label>
-        </nav>
+/// The pager under a table showing `shown` rows from `from` of `total`.
+pub fn pager(id: &str, from: u64, limit: u64, shown: usize, total: u64) -> String {
+    let mut out = format!(r#"<nav id="{id}" class="pager" aria-label="Pages">"#);
+    let buttons = [
+        ("page-first", "« First"),
+        ("page-prev", "‹ Previous"),
+        ("page-next", "Next ›"),
+    ];
+    for ((button, label), (to, enabled)) in
+        buttons.into_iter().zip(targets(from, limit, shown, total))
+    {
+        let disabled = if enabled { "" } else { " disabled" };
+        let _ = write!(
+            out,
+            r#"<button type="button" id="{button}" data-action="page" data-arg="{to}"{disabled}>{label}</button>"#
+        );
     }
+    out.push_str(r#"<label>Per page <select id="page-size" data-action="size">"#);
+    for n in PAGE_SIZES {
+        let selected = if n == limit { " selected" } else { "" };
+        let _ = write!(out, r#"<option value="{n}"{selected}>{n}</option>"#);
+    }
+    out.push_str("</select></label></nav>");
+    out
 }
 
 #[cfg(test)]
@@ -89,5 +64,18 @@ mod tests {
         assert_eq!(targets(30, 25, 25, 120)[1], (5, true));
         // An empty page past the end offers no next.
         assert_eq!(targets(500, 50, 0, 120)[2], (500, false));
+    }
+
+    #[test]
+    fn the_markup_disables_what_does_not_exist() {
+        let html = pager("pager", 0, 25, 25, 30);
+        assert!(html.contains(
+            r#"<button type="button" id="page-prev" data-action="page" data-arg="0" disabled>"#
+        ));
+        assert!(html.contains(
+            r#"<button type="button" id="page-next" data-action="page" data-arg="25">Next ›</button>"#
+        ));
+        assert!(html.contains(r#"<option value="25" selected>25</option>"#));
+        assert_eq!(html.matches("selected").count(), 1);
     }
 }

@@ -7,16 +7,17 @@
 //! direction live in the query string (`from`, `limit`, `dir`, as the admin
 //! API spells them).
 
-use herald_shared::{percent_decode_path, DestinationStatus, Direction, RoomsQuery};
-use leptos::either::EitherOf3;
+use herald_shared::{
+    percent_decode_path, DestinationDetails, DestinationStatus, RoomsPage, RoomsQuery,
+};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_location, use_navigate};
 
 use crate::api;
-use crate::components::error_message::ErrorMessage;
-use crate::components::pager::Pager;
+use crate::components::destinations_table::sort_header;
+use crate::components::pager::pager;
 use crate::session::use_session;
 use crate::{dom, format, html};
 
@@ -47,12 +48,84 @@ enum Reset {
     Done(Result<(), String>),
 }
 
+/// The details table and the Reset connection button, enabled in backoff
+/// while no reset is under way.
+fn details_html(d: &DestinationDetails, now: i64, running: bool) -> String {
+    let row = d.as_row();
+    let status = DestinationStatus::of(&row, now);
+    let (disabled, hint) = match (status.in_backoff(), running) {
+        (true, false) => (
+            "",
+            "Clears the backoff so that Herald tries again with the next thing it sends.",
+        ),
+        (true, true) => (" disabled", "Resetting…"),
+        (false, _) => (" disabled", "Not in backoff: there is nothing to reset."),
+    };
+    format!(
+        r#"<div class="table-wrap">{}</div><div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="reset-ask"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>"#,
+        html::details(&row, now),
+        status.key()
+    )
+}
+
+/// What the reset said.
+fn outcome_html(reset: &Reset) -> String {
+    match reset {
+        Reset::Done(Ok(())) => r#"<p id="reset-result" class="notice" role="status">Connection reset: Herald tries this destination again with the next thing it sends.</p>"#.to_owned(),
+        Reset::Done(Err(e)) => html::error("reset-error", e),
+        _ => String::new(),
+    }
+}
+
+/// The confirmation dialog's inside.
+fn dialog_html(name: &str, running: bool) -> String {
+    let (disabled, label) = if running {
+        (" disabled", "Resetting…")
+    } else {
+        ("", "Reset connection")
+    };
+    format!(
+        r#"<h2 id="reset-title">Reset connection?</h2><p>Herald forgets the backoff of <strong>{}</strong> and tries it again with the next thing it sends.</p><div class="actions"><button type="button" id="reset-confirm" class="danger" data-action="reset-confirm"{disabled}>{label}</button><button type="button" id="reset-cancel" class="secondary" data-action="reset-cancel" autofocus{disabled}>Cancel</button></div>"#,
+        html::escape(name)
+    )
+}
+
+/// One page of rooms: the range, the table (its header flips the order),
+/// the pager.
+fn rooms_html(p: &RoomsPage, q: &RoomsQuery) -> String {
+    let mut out = format!(
+        r#"<p id="rooms-total" data-total="{}" aria-live="polite">{}</p><div class="table-wrap"><table id="rooms-table"><thead><tr>"#,
+        p.total,
+        format::range(q.from, p.rooms.len(), p.total)
+    );
+    sort_header(&mut out, "room_id", "Room", Some(q.dir));
+    out.push_str(r#"<th scope="col" data-col="stream_ordering">Last sent (stream ordering)</th></tr></thead><tbody>"#);
+    out.push_str(&html::rooms(&p.rooms));
+    out.push_str("</tbody></table></div>");
+    out.push_str(&pager(
+        "rooms-pager",
+        q.from,
+        q.limit,
+        p.rooms.len(),
+        p.total,
+    ));
+    out
+}
+
 #[component]
 pub fn DestinationPage() -> impl IntoView {
     let session = use_session();
     let navigate = use_navigate();
     let location = use_location();
-    let name = Memo::new(move |_| location.pathname.with(|p| name_of(p)).unwrap_or_default());
+    // Leaving the page changes the path before the page is gone: keep the
+    // name, so that nothing is fetched for a path that names no destination.
+    let name = Memo::new(move |prev: Option<&String>| {
+        location
+            .pathname
+            .with(|p| name_of(p))
+            .or_else(|| prev.cloned())
+            .unwrap_or_default()
+    });
     let rooms_query =
         Memo::new(move |_| RoomsQuery::parse(&location.search.get()).unwrap_or_default());
 
@@ -69,14 +142,18 @@ pub fn DestinationPage() -> impl IntoView {
         async move { Some((api::rooms(&token?, &name, &query).await, query)) }
     });
 
-    {
+    let go_rooms = {
         let navigate = navigate.clone();
-        Effect::new(move |_| {
-            if session.is_signed_out() {
-                navigate("/login", super::replace());
-            }
-        });
-    }
+        StoredValue::new_local(move |q: RoomsQuery| {
+            navigate(&page_url(&name.get_untracked(), &q), Default::default())
+        })
+    };
+    let go_rooms = move |q: RoomsQuery| go_rooms.with_value(|go| go(q));
+    Effect::new(move |_| {
+        if session.is_signed_out() {
+            navigate("/login", super::replace());
+        }
+    });
     Effect::new(move |_| {
         let d = details.get().flatten().and_then(|(r, _)| r.err());
         let r = rooms.get().flatten().and_then(|(r, _)| r.err());
@@ -86,7 +163,8 @@ pub fn DestinationPage() -> impl IntoView {
     });
 
     let reset = RwSignal::new(Reset::Idle);
-    let confirm = move |_| {
+    let running = move || reset.with(|r| *r == Reset::Running);
+    let confirm = move || {
         let Some(token) = session.token_untracked() else {
             return;
         };
@@ -98,175 +176,88 @@ pub fn DestinationPage() -> impl IntoView {
             if result.as_ref().is_err_and(|e| e.is_unauthorized()) {
                 session.clear();
             }
-            reset.set(Reset::Done(result.map_err(|e| api::admin_error_message(&e))));
+            reset.set(Reset::Done(
+                result.map_err(|e| api::admin_error_message(&e)),
+            ));
             reloads.update(|n| *n += 1);
         });
     };
+
+    // Every control below is drawn as markup and handled here.
+    let act = move |action: &str, arg: &str, ev: &leptos::ev::Event| {
+        let q = rooms_query.get_untracked();
+        match action {
+            "reset-ask" => dom::show_modal(DIALOG),
+            "reset-confirm" => confirm(),
+            "reset-cancel" => dom::close_modal(DIALOG),
+            "sort" => go_rooms(RoomsQuery {
+                from: 0,
+                dir: q.dir.flip(),
+                ..q
+            }),
+            "page" => {
+                if let Ok(from) = arg.parse() {
+                    go_rooms(RoomsQuery { from, ..q });
+                }
+            }
+            "size" => {
+                if let Ok(limit) = event_target_value(ev).parse() {
+                    go_rooms(RoomsQuery {
+                        from: 0,
+                        limit,
+                        ..q
+                    });
+                }
+            }
+            _ => {}
+        }
+    };
+    let on_click = move |ev: leptos::ev::MouseEvent| {
+        if let Some((action, arg)) = dom::action(&ev) {
+            act(&action, &arg, &ev);
+        }
+    };
+    let on_change = move |ev: leptos::ev::Event| {
+        if let Some((action, arg)) = dom::action(&ev) {
+            act(&action, &arg, &ev);
+        }
+    };
     // Escape cancels the question, not a reset under way.
     let on_cancel = move |ev: leptos::ev::Event| {
-        if reset.get_untracked() == Reset::Running {
+        if running() {
             ev.prevent_default();
         }
     };
 
     let details_view = move || match details.get() {
-        Some(Some((Ok(d), now))) => {
-            let row = d.as_row();
-            let status = DestinationStatus::of(&row, now);
-            let can_reset = status.in_backoff();
-            EitherOf3::A(view! {
-                <div class="table-wrap" inner_html=html::details(&row, now)></div>
-                <div class="toolbar">
-                    <button
-                        type="button"
-                        id="reset-connection"
-                        class="danger"
-                        data-status=status.key()
-                        disabled=move || !can_reset || reset.get() == Reset::Running
-                        on:click=move |_| dom::show_modal(DIALOG)
-                    >
-                        "Reset connection…"
-                    </button>
-                    <span class="muted">
-                        {if can_reset {
-                            "Clears the backoff so that Herald tries again with the next thing it sends."
-                        } else {
-                            "Not in backoff: there is nothing to reset."
-                        }}
-                    </span>
-                </div>
-            })
-        }
-        Some(Some((Err(e), _))) => EitherOf3::B(view! {
-            <ErrorMessage id="destination-error" message=api::admin_error_message(&e) />
-        }),
-        _ => EitherOf3::C(
-            view! { <p id="destination-loading" class="muted" aria-busy="true">"Loading…"</p> },
-        ),
+        Some(Some((Ok(d), now))) => details_html(&d, now, running()),
+        Some(Some((Err(e), _))) => html::error("destination-error", &api::admin_error_message(&e)),
+        _ => html::loading("destination-loading"),
     };
-
-    let outcome = move || match reset.get() {
-        Reset::Done(Ok(())) => Some(
-            view! {
-                <p id="reset-result" class="notice" role="status">
-                    "Connection reset: Herald tries this destination again with the next thing it sends."
-                </p>
-            }
-            .into_any(),
-        ),
-        Reset::Done(Err(e)) => Some(view! { <ErrorMessage id="reset-error" message=e /> }.into_any()),
-        _ => None,
-    };
-
-    let go_rooms = {
-        let navigate = navigate.clone();
-        UnsyncCallback::new(move |q: RoomsQuery| {
-            navigate(&page_url(&name.get_untracked(), &q), Default::default())
-        })
-    };
-
     let rooms_view = move || match rooms.get() {
-        Some(Some((Ok(p), q))) => {
-            let shown = p.rooms.len();
-            let (aria, arrow) = match q.dir {
-                Direction::Forwards => ("ascending", " ▲"),
-                Direction::Backwards => ("descending", " ▼"),
-            };
-            let flipped = RoomsQuery {
-                from: 0,
-                dir: q.dir.flip(),
-                ..q
-            };
-            EitherOf3::A(view! {
-                <p id="rooms-total" data-total=p.total.to_string() aria-live="polite">
-                    {format::range(q.from, shown, p.total)}
-                </p>
-                <div class="table-wrap">
-                    <table id="rooms-table">
-                        <thead>
-                            <tr>
-                                <th scope="col" aria-sort=aria>
-                                    <button
-                                        type="button"
-                                        class="sort"
-                                        id="rooms-dir"
-                                        on:click=move |_| go_rooms.run(flipped)
-                                    >
-                                        "Room"
-                                        <span aria-hidden="true">{arrow}</span>
-                                    </button>
-                                </th>
-                                <th scope="col" class="num">"Last sent (stream ordering)"</th>
-                            </tr>
-                        </thead>
-                        <tbody inner_html=html::rooms(&p.rooms)></tbody>
-                    </table>
-                </div>
-                <Pager
-                    id="rooms-pager"
-                    from=q.from
-                    limit=q.limit
-                    shown
-                    total=p.total
-                    on_page=UnsyncCallback::new(move |(from, limit)| {
-                        go_rooms.run(RoomsQuery { from, limit, ..q })
-                    })
-                />
-            })
-        }
-        Some(Some((Err(e), _))) => EitherOf3::B(view! {
-            <ErrorMessage id="rooms-error" message=api::admin_error_message(&e) />
-        }),
-        _ => EitherOf3::C(
-            view! { <p id="rooms-loading" class="muted" aria-busy="true">"Loading…"</p> },
-        ),
+        Some(Some((Ok(p), q))) => rooms_html(&p, &q),
+        Some(Some((Err(e), _))) => html::error("rooms-error", &api::admin_error_message(&e)),
+        _ => html::loading("rooms-loading"),
     };
 
     view! {
         <Title text=move || format!("{} · Herald", name.get()) />
-        <section id="destination-page" class="page">
+        <section id="destination-page" class="page" on:click=on_click on:change=on_change>
             <p class="crumbs">
                 <a href="/destinations">"Destinations"</a>
                 " /"
             </p>
             <h1 id="destination-name">{name}</h1>
-            {details_view}
-            {outcome}
+            <div id="destination-region" inner_html=details_view></div>
+            <div id="reset-outcome" inner_html=move || reset.with(outcome_html)></div>
             <h2>"Rooms"</h2>
-            {rooms_view}
-            <dialog id=DIALOG aria-labelledby="reset-title" on:cancel=on_cancel>
-                <h2 id="reset-title">"Reset connection?"</h2>
-                <p>
-                    "Herald forgets the backoff of " <strong>{name}</strong>
-                    " and tries it again with the next thing it sends."
-                </p>
-                <div class="actions">
-                    <button
-                        type="button"
-                        id="reset-confirm"
-                        class="danger"
-                        disabled=move || reset.get() == Reset::Running
-                        on:click=confirm
-                    >
-                        {move || {
-                            if reset.get() == Reset::Running {
-                                "Resetting…"
-                            } else {
-                                "Reset connection"
-                            }
-                        }}
-                    </button>
-                    <button
-                        type="button"
-                        id="reset-cancel"
-                        class="secondary"
-                        disabled=move || reset.get() == Reset::Running
-                        on:click=move |_| dom::close_modal(DIALOG)
-                    >
-                        "Cancel"
-                    </button>
-                </div>
-            </dialog>
+            <div id="rooms-region" inner_html=rooms_view></div>
+            <dialog
+                id=DIALOG
+                aria-labelledby="reset-title"
+                on:cancel=on_cancel
+                inner_html=move || dialog_html(&name.get(), running())
+            ></dialog>
         </section>
     }
 }
@@ -274,6 +265,7 @@ pub fn DestinationPage() -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_shared::{DestinationRoom, Direction};
 
     #[test]
     fn the_name_comes_from_the_path_decoded() {
@@ -302,5 +294,63 @@ mod tests {
             page_url("a.org", &q),
             "/destinations/a.org?from=20&limit=10&dir=b"
         );
+    }
+
+    fn details(retry_last_ts: i64) -> DestinationDetails {
+        DestinationDetails {
+            destination: "a.org".into(),
+            last_successful_stream_ordering: Some(3),
+            failure_ts: (retry_last_ts != 0).then_some(retry_last_ts),
+            retry_last_ts,
+            retry_interval: Some(60_000),
+        }
+    }
+
+    #[test]
+    fn reset_is_offered_only_in_backoff_and_not_twice() {
+        let now = 1_700_000_000_000;
+        let html = details_html(&details(now - 1000), now, false);
+        assert!(html.contains(r#"data-status="backing_off" data-action="reset-ask">"#));
+        let html = details_html(&details(now - 1000), now, true);
+        assert!(html.contains(r#"data-action="reset-ask" disabled>"#));
+        let html = details_html(&details(0), now, false);
+        assert!(html.contains(r#"data-status="healthy" data-action="reset-ask" disabled>"#));
+        assert!(html.contains("nothing to reset"));
+    }
+
+    #[test]
+    fn the_outcome_and_the_dialog_say_what_happened() {
+        assert_eq!(outcome_html(&Reset::Idle), "");
+        assert!(outcome_html(&Reset::Done(Ok(()))).contains(r#"id="reset-result""#));
+        assert!(outcome_html(&Reset::Done(Err("Unknown <x>".into())))
+            .contains(r#"<p id="reset-error" class="error" role="alert">Unknown &lt;x&gt;</p>"#));
+        assert!(dialog_html("<b>", false).contains("<strong>&lt;b&gt;</strong>"));
+        assert!(dialog_html("a.org", true)
+            .contains(r#"data-action="reset-confirm" disabled>Resetting…"#));
+    }
+
+    #[test]
+    fn a_rooms_page_has_its_range_order_and_pager() {
+        let page = RoomsPage {
+            rooms: vec![DestinationRoom {
+                room_id: "!r:a.org".into(),
+                stream_ordering: 9,
+            }],
+            total: 3,
+            next_token: None,
+        };
+        let q = RoomsQuery {
+            from: 2,
+            limit: 1,
+            dir: Direction::Backwards,
+        };
+        let html = rooms_html(&page, &q);
+        assert!(
+            html.contains(r#"<p id="rooms-total" data-total="3" aria-live="polite">3–3 of 3</p>"#)
+        );
+        assert!(html.contains(r#"aria-sort="descending""#));
+        assert!(html.contains(r#"<tr data-room="!r:a.org">"#));
+        assert!(html.contains(r#"id="page-next" data-action="page" data-arg="3" disabled>"#));
+        assert!(html.contains(r#"id="page-prev" data-action="page" data-arg="1">"#));
     }
 }

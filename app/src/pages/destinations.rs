@@ -9,24 +9,19 @@
 //! Auto-refresh reloads the same page every 10 s; the bulk-reset selection
 //! survives paging, sorting and refreshes.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use herald_shared::DestinationsQuery;
-use leptos::either::EitherOf3;
+use herald_shared::{DestinationsQuery, OrderBy};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_location, use_navigate};
 
 use crate::api;
-use crate::dom;
-use crate::components::bulk_reset::BulkReset;
-use crate::components::destinations_table::DestinationsTable;
-use crate::components::error_message::ErrorMessage;
-use crate::components::pager::Pager;
-use crate::components::health_summary::HealthSummary;
-use crate::format;
+use crate::components::bulk_reset::{self, BulkReset};
+use crate::components::destinations_table::{self, sorted_by};
+use crate::components::pager::pager;
 use crate::session::use_session;
+use crate::{dom, format, html};
 
 /// How long the filter waits after the last keystroke.
 const FILTER_DELAY: Duration = Duration::from_millis(300);
@@ -57,15 +52,16 @@ pub fn DestinationsPage() -> impl IntoView {
     let refocus = StoredValue::new_local(None::<String>);
     let go = {
         let navigate = navigate.clone();
-        UnsyncCallback::new(move |q: DestinationsQuery| {
+        StoredValue::new_local(move |q: DestinationsQuery| {
             refocus.set_value(dom::focused_control());
             navigate(&page_url(&q), Default::default())
         })
     };
+    let go = move |q: DestinationsQuery| go.with_value(|go| go(q));
 
     // Bumped to reload the same page (auto-refresh, after a bulk reset).
     let reloads = RwSignal::new(0u32);
-    let reload = UnsyncCallback::new(move |()| reloads.update(|n| *n += 1));
+    let reload = move || reloads.update(|n| *n += 1);
     let auto_refresh = RwSignal::new(false);
     let ticker = StoredValue::new_local(None::<IntervalHandle>);
     let stop_ticker = move || {
@@ -77,18 +73,16 @@ pub fn DestinationsPage() -> impl IntoView {
     Effect::new(move |_| {
         stop_ticker();
         if auto_refresh.get() {
-            ticker.set_value(
-                set_interval_with_handle(move || reload.run(()), REFRESH_EVERY).ok(),
-            );
+            ticker.set_value(set_interval_with_handle(reload, REFRESH_EVERY).ok());
         }
     });
     on_cleanup(stop_ticker);
 
-    let selected = RwSignal::new(BTreeSet::<String>::new());
-    let filter = Signal::derive(move || query.with(|q| q.destination.clone()));
+    let bulk = BulkReset::new(session);
 
     // One resource for the page and the summary: a single request state to
-    // show, and the summary is as fresh as the rows under it.
+    // show, and the summary is as fresh as the rows under it. A reload keeps
+    // showing the previous answer until the new one is in.
     let page = LocalResource::new(move || {
         let token = session.token();
         let query = query.get();
@@ -140,7 +134,7 @@ pub fn DestinationsPage() -> impl IntoView {
                 let current = query.get_untracked();
                 let destination = (!value.is_empty()).then_some(value);
                 if destination != current.destination {
-                    go.run(DestinationsQuery {
+                    go(DestinationsQuery {
                         from: 0,
                         destination,
                         ..current
@@ -152,48 +146,82 @@ pub fn DestinationsPage() -> impl IntoView {
         timer.set_value(handle.ok());
     };
 
-    // Shown once loaded; a failure is told by the list below.
-    let summary_view = move || {
+    // Every control below is drawn as markup and handled here.
+    let act = move |action: &str, arg: String, ev: &leptos::ev::Event| {
+        let q = query.get_untracked();
+        match action {
+            "sort" => {
+                if let Some(order) = OrderBy::parse(&arg) {
+                    go(sorted_by(&q, order));
+                }
+            }
+            "page" => {
+                if let Ok(from) = arg.parse() {
+                    go(DestinationsQuery { from, ..q });
+                }
+            }
+            "size" => {
+                if let Ok(limit) = event_target_value(ev).parse() {
+                    go(DestinationsQuery {
+                        from: 0,
+                        limit,
+                        ..q
+                    });
+                }
+            }
+            _ => {
+                let checked = event_target_checked(ev);
+                bulk.act(action, arg, checked, q.destination, reload);
+            }
+        }
+    };
+    let on_click = move |ev: leptos::ev::MouseEvent| {
+        if let Some((action, arg)) = dom::action(&ev) {
+            act(&action, arg, &ev);
+        }
+    };
+    let on_change = move |ev: leptos::ev::Event| {
+        if let Some((action, arg)) = dom::action(&ev) {
+            act(&action, arg, &ev);
+        }
+    };
+    // Escape closes the dialog only when no reset is under way.
+    let on_cancel = move |ev: leptos::ev::Event| {
+        ev.prevent_default();
+        bulk.close(reload);
+    };
+
+    let summary = move || {
         page.get()
             .flatten()
             .and_then(|(_, summary, _, _)| summary.ok())
-            .map(|s| view! { <HealthSummary summary=s /> })
+            .map(|s| html::summary(&s))
+            .unwrap_or_default()
     };
 
-    let list_view = move || match page.get() {
+    let list = move || match page.get() {
         Some(Some((Ok(p), _, q, now))) => {
             let (total, shown) = (p.total, p.destinations.len());
-            let paged = q.clone();
-            EitherOf3::A(view! {
-                <p id="destinations-total" data-total=total.to_string() aria-live="polite">
-                    {format::range(q.from, shown, total)}
-                </p>
-                <DestinationsTable destinations=p.destinations query=q.clone() now on_sort=go selected />
-                <Pager
-                    id="pager"
-                    from=q.from
-                    limit=q.limit
-                    shown
-                    total
-                    on_page=UnsyncCallback::new(move |(from, limit)| {
-                        go.run(DestinationsQuery { from, limit, ..paged.clone() })
-                    })
-                />
-            })
+            let table = bulk.selected.with_untracked(|chosen| {
+                destinations_table::table(&p.destinations, &q, now, chosen)
+            });
+            format!(
+                r#"<p id="destinations-total" data-total="{total}" aria-live="polite">{}</p>{table}{}"#,
+                format::range(q.from, shown, total),
+                pager("pager", q.from, q.limit, shown, total)
+            )
         }
-        Some(Some((Err(e), _, _, _))) => EitherOf3::B(view! {
-            <ErrorMessage id="destinations-error" message=api::admin_error_message(&e) />
-        }),
-        _ => EitherOf3::C(
-            view! { <p id="destinations-loading" class="muted" aria-busy="true">"Loading…"</p> },
-        ),
+        Some(Some((Err(e), _, _, _))) => {
+            html::error("destinations-error", &api::admin_error_message(&e))
+        }
+        _ => html::loading("destinations-loading"),
     };
 
     view! {
         <Title text="Destinations · Herald" />
-        <section id="destinations-page" class="page">
+        <section id="destinations-page" class="page" on:click=on_click on:change=on_change>
             <h1>"Destinations"</h1>
-            {summary_view}
+            <section id="health-summary" class="card" aria-label="Health summary" inner_html=summary></section>
             <div class="toolbar">
                 <label for="destinations-filter">"Filter"</label>
                 <input
@@ -214,8 +242,9 @@ pub fn DestinationsPage() -> impl IntoView {
                     "Auto-refresh (10 s)"
                 </label>
             </div>
-            <BulkReset selected filter on_done=reload />
-            {list_view}
+            <div id="bulk-bar" inner_html=move || bulk.bar(query.with(|q| q.destination.is_some()))></div>
+            <div id="destinations-list" inner_html=list></div>
+            <dialog id=bulk_reset::DIALOG aria-labelledby="bulk-title" on:cancel=on_cancel inner_html=move || bulk.dialog()></dialog>
         </section>
     }
 }

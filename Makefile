@@ -27,7 +27,7 @@ CHROMIUM_PATH ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HERALD := target/release/herald
 
-.PHONY: help demo test release site tools build-tools e2e-tools lint unit e2e size clean-site
+.PHONY: help demo test release site tools build-tools e2e-tools lint unit e2e size clean-site bench-console
 
 help:
 	@sed -n '1,9p' Makefile | sed 's/^# \{0,1\}//'
@@ -104,6 +104,20 @@ size:
 	  printf '%-16s %8d bytes  %8d gzip -9\n' $$f $$(stat -c%s $$f) $$(gzip -9c $$f | wc -c); \
 	done; printf '%-16s %8s        %8d gzip -9\n' total "" \
 	  $$(( $$(gzip -9c herald_bg.wasm | wc -c) + $$(gzip -9c herald.js | wc -c) + $$(gzip -9c herald.css | wc -c) ))
+
+# Page-change time of the console on a large database (not part of `make
+# test`): seeds $(BENCH_DB) once with $(BENCH_ROWS) destinations (the admin
+# API benchmark's data), adds an admin, and times changes in Chromium.
+BENCH_DB ?= /tmp/herald-bench.db
+BENCH_ROWS ?= 1000000
+BENCH_PASSWORD := bench-console-secret
+bench-console: release e2e-tools
+	@[ -f $(BENCH_DB) ] || HERALD_BENCH_SEED_DB=$(BENCH_DB) HERALD_BENCH_ROWS=$(BENCH_ROWS) \
+	  cargo bench -p herald --bench admin_api
+	@echo $(BENCH_PASSWORD) | $(HERALD) user add console-bench --admin --password - --database $(BENCH_DB) \
+	  2>/dev/null || true
+	cd end2end && CHROMIUM_PATH="$(CHROMIUM_PATH)" node bench/page-change.mjs --db $(BENCH_DB) \
+	  --user console-bench --password $(BENCH_PASSWORD) --bin ../$(HERALD)
 
 clean-site:
 	rm -rf target/site target/front

@@ -7,6 +7,26 @@
 //! for all of them: a control says what it does with `data-action` and, if it
 //! needs one, `data-arg`; [`action`] reads them off an event.
 
+/// The click and change listeners of a page whose controls are markup: both
+/// call `act(action, arg, event)` for the control an event came from.
+pub fn delegate<F>(act: F) -> (impl Fn(leptos::ev::MouseEvent) + Copy, impl Fn(leptos::ev::Event) + Copy)
+where
+    F: Fn(&str, String, &leptos::ev::Event) + Copy + 'static,
+{
+    (
+        move |ev: leptos::ev::MouseEvent| {
+            if let Some((action, arg)) = action(&ev) {
+                act(&action, arg, &ev);
+            }
+        },
+        move |ev: leptos::ev::Event| {
+            if let Some((action, arg)) = action(&ev) {
+                act(&action, arg, &ev);
+            }
+        },
+    )
+}
+
 /// Milliseconds since the epoch, by the browser's clock (or the server's).
 pub fn now_ms() -> i64 {
     #[cfg(feature = "hydrate")]

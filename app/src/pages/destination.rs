@@ -184,7 +184,7 @@ pub fn DestinationPage() -> impl IntoView {
     };
 
     // Every control below is drawn as markup and handled here.
-    let act = move |action: &str, arg: &str, ev: &leptos::ev::Event| {
+    let act = move |action: &str, arg: String, ev: &leptos::ev::Event| {
         let q = rooms_query.get_untracked();
         match action {
             "reset-ask" => dom::show_modal(DIALOG),
@@ -212,16 +212,7 @@ pub fn DestinationPage() -> impl IntoView {
             _ => {}
         }
     };
-    let on_click = move |ev: leptos::ev::MouseEvent| {
-        if let Some((action, arg)) = dom::action(&ev) {
-            act(&action, &arg, &ev);
-        }
-    };
-    let on_change = move |ev: leptos::ev::Event| {
-        if let Some((action, arg)) = dom::action(&ev) {
-            act(&action, &arg, &ev);
-        }
-    };
+    let (on_click, on_change) = dom::delegate(act);
     // Escape cancels the question, not a reset under way.
     let on_cancel = move |ev: leptos::ev::Event| {
         if running() {

@@ -175,16 +175,7 @@ pub fn DestinationsPage() -> impl IntoView {
             }
         }
     };
-    let on_click = move |ev: leptos::ev::MouseEvent| {
-        if let Some((action, arg)) = dom::action(&ev) {
-            act(&action, arg, &ev);
-        }
-    };
-    let on_change = move |ev: leptos::ev::Event| {
-        if let Some((action, arg)) = dom::action(&ev) {
-            act(&action, arg, &ev);
-        }
-    };
+    let (on_click, on_change) = dom::delegate(act);
     // Escape closes the dialog only when no reset is under way.
     let on_cancel = move |ev: leptos::ev::Event| {
         ev.prevent_default();

@@ -80,8 +80,8 @@ pub fn DestinationsPage() -> impl IntoView {
 
     let bulk = BulkReset::new(session);
 
-    // One resource for the page and the summary: a single request state to
-    // show, and the summary is as fresh as the rows under it. A reload keeps
+    // One resource for the page and the summary, asked for at once: a single
+    // request state to show, and the summary is as fresh as the rows. A reload keeps
     // showing the previous answer until the new one is in.
     let page = LocalResource::new(move || {
         let token = session.token();
@@ -89,8 +89,9 @@ pub fn DestinationsPage() -> impl IntoView {
         reloads.track();
         async move {
             let token = token?;
-            let rows = api::destinations(&token, &query).await;
-            let summary = api::summary(&token).await;
+            let (rows, summary) =
+                futures_util::future::join(api::destinations(&token, &query), api::summary(&token))
+                    .await;
             Some((rows, summary, query, dom::now_ms()))
         }
     });

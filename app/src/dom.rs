@@ -9,7 +9,12 @@
 
 /// The click and change listeners of a page whose controls are markup: both
 /// call `act(action, arg, event)` for the control an event came from.
-pub fn delegate<F>(act: F) -> (impl Fn(leptos::ev::MouseEvent) + Copy, impl Fn(leptos::ev::Event) + Copy)
+pub fn delegate<F>(
+    act: F,
+) -> (
+    impl Fn(leptos::ev::MouseEvent) + Copy,
+    impl Fn(leptos::ev::Event) + Copy,
+)
 where
     F: Fn(&str, String, &leptos::ev::Event) + Copy + 'static,
 {

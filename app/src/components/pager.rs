@@ -20,6 +20,17 @@ pub fn targets(from: u64, limit: u64, shown: usize, total: u64) -> [(u64, bool);
     ]
 }
 
+/// The `(from, limit)` a pager control asks for: `page` keeps the limit,
+/// `size` starts again from the first row; `None` for other actions or
+/// values that are not numbers.
+pub fn requested(action: &str, arg: &str, value: &str, limit: u64) -> Option<(u64, u64)> {
+    match action {
+        "page" => arg.parse().ok().map(|from| (from, limit)),
+        "size" => value.parse().ok().map(|size| (0, size)),
+        _ => None,
+    }
+}
+
 /// The pager under a table showing `shown` rows from `from` of `total`.
 pub fn pager(id: &str, from: u64, limit: u64, shown: usize, total: u64) -> String {
     let mut out = format!(r#"<nav id="{id}" class="pager" aria-label="Pages">"#);
@@ -64,6 +75,14 @@ mod tests {
         assert_eq!(targets(30, 25, 25, 120)[1], (5, true));
         // An empty page past the end offers no next.
         assert_eq!(targets(500, 50, 0, 120)[2], (500, false));
+    }
+
+    #[test]
+    fn controls_ask_for_a_page_or_a_size() {
+        assert_eq!(requested("page", "50", "", 25), Some((50, 25)));
+        assert_eq!(requested("size", "", "500", 25), Some((0, 500)));
+        assert_eq!(requested("size", "", "lots", 25), None);
+        assert_eq!(requested("sort", "50", "", 25), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use leptos_router::hooks::{use_location, use_navigate};
 
 use crate::api;
 use crate::components::destinations_table::sort_header;
-use crate::components::pager::pager;
+use crate::components::pager::{self, pager};
 use crate::session::use_session;
 use crate::{dom, format, html};
 
@@ -195,21 +195,12 @@ pub fn DestinationPage() -> impl IntoView {
                 dir: q.dir.flip(),
                 ..q
             }),
-            "page" => {
-                if let Ok(from) = arg.parse() {
-                    go_rooms(RoomsQuery { from, ..q });
+            _ => {
+                let value = event_target_value(ev);
+                if let Some((from, limit)) = pager::requested(action, &arg, &value, q.limit) {
+                    go_rooms(RoomsQuery { from, limit, ..q });
                 }
             }
-            "size" => {
-                if let Ok(limit) = event_target_value(ev).parse() {
-                    go_rooms(RoomsQuery {
-                        from: 0,
-                        limit,
-                        ..q
-                    });
-                }
-            }
-            _ => {}
         }
     };
     let (on_click, on_change) = dom::delegate(act);

@@ -19,7 +19,7 @@ use leptos_router::hooks::{use_location, use_navigate};
 use crate::api;
 use crate::components::bulk_reset::{self, BulkReset};
 use crate::components::destinations_table::{self, sorted_by};
-use crate::components::pager::pager;
+use crate::components::pager::{self, pager};
 use crate::session::use_session;
 use crate::{dom, format, html};
 
@@ -156,18 +156,10 @@ pub fn DestinationsPage() -> impl IntoView {
                     go(sorted_by(&q, order));
                 }
             }
-            "page" => {
-                if let Ok(from) = arg.parse() {
-                    go(DestinationsQuery { from, ..q });
-                }
-            }
-            "size" => {
-                if let Ok(limit) = event_target_value(ev).parse() {
-                    go(DestinationsQuery {
-                        from: 0,
-                        limit,
-                        ..q
-                    });
+            "page" | "size" => {
+                let value = event_target_value(ev);
+                if let Some((from, limit)) = pager::requested(action, &arg, &value, q.limit) {
+                    go(DestinationsQuery { from, limit, ..q });
                 }
             }
             _ => {

@@ -2,11 +2,14 @@
 //! names them, every key optional. It is read and validated once at start-up;
 //! an unknown key or a bad value stops start-up with a message naming the key.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::keys::OldSigningKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -132,10 +135,27 @@ pub struct Config {
     pub server_name: String,
     pub database: PathBuf,
     pub listen: String,
-    pub federation_listen: String,
+    /// Where the federation listener (key server) listens, e.g.
+    /// `"0.0.0.0:8448"`; absent = no federation listener. It is never the
+    /// admin/console listener: as Synapse's federation port, it serves only
+    /// federation routes.
+    pub federation_listen: Option<String>,
+    /// PEM certificate chain and private key for `federation_listen`; both or
+    /// neither.
     pub tls_certificate_path: Option<PathBuf>,
     pub tls_private_key_path: Option<PathBuf>,
-    pub signing_key_path: PathBuf,
+    /// Whether `federation_listen` speaks TLS (default true, and then both TLS
+    /// paths are required). `false` serves plain HTTP, for a reverse proxy
+    /// that terminates TLS in front of Herald (Synapse's `tls: false`
+    /// federation listener); the TLS paths must then be absent.
+    pub federation_tls: bool,
+    /// Synapse's key file; absent = `<server_name>.signing.key` next to the
+    /// database (see [`Config::signing_key_path`]). Created 0600 if missing.
+    pub signing_key_path: Option<PathBuf>,
+    /// Keys we signed with before, still published with their expiry:
+    /// `[old_signing_keys."ed25519:a_old1"]` `key = "<base64>"`, `expired_ts = <ms>`.
+    pub old_signing_keys: BTreeMap<String, OldSigningKey>,
+    /// How long the keys we publish stay valid (`valid_until_ts`).
     pub key_refresh_interval: ConfigDuration,
     pub federation_domain_whitelist: Option<Vec<String>>,
     pub federation_verify_certificates: bool,
@@ -158,10 +178,12 @@ impl Default for Config {
             server_name: "localhost".into(),
             database: PathBuf::from("herald.db"),
             listen: "127.0.0.1:8008".into(),
-            federation_listen: "0.0.0.0:8448".into(),
+            federation_listen: None,
             tls_certificate_path: None,
             tls_private_key_path: None,
-            signing_key_path: PathBuf::from("herald.signing.key"),
+            federation_tls: true,
+            signing_key_path: None,
+            old_signing_keys: BTreeMap::new(),
             key_refresh_interval: ConfigDuration(Duration::from_secs(86_400)),
             federation_domain_whitelist: None,
             federation_verify_certificates: true,
@@ -239,14 +261,46 @@ impl Config {
                 format!("`{}` is not an address such as 127.0.0.1:8008", self.listen),
             );
         }
-        if self.federation_listen.parse::<SocketAddr>().is_err() {
-            return invalid(
-                "federation_listen",
-                format!(
-                    "`{}` is not an address such as 0.0.0.0:8448",
-                    self.federation_listen
-                ),
-            );
+        self.federation_listen_addr()?;
+        match (&self.tls_certificate_path, &self.tls_private_key_path) {
+            (Some(_), None) => {
+                return invalid(
+                    "tls_private_key_path",
+                    "must be set when tls_certificate_path is".into(),
+                )
+            }
+            (None, Some(_)) => {
+                return invalid(
+                    "tls_certificate_path",
+                    "must be set when tls_private_key_path is".into(),
+                )
+            }
+            (Some(_), Some(_)) if !self.federation_tls => {
+                return invalid(
+                    "federation_tls",
+                    "is false but tls_certificate_path and tls_private_key_path are set: \
+                     remove one or the other"
+                        .into(),
+                )
+            }
+            (None, None) if self.federation_tls && self.federation_listen.is_some() => {
+                return invalid(
+                    "tls_certificate_path",
+                    "federation_listen needs tls_certificate_path and tls_private_key_path \
+                     (or federation_tls = false to serve plain HTTP behind a TLS proxy)"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
+        if matches!(&self.signing_key_path, Some(p) if p.as_os_str().is_empty()) {
+            return invalid("signing_key_path", "must not be empty".into());
+        }
+        if let Err(e) = crate::keys::key_file::old_verify_keys(&self.old_signing_keys) {
+            return invalid("old_signing_keys", e.to_string());
+        }
+        if self.key_refresh_interval.0 < Duration::from_secs(1) {
+            return invalid("key_refresh_interval", "must be at least 1s".into());
         }
         if self.database.as_os_str().is_empty() {
             return invalid("database", "must not be empty".into());
@@ -278,6 +332,31 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The federation listener's address, if one is configured.
+    pub fn federation_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.federation_listen
+            .as_deref()
+            .map(|text| {
+                text.parse().map_err(|_| ConfigError::Invalid {
+                    key: "federation_listen",
+                    message: format!("`{text}` is not an address such as 0.0.0.0:8448"),
+                })
+            })
+            .transpose()
+    }
+
+    /// Where the signing key file is: `signing_key_path`, or else
+    /// `<server_name>.signing.key` in the database's directory (so
+    /// `--database` moves it along).
+    pub fn signing_key_path(&self) -> PathBuf {
+        match &self.signing_key_path {
+            Some(path) => path.clone(),
+            None => self
+                .database
+                .with_file_name(format!("{}.signing.key", self.server_name)),
+        }
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -349,5 +428,83 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("destination_retry_multiplier"), "{e}");
+    }
+
+    #[test]
+    fn federation_listener_keys() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.federation_listen_addr().unwrap(), None);
+        assert!(c.federation_tls);
+        assert_eq!(c.key_refresh_interval.0, Duration::from_secs(86_400));
+        assert!(c.old_signing_keys.is_empty());
+        let c = Config::parse(
+            r#"
+            federation_listen = "127.0.0.1:8448"
+            tls_certificate_path = "cert.pem"
+            tls_private_key_path = "key.pem"
+            key_refresh_interval = "2h"
+            [old_signing_keys."ed25519:a_old1"]
+            key = "l8Hft5qXKn1vfHrg3p4+W8gELQVo8N13JkluMfmn2sQ"
+            expired_ts = 1600000000000
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.federation_listen_addr().unwrap(),
+            Some("127.0.0.1:8448".parse().unwrap())
+        );
+        assert_eq!(c.key_refresh_interval.0, Duration::from_secs(7200));
+        assert_eq!(
+            c.old_signing_keys["ed25519:a_old1"].expired_ts,
+            1_600_000_000_000
+        );
+        let plain =
+            Config::parse("federation_listen = \"[::]:8448\"\nfederation_tls = false").unwrap();
+        assert!(!plain.federation_tls);
+    }
+
+    #[test]
+    fn bad_federation_listener_keys_name_the_key() {
+        for (text, key) in [
+            ("federation_listen = \"nowhere\"", "`federation_listen`"),
+            ("federation_listen = \"0.0.0.0:8448\"", "`tls_certificate_path`"),
+            ("tls_certificate_path = \"c.pem\"", "`tls_private_key_path`"),
+            ("tls_private_key_path = \"k.pem\"", "`tls_certificate_path`"),
+            (
+                "federation_tls = false\ntls_certificate_path = \"c\"\ntls_private_key_path = \"k\"",
+                "`federation_tls`",
+            ),
+            ("signing_key_path = \"\"", "`signing_key_path`"),
+            ("key_refresh_interval = \"0s\"", "`key_refresh_interval`"),
+            ("key_refresh_interval = \"soon\"", "key_refresh_interval"),
+            (
+                "[old_signing_keys.\"rsa:x\"]\nkey = \"AAAA\"\nexpired_ts = 1",
+                "`old_signing_keys`",
+            ),
+            (
+                "[old_signing_keys.\"ed25519:a_x\"]\nkey = \"not base64!\"\nexpired_ts = 1",
+                "`old_signing_keys`",
+            ),
+            ("[old_signing_keys.\"ed25519:a_x\"]\nkey = \"AAAA\"", "expired_ts"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_signing_key_lives_next_to_the_database_by_default() {
+        let mut c = Config::loopback("example.org", PathBuf::from("/var/lib/herald/herald.db"));
+        assert_eq!(
+            c.signing_key_path(),
+            PathBuf::from("/var/lib/herald/example.org.signing.key")
+        );
+        c.database = PathBuf::from("herald.db");
+        assert_eq!(
+            c.signing_key_path(),
+            PathBuf::from("example.org.signing.key")
+        );
+        c.signing_key_path = Some(PathBuf::from("/etc/herald/key"));
+        assert_eq!(c.signing_key_path(), PathBuf::from("/etc/herald/key"));
     }
 }

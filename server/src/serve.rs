@@ -1,10 +1,18 @@
-//! Running the HTTP listener until Ctrl-C or SIGTERM.
+//! Running Herald's listeners until Ctrl-C or SIGTERM: the admin/console
+//! listener (`listen`) and, when configured, the federation listener
+//! (`federation_listen`, see `federation_listener`). Before either serves,
+//! the signing key is loaded (or generated on first start) and the TLS files
+//! are read, so a bad key or certificate stops start-up with a clear error.
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::federation_listener::{FederationListenError, FederationListener};
+use crate::keys::{KeysError, ServerKeys};
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -15,6 +23,12 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    #[error(transparent)]
+    Federation(#[from] FederationListenError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -26,39 +40,137 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// Serves the application on `listener` until shutdown.
-pub async fn run(listener: TcpListener, store: Store, config: Config) -> Result<(), ServeError> {
-    let local = listener.local_addr()?;
-    let state = AppState::new(store.clone(), config);
-    let app = crate::web::router(state, local);
-    tracing::info!(address = %local, "listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
-    store.close().await;
-    Ok(())
+/// Reads the signing key file, generating it on first start (logged with its
+/// key id, never the secret), plus the configured `old_signing_keys`.
+pub fn load_keys(config: &Config) -> Result<ServerKeys, KeysError> {
+    let path = config.signing_key_path();
+    let existed = path.exists();
+    let keys = ServerKeys::load(&config.server_name, &path, &config.old_signing_keys)?;
+    let key_id = keys.current().key_id();
+    if existed {
+        tracing::info!(%key_id, path = %path.display(), "loaded signing key");
+    } else {
+        tracing::info!(%key_id, path = %path.display(), "generated a new signing key");
+    }
+    Ok(keys)
 }
 
-/// Binds `config.listen` and serves in the background; returns the bound
-/// address (so `127.0.0.1:0` works). For tests, benchmarks and the demo.
+/// Herald with its keys loaded and its listeners bound, ready to serve.
+pub struct Server {
+    admin: TcpListener,
+    federation: Option<FederationListener>,
+    state: AppState,
+}
+
+/// Where a spawned server listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub admin: SocketAddr,
+    pub federation: Option<SocketAddr>,
+}
+
+impl Server {
+    /// Loads the signing keys and the TLS files and binds the federation
+    /// listener, if any; `admin` is the bound `listen` address.
+    pub async fn prepare(
+        admin: TcpListener,
+        store: Store,
+        config: Config,
+    ) -> Result<Server, ServeError> {
+        let keys = load_keys(&config)?;
+        let federation = FederationListener::bind(&config).await?;
+        Ok(Server {
+            admin,
+            federation,
+            state: AppState::new(store, config, keys),
+        })
+    }
+
+    pub fn addresses(&self) -> Result<Addresses, ServeError> {
+        Ok(Addresses {
+            admin: self.admin.local_addr()?,
+            federation: self
+                .federation
+                .as_ref()
+                .map(FederationListener::local_addr)
+                .transpose()?,
+        })
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn run(self) -> Result<(), ServeError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes; then both listeners stop together,
+    /// finishing the requests under way.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Addresses { admin, federation } = self.addresses()?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let store = self.state.store.clone();
+        let app = crate::web::router(self.state.clone(), admin);
+        let admin_server = async {
+            axum::serve(
+                self.admin,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped())
+            .await
+        };
+        match (self.federation, federation) {
+            (Some(listener), Some(addr)) => {
+                let tls = listener.is_tls();
+                let app = crate::federation_listener::router(self.state.clone());
+                tracing::info!(federation = %addr, tls, "federation listening");
+                tracing::info!(address = %admin, "listening");
+                tokio::try_join!(admin_server, listener.serve(app, stopped()))?;
+            }
+            _ => {
+                tracing::info!(address = %admin, "listening");
+                admin_server.await?;
+            }
+        }
+        store.close().await;
+        Ok(())
+    }
+}
+
+/// Serves the application on `listener` (and the federation listener, when
+/// configured) until shutdown.
+pub async fn run(listener: TcpListener, store: Store, config: Config) -> Result<(), ServeError> {
+    Server::prepare(listener, store, config).await?.run().await
+}
+
+/// Binds `config.listen` (and `federation_listen`) and serves in the
+/// background; returns the bound admin address (so `127.0.0.1:0` works). For
+/// tests, benchmarks and the demo.
 pub async fn spawn(store: Store, config: Config) -> Result<SocketAddr, ServeError> {
-    let addr = config.listen.parse().map_err(|_| {
-        ServeError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("`{}` is not a socket address", config.listen),
-        ))
-    })?;
-    let listener = bind(addr).await?;
-    let local = listener.local_addr()?;
+    Ok(spawn_all(store, config).await?.admin)
+}
+
+/// As [`spawn`], returning the federation listener's address too.
+pub async fn spawn_all(store: Store, config: Config) -> Result<Addresses, ServeError> {
+    let server = Server::prepare(bind(config.listen_addr()?).await?, store, config).await?;
+    let addresses = server.addresses()?;
     tokio::spawn(async move {
-        if let Err(e) = run(listener, store, config).await {
+        if let Err(e) = server.run().await {
             tracing::error!(error = %e, "server stopped");
         }
     });
-    Ok(local)
+    Ok(addresses)
 }
 
 async fn shutdown_signal() {

@@ -18,6 +18,7 @@
 
 pub mod canonical;
 pub mod key_file;
+pub mod routes;
 pub mod signing;
 
 use std::collections::BTreeMap;

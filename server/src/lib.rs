@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod federation_listener;
 pub mod keys;
 pub mod serve;
 pub mod state;

@@ -1,5 +1,6 @@
 //! The `herald` binary: the command line (clap) at the edge of the library.
-//! `serve` runs the admin API and console, `user add` creates accounts,
+//! `serve` runs the admin API and console (and the federation listener with
+//! the key server, when configured), `user add` creates accounts,
 //! `demo` runs everything on a fresh database with realistic data.
 
 use std::io::{Read, Write};
@@ -24,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the admin API, login and console.
+    /// Serve the admin API, login and console (on `listen`), and the key
+    /// server on `federation_listen` when configured.
     Serve {
         #[command(flatten)]
         common: Common,

@@ -20,6 +20,7 @@ pub mod canonical;
 pub mod key_file;
 pub mod routes;
 pub mod signing;
+pub mod x_matrix;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -56,6 +56,17 @@ pub(super) async fn load_room_counts(
 }
 
 /// What `reset_connection` found.
+/// A destination's backoff, as the retry limiter reads and writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryTimings {
+    /// When it started failing (ms since the epoch).
+    pub failure_ts: Option<i64>,
+    /// The last try that failed; 0 when not in backoff.
+    pub retry_last_ts: i64,
+    /// How long after `retry_last_ts` to try again (ms); 0 when not in backoff.
+    pub retry_interval: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetOutcome {
     Unknown,
@@ -184,7 +195,58 @@ impl Store {
         .execute(&self.pool)
         .await?;
         self.refresh_index(name).await?;
+        // Nobody listening is fine.
+        let _ = self.resets.send(name.into());
         Ok(ResetOutcome::Reset)
+    }
+
+    /// The backoff of `name` as Synapse's retry limiter reads it: `None`
+    /// unless there is a row with a non-zero `retry_last_ts`.
+    pub async fn retry_timings(&self, name: &str) -> Result<Option<RetryTimings>, StoreError> {
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT failure_ts, retry_last_ts, retry_interval FROM destinations \
+             WHERE destination = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(failure_ts, last, interval)| {
+            let retry_last_ts = last.filter(|&ts| ts != 0)?;
+            Some(RetryTimings {
+                failure_ts,
+                retry_last_ts,
+                retry_interval: interval.unwrap_or(0),
+            })
+        }))
+    }
+
+    /// Stores the outcome of a retry limiter with Synapse's upsert rule: an
+    /// existing row changes only when this resets the backoff (interval or
+    /// last try 0), grows the interval, or is a later try — so concurrent
+    /// requests never shrink a backoff. Creates the row if needed.
+    pub async fn set_retry_timings(
+        &self,
+        name: &str,
+        timings: RetryTimings,
+    ) -> Result<(), StoreError> {
+        let _writer = self.destinations_writer.lock().await;
+        sqlx::query(
+            "INSERT INTO destinations (destination, failure_ts, retry_last_ts, retry_interval) \
+             VALUES (?, ?, ?, ?) \
+             ON CONFLICT (destination) DO UPDATE SET failure_ts = excluded.failure_ts, \
+             retry_last_ts = excluded.retry_last_ts, retry_interval = excluded.retry_interval \
+             WHERE excluded.retry_interval = 0 OR excluded.retry_last_ts = 0 \
+             OR destinations.retry_interval IS NULL \
+             OR destinations.retry_interval < excluded.retry_interval \
+             OR destinations.retry_last_ts < excluded.retry_last_ts",
+        )
+        .bind(name)
+        .bind(timings.failure_ts)
+        .bind(timings.retry_last_ts)
+        .bind(timings.retry_interval)
+        .execute(&self.pool)
+        .await?;
+        self.refresh_index(name).await
     }
 
     /// Inserts or replaces whole rows (demo data, imports, tests), in one

@@ -55,6 +55,9 @@ pub enum StoreError {
 }
 
 /// The database: a pool of SQLite connections plus the destinations index.
+/// Resets a slow listener may fall behind by before it is told it lagged.
+const RESETS_BUFFERED: usize = 256;
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
@@ -63,6 +66,9 @@ pub struct Store {
     room_counts: Arc<RwLock<HashMap<String, u64>>>,
     /// Serialises writes to `destinations` so the index sees them in commit order.
     destinations_writer: Arc<tokio::sync::Mutex<()>>,
+    /// Destinations whose backoff an admin reset, told after the commit (a
+    /// request sleeping between retries, a sender queue, wake up on it).
+    resets: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 impl Store {
@@ -104,7 +110,13 @@ impl Store {
             index: Arc::new(RwLock::new(index)),
             room_counts: Arc::new(RwLock::new(room_counts)),
             destinations_writer: Arc::new(tokio::sync::Mutex::new(())),
+            resets: tokio::sync::broadcast::channel(RESETS_BUFFERED).0,
         })
+    }
+
+    /// Tells of every `reset_connection` from now on, by destination name.
+    pub fn subscribe_resets(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.resets.subscribe()
     }
 
     pub fn pool(&self) -> &SqlitePool {

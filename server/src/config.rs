@@ -319,6 +319,30 @@ impl Config {
                 "must not exceed destination_max_retry_interval".into(),
             );
         }
+        if let Err(e) = crate::federation::ip_filter::IpFilter::from_config(self) {
+            return invalid(e.key, e.error.to_string());
+        }
+        if let Some(domains) = &self.federation_domain_whitelist {
+            if let Some(bad) = domains
+                .iter()
+                .find(|d| crate::federation::resolve::ServerName::parse(d).is_err())
+            {
+                return invalid(
+                    "federation_domain_whitelist",
+                    format!("`{bad}` is not a server name"),
+                );
+            }
+        }
+        let empty_path = |p: &PathBuf| p.as_os_str().is_empty();
+        if matches!(&self.federation_custom_ca_list, Some(list) if list.iter().any(empty_path)) {
+            return invalid(
+                "federation_custom_ca_list",
+                "must not contain an empty path".into(),
+            );
+        }
+        if self.federation.client_timeout.0.is_zero() {
+            return invalid("federation.client_timeout", "must be more than 0".into());
+        }
         for (key, limit) in [
             ("rc_login.failed_attempts", self.rc_login.failed_attempts),
             ("rc_login.address", self.rc_login.address),
@@ -486,6 +510,79 @@ mod tests {
                 "`old_signing_keys`",
             ),
             ("[old_signing_keys.\"ed25519:a_x\"]\nkey = \"AAAA\"", "expired_ts"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn federation_client_keys() {
+        let c = Config::parse("").unwrap();
+        assert!(c.federation_verify_certificates);
+        assert_eq!(c.federation_custom_ca_list, None);
+        assert_eq!(c.ip_range_blacklist, None);
+        assert!(c.ip_range_whitelist.is_empty());
+        assert_eq!(c.federation.max_short_retry_delay.0, Duration::from_secs(2));
+        assert_eq!(c.federation.max_long_retry_delay.0, Duration::from_secs(60));
+        let c = Config::parse(
+            r#"
+            federation_verify_certificates = false
+            federation_custom_ca_list = ["ca.pem"]
+            ip_range_blacklist = ["10.0.0.0/8", "fc00::/7"]
+            ip_range_whitelist = ["127.0.0.1"]
+            federation_domain_whitelist = ["a.org", "127.0.0.1:8448", "[::1]"]
+            [federation]
+            max_short_retries = 5
+            max_short_retry_delay = "1s"
+            max_long_retry_delay = "2m"
+            "#,
+        )
+        .unwrap();
+        assert!(!c.federation_verify_certificates);
+        assert_eq!(
+            c.federation_custom_ca_list,
+            Some(vec![PathBuf::from("ca.pem")])
+        );
+        assert_eq!(c.federation.max_short_retries, 5);
+        assert_eq!(
+            c.federation.max_long_retry_delay.0,
+            Duration::from_secs(120)
+        );
+    }
+
+    #[test]
+    fn bad_federation_client_keys_name_the_key() {
+        for (text, key) in [
+            (
+                "ip_range_blacklist = [\"10.0.0.0/40\"]",
+                "`ip_range_blacklist`",
+            ),
+            (
+                "ip_range_whitelist = [\"localhost\"]",
+                "`ip_range_whitelist`",
+            ),
+            ("ip_range_whitelist = \"127.0.0.1\"", "ip_range_whitelist"),
+            (
+                "federation_domain_whitelist = [\"a b\"]",
+                "`federation_domain_whitelist`",
+            ),
+            (
+                "federation_custom_ca_list = [\"\"]",
+                "`federation_custom_ca_list`",
+            ),
+            (
+                "federation_verify_certificates = \"no\"",
+                "federation_verify_certificates",
+            ),
+            (
+                "[federation]\nclient_timeout = \"0s\"",
+                "`federation.client_timeout`",
+            ),
+            (
+                "[federation]\nmax_long_retry_delay = \"soon\"",
+                "max_long_retry_delay",
+            ),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");

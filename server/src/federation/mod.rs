@@ -4,6 +4,9 @@
 //! backoff, Synapse's retry limiter (`backoff`).
 
 pub mod backoff;
+pub mod client;
+pub mod connect;
 pub mod dns;
+pub mod ip_filter;
 pub mod resolve;
 pub mod well_known;

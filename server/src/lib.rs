@@ -13,6 +13,7 @@ pub mod demo;
 pub mod error;
 pub mod federation_listener;
 pub mod keys;
+pub mod metrics;
 pub mod serve;
 pub mod state;
 pub mod store;

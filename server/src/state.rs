@@ -1,11 +1,12 @@
 //! What every request handler can reach: the store, the configuration, the
-//! server's signing keys and the login rate limiters.
+//! server's signing keys, the login rate limiters and the metrics.
 
 use std::sync::Arc;
 
 use crate::auth::ratelimit::Limiter;
 use crate::config::Config;
 use crate::keys::ServerKeys;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -17,6 +18,8 @@ pub struct AppState {
     pub keys: Arc<ServerKeys>,
     pub failed_logins_by_user: Arc<Limiter>,
     pub failed_logins_by_address: Arc<Limiter>,
+    /// The Prometheus series (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -27,6 +30,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             keys: Arc::new(keys),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }

@@ -46,6 +46,7 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
     let api = Router::new()
         .merge(crate::admin::router())
         .merge(crate::auth::routes::router())
+        .merge(crate::metrics::router())
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state);
     api.merge(site::router(leptos_options(listen)))

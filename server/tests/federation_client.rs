@@ -1,0 +1,802 @@
+//! The federation client (`herald::federation::client`) against real HTTPS
+//! receivers on 127.0.0.1 (axum over the federation listener's
+//! `TlsListener`, an rcgen certificate for the IP trusted through
+//! `federation_custom_ca_list`). Receivers check what they get: the X-Matrix
+//! signature against the sender's key, `Host`, `User-Agent`, canonical JSON
+//! bodies, method and URI with query. Destinations are IP literals with
+//! ports, so the TLS name is 127.0.0.1; `ip_range_whitelist` lets them pass
+//! the default blacklist except in the test that shows it blocks them.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use herald::config::Config;
+use herald::federation::backoff::{BackoffPolicy, RetryLimiter};
+use herald::federation::client::{
+    ClientSettings, FederationClient, FederationError, RequestOptions,
+};
+use herald::federation::connect::tls_config_from;
+use herald::federation::dns::Dns;
+use herald::federation::ip_filter::IpFilter;
+use herald::federation::resolve::ServerResolver;
+use herald::federation::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
+use herald::federation_listener::TlsListener;
+use herald::keys::signing::{SigningKey, VerifyKey};
+use herald::keys::x_matrix::{verify_request, XMatrix};
+use herald::keys::{to_canonical_json, ServerKeys};
+use herald::store::destinations::RetryTimings;
+use herald::store::Store;
+use parking_lot::Mutex;
+use rustls::pki_types::pem::PemObject;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+const ORIGIN: &str = "origin.test";
+
+/// One certificate for 127.0.0.1, shared by every receiver: (cert PEM, key DER).
+fn certificate() -> &'static (String, Vec<u8>) {
+    static CERT: OnceLock<(String, Vec<u8>)> = OnceLock::new();
+    CERT.get_or_init(|| {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        (certified.cert.pem(), certified.key_pair.serialize_der())
+    })
+}
+
+/// What a receiver answers next.
+#[derive(Clone)]
+enum Reply {
+    Json(u16, Value),
+    Raw(u16, &'static str, Vec<u8>),
+    Redirect(&'static str),
+    /// A chunked body of this many bytes.
+    Stream(usize),
+    Slow(Duration),
+}
+
+/// What a receiver got, and whether it checked out.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    host: String,
+    user_agent: String,
+    content_type: Option<String>,
+    body: Vec<u8>,
+    /// The X-Matrix signature and canonical body check.
+    verified: Result<(), String>,
+}
+
+struct Receiver {
+    addr: SocketAddr,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    name: String,
+    verify_key: VerifyKey,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Receiver {
+    async fn start(verify_key: VerifyKey) -> Receiver {
+        let (cert_pem, key_der) = certificate();
+        let cert = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.clone().into());
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let listener = TlsListener::new(tcp, Arc::new(config)).unwrap();
+        let script: Arc<Mutex<VecDeque<Reply>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let state = ReceiverState {
+            name: addr.to_string(),
+            verify_key,
+            script: script.clone(),
+            seen: seen.clone(),
+        };
+        let app = axum::Router::new().fallback(receive).with_state(state);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { addr, script, seen }
+    }
+
+    fn name(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn then(&self, reply: Reply) -> &Self {
+        self.script.lock().push_back(reply);
+        self
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().clone()
+    }
+
+    fn assert_all_verified(&self) {
+        for s in self.seen() {
+            assert_eq!(s.verified, Ok(()), "{s:?}");
+            assert_eq!(s.host, self.name());
+            assert_eq!(
+                s.user_agent,
+                format!("Herald/{}", env!("CARGO_PKG_VERSION"))
+            );
+        }
+    }
+}
+
+async fn receive(
+    State(state): State<ReceiverState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let uri_text = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let verified = (|| {
+        let auth = header("authorization").ok_or("no Authorization")?;
+        let x = XMatrix::parse(&auth).map_err(|e| e.to_string())?;
+        if x.origin != ORIGIN {
+            return Err(format!("origin {}", x.origin));
+        }
+        let content: Option<Value> = if body.is_empty() {
+            None
+        } else {
+            let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            if to_canonical_json(&v).map_err(|e| e.to_string())?.as_bytes() != &body[..] {
+                return Err("body is not canonical JSON".into());
+            }
+            if header("content-type").as_deref() != Some("application/json") {
+                return Err("body without Content-Type: application/json".into());
+            }
+            Some(v)
+        };
+        verify_request(
+            &x,
+            method.as_str(),
+            &uri_text,
+            &state.name,
+            content.as_ref(),
+            &state.verify_key,
+        )
+        .map_err(|e| e.to_string())
+    })();
+    state.seen.lock().push(Seen {
+        method: method.to_string(),
+        uri: uri_text,
+        host: header("host").unwrap_or_default(),
+        user_agent: header("user-agent").unwrap_or_default(),
+        content_type: header("content-type"),
+        body: body.to_vec(),
+        verified,
+    });
+    let reply = state.script.lock().pop_front();
+    match reply.unwrap_or(Reply::Json(200, json!({"ok": true}))) {
+        Reply::Json(status, v) => {
+            (StatusCode::from_u16(status).unwrap(), axum::Json(v)).into_response()
+        }
+        Reply::Raw(status, content_type, bytes) => (
+            StatusCode::from_u16(status).unwrap(),
+            [("content-type", content_type)],
+            bytes,
+        )
+            .into_response(),
+        Reply::Redirect(location) => (
+            StatusCode::FOUND,
+            [("location", location), ("content-type", "application/json")],
+            "{}",
+        )
+            .into_response(),
+        Reply::Stream(n) => {
+            let chunks = (0..n.div_ceil(4096)).map(move |i| {
+                let len = 4096.min(n - i * 4096);
+                Ok::<_, std::io::Error>(Bytes::from(vec![b' '; len]))
+            });
+            (
+                [("content-type", "application/json")],
+                Body::from_stream(futures_util::stream::iter(chunks)),
+            )
+                .into_response()
+        }
+        Reply::Slow(d) => {
+            tokio::time::sleep(d).await;
+            axum::Json(json!({"slow": true})).into_response()
+        }
+    }
+}
+
+struct Env {
+    client: Arc<FederationClient>,
+    store: Store,
+    verify_key: VerifyKey,
+    _dir: tempfile::TempDir,
+}
+
+async fn env_with(tweak: impl FnOnce(&mut Config, &mut ClientSettings)) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let ca: PathBuf = dir.path().join("ca.pem");
+    std::fs::write(&ca, &certificate().0).unwrap();
+    let mut config = Config::loopback(ORIGIN, dir.path().join("herald.db"));
+    config.ip_range_whitelist = vec!["127.0.0.0/8".into()];
+    config.federation_custom_ca_list = Some(vec![ca]);
+    let mut settings = ClientSettings::from_config(&config);
+    settings.retry_delay_scale = 0.01;
+    tweak(&mut config, &mut settings);
+    config.validate().unwrap();
+    let store = Store::open(&config.database).await.unwrap();
+    let key = SigningKey::generate("a_test").unwrap();
+    let verify_key = key.verify_key();
+    let keys = Arc::new(ServerKeys::new(ORIGIN, key));
+    let tls = tls_config_from(&config).unwrap();
+    // No name here needs DNS: destinations are IP literals.
+    let dns = || Dns::with_nameserver("127.0.0.1:9".parse().unwrap());
+    let well_known = WellKnownResolver::new(
+        dns(),
+        WellKnownConfig::new(tls.clone()),
+        Arc::new(SystemClock),
+    );
+    let resolver = Arc::new(ServerResolver::new(dns(), well_known));
+    let limiter = RetryLimiter::new(store.clone(), BackoffPolicy::from_config(&config));
+    let client = FederationClient::new(
+        keys,
+        resolver,
+        limiter,
+        IpFilter::from_config(&config).unwrap(),
+        tls,
+        settings,
+    );
+    Env {
+        client: Arc::new(client),
+        store,
+        verify_key,
+        _dir: dir,
+    }
+}
+
+async fn env() -> Env {
+    env_with(|_, _| {}).await
+}
+
+async fn backoff(store: &Store, destination: &str) -> Option<RetryTimings> {
+    store.retry_timings(destination).await.unwrap()
+}
+
+#[tokio::test]
+async fn get_and_put_are_signed_and_canonical() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Json(200, json!({"name": "remote"})));
+    let got: Value = env
+        .client
+        .get_json(
+            &r.name(),
+            "/_matrix/federation/v1/query/profile?user_id=%40a%3Aorigin.test&field=displayname",
+            RequestOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"name": "remote"}));
+    let body = json!({"pdus": [], "origin": ORIGIN, "b": 1, "a": "é"});
+    let got: Value = env
+        .client
+        .put_json(
+            &r.name(),
+            "/_matrix/federation/v1/send/txn1",
+            Some(&body),
+            RequestOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"ok": true}));
+    let seen = r.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(
+        seen[0].uri,
+        "/_matrix/federation/v1/query/profile?user_id=%40a%3Aorigin.test&field=displayname"
+    );
+    assert!(seen[0].body.is_empty());
+    assert_eq!(seen[1].method, "PUT");
+    assert_eq!(seen[1].uri, "/_matrix/federation/v1/send/txn1");
+    assert_eq!(seen[1].content_type.as_deref(), Some("application/json"));
+    assert_eq!(seen[1].body, to_canonical_json(&body).unwrap().into_bytes());
+    r.assert_all_verified();
+    // Both went over one kept-alive connection, now idle again.
+    assert_eq!(env.client.idle_connections(), 1);
+    assert_eq!(backoff(&env.store, &r.name()).await, None);
+}
+
+#[tokio::test]
+async fn post_and_delete_and_get_file() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    let _: Value = env
+        .client
+        .post_json(
+            &r.name(),
+            "/_matrix/x",
+            Some(&json!({})),
+            RequestOptions::default(),
+        )
+        .await
+        .unwrap();
+    let _: Value = env
+        .client
+        .delete_json(&r.name(), "/_matrix/y", RequestOptions::default())
+        .await
+        .unwrap();
+    r.then(Reply::Raw(200, "image/png", vec![7u8; 5000]));
+    let mut file = Vec::new();
+    let (len, headers) = env
+        .client
+        .get_file(
+            &r.name(),
+            "/_matrix/media/z",
+            &mut file,
+            10_000,
+            RequestOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((len, file.len()), (5000, 5000));
+    assert_eq!(headers["content-type"], "image/png");
+    r.then(Reply::Raw(200, "image/png", vec![7u8; 5000]));
+    let mut file = Vec::new();
+    let e = env
+        .client
+        .get_file(
+            &r.name(),
+            "/_matrix/media/z",
+            &mut file,
+            4999,
+            RequestOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, FederationError::TooLarge { limit: 4999, .. }),
+        "{e}"
+    );
+    let methods: Vec<_> = r.seen().into_iter().map(|s| s.method).collect();
+    assert_eq!(methods, ["POST", "DELETE", "GET", "GET"]);
+    assert_eq!(r.seen()[0].body, b"{}");
+    r.assert_all_verified();
+}
+
+#[tokio::test]
+async fn a_429_is_retried_then_succeeds() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Json(429, json!({"errcode": "M_LIMIT_EXCEEDED"})))
+        .then(Reply::Json(429, json!({"errcode": "M_LIMIT_EXCEEDED"})))
+        .then(Reply::Json(200, json!({"third": true})));
+    let got: Value = env
+        .client
+        .get_json(&r.name(), "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"third": true}));
+    assert_eq!(r.seen().len(), 3);
+    r.assert_all_verified();
+    assert_eq!(backoff(&env.store, &r.name()).await, None);
+}
+
+#[tokio::test]
+async fn a_500_is_not_retried_but_counts_as_a_failure() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Json(
+        500,
+        json!({"errcode": "M_UNKNOWN", "error": "boom"}),
+    ));
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap_err();
+    match &e {
+        FederationError::Http {
+            status: 500,
+            error: Some(m),
+            ..
+        } => {
+            assert_eq!(
+                (m.errcode.as_str(), m.error.as_deref()),
+                ("M_UNKNOWN", Some("boom"))
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.is_retryable());
+    assert_eq!(r.seen().len(), 1);
+    let timings = backoff(&env.store, &r.name()).await.expect("in backoff");
+    assert_eq!(timings.retry_interval, 600_000);
+    // Now in backoff: not contacted, unless backoff is ignored.
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            FederationError::NotRetrying {
+                retry_interval: 600_000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(r.seen().len(), 1);
+    let options = RequestOptions {
+        ignore_backoff: true,
+        ..Default::default()
+    };
+    let _: Value = env
+        .client
+        .get_json(&r.name(), "/_matrix/a", options)
+        .await
+        .unwrap();
+    assert_eq!(r.seen().len(), 2);
+    // Success cleared the backoff.
+    assert_eq!(backoff(&env.store, &r.name()).await, None);
+}
+
+#[tokio::test]
+async fn a_404_counts_only_with_backoff_on_404() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Json(404, json!({"errcode": "M_NOT_FOUND"})));
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FederationError::Http { status: 404, .. }));
+    assert!(!e.is_retryable());
+    assert_eq!(backoff(&env.store, &r.name()).await, None);
+    r.then(Reply::Json(404, json!({"errcode": "M_NOT_FOUND"})));
+    let options = RequestOptions {
+        backoff_on_404: true,
+        ..Default::default()
+    };
+    env.client
+        .get_json::<Value>(&r.name(), "/_matrix/a", options)
+        .await
+        .unwrap_err();
+    assert!(backoff(&env.store, &r.name()).await.is_some());
+    assert_eq!(r.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn connection_refused_is_retried_then_send_failed() {
+    let env = env().await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let name = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let started = Instant::now();
+    let e = env
+        .client
+        .get_json::<Value>(&name, "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            FederationError::SendFailed {
+                retryable: true,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // 3 retries: 0.5 + 1 + 2 s × 0.8..1.4, scaled by 0.01.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(28), "{elapsed:?}");
+    let timings = backoff(&env.store, &name).await.expect("failure recorded");
+    assert_eq!(timings.retry_interval, 600_000);
+}
+
+#[tokio::test]
+async fn an_explicit_timeout_means_no_retries() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Json(429, json!({"errcode": "M_LIMIT_EXCEEDED"})));
+    let options = RequestOptions {
+        timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/a", options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, FederationError::Http { status: 429, .. }),
+        "{e}"
+    );
+    assert_eq!(r.seen().len(), 1);
+    // And the timeout holds: a slow answer fails once, retryable.
+    r.then(Reply::Slow(Duration::from_secs(3)));
+    let options = RequestOptions {
+        timeout: Some(Duration::from_millis(300)),
+        ignore_backoff: true,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/slow", options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            FederationError::SendFailed {
+                retryable: true,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(r.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn answers_must_be_json_and_not_too_large() {
+    let env = env_with(|_, s| s.max_response_size = 100_000).await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Raw(200, "text/html", b"<html></html>".to_vec()));
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FederationError::InvalidResponse { .. }), "{e}");
+    assert!(!e.is_retryable());
+    // A chunked body (no Content-Length) is cut off while streaming.
+    r.then(Reply::Stream(300_000));
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/b", RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, FederationError::TooLarge { limit: 100_000, .. }),
+        "{e}"
+    );
+    assert_eq!(r.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn the_default_limit_is_100_mib_by_content_length() {
+    let env = env().await;
+    assert_eq!(env.client.settings().max_response_size, 100 * 1024 * 1024);
+    // A raw server declaring a 200 MiB body: refused from the header.
+    let (cert_pem, key_der) = certificate();
+    let cert = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.clone().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let name = tcp.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (stream, _) = tcp.accept().await.unwrap();
+        let mut tls = acceptor.accept(stream).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = tls.read(&mut buf).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 209715200\r\n\r\n";
+        let _ = tls.write_all(head.as_bytes()).await;
+        let _ = tls.write_all(&[b' '; 1024]).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let e = env
+        .client
+        .get_json::<Value>(&name, "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, FederationError::TooLarge { limit, .. } if limit == 100 * 1024 * 1024),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Redirect("/_matrix/elsewhere"));
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, FederationError::Http { status: 302, .. }),
+        "{e}"
+    );
+    let uris: Vec<_> = r.seen().into_iter().map(|s| s.uri).collect();
+    assert_eq!(uris, ["/_matrix/a"]);
+}
+
+#[tokio::test]
+async fn the_default_blacklist_blocks_loopback() {
+    let env = env_with(|c, _| c.ip_range_whitelist.clear()).await;
+    let r = Receiver::start(env.verify_key).await;
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, FederationError::BlockedIp { ip, .. } if ip.is_loopback()),
+        "{e}"
+    );
+    assert!(!e.is_retryable());
+    assert!(r.seen().is_empty(), "nothing reached the receiver");
+}
+
+#[tokio::test]
+async fn the_domain_whitelist_denies_others_before_anything_else() {
+    let env = env_with(|c, s| {
+        c.federation_domain_whitelist = Some(vec!["allowed.test".into()]);
+        s.domain_whitelist = Some(["allowed.test".to_owned()].into());
+    })
+    .await;
+    let r = Receiver::start(env.verify_key).await;
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, FederationError::DeniedByWhitelist(d) if *d == r.name()),
+        "{e}"
+    );
+    assert!(r.seen().is_empty());
+    assert_eq!(backoff(&env.store, &r.name()).await, None);
+}
+
+#[tokio::test]
+async fn trailing_slash_on_400_unrecognized() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Json(
+        400,
+        json!({"errcode": "M_UNRECOGNIZED", "error": "no"}),
+    ));
+    let options = RequestOptions {
+        try_trailing_slash_on_400: true,
+        ..Default::default()
+    };
+    let _: Value = env
+        .client
+        .get_json(&r.name(), "/_matrix/a?x=1", options)
+        .await
+        .unwrap();
+    let uris: Vec<_> = r.seen().into_iter().map(|s| s.uri).collect();
+    assert_eq!(uris, ["/_matrix/a?x=1", "/_matrix/a/?x=1"]);
+    r.assert_all_verified();
+}
+
+#[tokio::test]
+async fn a_reset_wakes_a_retry_sleep() {
+    // Real delays: long retries sleep 4 s × 0.8..1.4 before the second try.
+    let env = env_with(|_, s| s.retry_delay_scale = 1.0).await;
+    let r = Receiver::start(env.verify_key).await;
+    let name = r.name();
+    // In backoff but due, so the request goes ahead and a reset has
+    // something to clear.
+    let long_ago = chrono_ms() - 3_600_000;
+    env.store
+        .set_retry_timings(
+            &name,
+            RetryTimings {
+                failure_ts: Some(long_ago),
+                retry_last_ts: long_ago,
+                retry_interval: 1_000,
+            },
+        )
+        .await
+        .unwrap();
+    r.then(Reply::Json(429, json!({"errcode": "M_LIMIT_EXCEEDED"})));
+    let client = env.client.clone();
+    let started = Instant::now();
+    let request = tokio::spawn({
+        let name = name.clone();
+        async move {
+            let options = RequestOptions {
+                long_retries: true,
+                ..Default::default()
+            };
+            client.get_json::<Value>(&name, "/_matrix/a", options).await
+        }
+    });
+    while r.seen().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    env.store.reset_retry_timings(&name).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(3), request)
+        .await
+        .expect("the reset woke the sleep")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, json!({"ok": true}));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(r.seen().len(), 2);
+    assert_eq!(backoff(&env.store, &name).await, None);
+}
+
+fn chrono_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn certificates_are_verified_unless_turned_off() {
+    // System roots only: our self-signed receiver is refused.
+    let env = env_with(|c, _| c.federation_custom_ca_list = None).await;
+    let r = Receiver::start(env.verify_key).await;
+    let options = RequestOptions {
+        timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/a", options)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FederationError::SendFailed { .. }), "{e}");
+    assert!(r.seen().is_empty());
+    // federation_verify_certificates = false: accepted.
+    let env = env_with(|c, _| {
+        c.federation_custom_ca_list = None;
+        c.federation_verify_certificates = false;
+    })
+    .await;
+    let r = Receiver::start(env.verify_key).await;
+    let _: Value = env
+        .client
+        .get_json(&r.name(), "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap();
+    r.assert_all_verified();
+}

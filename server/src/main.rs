@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Talk to other servers as this server.
+    Federation {
+        #[command(subcommand)]
+        command: FederationCommand,
+    },
     /// Run on a fresh demo database with realistic data and a printed login.
     Demo {
         /// Directory for the demo database (recreated on every run).
@@ -65,6 +70,28 @@ enum UserCommand {
         /// Make the user a server admin.
         #[arg(long)]
         admin: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum FederationCommand {
+    /// Send one signed request with this server's key and print the JSON
+    /// answer (an admin's `curl` for federation).
+    Request {
+        /// GET, PUT, POST or DELETE.
+        method: String,
+        /// The destination's server name, e.g. `matrix.org` or `[::1]:8448`.
+        server_name: String,
+        /// Path and query, e.g. `/_matrix/federation/v1/version`.
+        path: String,
+        /// The JSON body.
+        #[arg(long)]
+        data: Option<String>,
+        /// Send even while the destination is in backoff.
+        #[arg(long)]
+        ignore_backoff: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -130,6 +157,32 @@ async fn run(cli: Cli) -> Result<()> {
             let store = Store::open(&config.database).await?;
             let listener = herald::serve::bind(config.listen_addr()?).await?;
             herald::serve::run(listener, store, config).await?;
+        }
+        Command::Federation {
+            command:
+                FederationCommand::Request {
+                    method,
+                    server_name,
+                    path,
+                    data,
+                    ignore_backoff,
+                    common,
+                },
+        } => {
+            let config = common.load()?;
+            config.validate()?;
+            let answer = federation_request(
+                &config,
+                &method,
+                &server_name,
+                &path,
+                data.as_deref(),
+                ignore_backoff,
+            )
+            .await?;
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &answer)?;
+            writeln!(out)?;
         }
         Command::User {
             command:
@@ -233,4 +286,48 @@ async fn demo(data_dir: &Path, listen: &str, count: usize) -> Result<()> {
     out.flush()?;
     herald::serve::run(listener, store, config).await?;
     Ok(())
+}
+
+/// `herald federation request`: one signed request, its JSON answer.
+async fn federation_request(
+    config: &Config,
+    method: &str,
+    server_name: &str,
+    path: &str,
+    data: Option<&str>,
+    ignore_backoff: bool,
+) -> Result<serde_json::Value> {
+    let method = match method.to_ascii_uppercase().as_str() {
+        "GET" => axum::http::Method::GET,
+        "PUT" => axum::http::Method::PUT,
+        "POST" => axum::http::Method::POST,
+        "DELETE" => axum::http::Method::DELETE,
+        other => bail!("unsupported method {other:?}: use GET, PUT, POST or DELETE"),
+    };
+    if !path.starts_with('/') {
+        bail!("the path must start with '/', e.g. /_matrix/federation/v1/version");
+    }
+    let body: Option<serde_json::Value> = data
+        .map(serde_json::from_str)
+        .transpose()
+        .context("--data is not JSON")?;
+    let store = Store::open(&config.database).await?;
+    let keys = herald::keys::ServerKeys::load(
+        &config.server_name,
+        &config.signing_key_path(),
+        &config.old_signing_keys,
+    )?;
+    let client = herald::federation::client::FederationClient::from_config(
+        config,
+        store,
+        std::sync::Arc::new(keys),
+    )?;
+    let options = herald::federation::client::RequestOptions {
+        ignore_backoff,
+        ..Default::default()
+    };
+    client
+        .request_json(method, server_name, path, body.as_ref(), options)
+        .await
+        .with_context(|| format!("federation request to {server_name} failed"))
 }

@@ -1,5 +1,5 @@
-//! The `herald` binary itself: `user add`, `serve`, `demo`, and refusing
-//! databases and configs it must not use.
+//! The `herald` binary itself: `user add`, `serve`, `demo`, `federation
+//! request`, and refusing databases and configs it must not use.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -370,4 +370,101 @@ fn demo_prints_a_login_that_works_and_serves_every_state() {
         "never contacted"
     );
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// A free port on 127.0.0.1 (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[test]
+fn federation_request_prints_a_remote_servers_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+
+    // The remote server: another Herald with its federation port over TLS.
+    let port = free_port();
+    let receiver = dir.path().join("receiver.toml");
+    std::fs::write(
+        &receiver,
+        format!(
+            "server_name = \"receiver.test\"\ndatabase = {:?}\nlisten = \"127.0.0.1:0\"\n\
+             federation_listen = \"127.0.0.1:{port}\"\ntls_certificate_path = {:?}\n\
+             tls_private_key_path = {:?}\n",
+            dir.path().join("receiver.db"),
+            cert,
+            key
+        ),
+    )
+    .unwrap();
+    let (_remote, _, _) = spawn_listening(&["serve", "--config", receiver.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "federation port never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Us: loopback allowed (the default blacklist refuses it), the test
+    // certificate trusted.
+    let sender = dir.path().join("sender.toml");
+    std::fs::write(
+        &sender,
+        format!(
+            "server_name = \"sender.test\"\ndatabase = {:?}\n\
+             ip_range_whitelist = [\"127.0.0.0/8\"]\nfederation_custom_ca_list = [{:?}]\n",
+            dir.path().join("sender.db"),
+            cert
+        ),
+    )
+    .unwrap();
+    let remote = format!("127.0.0.1:{port}");
+    let run = |args: &[&str]| {
+        let mut all = vec!["federation", "request"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", sender.to_str().unwrap()]);
+        herald(&all)
+    };
+
+    let out = run(&["GET", &remote, "/_matrix/key/v2/server"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(body["server_name"], "receiver.test");
+    assert!(body["verify_keys"]
+        .as_object()
+        .is_some_and(|k| !k.is_empty()));
+    let out = run(&["get", &remote, "/_matrix/federation/v1/version"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(body["server"]["name"], "Herald");
+
+    // Errors: a clear message and a non-zero exit, nothing on stdout.
+    let out = run(&["GET", &remote, "/_matrix/federation/v1/nothing"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("federation request to {remote} failed")),
+        "{err}"
+    );
+    assert!(err.contains("404"), "{err}");
+    let out = run(&["PUT", &remote, "/x", "--data", "{not json"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--data is not JSON"));
+    let out = run(&["PATCH", &remote, "/x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported method \"PATCH\""));
 }

@@ -28,13 +28,16 @@ use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info, warn};
 
-use super::backoff::{BackoffError, Outcome, RetryLimiter};
+use super::backoff::{BackoffError, BackoffPolicy, Outcome, RetryLimiter};
 use super::connect::{tls_name_text, Conn, Pool, PoolKey};
+use super::dns::Dns;
 use super::ip_filter::IpFilter;
 use super::resolve::{ResolveError, ServerResolver};
+use super::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
 use crate::config::Config;
 use crate::keys::ServerKeys;
-use crate::store::StoreError;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
 
 /// Synapse's `MAX_RESPONSE_SIZE` for JSON answers: 100 MiB.
 pub const MAX_RESPONSE_SIZE: u64 = 100 * 1024 * 1024;
@@ -240,6 +243,18 @@ pub struct FederationClient {
     ip_filter: IpFilter,
     pool: Pool,
     settings: ClientSettings,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// Why the client could not be built from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Tls(#[from] super::connect::TlsConfigError),
+    #[error(transparent)]
+    IpFilter(#[from] super::ip_filter::IpFilterError),
+    #[error("cannot read the system's DNS configuration: {0}")]
+    Dns(String),
 }
 
 impl FederationClient {
@@ -259,7 +274,43 @@ impl FederationClient {
             ip_filter,
             pool: Pool::new(tls),
             settings,
+            metrics: None,
         }
+    }
+
+    /// The client as the config describes it: the system's DNS, TLS per
+    /// `federation_verify_certificates` / `federation_custom_ca_list`, the
+    /// IP ranges, the backoff policy and retry settings; backoff kept in
+    /// `store`.
+    pub fn from_config(
+        config: &Config,
+        store: Store,
+        keys: Arc<ServerKeys>,
+    ) -> Result<FederationClient, SetupError> {
+        let tls = super::connect::tls_config_from(config)?;
+        let ip_filter = IpFilter::from_config(config)?;
+        let dns = Dns::system().map_err(|e| SetupError::Dns(e.to_string()))?;
+        let well_known = WellKnownResolver::new(
+            dns.clone(),
+            WellKnownConfig::new(tls.clone()),
+            Arc::new(SystemClock),
+        );
+        let resolver = Arc::new(ServerResolver::new(dns, well_known));
+        let limiter = RetryLimiter::new(store, BackoffPolicy::from_config(config));
+        Ok(FederationClient::new(
+            keys,
+            resolver,
+            limiter,
+            ip_filter,
+            tls,
+            ClientSettings::from_config(config),
+        ))
+    }
+
+    /// Counts requests and answers in `metrics` (Synapse's series).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> FederationClient {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn settings(&self) -> &ClientSettings {
@@ -595,6 +646,10 @@ impl FederationClient {
                     }
                 },
             };
+            if let Some(m) = &self.metrics {
+                m.request_sent(method.as_str());
+            }
+            let sent_at = std::time::Instant::now();
             let response = match conn.sender.send_request(build()?).await {
                 Ok(r) => r,
                 Err(e) if conn.reused && (e.is_canceled() || e.is_incomplete_message()) => {
@@ -614,6 +669,9 @@ impl FederationClient {
             };
             let status = response.status().as_u16();
             debug!(destination, status, "answer");
+            if let Some(m) = &self.metrics {
+                m.response_received(method.as_str(), status, sent_at.elapsed());
+            }
             if (200..300).contains(&status) {
                 return Ok(Answer { response, conn });
             }

@@ -3,7 +3,9 @@
 //! encoding) answering the A/AAAA/SRV records each test sets, and an HTTPS
 //! server with a self-signed certificate (rcgen) serving
 //! `/.well-known/matrix/server`. Every name is under `example.test` and every
-//! address answered is loopback.
+//! address answered is loopback. The well-known fetch's IP filter whitelists
+//! loopback here, except in the tests of that filter, which bind servers on
+//! distinct 127.0.0.x addresses and allow only some of them.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use herald::federation::dns::Dns;
+use herald::federation::ip_filter::IpFilter;
 use herald::federation::resolve::{Host, ResolveError, ServerResolver, Step};
 use herald::federation::well_known::{
     tls_client_config, ManualClock, WellKnownConfig, WellKnownError, WellKnownResolver,
@@ -154,7 +157,22 @@ struct HttpsServer {
 
 impl HttpsServer {
     async fn start() -> Self {
-        let names = vec!["a.example.test".to_owned(), "other.example.test".to_owned()];
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// Listening on `ip` (a loopback address), with a certificate for the
+    /// test names and the 127.0.0.1-127.0.0.3 literals.
+    async fn start_on(ip: &str) -> Self {
+        let names = vec![
+            "a.example.test".to_owned(),
+            "other.example.test".to_owned(),
+            "good.example.test".to_owned(),
+            "mixed.example.test".to_owned(),
+            "front.example.test".to_owned(),
+            "127.0.0.1".to_owned(),
+            "127.0.0.2".to_owned(),
+            "127.0.0.3".to_owned(),
+        ];
         let certified = rcgen::generate_simple_self_signed(names).unwrap();
         let cert = certified.cert.der().clone();
         let key =
@@ -167,7 +185,9 @@ impl HttpsServer {
             .with_single_cert(vec![cert.clone()], key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), 0))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(AtomicUsize::new(0));
         let requests: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -254,7 +274,8 @@ async fn env() -> Env {
     dns.a("other.example.test", "127.0.0.1");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(https.cert.clone()).unwrap();
-    let mut config = WellKnownConfig::new(tls_client_config(roots).unwrap());
+    let mut config =
+        WellKnownConfig::new(tls_client_config(roots).unwrap()).with_ip_filter(loopback_allowed());
     config.port = https.port;
     config.timeout = Duration::from_secs(5);
     let clock = Arc::new(ManualClock::new(
@@ -270,6 +291,27 @@ async fn env() -> Env {
         clock,
         resolver,
     }
+}
+
+/// Synapse's default blacklist with loopback whitelisted.
+fn loopback_allowed() -> IpFilter {
+    IpFilter::new(None, &["127.0.0.0/8", "::1/128"]).unwrap()
+}
+
+/// A resolver over `e`'s DNS whose well-known fetch trusts the certificates
+/// of `servers`, uses `filter`, and defaults to `port`.
+fn resolver_with(e: &Env, servers: &[&HttpsServer], filter: IpFilter, port: u16) -> ServerResolver {
+    let mut roots = rustls::RootCertStore::empty();
+    for s in servers {
+        roots.add(s.cert.clone()).unwrap();
+    }
+    let mut config = WellKnownConfig::new(tls_client_config(roots).unwrap()).with_ip_filter(filter);
+    config.port = port;
+    config.timeout = Duration::from_secs(5);
+    ServerResolver::new(
+        Dns::with_nameserver(e.dns.addr),
+        WellKnownResolver::new(Dns::with_nameserver(e.dns.addr), config, e.clock.clone()),
+    )
 }
 
 fn addrs(list: &[&str]) -> Vec<SocketAddr> {
@@ -578,7 +620,8 @@ async fn untrusted_certificate_falls_through() {
     e.https.route(WK, json(r#"{"m.server": "127.0.0.9"}"#));
     // A resolver whose TLS roots do not include the test certificate.
     let mut config =
-        WellKnownConfig::new(tls_client_config(rustls::RootCertStore::empty()).unwrap());
+        WellKnownConfig::new(tls_client_config(rustls::RootCertStore::empty()).unwrap())
+            .with_ip_filter(loopback_allowed());
     config.port = e.https.port;
     let resolver = ServerResolver::new(
         Dns::with_nameserver(e.dns.addr),
@@ -692,4 +735,141 @@ async fn transient_failure_keeps_the_previous_answer() {
     let r = e.resolver.resolve("a.example.test").await.unwrap();
     assert_eq!(r.step, Step::WellKnownIpLiteral);
     assert_eq!(e.https.hits(), 1 + 3);
+}
+
+// ---------- IP range filter on the well-known fetch ----------
+
+#[tokio::test]
+async fn default_filter_refuses_a_loopback_well_known_host() {
+    let e = env().await;
+    e.https.route(WK, json(r#"{"m.server": "127.0.0.9"}"#));
+    // The default config: Synapse's blacklist, no whitelist.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(e.https.cert.clone()).unwrap();
+    let mut config = WellKnownConfig::new(tls_client_config(roots).unwrap());
+    config.port = e.https.port;
+    let well_known =
+        WellKnownResolver::new(Dns::with_nameserver(e.dns.addr), config, e.clock.clone());
+    let err = well_known.fetch("a.example.test").await.unwrap_err();
+    assert!(
+        matches!(&err, WellKnownError::Blocked { host, ip }
+            if host == "a.example.test" && *ip == "127.0.0.1".parse::<IpAddr>().unwrap()),
+        "{err}"
+    );
+    assert!(err.is_temporary());
+    assert_eq!(e.https.hits(), 0, "nothing was connected to");
+
+    // Resolution falls through as with any well-known failure: here to 8448.
+    let resolver = ServerResolver::new(Dns::with_nameserver(e.dns.addr), well_known);
+    let r = resolver.resolve("a.example.test").await.unwrap();
+    assert_eq!(r.step, Step::DefaultPort);
+    assert_eq!(r.candidates, addrs(&["127.0.0.1:8448"]));
+    assert_eq!(r.host_header, "a.example.test");
+    assert_eq!(e.https.requests.lock().len(), 0);
+
+    // And to SRV when there is one.
+    e.dns.srv(
+        "_matrix-fed._tcp.b.example.test",
+        10,
+        0,
+        1001,
+        "t1.example.test",
+    );
+    e.dns.a("b.example.test", "127.0.0.5");
+    e.dns.a("t1.example.test", "127.0.0.20");
+    let r = resolver.resolve("b.example.test").await.unwrap();
+    assert_eq!(r.step, Step::Srv);
+    assert_eq!(r.candidates, addrs(&["127.0.0.20:1001"]));
+    assert_eq!(e.https.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_name_with_any_blocked_address_is_not_fetched() {
+    let e = env().await;
+    let allowed = HttpsServer::start_on("127.0.0.2").await;
+    allowed.route(WK, json(r#"{"m.server": "127.0.0.9"}"#));
+    let only_2 = || IpFilter::new(None, &["127.0.0.2/32"]).unwrap();
+
+    // Control: a name on the allowed address alone is fetched.
+    e.dns.a("good.example.test", "127.0.0.2");
+    let resolver = resolver_with(&e, &[&allowed], only_2(), allowed.port);
+    let r = resolver.resolve("good.example.test").await.unwrap();
+    assert_eq!(r.step, Step::WellKnownIpLiteral);
+    assert_eq!(allowed.hits(), 1);
+
+    // One blocked address among the answers refuses the whole name (as
+    // Synapse's blocking resolver), even though the allowed one would serve.
+    e.dns.a("mixed.example.test", "127.0.0.2");
+    e.dns.a("mixed.example.test", "127.0.0.1");
+    let err = resolver
+        .well_known()
+        .fetch("mixed.example.test")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WellKnownError::Blocked { .. }), "{err}");
+    let r = resolver.resolve("mixed.example.test").await.unwrap();
+    assert_eq!(r.step, Step::DefaultPort);
+    assert_eq!(allowed.hits(), 1, "no new request");
+    assert_eq!(e.https.hits(), 0);
+}
+
+#[tokio::test]
+async fn redirect_to_a_blocked_ip_literal_is_refused() {
+    let e = env().await;
+    // The well-known host, on an allowed address.
+    let front = HttpsServer::start_on("127.0.0.2").await;
+    e.dns.a("front.example.test", "127.0.0.2");
+    // The redirect target, on 127.0.0.1, which the filter blocks.
+    let target = format!("https://127.0.0.1:{}{WK}", e.https.port);
+    front.route(WK, redirect(302, &target));
+    e.https.route(WK, json(r#"{"m.server": "127.0.0.9"}"#));
+
+    // Control: with loopback allowed the redirect is followed to 127.0.0.1.
+    let open = resolver_with(&e, &[&front, &e.https], loopback_allowed(), front.port);
+    let r = open.resolve("front.example.test").await.unwrap();
+    assert_eq!(r.step, Step::WellKnownIpLiteral);
+    assert_eq!(r.candidates, addrs(&["127.0.0.9:8448"]));
+    assert_eq!((front.hits(), e.https.hits()), (1, 1));
+
+    // Only 127.0.0.2 allowed: the redirect hop is refused before connecting.
+    let only_2 = IpFilter::new(None, &["127.0.0.2/32"]).unwrap();
+    let closed = resolver_with(&e, &[&front, &e.https], only_2, front.port);
+    let err = closed
+        .well_known()
+        .fetch("front.example.test")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, WellKnownError::Blocked { host, .. } if host == "127.0.0.1"),
+        "{err}"
+    );
+    assert_eq!(front.hits(), 2, "the allowed server was asked");
+    assert_eq!(e.https.hits(), 1, "the blocked one was not");
+    let r = closed.resolve("front.example.test").await.unwrap();
+    assert_eq!(r.step, Step::DefaultPort);
+    assert_eq!(r.candidates, addrs(&["127.0.0.2:8448"]));
+    assert_eq!(e.https.hits(), 1);
+}
+
+#[tokio::test]
+async fn redirect_to_a_name_on_a_blocked_address_is_refused() {
+    let e = env().await;
+    let front = HttpsServer::start_on("127.0.0.2").await;
+    e.dns.a("front.example.test", "127.0.0.2");
+    // other.example.test resolves to 127.0.0.1 (see `env`).
+    let target = format!("https://other.example.test:{}{WK}", e.https.port);
+    front.route(WK, redirect(301, &target));
+    e.https.route(WK, json(r#"{"m.server": "127.0.0.9"}"#));
+    let only_2 = IpFilter::new(None, &["127.0.0.2/32"]).unwrap();
+    let resolver = resolver_with(&e, &[&front, &e.https], only_2, front.port);
+    let err = resolver
+        .well_known()
+        .fetch("front.example.test")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, WellKnownError::Blocked { host, .. } if host == "other.example.test"),
+        "{err}"
+    );
+    assert_eq!((front.hits(), e.https.hits()), (1, 0));
 }

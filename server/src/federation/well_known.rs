@@ -5,6 +5,14 @@
 //! 5 min..48 h, 24 h ±10% by default, failures cached 1 h (2 min when the
 //! domain recently had a valid answer), refresh in the last 20% of a period,
 //! and the previous answer kept on a transient failure.
+//!
+//! Every address a hop would connect to (the well-known host's, and each
+//! redirect target's, whether a name or an IP literal) goes through the
+//! configured [`IpFilter`] first, as Synapse's well-known agent sits behind
+//! its IP-blocklisting resolver and agent: when a name resolves to any
+//! blocked address, or an IP literal is blocked, the hop is refused without
+//! connecting ([`WellKnownError::Blocked`]), so DNS or a redirect cannot
+//! point the fetch at internal services.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +31,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use super::dns::{Dns, DnsError};
+use super::ip_filter::IpFilter;
 use super::resolve::ServerName;
 
 /// Default period when the response says nothing about caching.
@@ -95,6 +104,11 @@ pub enum WellKnownError {
     Dns(#[from] DnsError),
     #[error("{0} has no addresses")]
     NoAddresses(String),
+    /// The host (a name resolving to at least one blocked address, or a
+    /// blocked IP literal) is refused by the IP range filter; nothing was
+    /// connected to.
+    #[error("{host}: address {ip} is blocked by the IP range filter")]
+    Blocked { host: String, ip: IpAddr },
     #[error("could not connect to {0}: {1}")]
     Connect(String, std::io::Error),
     #[error("TLS handshake with {0} failed: {1}")]
@@ -126,9 +140,10 @@ pub enum WellKnownError {
 }
 
 impl WellKnownError {
-    /// Synapse's `_FetchWellKnownFailure.temporary`: transport trouble, 5xx
-    /// and oversized bodies are temporary (a previous answer is kept); a
-    /// non-200 answer or an invalid body is not.
+    /// Synapse's `_FetchWellKnownFailure.temporary`: transport trouble
+    /// (a blocked address included, as Synapse's blocklisting surfaces as a
+    /// connection failure), 5xx and oversized bodies are temporary (a
+    /// previous answer is kept); a non-200 answer or an invalid body is not.
     pub fn is_temporary(&self) -> bool {
         match self {
             WellKnownError::Status(code) => (500..600).contains(code),
@@ -152,16 +167,29 @@ pub struct WellKnownConfig {
     pub user_agent: String,
     /// Per request (each redirect hop included).
     pub timeout: Duration,
+    /// Addresses the fetch may connect to (`ip_range_blacklist` /
+    /// `ip_range_whitelist`, the same filter as the federation client's).
+    pub ip_filter: IpFilter,
 }
 
 impl WellKnownConfig {
+    /// Port 443, a 30 s timeout and Synapse's default IP blacklist (no
+    /// whitelist); see [`WellKnownConfig::with_ip_filter`].
     pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
         Self {
             port: 443,
             tls,
             user_agent: concat!("Herald/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: Duration::from_secs(30),
+            ip_filter: IpFilter::new::<&str>(None, &[])
+                .expect("the default IP range blacklist parses"),
         }
+    }
+
+    /// The same with `ip_filter` (e.g. `IpFilter::from_config(&config)`).
+    pub fn with_ip_filter(mut self, ip_filter: IpFilter) -> Self {
+        self.ip_filter = ip_filter;
+        self
     }
 }
 
@@ -171,6 +199,7 @@ impl std::fmt::Debug for WellKnownConfig {
             .field("port", &self.port)
             .field("user_agent", &self.user_agent)
             .field("timeout", &self.timeout)
+            .field("ip_filter", &self.ip_filter)
             .finish_non_exhaustive()
     }
 }
@@ -328,6 +357,8 @@ impl WellKnownResolver {
                 }
                 Ok(ok) => break ok,
                 Err(WellKnownError::TooLarge) => return Err(WellKnownError::TooLarge),
+                // A policy refusal: trying again would refuse again.
+                Err(e @ WellKnownError::Blocked { .. }) => return Err(e),
                 Err(e) if attempt < attempts => {
                     info!(host, error = %e, "well-known fetch failed; retrying");
                 }
@@ -387,17 +418,43 @@ impl WellKnownResolver {
         Err(WellKnownError::TooManyRedirects)
     }
 
-    /// One GET over a fresh TLS connection.
-    async fn get_once(&self, url: &Url) -> Result<(StatusCode, HeaderMap, Bytes), WellKnownError> {
-        let port = url.port.unwrap_or(self.config.port);
-        let host = url.host.trim_start_matches('[').trim_end_matches(']');
-        let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => self.dns.lookup_ip(host).await?,
+    /// The addresses `host` (a name or an IP literal) may be connected to:
+    /// all of them, or an error when any is blocked by the IP filter (as
+    /// Synapse's `_IPBlockingResolver`, which then answers no address at
+    /// all, and its `BlocklistingAgentWrapper` for IP literals).
+    async fn allowed_addresses(&self, host: &str) -> Result<Vec<IpAddr>, WellKnownError> {
+        let literal = host.parse::<IpAddr>().ok();
+        let ips: Vec<IpAddr> = match literal {
+            Some(ip) => vec![ip],
+            None => self.dns.lookup_ip(host).await?,
         };
         if ips.is_empty() {
             return Err(WellKnownError::NoAddresses(host.to_owned()));
         }
+        if let Some(&ip) = ips
+            .iter()
+            .find(|ip| !self.config.ip_filter.is_allowed(**ip))
+        {
+            info!(
+                host,
+                %ip,
+                ip_literal = literal.is_some(),
+                "well-known fetch refused: address blocked by ip_range_blacklist"
+            );
+            return Err(WellKnownError::Blocked {
+                host: host.to_owned(),
+                ip,
+            });
+        }
+        Ok(ips)
+    }
+
+    /// One GET over a fresh TLS connection.
+    async fn get_once(&self, url: &Url) -> Result<(StatusCode, HeaderMap, Bytes), WellKnownError> {
+        let port = url.port.unwrap_or(self.config.port);
+        let host = url.host.trim_start_matches('[').trim_end_matches(']');
+        let ips = self.allowed_addresses(host).await?;
+        debug!(url = %url, addresses = ?ips, "well-known request");
         let mut last_err = None;
         let mut tcp = None;
         for ip in ips {

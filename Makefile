@@ -2,7 +2,8 @@
 # so a fresh machine (Rust, Node 20 and apt available) needs nothing else:
 #
 #   make demo      build everything and run the demo (prints a login)
-#   make test      unit + integration tests, clippy, rustfmt, Playwright e2e
+#   make test      unit + integration tests, clippy, rustfmt, Playwright e2e,
+#                  and a real Synapse accepting Herald's signed requests
 #   make release   target/release/herald with the console embedded
 #   make site      the console's site only (target/site)
 #   make tools     the build and test tools only
@@ -27,10 +28,10 @@ CHROMIUM_PATH ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HERALD := target/release/herald
 
-.PHONY: help demo test release site tools build-tools e2e-tools lint unit e2e size clean-site bench-console
+.PHONY: help demo test release site tools build-tools e2e-tools lint unit e2e interop size clean-site bench-console
 
 help:
-	@sed -n '1,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
 
 ## Tools ---------------------------------------------------------------------
 
@@ -78,7 +79,7 @@ demo: release
 
 ## Tests ---------------------------------------------------------------------
 
-test: tools site lint unit release e2e
+test: tools site lint unit release e2e interop
 	@echo "make test: all passed"
 
 lint:
@@ -97,6 +98,13 @@ unit:
 e2e: e2e-tools
 	@[ -x $(HERALD) ] || { echo "$(HERALD) is missing: run make release"; exit 1; }
 	cd end2end && CHROMIUM_PATH="$(CHROMIUM_PATH)" npx playwright test
+
+# Herald against a real Synapse 1.163 on loopback (installed from PyPI into
+# .tools/synapse-venv on first use, about a minute).
+interop:
+	@[ -x $(HERALD) ] || { echo "$(HERALD) is missing: run make release"; exit 1; }
+	@command -v openssl >/dev/null || $(SUDO) apt-get install -y openssl
+	scripts/synapse-interop.sh $(HERALD)
 
 # Transfer sizes of the console (gzip -9), after `make site`.
 size:

@@ -1,0 +1,623 @@
+//! Server-name resolution through the federation client, end to end, on
+//! real sockets: a DNS responder on 127.0.0.1 (hickory-proto encoding, as in
+//! `tests/resolve.rs`) answers the test names, `.well-known` servers and
+//! federation receivers listen on distinct 127.0.0.x addresses with one rcgen
+//! certificate (trusted through `federation_custom_ca_list`), and signed
+//! GETs go through `FederationClient` to each destination. The receivers
+//! record the TLS SNI, `Host` header, the address the request arrived on and
+//! the X-Matrix header, checked against the spec's resolution steps. Then
+//! `RequestOptions::retry_on_dns_fail`: a name whose look-ups get SERVFAIL
+//! is looked up again (and succeeds) when it is true, once when false.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use herald::config::Config;
+use herald::federation::backoff::{BackoffPolicy, RetryLimiter};
+use herald::federation::client::{
+    ClientSettings, FederationClient, FederationError, RequestOptions,
+};
+use herald::federation::connect::tls_config_from;
+use herald::federation::dns::Dns;
+use herald::federation::ip_filter::IpFilter;
+use herald::federation::resolve::{ResolveError, ServerResolver};
+use herald::federation::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
+use herald::keys::signing::{SigningKey, VerifyKey};
+use herald::keys::x_matrix::{verify_request, XMatrix};
+use herald::keys::ServerKeys;
+use herald::store::Store;
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::{A, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+const ORIGIN: &str = "origin.test";
+const WK: &str = "/.well-known/matrix/server";
+const PATH: &str = "/_matrix/federation/v1/version";
+
+/// Every request of a test is bounded by this.
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .expect("no result within 30 s")
+}
+
+// ---------- DNS responder ----------
+
+#[derive(Default)]
+struct ZoneData {
+    records: HashMap<(String, RecordType), Vec<RData>>,
+    /// SERVFAIL answers still to give, per name.
+    fail: HashMap<String, usize>,
+    /// Every query: (name, type).
+    queries: Vec<(String, RecordType)>,
+}
+
+type Zone = Arc<Mutex<ZoneData>>;
+
+struct DnsServer {
+    addr: SocketAddr,
+    zone: Zone,
+}
+
+impl DnsServer {
+    async fn start() -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let zone: Zone = Arc::default();
+        let z = zone.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(request) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let response = answer(&z, &request);
+                let _ = socket.send_to(&response.to_vec().unwrap(), peer).await;
+            }
+        });
+        Self { addr, zone }
+    }
+
+    fn add(&self, name: &str, rdata: RData) {
+        let key = (name.to_ascii_lowercase(), rdata.record_type());
+        self.zone.lock().records.entry(key).or_default().push(rdata);
+    }
+
+    fn a(&self, name: &str, ip: &str) {
+        let IpAddr::V4(v4) = ip.parse::<IpAddr>().unwrap() else {
+            panic!("IPv4 only here");
+        };
+        assert!(v4.is_loopback());
+        self.add(name, RData::A(A(v4)));
+    }
+
+    fn srv(&self, name: &str, port: u16, target: &str) {
+        let target = Name::from_ascii(format!("{target}.")).unwrap();
+        self.add(name, RData::SRV(SRV::new(10, 0, port, target)));
+    }
+
+    /// The next `n` queries about `name` get SERVFAIL.
+    fn fail(&self, name: &str, n: usize) {
+        self.zone.lock().fail.insert(name.to_owned(), n);
+    }
+
+    /// How many queries about `name` arrived.
+    fn queries(&self, name: &str) -> usize {
+        let zone = self.zone.lock();
+        zone.queries.iter().filter(|(n, _)| n == name).count()
+    }
+}
+
+fn answer(zone: &Zone, request: &Message) -> Message {
+    let mut response = Message::new();
+    response
+        .set_id(request.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(request.op_code())
+        .set_recursion_desired(request.recursion_desired())
+        .set_recursion_available(true);
+    let mut zone = zone.lock();
+    for query in request.queries() {
+        response.add_query(query.clone());
+        let name = query.name().to_ascii();
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        zone.queries.push((name.clone(), query.query_type()));
+        if let Some(left) = zone.fail.get_mut(&name) {
+            if *left > 0 {
+                *left -= 1;
+                response.set_response_code(ResponseCode::ServFail);
+                continue;
+            }
+        }
+        let known = zone.records.keys().any(|(n, _)| *n == name);
+        if !known {
+            response.set_response_code(ResponseCode::NXDomain);
+            continue;
+        }
+        for rdata in zone
+            .records
+            .get(&(name, query.query_type()))
+            .into_iter()
+            .flatten()
+        {
+            response.add_answer(Record::from_rdata(query.name().clone(), 60, rdata.clone()));
+        }
+    }
+    response
+}
+
+// ---------- HTTPS servers (well-known and federation receiver) ----------
+
+/// The test names and the receivers' IP literals: (cert PEM, key DER).
+fn certificate() -> &'static (String, Vec<u8>) {
+    static CERT: OnceLock<(String, Vec<u8>)> = OnceLock::new();
+    CERT.get_or_init(|| {
+        let names = [
+            "host.example.test",
+            "deleg.example.test",
+            "fed.example.test",
+            "srv.example.test",
+            "target.example.test",
+            "dflt.example.test",
+            "flaky.example.test",
+            "127.0.0.61",
+        ];
+        let certified =
+            rcgen::generate_simple_self_signed(names.map(str::to_owned).to_vec()).unwrap();
+        (certified.cert.pem(), certified.key_pair.serialize_der())
+    })
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    /// The address the connection was accepted on.
+    local: SocketAddr,
+    /// The TLS SNI the client sent.
+    sni: Option<String>,
+    method: String,
+    path: String,
+    host: String,
+    authorization: Option<String>,
+}
+
+struct HttpsServer {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Body of `/.well-known/matrix/server`; 404 when `None`.
+    well_known: Arc<Mutex<Option<String>>>,
+}
+
+impl HttpsServer {
+    /// Listening on `ip:port` (`port` 0: any).
+    async fn start(ip: &str, port: u16) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), port)).await?;
+        Ok(Self::serve(listener))
+    }
+
+    fn serve(listener: TcpListener) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        let (cert_pem, key_der) = certificate();
+        let cert = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.clone().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let well_known: Arc<Mutex<Option<String>>> = Arc::default();
+        let (s, w) = (seen.clone(), well_known.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, s, w) = (acceptor.clone(), s.clone(), w.clone());
+                tokio::spawn(async move {
+                    let Ok(local) = tcp.local_addr() else {
+                        return;
+                    };
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let sni = tls.get_ref().1.server_name().map(str::to_owned);
+                    // One request per connection (Connection: close); its
+                    // head at most 64 KiB.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if head.len() > 64 * 1024 || tls.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let mut first = head.split(' ');
+                    let method = first.next().unwrap_or("").to_owned();
+                    let path = first.next().unwrap_or("").to_owned();
+                    let header = |name: &str| {
+                        head.lines().skip(1).find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.trim()
+                                .eq_ignore_ascii_case(name)
+                                .then(|| v.trim().to_owned())
+                        })
+                    };
+                    let seen = Seen {
+                        local,
+                        sni,
+                        method,
+                        path: path.clone(),
+                        host: header("host").unwrap_or_default(),
+                        authorization: header("authorization"),
+                    };
+                    s.lock().push(seen);
+                    let (status, body) = if path == WK {
+                        match w.lock().clone() {
+                            Some(body) => (200, body),
+                            None => (404, "{}".to_owned()),
+                        }
+                    } else {
+                        (200, json!({"server": {"name": "receiver"}}).to_string())
+                    };
+                    let out = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(out.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        Self {
+            addr,
+            seen,
+            well_known,
+        }
+    }
+
+    fn delegate(&self, to: &str) {
+        *self.well_known.lock() = Some(json!({ "m.server": to }).to_string());
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().clone()
+    }
+
+    fn federation_requests(&self) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.path != WK).collect()
+    }
+}
+
+// ---------- the client ----------
+
+struct Env {
+    dns: DnsServer,
+    client: FederationClient,
+    verify_key: VerifyKey,
+    _dir: tempfile::TempDir,
+}
+
+fn loopback_allowed() -> IpFilter {
+    IpFilter::new(None, &["127.0.0.0/8"]).unwrap()
+}
+
+/// A client resolving through a fresh DNS responder, fetching well-knowns
+/// on `well_known_port`, with short retry sleeps.
+async fn env(well_known_port: u16, tweak: impl FnOnce(&mut ClientSettings)) -> Env {
+    let dns = DnsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca: PathBuf = dir.path().join("ca.pem");
+    std::fs::write(&ca, &certificate().0).unwrap();
+    let mut config = Config::loopback(ORIGIN, dir.path().join("herald.db"));
+    config.federation_custom_ca_list = Some(vec![ca]);
+    let mut settings = ClientSettings::from_config(&config);
+    settings.retry_delay_scale = 0.2;
+    settings.client_timeout = Duration::from_secs(10);
+    tweak(&mut settings);
+    let store = Store::open(&config.database).await.unwrap();
+    let key = SigningKey::generate("a_test").unwrap();
+    let verify_key = key.verify_key();
+    let keys = Arc::new(ServerKeys::new(ORIGIN, key));
+    let tls = tls_config_from(&config).unwrap();
+    let mut wk_config = WellKnownConfig::new(tls.clone()).with_ip_filter(loopback_allowed());
+    wk_config.port = well_known_port;
+    wk_config.timeout = Duration::from_secs(5);
+    let well_known = WellKnownResolver::new(
+        Dns::with_nameserver(dns.addr),
+        wk_config,
+        Arc::new(SystemClock),
+    );
+    let resolver = Arc::new(ServerResolver::new(
+        Dns::with_nameserver(dns.addr),
+        well_known,
+    ));
+    let limiter = RetryLimiter::new(store, BackoffPolicy::from_config(&config));
+    let client = FederationClient::new(keys, resolver, limiter, loopback_allowed(), tls, settings);
+    Env {
+        dns,
+        client,
+        verify_key,
+        _dir: dir,
+    }
+}
+
+impl Env {
+    async fn get(
+        &self,
+        destination: &str,
+        options: RequestOptions,
+    ) -> Result<Value, FederationError> {
+        bounded(self.client.get_json(destination, PATH, options)).await
+    }
+
+    /// The request arrived once, at `at`, with this SNI and Host, signed by
+    /// us for `destination`.
+    fn check(
+        &self,
+        server: &HttpsServer,
+        destination: &str,
+        at: SocketAddr,
+        sni: Option<&str>,
+        host: &str,
+    ) {
+        let got = server.federation_requests();
+        assert_eq!(got.len(), 1, "{got:?}");
+        let s = &got[0];
+        assert_eq!(s.local, at, "{s:?}");
+        assert_eq!(s.sni.as_deref(), sni, "{s:?}");
+        assert_eq!(s.host, host, "{s:?}");
+        assert_eq!((s.method.as_str(), s.path.as_str()), ("GET", PATH));
+        let auth = s.authorization.as_deref().expect("an Authorization header");
+        let x = XMatrix::parse(auth).unwrap();
+        assert_eq!(x.origin, ORIGIN);
+        assert_eq!(x.destination.as_deref(), Some(destination));
+        verify_request(&x, "GET", PATH, destination, None, &self.verify_key).unwrap();
+    }
+}
+
+// ---------- resolution steps, through the client ----------
+
+#[tokio::test]
+async fn step1_ip_literal_with_port() {
+    let receiver = HttpsServer::start("127.0.0.61", 0).await.unwrap();
+    let e = env(1, |_| {}).await;
+    let destination = receiver.addr.to_string();
+    let got = e
+        .get(&destination, RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(got["server"]["name"], "receiver");
+    // No SNI for an IP address (RFC 6066); Host is the literal with port.
+    e.check(&receiver, &destination, receiver.addr, None, &destination);
+    assert_eq!(e.dns.zone.lock().queries.len(), 0, "no DNS for a literal");
+}
+
+#[tokio::test]
+async fn step2_hostname_with_explicit_port() {
+    let receiver = HttpsServer::start("127.0.0.62", 0).await.unwrap();
+    // A well-known server on the name's address, which must not be asked.
+    let wk = HttpsServer::start("127.0.0.62", 0).await.unwrap();
+    wk.delegate("127.0.0.99:1");
+    let e = env(wk.addr.port(), |_| {}).await;
+    e.dns.a("host.example.test", "127.0.0.62");
+    let destination = format!("host.example.test:{}", receiver.addr.port());
+    e.get(&destination, RequestOptions::default())
+        .await
+        .unwrap();
+    e.check(
+        &receiver,
+        &destination,
+        receiver.addr,
+        Some("host.example.test"),
+        &destination,
+    );
+    assert!(wk.seen().is_empty(), "no well-known with an explicit port");
+}
+
+#[tokio::test]
+async fn step3_well_known_delegation_to_name_and_port() {
+    // deleg.example.test's well-known (on 127.0.0.63) delegates to
+    // fed.example.test:<port>, served on 127.0.0.64.
+    let wk = HttpsServer::start("127.0.0.63", 0).await.unwrap();
+    let receiver = HttpsServer::start("127.0.0.64", 0).await.unwrap();
+    let delegated = format!("fed.example.test:{}", receiver.addr.port());
+    wk.delegate(&delegated);
+    let e = env(wk.addr.port(), |_| {}).await;
+    e.dns.a("deleg.example.test", "127.0.0.63");
+    e.dns.a("fed.example.test", "127.0.0.64");
+    e.get("deleg.example.test", RequestOptions::default())
+        .await
+        .unwrap();
+    // The well-known fetch went to the server name.
+    let wk_seen = wk.seen();
+    assert_eq!(wk_seen.len(), 1, "{wk_seen:?}");
+    assert_eq!(wk_seen[0].path, WK);
+    assert_eq!(wk_seen[0].sni.as_deref(), Some("deleg.example.test"));
+    assert_eq!(wk_seen[0].host, "deleg.example.test");
+    assert_eq!(wk_seen[0].local, wk.addr);
+    // The request: to the delegated name's address, Host and SNI of the
+    // delegated name, signed for the server name.
+    e.check(
+        &receiver,
+        "deleg.example.test",
+        receiver.addr,
+        Some("fed.example.test"),
+        &delegated,
+    );
+}
+
+#[tokio::test]
+async fn step4_srv_without_well_known() {
+    // srv.example.test (127.0.0.65) has no well-known (404) and an SRV
+    // record to target.example.test:<port> on 127.0.0.66.
+    let wk = HttpsServer::start("127.0.0.65", 0).await.unwrap();
+    let receiver = HttpsServer::start("127.0.0.66", 0).await.unwrap();
+    let e = env(wk.addr.port(), |_| {}).await;
+    e.dns.a("srv.example.test", "127.0.0.65");
+    e.dns.srv(
+        "_matrix-fed._tcp.srv.example.test",
+        receiver.addr.port(),
+        "target.example.test",
+    );
+    e.dns.a("target.example.test", "127.0.0.66");
+    e.get("srv.example.test", RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(wk.seen().len(), 1, "the well-known was asked");
+    assert_eq!(wk.seen()[0].path, WK);
+    assert!(wk.federation_requests().is_empty());
+    // At the SRV target, but Host and SNI are the server name's.
+    e.check(
+        &receiver,
+        "srv.example.test",
+        receiver.addr,
+        Some("srv.example.test"),
+        "srv.example.test",
+    );
+}
+
+#[tokio::test]
+async fn step6_default_port_8448() {
+    // dflt.example.test on 127.0.0.67: no well-known (404), no SRV, so
+    // port 8448 on its address.
+    let receiver = match HttpsServer::start("127.0.0.67", 8448).await {
+        Ok(r) => r,
+        Err(err) => {
+            eprintln!("skipped: cannot bind 127.0.0.67:8448: {err}");
+            return;
+        }
+    };
+    let wk = HttpsServer::start("127.0.0.67", 0).await.unwrap();
+    let e = env(wk.addr.port(), |_| {}).await;
+    e.dns.a("dflt.example.test", "127.0.0.67");
+    e.get("dflt.example.test", RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(wk.seen().len(), 1);
+    assert!(e.dns.queries("_matrix-fed._tcp.dflt.example.test") >= 1);
+    assert!(e.dns.queries("_matrix._tcp.dflt.example.test") >= 1);
+    e.check(
+        &receiver,
+        "dflt.example.test",
+        "127.0.0.67:8448".parse().unwrap(),
+        Some("dflt.example.test"),
+        "dflt.example.test",
+    );
+}
+
+// ---------- retry_on_dns_fail ----------
+
+const FLAKY: &str = "flaky.example.test";
+
+fn no_dns_retry() -> RequestOptions {
+    RequestOptions {
+        retry_on_dns_fail: false,
+        ..RequestOptions::default()
+    }
+}
+
+fn is_dns_failure(err: &FederationError) -> bool {
+    matches!(err, FederationError::Resolve(ResolveError::Dns(_)))
+}
+
+/// How many queries one failed look-up of `host:port` sends to the
+/// responder (hickory may ask again, over UDP and TCP): measured with the
+/// client and `retry_on_dns_fail` false, which also checks that such a
+/// failure is not retried.
+async fn queries_per_failed_lookup(e: &Env, port: u16) -> usize {
+    e.dns.fail(FLAKY, usize::MAX);
+    let destination = format!("{FLAKY}:{port}");
+    let err = e.get(&destination, no_dns_retry()).await.unwrap_err();
+    assert!(is_dns_failure(&err), "{err}");
+    let k = e.dns.queries(FLAKY);
+    assert!(k >= 1);
+    // Nothing more comes later either.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(e.dns.queries(FLAKY), k, "not retried");
+    k
+}
+
+#[tokio::test]
+async fn dns_failure_is_not_retried_when_retry_on_dns_fail_is_false() {
+    let receiver = HttpsServer::start("127.0.0.68", 0).await.unwrap();
+    let e = env(1, |s| s.max_short_retries = 2).await;
+    e.dns.a(FLAKY, "127.0.0.68");
+    let k = queries_per_failed_lookup(&e, receiver.addr.port()).await;
+    assert!(receiver.seen().is_empty());
+    eprintln!("queries per failed look-up: {k}");
+}
+
+#[tokio::test]
+async fn dns_failure_is_retried_when_retry_on_dns_fail_is_true() {
+    let receiver = HttpsServer::start("127.0.0.69", 0).await.unwrap();
+    let port = receiver.addr.port();
+    let destination = format!("{FLAKY}:{port}");
+
+    let e = env(1, |s| s.max_short_retries = 2).await;
+    e.dns.a(FLAKY, "127.0.0.69");
+    let k = queries_per_failed_lookup(&e, port).await;
+
+    // Always failing: every try (1 + max_short_retries) looks it up again.
+    // A fresh client each time: a failed destination is in backoff.
+    let e = env(1, |s| s.max_short_retries = 2).await;
+    e.dns.a(FLAKY, "127.0.0.69");
+    e.dns.fail(FLAKY, usize::MAX);
+    let err = e
+        .get(&destination, RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert!(is_dns_failure(&err), "{err}");
+    assert_eq!(e.dns.queries(FLAKY), 3 * k, "three tries, each asked");
+    assert!(receiver.seen().is_empty());
+
+    // Failing for the first try only: the second one gets through.
+    let e = env(1, |s| s.max_short_retries = 2).await;
+    e.dns.a(FLAKY, "127.0.0.69");
+    e.dns.fail(FLAKY, k);
+    e.get(&destination, RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(e.dns.queries(FLAKY), 2 * k, "asked again after the failure");
+    e.check(
+        &receiver,
+        &destination,
+        receiver.addr,
+        Some(FLAKY),
+        &destination,
+    );
+
+    // Failing for the first two tries: the third one gets through.
+    let receiver = HttpsServer::start("127.0.0.70", 0).await.unwrap();
+    let destination = format!("{FLAKY}:{}", receiver.addr.port());
+    let e = env(1, |s| s.max_short_retries = 2).await;
+    e.dns.a(FLAKY, "127.0.0.70");
+    e.dns.fail(FLAKY, 2 * k);
+    e.get(&destination, RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(e.dns.queries(FLAKY), 3 * k, "asked a third time");
+    e.check(
+        &receiver,
+        &destination,
+        receiver.addr,
+        Some(FLAKY),
+        &destination,
+    );
+}

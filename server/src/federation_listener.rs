@@ -232,6 +232,10 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Small answers go out at once, not after a delayed ACK.
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "federation listener: cannot set TCP_NODELAY");
+                }
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {

@@ -299,7 +299,7 @@ impl FederationClient {
         let dns = Dns::system().map_err(|e| SetupError::Dns(e.to_string()))?;
         let well_known = WellKnownResolver::new(
             dns.clone(),
-            WellKnownConfig::new(tls.clone()),
+            WellKnownConfig::new(tls.clone()).with_ip_filter(ip_filter.clone()),
             Arc::new(SystemClock),
         );
         let resolver = Arc::new(ServerResolver::new(dns, well_known));

@@ -6,9 +6,9 @@
 //! The answer is the addresses to try in order, the `Host` header and the
 //! name the TLS certificate must be valid for.
 //!
-//! No address filtering happens here: the federation client checks every
-//! `Resolution::candidates` entry against `ip_range_blacklist` before
-//! connecting.
+//! The final addresses are not filtered here: the federation client checks
+//! every `Resolution::candidates` entry against `ip_range_blacklist` before
+//! connecting (the `.well-known` fetch checks its own, see `well_known`).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

@@ -2,10 +2,12 @@
 //! mode, refuses a file that is not Herald's or is from a newer version,
 //! runs the embedded migrations, and offers typed operations per table
 //! family: [`destinations`] (with the in-memory [`index`] that serves the
-//! admin list) and [`users`] (accounts and access tokens).
+//! admin list), [`users`] (accounts and access tokens) and [`outbox`] (the
+//! sender's accepted PDUs and EDUs, written by group commit).
 
 pub mod destinations;
 pub mod index;
+pub mod outbox;
 mod ranked;
 pub mod users;
 
@@ -69,6 +71,8 @@ pub struct Store {
     /// Destinations whose backoff an admin reset, told after the commit (a
     /// request sleeping between retries, a sender queue, wake up on it).
     resets: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// The outbox's group-commit writer, started on first use.
+    outbox: outbox::Writer,
 }
 
 impl Store {
@@ -111,6 +115,7 @@ impl Store {
             room_counts: Arc::new(RwLock::new(room_counts)),
             destinations_writer: Arc::new(tokio::sync::Mutex::new(())),
             resets: tokio::sync::broadcast::channel(RESETS_BUFFERED).0,
+            outbox: Default::default(),
         })
     }
 

@@ -1,0 +1,346 @@
+//! The sender's durable intake: accepted PDUs (`outgoing_events`), what each
+//! destination still has to receive (`destination_pdus`, `destination_edus`)
+//! and, in the same transaction, `destinations` / `destination_rooms`.
+//!
+//! Writes go through one writer task per store (group commit): callers queue
+//! their batch on a channel, the writer takes whatever is waiting, commits it
+//! in one transaction and answers every caller after the commit. A failed
+//! transaction stores nothing for any of the batches in it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{now_ms, DestinationRow, Store, StoreError};
+
+/// Most rows (events plus EDUs) one group commit takes before committing.
+const MAX_ROWS_PER_COMMIT: usize = 10_000;
+/// Batches waiting for the writer before callers wait to queue theirs.
+const QUEUE_DEPTH: usize = 1024;
+
+/// A PDU to store, already validated, with the destinations to deliver to
+/// (already filtered and deduplicated).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub room_id: String,
+    /// The PDU as JSON text.
+    pub pdu_json: String,
+    pub destinations: Vec<String>,
+}
+
+/// An EDU to store once per destination.
+#[derive(Debug, Clone)]
+pub struct NewEdu {
+    pub edu_type: String,
+    /// The content as JSON text.
+    pub content_json: String,
+    pub destinations: Vec<String>,
+}
+
+/// A PDU waiting for a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPdu {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub pdu_json: String,
+}
+
+/// An EDU waiting for a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEdu {
+    pub id: i64,
+    pub edu_type: String,
+    pub content_json: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The group commit this batch was part of failed (nothing stored).
+    #[error("group commit failed: {0}")]
+    Commit(Arc<StoreError>),
+    #[error("the outbox writer stopped")]
+    WriterGone,
+}
+
+pub(super) enum Job {
+    Pdus(
+        Vec<NewEvent>,
+        oneshot::Sender<Result<Vec<i64>, OutboxError>>,
+    ),
+    Edus(Vec<NewEdu>, oneshot::Sender<Result<(), OutboxError>>),
+}
+
+impl Job {
+    fn rows(&self) -> usize {
+        match self {
+            Job::Pdus(events, _) => events.len().max(1),
+            Job::Edus(edus, _) => edus.len().max(1),
+        }
+    }
+}
+
+/// The channel to the writer task, started on first use.
+pub(super) type Writer = Arc<OnceLock<mpsc::Sender<Job>>>;
+
+impl Store {
+    /// Stores events durably and answers their stream orderings (one per
+    /// event, in order) once committed. An event ID stored before keeps its
+    /// stream ordering; new destinations are added to it.
+    pub async fn enqueue_pdus(&self, events: Vec<NewEvent>) -> Result<Vec<i64>, OutboxError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Pdus(events, tx)).await?;
+        rx.await.map_err(|_| OutboxError::WriterGone)?
+    }
+
+    /// Stores EDUs durably, one row per destination; returns once committed.
+    pub async fn enqueue_edus(&self, edus: Vec<NewEdu>) -> Result<(), OutboxError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Edus(edus, tx)).await?;
+        rx.await.map_err(|_| OutboxError::WriterGone)?
+    }
+
+    async fn submit(&self, job: Job) -> Result<(), OutboxError> {
+        let sender = self.outbox.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            // The writer's copy must not hold the sender, or it would never
+            // see the channel close.
+            let writer = Store {
+                outbox: Arc::new(OnceLock::new()),
+                ..self.clone()
+            };
+            tokio::spawn(writer.run_writer(rx));
+            tx
+        });
+        sender.send(job).await.map_err(|_| OutboxError::WriterGone)
+    }
+
+    async fn run_writer(self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.recv().await {
+            let mut rows = first.rows();
+            let mut jobs = vec![first];
+            while rows < MAX_ROWS_PER_COMMIT {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        rows += job.rows();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            match self.commit_jobs(&jobs).await {
+                Ok(orderings) => {
+                    let mut orderings = orderings.into_iter();
+                    for job in jobs {
+                        match job {
+                            Job::Pdus(_, reply) => {
+                                let _ = reply.send(Ok(orderings.next().unwrap_or_default()));
+                            }
+                            Job::Edus(_, reply) => {
+                                let _ = reply.send(Ok(()));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, batches = jobs.len(), "outbox commit failed");
+                    let e = Arc::new(e);
+                    for job in jobs {
+                        match job {
+                            Job::Pdus(_, reply) => {
+                                let _ = reply.send(Err(OutboxError::Commit(e.clone())));
+                            }
+                            Job::Edus(_, reply) => {
+                                let _ = reply.send(Err(OutboxError::Commit(e.clone())));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction for all `jobs`; the stream orderings of each PDU job,
+    /// in job order. Updates the destinations index and room counts after
+    /// the commit, under the destinations writer lock.
+    async fn commit_jobs(&self, jobs: &[Job]) -> Result<Vec<Vec<i64>>, StoreError> {
+        let now = now_ms();
+        let _writer = self.destinations_writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let mut orderings = Vec::new();
+        // (destination, room) -> newest stream ordering in this commit.
+        let mut newest: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        let mut destinations: BTreeSet<&str> = BTreeSet::new();
+        for job in jobs {
+            match job {
+                Job::Pdus(events, _) => {
+                    let mut assigned = Vec::with_capacity(events.len());
+                    for event in events {
+                        let inserted: Option<i64> = sqlx::query_scalar(
+                            "INSERT INTO outgoing_events (event_id, room_id, json, received_ts) \
+                             VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING \
+                             RETURNING stream_ordering",
+                        )
+                        .bind(&event.event_id)
+                        .bind(&event.room_id)
+                        .bind(&event.pdu_json)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        let ordering = match inserted {
+                            Some(so) => so,
+                            None => sqlx::query_scalar(
+                                "SELECT stream_ordering FROM outgoing_events WHERE event_id = ?",
+                            )
+                            .bind(&event.event_id)
+                            .fetch_one(&mut *tx)
+                            .await?,
+                        };
+                        assigned.push(ordering);
+                        for destination in &event.destinations {
+                            if destinations.insert(destination.as_str()) {
+                                sqlx::query(
+                                    "INSERT INTO destinations (destination) VALUES (?) \
+                                     ON CONFLICT DO NOTHING",
+                                )
+                                .bind(destination)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            sqlx::query(
+                                "INSERT INTO destination_pdus (destination, stream_ordering) \
+                                 VALUES (?, ?) ON CONFLICT DO NOTHING",
+                            )
+                            .bind(destination)
+                            .bind(ordering)
+                            .execute(&mut *tx)
+                            .await?;
+                            let key = (destination.as_str(), event.room_id.as_str());
+                            let slot = newest.entry(key).or_insert(ordering);
+                            *slot = (*slot).max(ordering);
+                        }
+                    }
+                    orderings.push(assigned);
+                }
+                Job::Edus(edus, _) => {
+                    for edu in edus {
+                        for destination in &edu.destinations {
+                            sqlx::query(
+                                "INSERT INTO destination_edus \
+                                 (destination, edu_type, content, received_ts) VALUES (?, ?, ?, ?)",
+                            )
+                            .bind(destination)
+                            .bind(&edu.edu_type)
+                            .bind(&edu.content_json)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                }
+            }
+        }
+        // Rooms each destination gained, for the rooms list's `total`.
+        let mut new_rooms: HashMap<&str, u64> = HashMap::new();
+        for ((destination, room_id), ordering) in &newest {
+            let inserted = sqlx::query(
+                "INSERT INTO destination_rooms (destination, room_id, stream_ordering) \
+                 VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(destination)
+            .bind(room_id)
+            .bind(ordering)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted > 0 {
+                *new_rooms.entry(destination).or_default() += 1;
+            } else {
+                // Never lower an existing one.
+                sqlx::query(
+                    "UPDATE destination_rooms SET stream_ordering = ? \
+                     WHERE destination = ? AND room_id = ? AND stream_ordering < ?",
+                )
+                .bind(ordering)
+                .bind(destination)
+                .bind(room_id)
+                .bind(ordering)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        {
+            let mut index = self.index.write();
+            for destination in &destinations {
+                if index.get(destination).is_none() {
+                    index.put(DestinationRow::new(destination, None, None, None, None));
+                }
+            }
+        }
+        let mut counts = self.room_counts.write();
+        for (destination, added) in new_rooms {
+            *counts.entry(destination.to_owned()).or_default() += added;
+        }
+        Ok(orderings)
+    }
+
+    /// Up to `limit` PDUs still to deliver to `destination`, oldest first.
+    pub async fn pending_pdus(
+        &self,
+        destination: &str,
+        limit: u32,
+    ) -> Result<Vec<PendingPdu>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.stream_ordering, e.event_id, e.room_id, e.json FROM destination_pdus p \
+             JOIN outgoing_events e ON e.stream_ordering = p.stream_ordering \
+             WHERE p.destination = ? ORDER BY p.stream_ordering LIMIT ?",
+        )
+        .bind(destination)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingPdu {
+                    stream_ordering: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    room_id: r.try_get(2)?,
+                    pdu_json: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Up to `limit` EDUs still to deliver to `destination`, oldest first.
+    pub async fn pending_edus(
+        &self,
+        destination: &str,
+        limit: u32,
+    ) -> Result<Vec<PendingEdu>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, edu_type, content FROM destination_edus WHERE destination = ? \
+             ORDER BY id LIMIT ?",
+        )
+        .bind(destination)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingEdu {
+                    id: r.try_get(0)?,
+                    edu_type: r.try_get(1)?,
+                    content_json: r.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}

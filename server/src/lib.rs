@@ -15,6 +15,7 @@ pub mod federation;
 pub mod federation_listener;
 pub mod keys;
 pub mod metrics;
+pub mod sender;
 pub mod serve;
 pub mod state;
 pub mod store;

@@ -47,6 +47,7 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
         .merge(crate::admin::router())
         .merge(crate::auth::routes::router())
         .merge(crate::metrics::router())
+        .merge(crate::sender::router())
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state);
     api.merge(site::router(leptos_options(listen)))

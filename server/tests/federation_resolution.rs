@@ -9,7 +9,10 @@
 //! `RequestOptions::retry_on_dns_fail`: a name whose look-ups get SERVFAIL
 //! is looked up again (and succeeds) when it is true, once when false.
 
-use std::collections::HashMap;
+mod dns_responder;
+
+use dns_responder::DnsServer;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -29,13 +32,10 @@ use herald::keys::signing::{SigningKey, VerifyKey};
 use herald::keys::x_matrix::{verify_request, XMatrix};
 use herald::keys::ServerKeys;
 use herald::store::Store;
-use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::{A, SRV};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 const ORIGIN: &str = "origin.test";
 const WK: &str = "/.well-known/matrix/server";
@@ -46,114 +46,6 @@ async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), f)
         .await
         .expect("no result within 30 s")
-}
-
-// ---------- DNS responder ----------
-
-#[derive(Default)]
-struct ZoneData {
-    records: HashMap<(String, RecordType), Vec<RData>>,
-    /// SERVFAIL answers still to give, per name.
-    fail: HashMap<String, usize>,
-    /// Every query: (name, type).
-    queries: Vec<(String, RecordType)>,
-}
-
-type Zone = Arc<Mutex<ZoneData>>;
-
-struct DnsServer {
-    addr: SocketAddr,
-    zone: Zone,
-}
-
-impl DnsServer {
-    async fn start() -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = socket.local_addr().unwrap();
-        let zone: Zone = Arc::default();
-        let z = zone.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
-                    return;
-                };
-                let Ok(request) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let response = answer(&z, &request);
-                let _ = socket.send_to(&response.to_vec().unwrap(), peer).await;
-            }
-        });
-        Self { addr, zone }
-    }
-
-    fn add(&self, name: &str, rdata: RData) {
-        let key = (name.to_ascii_lowercase(), rdata.record_type());
-        self.zone.lock().records.entry(key).or_default().push(rdata);
-    }
-
-    fn a(&self, name: &str, ip: &str) {
-        let IpAddr::V4(v4) = ip.parse::<IpAddr>().unwrap() else {
-            panic!("IPv4 only here");
-        };
-        assert!(v4.is_loopback());
-        self.add(name, RData::A(A(v4)));
-    }
-
-    fn srv(&self, name: &str, port: u16, target: &str) {
-        let target = Name::from_ascii(format!("{target}.")).unwrap();
-        self.add(name, RData::SRV(SRV::new(10, 0, port, target)));
-    }
-
-    /// The next `n` queries about `name` get SERVFAIL.
-    fn fail(&self, name: &str, n: usize) {
-        self.zone.lock().fail.insert(name.to_owned(), n);
-    }
-
-    /// How many queries about `name` arrived.
-    fn queries(&self, name: &str) -> usize {
-        let zone = self.zone.lock();
-        zone.queries.iter().filter(|(n, _)| n == name).count()
-    }
-}
-
-fn answer(zone: &Zone, request: &Message) -> Message {
-    let mut response = Message::new();
-    response
-        .set_id(request.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(request.op_code())
-        .set_recursion_desired(request.recursion_desired())
-        .set_recursion_available(true);
-    let mut zone = zone.lock();
-    for query in request.queries() {
-        response.add_query(query.clone());
-        let name = query.name().to_ascii();
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        zone.queries.push((name.clone(), query.query_type()));
-        if let Some(left) = zone.fail.get_mut(&name) {
-            if *left > 0 {
-                *left -= 1;
-                response.set_response_code(ResponseCode::ServFail);
-                continue;
-            }
-        }
-        let known = zone.records.keys().any(|(n, _)| *n == name);
-        if !known {
-            response.set_response_code(ResponseCode::NXDomain);
-            continue;
-        }
-        for rdata in zone
-            .records
-            .get(&(name, query.query_type()))
-            .into_iter()
-            .flatten()
-        {
-            response.add_answer(Record::from_rdata(query.name().clone(), 60, rdata.clone()));
-        }
-    }
-    response
 }
 
 // ---------- HTTPS servers (well-known and federation receiver) ----------
@@ -406,7 +298,7 @@ async fn step1_ip_literal_with_port() {
     assert_eq!(got["server"]["name"], "receiver");
     // No SNI for an IP address (RFC 6066); Host is the literal with port.
     e.check(&receiver, &destination, receiver.addr, None, &destination);
-    assert_eq!(e.dns.zone.lock().queries.len(), 0, "no DNS for a literal");
+    assert_eq!(e.dns.total_queries(), 0, "no DNS for a literal");
 }
 
 #[tokio::test]
@@ -473,6 +365,8 @@ async fn step4_srv_without_well_known() {
     e.dns.a("srv.example.test", "127.0.0.65");
     e.dns.srv(
         "_matrix-fed._tcp.srv.example.test",
+        10,
+        0,
         receiver.addr.port(),
         "target.example.test",
     );

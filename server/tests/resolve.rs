@@ -7,6 +7,10 @@
 //! loopback here, except in the tests of that filter, which bind servers on
 //! distinct 127.0.0.x addresses and allow only some of them.
 
+mod dns_responder;
+
+use dns_responder::DnsServer;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,98 +23,11 @@ use herald::federation::resolve::{Host, ResolveError, ServerResolver, Step};
 use herald::federation::well_known::{
     tls_client_config, ManualClock, WellKnownConfig, WellKnownError, WellKnownResolver,
 };
-use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, SRV};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 const WK: &str = "/.well-known/matrix/server";
-
-// ---------- DNS responder ----------
-
-type Zone = Arc<Mutex<HashMap<(String, RecordType), Vec<RData>>>>;
-
-struct DnsServer {
-    addr: SocketAddr,
-    zone: Zone,
-}
-
-impl DnsServer {
-    async fn start() -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = socket.local_addr().unwrap();
-        let zone: Zone = Arc::default();
-        let z = zone.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
-                    return;
-                };
-                let Ok(request) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let response = answer(&z, &request);
-                let _ = socket.send_to(&response.to_vec().unwrap(), peer).await;
-            }
-        });
-        Self { addr, zone }
-    }
-
-    fn add(&self, name: &str, rdata: RData) {
-        let key = (name.to_ascii_lowercase(), rdata.record_type());
-        self.zone.lock().entry(key).or_default().push(rdata);
-    }
-
-    fn a(&self, name: &str, ip: &str) {
-        match ip.parse::<IpAddr>().unwrap() {
-            IpAddr::V4(v4) => {
-                assert!(v4.is_loopback());
-                self.add(name, RData::A(A(v4)))
-            }
-            IpAddr::V6(v6) => {
-                assert!(v6.is_loopback());
-                self.add(name, RData::AAAA(AAAA(v6)))
-            }
-        }
-    }
-
-    fn srv(&self, name: &str, priority: u16, weight: u16, port: u16, target: &str) {
-        let target = if target == "." {
-            Name::root()
-        } else {
-            Name::from_ascii(format!("{target}.")).unwrap()
-        };
-        self.add(name, RData::SRV(SRV::new(priority, weight, port, target)));
-    }
-}
-
-fn answer(zone: &Zone, request: &Message) -> Message {
-    let mut response = Message::new();
-    response
-        .set_id(request.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(request.op_code())
-        .set_recursion_desired(request.recursion_desired())
-        .set_recursion_available(true);
-    let zone = zone.lock();
-    for query in request.queries() {
-        response.add_query(query.clone());
-        let name = query.name().to_ascii();
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let known = zone.keys().any(|(n, _)| *n == name);
-        if !known {
-            response.set_response_code(ResponseCode::NXDomain);
-            continue;
-        }
-        for rdata in zone.get(&(name, query.query_type())).into_iter().flatten() {
-            response.add_answer(Record::from_rdata(query.name().clone(), 60, rdata.clone()));
-        }
-    }
-    response
-}
 
 // ---------- HTTPS server ----------
 

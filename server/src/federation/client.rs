@@ -521,20 +521,19 @@ impl FederationClient {
         {
             return Err(bad(format!("`{path_and_query}` is not a path")));
         }
-        let content = body
+        let canonical = body
             .map(crate::keys::to_canonical_json)
             .transpose()
-            .map_err(|e| bad(format!("the body cannot be canonical JSON: {e}")))?
-            .map(Bytes::from);
+            .map_err(|e| bad(format!("the body cannot be canonical JSON: {e}")))?;
+        // Signed over the very bytes that are sent.
         let auth = if self.settings.sign_requests {
-            let auth = crate::keys::x_matrix::sign_request(
+            let auth = crate::keys::x_matrix::sign_canonical_request(
                 &self.keys,
                 method.as_str(),
                 path_and_query,
                 destination,
-                body,
-            )
-            .map_err(|e| bad(format!("cannot sign: {e}")))?;
+                canonical.as_deref(),
+            );
             Some(
                 HeaderValue::from_str(&auth.to_header())
                     .map_err(|_| bad("the X-Matrix header is not a valid header value".into()))?,
@@ -542,6 +541,7 @@ impl FederationClient {
         } else {
             None
         };
+        let content = canonical.map(Bytes::from);
         let timeout = options.timeout.unwrap_or(self.settings.client_timeout);
         let mut retries_left = if options.long_retries {
             self.settings.max_long_retries

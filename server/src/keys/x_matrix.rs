@@ -11,6 +11,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::canonical::{to_canonical_json, write_canonical_json};
 use super::signing::{self, SigningError, VerifyError, VerifyKey};
 use super::ServerKeys;
 
@@ -66,6 +67,44 @@ pub fn request_json(
     Value::Object(object)
 }
 
+/// The canonical JSON of [`request_json`], built around the body's
+/// canonical JSON as it is sent (the members' names are already in code point
+/// order: content, destination, method, origin, uri), so that signing does
+/// not copy the body or canonicalise it a second time.
+pub fn canonical_request(
+    method: &str,
+    uri: &str,
+    origin: &str,
+    destination: &str,
+    canonical_content: Option<&str>,
+) -> String {
+    let mut out = String::with_capacity(canonical_content.map_or(0, str::len) + 128);
+    out.push('{');
+    if let Some(content) = canonical_content {
+        out.push_str("\"content\":");
+        out.push_str(content);
+        out.push(',');
+    }
+    let members = [
+        ("destination", destination),
+        ("method", method),
+        ("origin", origin),
+        ("uri", uri),
+    ];
+    for (i, (name, value)) in members.into_iter().enumerate() {
+        if i != 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(name);
+        out.push_str("\":");
+        // A string is always canonical JSON; only numbers can be refused.
+        let _ = write_canonical_json(&Value::String(value.to_owned()), &mut out);
+    }
+    out.push('}');
+    out
+}
+
 /// Signs a request from this server to `destination` with the current key.
 pub fn sign_request(
     keys: &ServerKeys,
@@ -74,14 +113,39 @@ pub fn sign_request(
     destination: &str,
     content: Option<&Value>,
 ) -> Result<XMatrix, SigningError> {
+    let content = content.map(to_canonical_json).transpose()?;
+    Ok(sign_canonical_request(
+        keys,
+        method,
+        uri,
+        destination,
+        content.as_deref(),
+    ))
+}
+
+/// [`sign_request`] for a body already in canonical JSON (the bytes the
+/// client sends).
+pub fn sign_canonical_request(
+    keys: &ServerKeys,
+    method: &str,
+    uri: &str,
+    destination: &str,
+    canonical_content: Option<&str>,
+) -> XMatrix {
     let key = keys.current();
-    let value = request_json(method, uri, keys.server_name(), destination, content);
-    Ok(XMatrix {
+    let signed = canonical_request(
+        method,
+        uri,
+        keys.server_name(),
+        destination,
+        canonical_content,
+    );
+    XMatrix {
         origin: keys.server_name().to_owned(),
         destination: Some(destination.to_owned()),
         key_id: key.key_id(),
-        sig: key.sign_json_detached(&value)?,
-    })
+        sig: key.sign_bytes(signed.as_bytes()),
+    }
 }
 
 /// Checks a received request's credential: addressed to `our_name` (if it
@@ -273,6 +337,30 @@ mod tests {
                 found: "dest.test".into()
             })
         );
+    }
+
+    #[test]
+    fn the_canonical_request_is_the_canonical_json_of_the_request_object() {
+        let body = json!({"z": [1, {"é": "\u{1}\"\\"}], "a": "日本", "pdus": []});
+        let canonical_body = to_canonical_json(&body).expect("canonical");
+        for content in [None, Some(&body)] {
+            let expected = to_canonical_json(&request_json(
+                "PUT",
+                "/send/1?x=\"y\"",
+                "origin.test",
+                "dest:8448",
+                content,
+            ))
+            .expect("canonical");
+            let built = canonical_request(
+                "PUT",
+                "/send/1?x=\"y\"",
+                "origin.test",
+                "dest:8448",
+                content.map(|_| canonical_body.as_str()),
+            );
+            assert_eq!(built, expected);
+        }
     }
 
     #[test]

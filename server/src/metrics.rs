@@ -5,7 +5,10 @@
 //! for Synapse work: `synapse_http_matrixfederationclient_requests_total
 //! {method}` and `..._responses_total{method,code}`; Herald adds the
 //! request duration and the number of destinations in backoff (read from
-//! the store's index at scrape time).
+//! the store's index at scrape time). The sender's series (`herald_sender_*`)
+//! count PDUs and EDUs queued and sent, transactions by outcome, destinations
+//! per sender state and the age of the oldest undelivered event (the last two
+//! read at scrape time).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +48,50 @@ struct ResponseLabels {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// How a transaction ended, for `herald_sender_transactions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// 200: delivered.
+    Sent,
+    /// The destination could not be reached or answered 5xx/401/429.
+    Failed,
+    /// It answered another 4xx or something that is not a transaction
+    /// response.
+    Rejected,
+}
+
+impl TxnOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            TxnOutcome::Sent => "sent",
+            TxnOutcome::Failed => "failed",
+            TxnOutcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// The sender's state read at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SenderGauges {
+    /// Known destinations with nothing to send.
+    pub idle: u64,
+    pub sending: u64,
+    pub backing_off: u64,
+    pub catching_up: u64,
+    /// Age of the oldest undelivered PDU, in seconds (0 when none).
+    pub oldest_undelivered_secs: f64,
+}
+
 /// Every series Herald exports.
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +99,14 @@ pub struct Metrics {
     responses: Family<ResponseLabels, Counter>,
     duration: Family<MethodLabels, Histogram>,
     in_backoff: Gauge,
+    pdus_queued: Counter,
+    edus_queued: Counter,
+    pdus_sent: Counter,
+    edus_sent: Counter,
+    pdu_errors: Counter,
+    transactions: Family<OutcomeLabels, Counter>,
+    destinations: Family<StateLabels, Gauge>,
+    oldest_undelivered: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -89,12 +144,89 @@ impl Metrics {
             "Destinations in backoff (backing off, retry due or never reached)",
             in_backoff.clone(),
         );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let pdus_queued = counter(
+            &mut registry,
+            "herald_sender_pdus_queued",
+            "PDUs queued for a destination (one per event and destination)",
+        );
+        let edus_queued = counter(
+            &mut registry,
+            "herald_sender_edus_queued",
+            "EDUs queued for a destination",
+        );
+        let pdus_sent = counter(
+            &mut registry,
+            "herald_sender_pdus_sent",
+            "PDUs delivered in acknowledged transactions",
+        );
+        let edus_sent = counter(
+            &mut registry,
+            "herald_sender_edus_sent",
+            "EDUs delivered in acknowledged transactions",
+        );
+        let pdu_errors = counter(
+            &mut registry,
+            "herald_sender_pdu_errors",
+            "PDUs a destination acknowledged with an error (not retried)",
+        );
+        let transactions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "herald_sender_transactions",
+            "Transactions sent, by outcome (sent, failed, rejected)",
+            transactions.clone(),
+        );
+        let destinations = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "herald_sender_destinations",
+            "Destinations per sender state (idle, sending, backing_off, catching_up)",
+            destinations.clone(),
+        );
+        let oldest_undelivered = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "herald_sender_oldest_undelivered_age_seconds",
+            "Age of the oldest PDU not yet delivered to every destination",
+            oldest_undelivered.clone(),
+        );
         Metrics {
             registry,
             requests,
             responses,
             duration,
             in_backoff,
+            pdus_queued,
+            edus_queued,
+            pdus_sent,
+            edus_sent,
+            pdu_errors,
+            transactions,
+            destinations,
+            oldest_undelivered,
+        }
+    }
+
+    /// PDUs and EDUs were queued (counted once per destination).
+    pub fn queued(&self, pdus: u64, edus: u64) {
+        self.pdus_queued.inc_by(pdus);
+        self.edus_queued.inc_by(edus);
+    }
+
+    /// A transaction ended; `pdus`/`edus` delivered when it was sent, and
+    /// how many PDUs the destination refused.
+    pub fn transaction(&self, outcome: TxnOutcome, pdus: u64, edus: u64, pdu_errors: u64) {
+        self.transactions
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
+            })
+            .inc();
+        if outcome == TxnOutcome::Sent {
+            self.pdus_sent.inc_by(pdus);
+            self.edus_sent.inc_by(edus);
+            self.pdu_errors.inc_by(pdu_errors);
         }
     }
 
@@ -123,9 +255,20 @@ impl Metrics {
     }
 
     /// The exposition text, with the gauges read now.
-    pub fn encode(&self, destinations_in_backoff: u64) -> String {
-        self.in_backoff
-            .set(i64::try_from(destinations_in_backoff).unwrap_or(i64::MAX));
+    pub fn encode(&self, destinations_in_backoff: u64, sender: SenderGauges) -> String {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.in_backoff.set(gauge(destinations_in_backoff));
+        for (state, n) in [
+            ("idle", sender.idle),
+            ("sending", sender.sending),
+            ("backing_off", sender.backing_off),
+            ("catching_up", sender.catching_up),
+        ] {
+            self.destinations
+                .get_or_create(&StateLabels { state })
+                .set(gauge(n));
+        }
+        self.oldest_undelivered.set(sender.oldest_undelivered_secs);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -141,7 +284,8 @@ pub fn router() -> Router<AppState> {
 async fn metrics(State(state): State<AppState>) -> Response {
     let summary = state.store.federation_summary().await;
     let in_backoff = summary.backing_off + summary.retry_due + summary.never_reached;
-    let body = state.metrics.encode(in_backoff);
+    let sender = state.sender.gauges(state.store.destination_count()).await;
+    let body = state.metrics.encode(in_backoff, sender);
     ([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], body).into_response()
 }
 
@@ -159,7 +303,25 @@ mod tests {
         m.request_sent("PUT");
         m.response_received("PUT", 200, Duration::from_millis(30));
         m.response_received("GET", 429, Duration::from_millis(3));
-        let text = m.encode(7);
+        m.queued(3, 1);
+        m.transaction(TxnOutcome::Sent, 2, 1, 1);
+        m.transaction(TxnOutcome::Failed, 1, 0, 0);
+        let text = m.encode(
+            7,
+            SenderGauges {
+                idle: 4,
+                sending: 1,
+                backing_off: 2,
+                catching_up: 1,
+                oldest_undelivered_secs: 1.5,
+            },
+        );
+        assert!(text.contains("herald_sender_pdus_queued_total 3\n"));
+        assert!(text.contains("herald_sender_pdus_sent_total 2\n"));
+        assert!(text.contains("herald_sender_pdu_errors_total 1\n"));
+        assert!(text.contains("herald_sender_transactions_total{outcome=\"failed\"} 1\n"));
+        assert!(text.contains("herald_sender_destinations{state=\"backing_off\"} 2\n"));
+        assert!(text.contains("herald_sender_oldest_undelivered_age_seconds 1.5\n"));
         assert!(
             text.contains("synapse_http_matrixfederationclient_requests_total{method=\"PUT\"} 2\n")
         );

@@ -29,6 +29,8 @@ pub enum ServeError {
     Keys(#[from] KeysError),
     #[error(transparent)]
     Federation(#[from] FederationListenError),
+    #[error("federation client: {0}")]
+    Client(#[from] crate::federation::client::SetupError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -82,7 +84,7 @@ impl Server {
         Ok(Server {
             admin,
             federation,
-            state: AppState::new(store, config, keys),
+            state: AppState::new(store, config, keys)?,
         })
     }
 

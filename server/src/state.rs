@@ -1,12 +1,15 @@
 //! What every request handler can reach: the store, the configuration, the
-//! server's signing keys, the login rate limiters and the metrics.
+//! server's signing keys, the login rate limiters, the metrics and the
+//! federation sender.
 
 use std::sync::Arc;
 
 use crate::auth::ratelimit::Limiter;
 use crate::config::Config;
+use crate::federation::client::{FederationClient, SetupError};
 use crate::keys::ServerKeys;
 use crate::metrics::Metrics;
+use crate::sender::Sender;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -20,17 +23,27 @@ pub struct AppState {
     pub failed_logins_by_address: Arc<Limiter>,
     /// The Prometheus series (`GET /metrics`).
     pub metrics: Arc<Metrics>,
+    /// Delivers what the intake API accepted.
+    pub sender: Sender,
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Config, keys: ServerKeys) -> AppState {
-        AppState {
+    /// Builds the federation client and starts the sender (in the current
+    /// tokio runtime).
+    pub fn new(store: Store, config: Config, keys: ServerKeys) -> Result<AppState, SetupError> {
+        let keys = Arc::new(keys);
+        let metrics = Arc::new(Metrics::new());
+        let client = FederationClient::from_config(&config, store.clone(), keys.clone())?
+            .with_metrics(metrics.clone());
+        let sender = Sender::start(store.clone(), Arc::new(client), &config, metrics.clone());
+        Ok(AppState {
             failed_logins_by_user: Arc::new(Limiter::new(config.rc_login.failed_attempts)),
             failed_logins_by_address: Arc::new(Limiter::new(config.rc_login.address)),
             store,
             config: Arc::new(config),
-            keys: Arc::new(keys),
-            metrics: Arc::new(Metrics::new()),
-        }
+            keys,
+            metrics,
+            sender,
+        })
     }
 }

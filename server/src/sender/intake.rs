@@ -118,7 +118,22 @@ async fn accept_pdus(state: &AppState, request: Request) -> ApiResult<Vec<i64>> 
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    state.store.enqueue_pdus(events).await.map_err(outbox_error)
+    let queued = events.iter().map(|e| e.destinations.len() as u64).sum();
+    let woken = wake_list(events.iter().map(|e| &e.destinations));
+    let orderings = state
+        .store
+        .enqueue_pdus(events)
+        .await
+        .map_err(outbox_error)?;
+    state.metrics.queued(queued, 0);
+    state.sender.notify(woken.iter().map(String::as_str));
+    Ok(orderings)
+}
+
+/// Every destination named, once.
+fn wake_list<'a>(lists: impl Iterator<Item = &'a Vec<String>>) -> Vec<String> {
+    let set: std::collections::BTreeSet<&String> = lists.flatten().collect();
+    set.into_iter().cloned().collect()
 }
 
 async fn accept_edus(state: &AppState, request: Request) -> ApiResult<()> {
@@ -141,7 +156,12 @@ async fn accept_edus(state: &AppState, request: Request) -> ApiResult<()> {
     if edus.iter().all(|e| e.destinations.is_empty()) {
         return Ok(());
     }
-    state.store.enqueue_edus(edus).await.map_err(outbox_error)
+    let queued = edus.iter().map(|e| e.destinations.len() as u64).sum();
+    let woken = wake_list(edus.iter().map(|e| &e.destinations));
+    state.store.enqueue_edus(edus).await.map_err(outbox_error)?;
+    state.metrics.queued(0, queued);
+    state.sender.notify(woken.iter().map(String::as_str));
+    Ok(())
 }
 
 /// Checks the sender token, then reads and parses the body.

@@ -1,9 +1,78 @@
-//! The federation sender. So far its intake: [`intake`] serves
-//! `POST /_herald/v1/send/pdus` and `POST /_herald/v1/send/edus` on the admin
-//! listener, authenticated by `sender_api_token`, and stores what it accepts
-//! through the store's outbox (`crate::store::outbox`) before answering.
-//! The per-destination queues that deliver it come next.
+//! The federation sender: what a homeserver hands Herald to send, and its
+//! delivery. [`intake`] serves `POST /_herald/v1/send/pdus` and `/edus`
+//! (auth by `sender_api_token`) and stores what it accepts through the
+//! store's outbox before answering; then [`Sender::notify`] wakes the
+//! destinations. [`scheduler`] keeps who sends when (a due-time queue and
+//! one timer task); [`queue`] runs one destination's transactions, in order
+//! or in catch-up; [`transaction`] builds them and hands out their IDs.
 
 pub mod intake;
+mod queue;
+mod scheduler;
+pub mod transaction;
+
+use std::sync::Arc;
 
 pub use intake::router;
+
+use crate::config::Config;
+use crate::federation::client::FederationClient;
+use crate::metrics::{Metrics, SenderGauges};
+use crate::store::{now_ms, Store};
+use scheduler::{Shared, Wake};
+
+pub use scheduler::CATCH_UP_AFTER_MS;
+
+/// Destinations sending at once (each has at most one transaction in
+/// flight); the others wait for a slot.
+const MAX_SENDING: usize = 1024;
+
+/// The running sender. Cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    shared: Arc<Shared>,
+}
+
+impl Sender {
+    /// Starts the sender: its timer task, and the resumption of every
+    /// destination with queued data (spread out).
+    pub fn start(
+        store: Store,
+        client: Arc<FederationClient>,
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Sender {
+        let shared = Arc::new(Shared::new(
+            store.clone(),
+            client,
+            config.server_name.clone(),
+            metrics,
+            config.destination_min_retry_interval.0,
+            MAX_SENDING,
+        ));
+        tokio::spawn(shared.clone().run_timers(store.subscribe_resets()));
+        tokio::spawn(shared.clone().resume());
+        Sender { shared }
+    }
+
+    /// Data was queued for these destinations.
+    pub fn notify<'a>(&self, destinations: impl IntoIterator<Item = &'a str>) {
+        for name in destinations {
+            self.shared.wake(name, Wake::NewData);
+        }
+    }
+
+    /// Destinations per state and the oldest undelivered PDU's age, for the
+    /// metrics; `known` is how many destinations the store knows.
+    pub async fn gauges(&self, known: usize) -> SenderGauges {
+        let mut gauges = self.shared.gauges(known);
+        match self.shared.store.oldest_undelivered_ts().await {
+            Ok(Some(ts)) => {
+                gauges.oldest_undelivered_secs = (now_ms() - ts).max(0) as f64 / 1000.0;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the oldest undelivered event"),
+        }
+        gauges
+    }
+}

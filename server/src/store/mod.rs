@@ -5,6 +5,7 @@
 //! admin list), [`users`] (accounts and access tokens) and [`outbox`] (the
 //! sender's accepted PDUs and EDUs, written by group commit).
 
+pub mod delivery;
 pub mod destinations;
 pub mod index;
 pub mod outbox;
@@ -54,6 +55,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("user {0} already exists")]
     UserExists(String),
+    #[error("unexpected value in the database: {what}")]
+    Corrupt { what: String },
 }
 
 /// The database: a pool of SQLite connections plus the destinations index.

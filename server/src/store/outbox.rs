@@ -5,14 +5,16 @@
 //! Writes go through one writer task per store (group commit): callers queue
 //! their batch on a channel, the writer takes whatever is waiting, commits it
 //! in one transaction and answers every caller after the commit. A failed
-//! transaction stores nothing for any of the batches in it.
+//! transaction stores nothing for any of the batches in it. The sender's
+//! delivery records ([`super::delivery`]) share the writer, so a busy sender
+//! costs one commit per round, not one per transaction.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 
-use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
+use super::delivery::Delivery;
 use super::{now_ms, DestinationRow, Store, StoreError};
 
 /// Most rows (events plus EDUs) one group commit takes before committing.
@@ -40,23 +42,6 @@ pub struct NewEdu {
     pub destinations: Vec<String>,
 }
 
-/// A PDU waiting for a destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingPdu {
-    pub stream_ordering: i64,
-    pub event_id: String,
-    pub room_id: String,
-    pub pdu_json: String,
-}
-
-/// An EDU waiting for a destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingEdu {
-    pub id: i64,
-    pub edu_type: String,
-    pub content_json: String,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error(transparent)]
@@ -74,6 +59,7 @@ pub(super) enum Job {
         oneshot::Sender<Result<Vec<i64>, OutboxError>>,
     ),
     Edus(Vec<NewEdu>, oneshot::Sender<Result<(), OutboxError>>),
+    Delivered(Delivery, oneshot::Sender<Result<(), OutboxError>>),
 }
 
 impl Job {
@@ -81,6 +67,7 @@ impl Job {
         match self {
             Job::Pdus(events, _) => events.len().max(1),
             Job::Edus(edus, _) => edus.len().max(1),
+            Job::Delivered(d, _) => d.pdus.len() + d.edus.len() + 1,
         }
     }
 }
@@ -102,6 +89,14 @@ impl Store {
     pub async fn enqueue_edus(&self, edus: Vec<NewEdu>) -> Result<(), OutboxError> {
         let (tx, rx) = oneshot::channel();
         self.submit(Job::Edus(edus, tx)).await?;
+        rx.await.map_err(|_| OutboxError::WriterGone)?
+    }
+
+    /// Records what a destination acknowledged (see [`Delivery`]); returns
+    /// once committed.
+    pub async fn record_delivery(&self, delivery: Delivery) -> Result<(), OutboxError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Delivered(delivery, tx)).await?;
         rx.await.map_err(|_| OutboxError::WriterGone)?
     }
 
@@ -141,7 +136,7 @@ impl Store {
                             Job::Pdus(_, reply) => {
                                 let _ = reply.send(Ok(orderings.next().unwrap_or_default()));
                             }
-                            Job::Edus(_, reply) => {
+                            Job::Edus(_, reply) | Job::Delivered(_, reply) => {
                                 let _ = reply.send(Ok(()));
                             }
                         }
@@ -155,7 +150,7 @@ impl Store {
                             Job::Pdus(_, reply) => {
                                 let _ = reply.send(Err(OutboxError::Commit(e.clone())));
                             }
-                            Job::Edus(_, reply) => {
+                            Job::Edus(_, reply) | Job::Delivered(_, reply) => {
                                 let _ = reply.send(Err(OutboxError::Commit(e.clone())));
                             }
                         }
@@ -172,10 +167,30 @@ impl Store {
         let now = now_ms();
         let _writer = self.destinations_writer.lock().await;
         let mut tx = self.pool.begin().await?;
+        // Every destination PDUs are queued for needs its row first
+        // (`destination_pdus` refers to it).
+        let destinations: BTreeSet<&str> = jobs
+            .iter()
+            .filter_map(|job| match job {
+                Job::Pdus(events, _) => Some(events),
+                _ => None,
+            })
+            .flatten()
+            .flat_map(|event| event.destinations.iter().map(String::as_str))
+            .collect();
+        if !destinations.is_empty() {
+            sqlx::query(
+                "INSERT INTO destinations (destination) SELECT value FROM json_each(?) \
+                 WHERE true ON CONFLICT DO NOTHING",
+            )
+            .bind(json_array(destinations.iter()))
+            .execute(&mut *tx)
+            .await?;
+        }
         let mut orderings = Vec::new();
         // (destination, room) -> newest stream ordering in this commit.
         let mut newest: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        let mut destinations: BTreeSet<&str> = BTreeSet::new();
+        let mut delivered: BTreeMap<&str, i64> = BTreeMap::new();
         for job in jobs {
             match job {
                 Job::Pdus(events, _) => {
@@ -202,24 +217,18 @@ impl Store {
                             .await?,
                         };
                         assigned.push(ordering);
+                        if event.destinations.is_empty() {
+                            continue;
+                        }
+                        sqlx::query(
+                            "INSERT INTO destination_pdus (destination, stream_ordering) \
+                             SELECT value, ? FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
+                        )
+                        .bind(ordering)
+                        .bind(json_array(event.destinations.iter()))
+                        .execute(&mut *tx)
+                        .await?;
                         for destination in &event.destinations {
-                            if destinations.insert(destination.as_str()) {
-                                sqlx::query(
-                                    "INSERT INTO destinations (destination) VALUES (?) \
-                                     ON CONFLICT DO NOTHING",
-                                )
-                                .bind(destination)
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                            sqlx::query(
-                                "INSERT INTO destination_pdus (destination, stream_ordering) \
-                                 VALUES (?, ?) ON CONFLICT DO NOTHING",
-                            )
-                            .bind(destination)
-                            .bind(ordering)
-                            .execute(&mut *tx)
-                            .await?;
                             let key = (destination.as_str(), event.room_id.as_str());
                             let slot = newest.entry(key).or_insert(ordering);
                             *slot = (*slot).max(ordering);
@@ -229,18 +238,26 @@ impl Store {
                 }
                 Job::Edus(edus, _) => {
                     for edu in edus {
-                        for destination in &edu.destinations {
-                            sqlx::query(
-                                "INSERT INTO destination_edus \
-                                 (destination, edu_type, content, received_ts) VALUES (?, ?, ?, ?)",
-                            )
-                            .bind(destination)
-                            .bind(&edu.edu_type)
-                            .bind(&edu.content_json)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
+                        if edu.destinations.is_empty() {
+                            continue;
                         }
+                        sqlx::query(
+                            "INSERT INTO destination_edus \
+                             (destination, edu_type, content, received_ts) \
+                             SELECT value, ?, ?, ? FROM json_each(?)",
+                        )
+                        .bind(&edu.edu_type)
+                        .bind(&edu.content_json)
+                        .bind(now)
+                        .bind(json_array(edu.destinations.iter()))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                Job::Delivered(delivery, _) => {
+                    if let Some(newest) = delivery.apply(&mut tx).await? {
+                        let slot = delivered.entry(&delivery.destination).or_insert(newest);
+                        *slot = (*slot).max(newest);
                     }
                 }
             }
@@ -282,6 +299,15 @@ impl Store {
                     index.put(DestinationRow::new(destination, None, None, None, None));
                 }
             }
+            for (destination, ordering) in delivered {
+                if let Some(row) = index.get(destination) {
+                    if row.last_successful_stream_ordering < Some(ordering) {
+                        let mut row = row.clone();
+                        row.last_successful_stream_ordering = Some(ordering);
+                        index.put(row);
+                    }
+                }
+            }
         }
         let mut counts = self.room_counts.write();
         for (destination, added) in new_rooms {
@@ -289,58 +315,15 @@ impl Store {
         }
         Ok(orderings)
     }
+}
 
-    /// Up to `limit` PDUs still to deliver to `destination`, oldest first.
-    pub async fn pending_pdus(
-        &self,
-        destination: &str,
-        limit: u32,
-    ) -> Result<Vec<PendingPdu>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT p.stream_ordering, e.event_id, e.room_id, e.json FROM destination_pdus p \
-             JOIN outgoing_events e ON e.stream_ordering = p.stream_ordering \
-             WHERE p.destination = ? ORDER BY p.stream_ordering LIMIT ?",
-        )
-        .bind(destination)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PendingPdu {
-                    stream_ordering: r.try_get(0)?,
-                    event_id: r.try_get(1)?,
-                    room_id: r.try_get(2)?,
-                    pdu_json: r.try_get(3)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
-    }
-
-    /// Up to `limit` EDUs still to deliver to `destination`, oldest first.
-    pub async fn pending_edus(
-        &self,
-        destination: &str,
-        limit: u32,
-    ) -> Result<Vec<PendingEdu>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, edu_type, content FROM destination_edus WHERE destination = ? \
-             ORDER BY id LIMIT ?",
-        )
-        .bind(destination)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PendingEdu {
-                    id: r.try_get(0)?,
-                    edu_type: r.try_get(1)?,
-                    content_json: r.try_get(2)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
-    }
+/// A JSON array of strings, for `json_each(?)`: one statement for many rows.
+pub(super) fn json_array<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+    serde_json::Value::Array(
+        items
+            .into_iter()
+            .map(|s| serde_json::Value::String(s.as_ref().to_owned()))
+            .collect(),
+    )
+    .to_string()
 }

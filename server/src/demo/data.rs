@@ -1,4 +1,4 @@
-//! `herald demo`: a fresh database filled with realistic destinations in
+//! The demo's seeded data: a fresh database filled with realistic destinations in
 //! every state an admin meets (healthy, never contacted, backing off for
 //! minutes or for days, retry due, never reached, recovered), each with rooms.
 

@@ -1,0 +1,443 @@
+//! A simulated remote homeserver on 127.0.0.1: a real HTTPS server with its
+//! own signing key and key server, that receives federation transactions
+//! (`PUT /_matrix/federation/v1/send/{txnId}`) the way a homeserver does: it
+//! reads `Authorization: X-Matrix`, fetches the origin's key from the
+//! origin's key server over TLS (cached), checks that answer's
+//! self-signature and validity and the request's signature, and only then
+//! looks at the body. It records what it accepted, and behaves as told
+//! ([`Behaviour`]): slow, flaky (500s), rate-limiting (429), rejecting (401),
+//! down for a while, refusing some PDUs. Its name is `127.0.0.1:<port>`.
+//!
+//! The demo runs several; the sender's tests and benchmarks use them as
+//! receivers.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::federation_listener::TlsListener;
+use crate::keys::x_matrix::{verify_request, XMatrix};
+use crate::keys::{verify_json, ServerKeys, SigningKey, VerifyKey};
+use crate::store::now_ms;
+
+/// How a simulated homeserver behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// Time taken before answering a transaction.
+    pub delay: Duration,
+    /// Share of transactions answered `500` (0.0–1.0).
+    pub failure_rate: f64,
+    /// Every n-th transaction is answered `429` with `retry_after_ms`.
+    pub rate_limit_every: Option<u64>,
+    /// Every transaction is answered `401` (as if our key were wrong).
+    pub reject_all: bool,
+    /// Not listening for this long after start (connections refused).
+    pub down_for: Duration,
+    /// PDUs (by `event_id`) acknowledged with an error.
+    pub refuse_event_ids: HashSet<String>,
+}
+
+impl Behaviour {
+    pub fn healthy() -> Behaviour {
+        Behaviour::default()
+    }
+}
+
+/// A transaction it accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedTxn {
+    pub txn_id: String,
+    pub origin: String,
+    pub origin_server_ts: i64,
+    /// Each PDU's `event_id` field (test PDUs carry one), or `""`.
+    pub event_ids: Vec<String>,
+    /// Each PDU's `room_id`.
+    pub room_ids: Vec<String>,
+    pub edu_types: Vec<String>,
+}
+
+/// What it saw.
+#[derive(Debug, Clone, Default)]
+pub struct Received {
+    /// Accepted transactions, in arrival order.
+    pub transactions: Vec<ReceivedTxn>,
+    /// The transaction ID of every `PUT /send` that reached it, answered
+    /// or not, in arrival order.
+    pub attempts: Vec<String>,
+    /// Requests refused because the signature did not check out.
+    pub unauthenticated: u64,
+    /// Answers it gave, by status.
+    pub statuses: HashMap<u16, u64>,
+}
+
+impl Received {
+    /// Every PDU event ID received, in order (repeats included).
+    pub fn event_ids(&self) -> Vec<String> {
+        self.transactions
+            .iter()
+            .flat_map(|t| t.event_ids.iter().cloned())
+            .collect()
+    }
+}
+
+/// Why it could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeserverError {
+    #[error("cannot listen on 127.0.0.1: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error("cannot make its signing key: {0}")]
+    Key(String),
+}
+
+struct Inner {
+    name: String,
+    keys: ServerKeys,
+    behaviour: Mutex<Behaviour>,
+    /// Answer every transaction with this status, when set (tests).
+    forced_status: Mutex<Option<u16>>,
+    received: Mutex<Received>,
+    counter: AtomicU64,
+    tls: Arc<rustls::ClientConfig>,
+    /// Origins' verify keys by (origin, key id), until `valid_until_ts`.
+    key_cache: Mutex<HashMap<(String, String), (VerifyKey, i64)>>,
+    key_fetches: AtomicU64,
+}
+
+/// A running simulated homeserver. Dropping it does not stop it; it stops
+/// with the runtime.
+#[derive(Clone)]
+pub struct Homeserver {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl Homeserver {
+    /// Starts one on a free port of 127.0.0.1, presenting `server_tls`,
+    /// fetching origins' keys with `client_tls`.
+    pub async fn start(
+        behaviour: Behaviour,
+        server_tls: Arc<rustls::ServerConfig>,
+        client_tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Homeserver, HomeserverError> {
+        let tcp = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = tcp.local_addr()?;
+        let name = addr.to_string();
+        let key = SigningKey::generate("sim1").map_err(|e| HomeserverError::Key(e.to_string()))?;
+        let down_for = behaviour.down_for;
+        let inner = Arc::new(Inner {
+            keys: ServerKeys::new(name.clone(), key),
+            name,
+            behaviour: Mutex::new(behaviour),
+            forced_status: Mutex::new(None),
+            received: Mutex::new(Received::default()),
+            counter: AtomicU64::new(0),
+            tls: client_tls,
+            key_cache: Mutex::new(HashMap::new()),
+            key_fetches: AtomicU64::new(0),
+        });
+        let app = Router::new()
+            .route("/_matrix/key/v2/server", get(key_server))
+            .route("/_matrix/federation/v1/version", get(version))
+            .route("/_matrix/federation/v1/send/{txn_id}", put(receive))
+            .fallback(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    Json(json!({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"})),
+                )
+            })
+            .with_state(inner.clone());
+        if down_for.is_zero() {
+            let listener = TlsListener::new(tcp, server_tls)?;
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        } else {
+            // Down: nothing listens on the port until the time is up.
+            drop(tcp);
+            tokio::spawn(async move {
+                tokio::time::sleep(down_for).await;
+                for _ in 0..50 {
+                    match TcpListener::bind(addr).await {
+                        Ok(tcp) => {
+                            if let Ok(listener) = TlsListener::new(tcp, server_tls) {
+                                tracing::info!(server = %addr, "simulated homeserver is back");
+                                let _ = axum::serve(listener, app).await;
+                            }
+                            return;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                tracing::warn!(server = %addr, "simulated homeserver could not take its port back");
+            });
+        }
+        Ok(Homeserver { addr, inner })
+    }
+
+    /// Its server name, `127.0.0.1:<port>`.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A copy of what it has seen so far.
+    pub fn received(&self) -> Received {
+        self.inner.received.lock().clone()
+    }
+
+    /// How many PDUs it accepted (repeats included).
+    pub fn pdu_count(&self) -> usize {
+        self.inner
+            .received
+            .lock()
+            .transactions
+            .iter()
+            .map(|t| t.event_ids.len())
+            .sum()
+    }
+
+    /// How often it fetched an origin's keys.
+    pub fn key_fetches(&self) -> u64 {
+        self.inner.key_fetches.load(Ordering::Relaxed)
+    }
+
+    /// Answers every transaction with `status` from now on (`None`: behave
+    /// as configured again).
+    pub fn force_status(&self, status: Option<u16>) {
+        *self.inner.forced_status.lock() = status;
+    }
+
+    /// Changes its behaviour.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.inner.behaviour.lock() = behaviour;
+    }
+}
+
+async fn key_server(State(inner): State<Arc<Inner>>) -> Response {
+    let valid_until = u64::try_from(now_ms() + 3_600_000).unwrap_or(0);
+    match inner.keys.key_server_response(valid_until) {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"errcode": "M_UNKNOWN", "error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn version() -> Json<Value> {
+    Json(json!({"server": {"name": "Herald simulated homeserver", "version": "1"}}))
+}
+
+fn error(status: u16, errcode: &str, text: &str) -> (u16, Value) {
+    (status, json!({"errcode": errcode, "error": text}))
+}
+
+async fn receive(
+    State(inner): State<Arc<Inner>>,
+    Path(txn_id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (status, answer) = answer(&inner, &txn_id, &uri, &headers, &body).await;
+    *inner.received.lock().statuses.entry(status).or_default() += 1;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(answer)).into_response()
+}
+
+async fn answer(
+    inner: &Inner,
+    txn_id: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (u16, Value) {
+    inner.received.lock().attempts.push(txn_id.to_owned());
+    let behaviour = inner.behaviour.lock().clone();
+    if !behaviour.delay.is_zero() {
+        tokio::time::sleep(behaviour.delay).await;
+    }
+    if let Some(status) = *inner.forced_status.lock() {
+        return error(status, "M_UNKNOWN", "told to fail");
+    }
+    let n = inner.counter.fetch_add(1, Ordering::Relaxed) + 1;
+    if behaviour.reject_all {
+        return error(401, "M_UNAUTHORIZED", "Invalid signature (simulated)");
+    }
+    if behaviour
+        .rate_limit_every
+        .is_some_and(|every| every > 0 && n % every == 0)
+    {
+        return (
+            429,
+            json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too many requests", "retry_after_ms": 500}),
+        );
+    }
+    if behaviour.failure_rate > 0.0 && rand::thread_rng().gen_bool(behaviour.failure_rate.min(1.0))
+    {
+        return error(500, "M_UNKNOWN", "Internal server error (simulated)");
+    }
+    let content: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return error(400, "M_NOT_JSON", &format!("Content not JSON: {e}")),
+    };
+    let uri = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let origin = match authenticate(inner, uri, headers, &content).await {
+        Ok(origin) => origin,
+        Err(reason) => {
+            inner.received.lock().unauthenticated += 1;
+            tracing::warn!(server = %inner.name, %reason, "refused an unauthenticated transaction");
+            return error(401, "M_UNAUTHORIZED", &reason);
+        }
+    };
+    if content["origin"].as_str() != Some(origin.as_str()) {
+        return error(
+            400,
+            "M_FORBIDDEN",
+            "origin differs from the authenticated server",
+        );
+    }
+    let pdus = content["pdus"].as_array().cloned().unwrap_or_default();
+    let edus = content["edus"].as_array().cloned().unwrap_or_default();
+    if pdus.len() > 50 || edus.len() > 100 {
+        return error(400, "M_BAD_JSON", "too many PDUs or EDUs");
+    }
+    let field = |v: &Value, key: &str| v[key].as_str().unwrap_or_default().to_owned();
+    let event_ids: Vec<String> = pdus.iter().map(|p| field(p, "event_id")).collect();
+    let mut results = Map::new();
+    for id in event_ids.iter().filter(|id| !id.is_empty()) {
+        let result = if behaviour.refuse_event_ids.contains(id) {
+            json!({"error": "Event refused (simulated)"})
+        } else {
+            json!({})
+        };
+        results.insert(id.clone(), result);
+    }
+    inner.received.lock().transactions.push(ReceivedTxn {
+        txn_id: txn_id.to_owned(),
+        origin,
+        origin_server_ts: content["origin_server_ts"].as_i64().unwrap_or(0),
+        room_ids: pdus.iter().map(|p| field(p, "room_id")).collect(),
+        event_ids,
+        edu_types: edus.iter().map(|e| field(e, "edu_type")).collect(),
+    });
+    (200, json!({ "pdus": results }))
+}
+
+/// The origin the request is signed by, once its signature checks out.
+async fn authenticate(
+    inner: &Inner,
+    uri: &str,
+    headers: &HeaderMap,
+    content: &Value,
+) -> Result<String, String> {
+    let header = headers
+        .get("authorization")
+        .ok_or("no Authorization header")?
+        .to_str()
+        .map_err(|e| e.to_string())?;
+    let x = XMatrix::parse(header).map_err(|e| e.to_string())?;
+    let key = origin_key(inner, &x.origin, &x.key_id).await?;
+    verify_request(&x, "PUT", uri, &inner.name, Some(content), &key).map_err(|e| e.to_string())?;
+    Ok(x.origin)
+}
+
+/// `origin`'s key `key_id`, from the cache or its key server.
+async fn origin_key(inner: &Inner, origin: &str, key_id: &str) -> Result<VerifyKey, String> {
+    let cache_key = (origin.to_owned(), key_id.to_owned());
+    if let Some((key, until)) = inner.key_cache.lock().get(&cache_key) {
+        if *until > now_ms() {
+            return Ok(key.clone());
+        }
+    }
+    let keys = fetch_keys(&inner.tls, origin).await?;
+    inner.key_fetches.fetch_add(1, Ordering::Relaxed);
+    if keys["server_name"] != origin {
+        return Err(format!(
+            "{origin}'s key server answers for {}",
+            keys["server_name"]
+        ));
+    }
+    let published = |id: &str| -> Result<VerifyKey, String> {
+        let text = keys["verify_keys"][id]["key"]
+            .as_str()
+            .ok_or_else(|| format!("{origin} publishes no key {id}"))?;
+        VerifyKey::from_base64(text).map_err(|e| e.to_string())
+    };
+    let self_signatures = keys["signatures"][origin]
+        .as_object()
+        .filter(|s| !s.is_empty())
+        .ok_or("the key server answer is not self-signed")?;
+    for id in self_signatures.keys() {
+        verify_json(origin, id, &published(id)?, &keys)
+            .map_err(|e| format!("key server answer: {e}"))?;
+    }
+    let until = keys["valid_until_ts"].as_i64().unwrap_or(0);
+    if until <= now_ms() {
+        return Err(format!("{origin}'s keys expired at {until}"));
+    }
+    let key = published(key_id)?;
+    inner
+        .key_cache
+        .lock()
+        .insert(cache_key, (key.clone(), until));
+    Ok(key)
+}
+
+/// `GET https://<origin>/_matrix/key/v2/server`, for origins named by an IP
+/// literal and port (the demo's and the tests').
+async fn fetch_keys(tls: &Arc<rustls::ClientConfig>, origin: &str) -> Result<Value, String> {
+    let addr: SocketAddr = origin
+        .parse()
+        .map_err(|_| format!("{origin}: only 127.0.0.1:<port> origins are fetched here"))?;
+    let fetch = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get("/_matrix/key/v2/server")
+            .header(hyper::header::HOST, origin)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() != StatusCode::OK {
+            return Err(format!("answered {}", response.status()));
+        }
+        let body = Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e: String| format!("fetching {origin}'s keys: {e}"))
+}

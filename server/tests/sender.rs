@@ -1,0 +1,561 @@
+//! The federation sender end to end, in one process: events go in through
+//! the intake API over HTTP, Herald sends them as signed transactions to
+//! simulated homeservers — real HTTPS servers on 127.0.0.1 that fetch
+//! Herald's key from its key server and verify every request — and the test
+//! reads what they accepted, the SQLite file and the admin API.
+//!
+//! Covered: batching limits and order; transaction IDs increasing and kept
+//! on a retry; backoff, then the timer's wake-up; an admin's reset waking a
+//! destination at once; catch-up sending the newest event per room and
+//! dropping presence/typing/receipts; whitelist and self skipped; per-PDU
+//! errors recorded and not retried; metrics. Restarts and `kill -9` are in
+//! `tests/crash.rs`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::config::{Config, ConfigDuration};
+use herald::demo::homeserver::{Behaviour, Homeserver};
+use herald::demo::tls::LoopbackCert;
+use herald::store::{DestinationRow, Store};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+const TOKEN: &str = "sender-secret";
+
+fn now_ms() -> i64 {
+    herald::store::now_ms()
+}
+
+/// A temp directory and the certificate Herald and the receivers share.
+struct Fixture {
+    dir: tempfile::TempDir,
+    cert: LoopbackCert,
+}
+
+impl Fixture {
+    fn new() -> Arc<Fixture> {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = LoopbackCert::generate(dir.path()).unwrap();
+        Arc::new(Fixture { dir, cert })
+    }
+
+    /// A simulated homeserver trusting the certificate.
+    async fn receiver(&self, behaviour: Behaviour) -> Homeserver {
+        Homeserver::start(
+            behaviour,
+            self.cert.server_config().unwrap(),
+            self.cert.client_config().unwrap(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Herald with a TLS federation listener (so receivers can fetch its
+    /// key), the intake API, an admin user, and a client trusting the
+    /// certificate; failed transactions back off at once, briefly.
+    async fn herald(self: &Arc<Self>, tweak: impl Fn(&mut Config)) -> Herald {
+        let db = self.dir.path().join("herald.db");
+        let store = Store::open(&db).await.unwrap();
+        let hash = herald::auth::password::hash("admin-password").unwrap();
+        store.create_user("admin", &hash, true).await.unwrap();
+        for attempt in 1.. {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let name = format!("127.0.0.1:{port}");
+            let mut config = Config::loopback(&name, db.clone());
+            config.federation_listen = Some(name.clone());
+            config.tls_certificate_path = Some(self.cert.cert_path.clone());
+            config.tls_private_key_path = Some(self.cert.key_path.clone());
+            config.ip_range_whitelist = vec!["127.0.0.0/8".into()];
+            config.federation_custom_ca_list = Some(vec![self.cert.cert_path.clone()]);
+            config.sender_api_token = Some(TOKEN.into());
+            config.federation.max_long_retries = 0;
+            config.destination_min_retry_interval = ConfigDuration(Duration::from_millis(800));
+            tweak(&mut config);
+            config.validate().unwrap();
+            match herald::serve::spawn_all(store.clone(), config).await {
+                Ok(addresses) => {
+                    return Herald {
+                        name,
+                        base: format!("http://{}", addresses.admin),
+                        store,
+                        http: reqwest::Client::new(),
+                        fixture: self.clone(),
+                    };
+                }
+                Err(e) if attempt < 5 => eprintln!("port {port} taken, again: {e}"),
+                Err(e) => panic!("herald did not start: {e}"),
+            }
+        }
+        unreachable!()
+    }
+}
+
+struct Herald {
+    name: String,
+    base: String,
+    store: Store,
+    http: reqwest::Client,
+    fixture: Arc<Fixture>,
+}
+
+impl Herald {
+    async fn start(tweak: impl Fn(&mut Config)) -> Herald {
+        Fixture::new().herald(tweak).await
+    }
+
+    async fn receiver(&self, behaviour: Behaviour) -> Homeserver {
+        self.fixture.receiver(behaviour).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Hands events to the intake API; their stream orderings.
+    async fn send(&self, events: Vec<Value>) -> Vec<i64> {
+        let (status, body) = self
+            .post("/_herald/v1/send/pdus", TOKEN, json!({ "events": events }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["stream_orderings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    }
+
+    async fn send_edus(&self, edus: Vec<Value>) {
+        let (status, body) = self
+            .post("/_herald/v1/send/edus", TOKEN, json!({ "edus": edus }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    async fn queued(&self, destination: &str) -> usize {
+        self.store
+            .pending_pdus(destination, 10_000)
+            .await
+            .unwrap()
+            .len()
+            + self
+                .store
+                .pending_edus(destination, 10_000)
+                .await
+                .unwrap()
+                .len()
+    }
+
+    async fn row(&self, destination: &str) -> DestinationRow {
+        self.store.destination(destination).await.unwrap().unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+fn event(id: &str, room: &str, destinations: &[&str]) -> Value {
+    json!({
+        "event_id": id,
+        "room_id": room,
+        "pdu": {"event_id": id, "room_id": room, "type": "m.room.message",
+                "content": {"body": id}},
+        "destinations": destinations,
+    })
+}
+
+/// Waits (bounded) until `done` holds.
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn delivers_everything_in_order_in_batches_within_the_limits() {
+    let herald = Herald::start(|_| {}).await;
+    let rx = herald.receiver(Behaviour::healthy()).await;
+    let ids: Vec<String> = (0..120).map(|i| format!("$e{i:03}")).collect();
+    let events = ids
+        .iter()
+        .map(|id| event(id, "!room:herald.test", &[rx.name()]))
+        .collect();
+    let orderings = herald.send(events).await;
+    let edus = (0..150)
+        .map(|i| json!({"edu_type": "m.direct_to_device", "content": {"n": i}, "destinations": [rx.name()]}))
+        .collect();
+    herald.send_edus(edus).await;
+
+    wait_for("120 PDUs and 150 EDUs", Duration::from_secs(20), || {
+        let r = rx.received();
+        r.event_ids().len() >= 120
+            && r.transactions
+                .iter()
+                .map(|t| t.edu_types.len())
+                .sum::<usize>()
+                >= 150
+    })
+    .await;
+    let received = rx.received();
+    assert_eq!(received.event_ids(), ids, "every PDU once, in order");
+    assert_eq!(received.unauthenticated, 0);
+    assert!(rx.key_fetches() >= 1, "the receiver fetched Herald's key");
+    let mut previous = 0u64;
+    for txn in &received.transactions {
+        assert!(
+            txn.event_ids.len() <= 50 && txn.edu_types.len() <= 100,
+            "{txn:?}"
+        );
+        assert_eq!(txn.origin, herald.name);
+        let id: u64 = txn.txn_id.parse().unwrap();
+        assert!(
+            id > previous,
+            "transaction IDs increase: {previous} then {id}"
+        );
+        previous = id;
+    }
+    assert!(received.transactions.len() >= 3);
+    wait_for_queue_empty(&herald, rx.name()).await;
+    let row = herald.row(rx.name()).await;
+    assert_eq!(
+        row.last_successful_stream_ordering,
+        orderings.last().copied()
+    );
+    assert_eq!(row.retry_interval.unwrap_or(0), 0);
+
+    let metrics = herald.metrics().await;
+    assert!(
+        metrics.contains("herald_sender_pdus_sent_total 120\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("herald_sender_edus_sent_total 150\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("herald_sender_pdus_queued_total 120\n"),
+        "{metrics}"
+    );
+}
+
+async fn wait_for_queue_empty(herald: &Herald, destination: &str) {
+    let start = Instant::now();
+    while herald.queued(destination).await > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "queue not emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_event_reaches_many_destinations() {
+    let herald = Herald::start(|_| {}).await;
+    let mut receivers = Vec::new();
+    for _ in 0..20 {
+        receivers.push(herald.receiver(Behaviour::healthy()).await);
+    }
+    let names: Vec<&str> = receivers.iter().map(|r| r.name()).collect();
+    herald
+        .send(vec![event("$fan", "!r:herald.test", &names)])
+        .await;
+    for rx in &receivers {
+        wait_for("the event everywhere", Duration::from_secs(20), || {
+            rx.received().event_ids() == ["$fan"]
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_transaction_backs_off_and_is_retried_by_the_timer_with_its_id() {
+    let herald = Herald::start(|_| {}).await;
+    let rx = herald.receiver(Behaviour::healthy()).await;
+    rx.force_status(Some(500));
+    herald
+        .send(vec![
+            event("$a", "!r:herald.test", &[rx.name()]),
+            event("$b", "!r:herald.test", &[rx.name()]),
+        ])
+        .await;
+    wait_for("a first attempt", Duration::from_secs(10), || {
+        !rx.received().attempts.is_empty()
+    })
+    .await;
+    let failed_txn = rx.received().attempts[0].clone();
+    // The failure is recorded as backoff.
+    let start = Instant::now();
+    loop {
+        let row = herald.row(rx.name()).await;
+        if row.retry_interval.unwrap_or(0) > 0 {
+            assert!(row.failure_ts.is_some());
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no backoff recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It comes back; no new data arrives: the timer alone sends again.
+    rx.force_status(None);
+    wait_for("the retry", Duration::from_secs(15), || {
+        rx.received().event_ids() == ["$a", "$b"]
+    })
+    .await;
+    let received = rx.received();
+    assert_eq!(received.transactions.len(), 1);
+    assert_eq!(
+        received.transactions[0].txn_id, failed_txn,
+        "a retried transaction keeps its ID"
+    );
+    wait_for_queue_empty(&herald, rx.name()).await;
+    let row = herald.row(rx.name()).await;
+    assert_eq!(
+        row.retry_interval.unwrap_or(0),
+        0,
+        "success clears the backoff"
+    );
+    assert!(herald
+        .metrics()
+        .await
+        .contains("herald_sender_transactions_total{outcome=\"failed\"}"));
+}
+
+#[tokio::test]
+async fn reset_connection_wakes_a_destination_in_backoff_at_once() {
+    // Backoff of 10 minutes: only the reset can bring it back in time.
+    let herald = Herald::start(|c| {
+        c.destination_min_retry_interval = ConfigDuration(Duration::from_secs(600));
+    })
+    .await;
+    let rx = herald.receiver(Behaviour::healthy()).await;
+    rx.force_status(Some(503));
+    herald
+        .send(vec![event("$x", "!r:herald.test", &[rx.name()])])
+        .await;
+    let start = Instant::now();
+    while herald.row(rx.name()).await.retry_interval.unwrap_or(0) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no backoff recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rx.force_status(None);
+    // New data does not wake it before its time.
+    herald
+        .send(vec![event("$y", "!r:herald.test", &[rx.name()])])
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(rx.received().transactions.is_empty());
+
+    let (status, body) = herald
+        .post(
+            "/_matrix/client/v3/login",
+            "",
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": "admin-password"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let reset_at = Instant::now();
+    let (status, body) = herald
+        .post(
+            &format!(
+                "/_synapse/admin/v1/federation/destinations/{}/reset_connection",
+                rx.name()
+            ),
+            &token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for("the retry after the reset", Duration::from_secs(5), || {
+        rx.received().event_ids() == ["$x", "$y"]
+    })
+    .await;
+    assert!(
+        reset_at.elapsed() < Duration::from_secs(2),
+        "sent {:?} after the reset",
+        reset_at.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus() {
+    let herald = Herald::start(|_| {}).await;
+    let rx = herald.receiver(Behaviour::healthy()).await;
+    // Down for two hours by its record; due again in a moment.
+    let now = now_ms();
+    let interval = 2 * 3_600_000;
+    herald
+        .store
+        .put_destinations(&[DestinationRow::new(
+            rx.name(),
+            Some(now - interval + 1_500),
+            Some(interval),
+            Some(now - interval),
+            None,
+        )])
+        .await
+        .unwrap();
+    let to = [rx.name()];
+    herald
+        .send(vec![
+            event("$a1", "!a:herald.test", &to),
+            event("$a2", "!a:herald.test", &to),
+            event("$b1", "!b:herald.test", &to),
+            event("$a3", "!a:herald.test", &to),
+            event("$c1", "!c:herald.test", &to),
+            event("$b2", "!b:herald.test", &to),
+        ])
+        .await;
+    herald
+        .send_edus(vec![
+            json!({"edu_type": "m.typing", "content": {"typing": true}, "destinations": to}),
+            json!({"edu_type": "m.presence", "content": {"push": []}, "destinations": to}),
+            json!({"edu_type": "m.receipt", "content": {}, "destinations": to}),
+            json!({"edu_type": "m.direct_to_device", "content": {"m": 1}, "destinations": to}),
+        ])
+        .await;
+    assert!(rx.received().transactions.is_empty(), "still in backoff");
+    wait_for("catch-up", Duration::from_secs(10), || {
+        rx.received().event_ids().len() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = rx.received();
+    // Newest per room, oldest first: a3 (4), c1 (5), b2 (6); one room per
+    // transaction.
+    assert_eq!(received.event_ids(), ["$a3", "$c1", "$b2"]);
+    assert!(received.transactions.iter().all(|t| t.event_ids.len() == 1));
+    let edus: Vec<String> = received
+        .transactions
+        .iter()
+        .flat_map(|t| t.edu_types.clone())
+        .collect();
+    assert_eq!(
+        edus,
+        ["m.direct_to_device"],
+        "presence, typing, receipts dropped"
+    );
+    wait_for_queue_empty(&herald, rx.name()).await;
+
+    // Caught up: the next events go as usual, all of them.
+    herald
+        .send(vec![
+            event("$a4", "!a:herald.test", &to),
+            event("$a5", "!a:herald.test", &to),
+        ])
+        .await;
+    wait_for("normal sending again", Duration::from_secs(10), || {
+        rx.received().event_ids().len() == 5
+    })
+    .await;
+    assert_eq!(
+        rx.received().event_ids(),
+        ["$a3", "$c1", "$b2", "$a4", "$a5"]
+    );
+}
+
+#[tokio::test]
+async fn whitelist_and_our_own_name_are_skipped() {
+    let fixture = Fixture::new();
+    let allowed = fixture.receiver(Behaviour::healthy()).await;
+    let blocked = fixture.receiver(Behaviour::healthy()).await;
+    let allowed_name = allowed.name().to_owned();
+    let herald = fixture
+        .herald(|c| c.federation_domain_whitelist = Some(vec![allowed_name.clone()]))
+        .await;
+    herald
+        .send(vec![event(
+            "$w",
+            "!r:herald.test",
+            &[allowed.name(), blocked.name(), herald.name.as_str()],
+        )])
+        .await;
+    wait_for("the allowed receiver", Duration::from_secs(10), || {
+        allowed.received().event_ids() == ["$w"]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(blocked.received().attempts.is_empty());
+    assert!(herald
+        .store
+        .destination(blocked.name())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(herald
+        .store
+        .destination(&herald.name)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn pdus_the_destination_refuses_are_recorded_and_not_retried() {
+    let herald = Herald::start(|_| {}).await;
+    let rx = herald
+        .receiver(Behaviour {
+            refuse_event_ids: HashSet::from(["$bad".to_owned()]),
+            ..Behaviour::healthy()
+        })
+        .await;
+    herald
+        .send(vec![
+            event("$ok1", "!r:herald.test", &[rx.name()]),
+            event("$bad", "!r:herald.test", &[rx.name()]),
+            event("$ok2", "!r:herald.test", &[rx.name()]),
+        ])
+        .await;
+    wait_for("the three PDUs", Duration::from_secs(10), || {
+        rx.received().event_ids().len() == 3
+    })
+    .await;
+    wait_for_queue_empty(&herald, rx.name()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        rx.received().event_ids(),
+        ["$ok1", "$bad", "$ok2"],
+        "sent once"
+    );
+    let metrics = herald.metrics().await;
+    assert!(
+        metrics.contains("herald_sender_pdu_errors_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("herald_sender_destinations{state=\"idle\"} 1\n"),
+        "{metrics}"
+    );
+}

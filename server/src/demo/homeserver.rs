@@ -283,7 +283,7 @@ async fn answer(
     }
     if behaviour
         .rate_limit_every
-        .is_some_and(|every| every > 0 && n % every == 0)
+        .is_some_and(|every| every > 0 && n.is_multiple_of(every))
     {
         return (
             429,
@@ -364,7 +364,7 @@ async fn origin_key(inner: &Inner, origin: &str, key_id: &str) -> Result<VerifyK
     let cache_key = (origin.to_owned(), key_id.to_owned());
     if let Some((key, until)) = inner.key_cache.lock().get(&cache_key) {
         if *until > now_ms() {
-            return Ok(key.clone());
+            return Ok(*key);
         }
     }
     let keys = fetch_keys(&inner.tls, origin).await?;
@@ -394,10 +394,7 @@ async fn origin_key(inner: &Inner, origin: &str, key_id: &str) -> Result<VerifyK
         return Err(format!("{origin}'s keys expired at {until}"));
     }
     let key = published(key_id)?;
-    inner
-        .key_cache
-        .lock()
-        .insert(cache_key, (key.clone(), until));
+    inner.key_cache.lock().insert(cache_key, (key, until));
     Ok(key)
 }
 

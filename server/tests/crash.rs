@@ -1,0 +1,292 @@
+//! Crash safety of the sender with the real binary: `herald serve` runs as
+//! a child process on a real SQLite file; simulated homeservers (HTTPS on
+//! 127.0.0.1, verifying Herald's signatures) receive. Events acknowledged by
+//! the intake API must reach every reachable receiver, whatever happens to
+//! the process in between: a restart with events queued for a receiver that
+//! was failing, and `kill -9` at random moments while events pour in.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::demo::homeserver::{Behaviour, Homeserver};
+use herald::demo::tls::LoopbackCert;
+use rand::Rng;
+use serde_json::{json, Value};
+
+const HERALD: &str = env!("CARGO_BIN_EXE_herald");
+const TOKEN: &str = "sender-secret";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `herald serve` process; killed (SIGKILL) when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Herald's config and files, started and killed as the test says.
+struct Setup {
+    dir: tempfile::TempDir,
+    cert: LoopbackCert,
+    config: PathBuf,
+    admin: String,
+    runs: usize,
+}
+
+impl Setup {
+    fn new(min_retry: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = LoopbackCert::generate(dir.path()).unwrap();
+        let (admin_port, federation_port) = (free_port(), free_port());
+        let config = dir.path().join("herald.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "server_name = \"127.0.0.1:{federation_port}\"\n\
+                 database = {db:?}\n\
+                 listen = \"127.0.0.1:{admin_port}\"\n\
+                 federation_listen = \"127.0.0.1:{federation_port}\"\n\
+                 tls_certificate_path = {cert:?}\n\
+                 tls_private_key_path = {key:?}\n\
+                 ip_range_whitelist = [\"127.0.0.0/8\"]\n\
+                 federation_custom_ca_list = [{cert:?}]\n\
+                 sender_api_token = \"{TOKEN}\"\n\
+                 destination_min_retry_interval = \"{min_retry}\"\n\
+                 [federation]\n\
+                 max_long_retries = 0\n",
+                db = dir.path().join("herald.db"),
+                cert = cert.cert_path,
+                key = cert.key_path,
+            ),
+        )
+        .unwrap();
+        Setup {
+            dir,
+            cert,
+            config,
+            admin: format!("127.0.0.1:{admin_port}"),
+            runs: 0,
+        }
+    }
+
+    async fn receiver(&self, behaviour: Behaviour) -> Homeserver {
+        Homeserver::start(
+            behaviour,
+            self.cert.server_config().unwrap(),
+            self.cert.client_config().unwrap(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Starts `herald serve` and waits until its admin port answers.
+    async fn start(&mut self) -> Process {
+        self.runs += 1;
+        let log = std::fs::File::create(self.log_path(self.runs)).unwrap();
+        let child = Command::new(HERALD)
+            .args(["serve", "--config", self.config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn herald");
+        let process = Process(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&self.admin).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "herald did not start: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        process
+    }
+
+    fn log_path(&self, run: usize) -> PathBuf {
+        self.dir.path().join(format!("herald-{run}.log"))
+    }
+
+    /// Every run's log, for failure messages.
+    fn logs(&self) -> String {
+        (1..=self.runs)
+            .map(|run| {
+                let text = std::fs::read_to_string(self.log_path(run)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                format!(
+                    "--- run {run} (last lines) ---\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn intake_url(&self) -> String {
+        format!("http://{}/_herald/v1/send/pdus", self.admin)
+    }
+}
+
+fn events(ids: &[String], destinations: &[&str]) -> Value {
+    let events: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            json!({
+                "event_id": id,
+                "room_id": "!crash:herald.test",
+                "pdu": {"event_id": id, "room_id": "!crash:herald.test",
+                        "type": "m.room.message", "content": {"body": id}},
+                "destinations": destinations,
+            })
+        })
+        .collect();
+    json!({ "events": events })
+}
+
+/// Waits (bounded) until every receiver holds every event of `expected`.
+async fn wait_delivered(setup: &Setup, receivers: &[&Homeserver], expected: &HashSet<String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for rx in receivers {
+        loop {
+            let got: HashSet<String> = rx.received().event_ids().into_iter().collect();
+            let missing: Vec<&String> = expected.difference(&got).collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} is missing {} of {} acknowledged events, e.g. {:?}\n{}",
+                rx.name(),
+                missing.len(),
+                expected.len(),
+                missing.iter().take(5).collect::<Vec<_>>(),
+                setup.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn queued_events_are_delivered_after_a_restart() {
+    let mut setup = Setup::new("500ms");
+    let rx = setup.receiver(Behaviour::healthy()).await;
+    rx.force_status(Some(500));
+    let http = reqwest::Client::new();
+    let process = setup.start().await;
+    let ids: Vec<String> = (0..30).map(|i| format!("$restart{i}")).collect();
+    let response = http
+        .post(setup.intake_url())
+        .bearer_auth(TOKEN)
+        .json(&events(&ids, &[rx.name()]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // It tried and failed; then the process goes away.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rx.received().attempts.is_empty() {
+        assert!(Instant::now() < deadline, "no attempt\n{}", setup.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(process);
+    rx.force_status(None);
+    assert!(rx.received().transactions.is_empty());
+    let _process = setup.start().await;
+    wait_delivered(&setup, &[&rx], &ids.iter().cloned().collect()).await;
+    // In order, each once.
+    assert_eq!(rx.received().event_ids(), ids);
+}
+
+#[tokio::test]
+async fn kill_9_at_random_moments_loses_no_acknowledged_event() {
+    let mut setup = Setup::new("300ms");
+    let healthy = setup.receiver(Behaviour::healthy()).await;
+    let slow = setup
+        .receiver(Behaviour {
+            delay: Duration::from_millis(30),
+            ..Behaviour::healthy()
+        })
+        .await;
+    let flaky = setup
+        .receiver(Behaviour {
+            failure_rate: 0.2,
+            ..Behaviour::healthy()
+        })
+        .await;
+    // Never reachable: must not hold the others back.
+    let unreachable = format!("127.0.0.1:{}", free_port());
+    let destinations = [
+        healthy.name(),
+        slow.name(),
+        flaky.name(),
+        unreachable.as_str(),
+    ];
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let acknowledged = Arc::new(parking_lot::Mutex::new(HashSet::new()));
+    let mut next = 0usize;
+    for round in 0..5 {
+        let process = setup.start().await;
+        let kill_after = Duration::from_millis(rand::thread_rng().gen_range(200..1200));
+        let started = Instant::now();
+        // Requests in flight while the process dies are not acknowledged;
+        // they may or may not be stored, and must not be counted.
+        let producer = {
+            let (http, url, acked) = (http.clone(), setup.intake_url(), acknowledged.clone());
+            let destinations: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
+            let first = next;
+            tokio::spawn(async move {
+                let names: Vec<&str> = destinations.iter().map(String::as_str).collect();
+                let mut n = first;
+                for _ in 0..500 {
+                    let ids: Vec<String> = (n..n + 10).map(|i| format!("$k{round}-{i}")).collect();
+                    n += 10;
+                    match http
+                        .post(&url)
+                        .bearer_auth(TOKEN)
+                        .json(&events(&ids, &names))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 200 => acked.lock().extend(ids),
+                        _ => break,
+                    }
+                }
+                n
+            })
+        };
+        tokio::time::sleep(kill_after.saturating_sub(started.elapsed())).await;
+        drop(process); // SIGKILL
+        next = producer.await.unwrap();
+    }
+    let acknowledged: HashSet<String> = acknowledged.lock().clone();
+    assert!(
+        acknowledged.len() >= 50,
+        "too few events accepted: {}",
+        acknowledged.len()
+    );
+    let _process = setup.start().await;
+    let start = Instant::now();
+    wait_delivered(&setup, &[&healthy, &slow, &flaky], &acknowledged).await;
+    eprintln!(
+        "{} events acknowledged over 5 killed runs; all delivered {:?} after the last start",
+        acknowledged.len(),
+        start.elapsed()
+    );
+}

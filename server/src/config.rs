@@ -166,6 +166,10 @@ pub struct Config {
     pub destination_retry_multiplier: f64,
     pub destination_max_retry_interval: ConfigDuration,
     pub sender_api_token: Option<String>,
+    /// A backoff longer than this sends a destination into catch-up (the
+    /// newest event of each room instead of everything it missed; presence,
+    /// typing and receipts dropped). Synapse: one hour.
+    pub sender_catch_up_after: ConfigDuration,
     /// How long an access token from `/login` stays valid; absent = until logout.
     pub access_token_lifetime: Option<ConfigDuration>,
     pub federation: FederationSection,
@@ -194,6 +198,7 @@ impl Default for Config {
             destination_retry_multiplier: 2.0,
             destination_max_retry_interval: ConfigDuration(Duration::from_secs(7 * 86_400)),
             sender_api_token: None,
+            sender_catch_up_after: ConfigDuration(Duration::from_secs(3600)),
             access_token_lifetime: None,
             federation: FederationSection::default(),
             rc_login: RcLogin::default(),

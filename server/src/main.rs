@@ -252,6 +252,7 @@ fn read_password() -> Result<String> {
 }
 
 async fn demo(data_dir: &Path, listen: &str, count: usize) -> Result<()> {
+    use herald::demo::{generator, live, tls::LoopbackCert};
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let database = data_dir.join("demo.db");
@@ -262,12 +263,13 @@ async fn demo(data_dir: &Path, listen: &str, count: usize) -> Result<()> {
                 .with_context(|| format!("removing the old {}", file.display()))?;
         }
     }
-    let config = Config {
-        server_name: "demo.herald.localhost".into(),
-        database: database.clone(),
-        listen: listen.into(),
-        ..Config::default()
-    };
+    let cert = LoopbackCert::generate(data_dir)?;
+    // Herald's federation port (its name): a free one on loopback.
+    let federation = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("finding a free port for the federation listener")?;
+    let sender_token = token::password();
+    let config = live::config(&database, listen, federation, &cert, &sender_token);
     config.validate()?;
     let store = Store::open(&database).await?;
     herald::demo::seed(&store, count).await?;
@@ -275,16 +277,34 @@ async fn demo(data_dir: &Path, listen: &str, count: usize) -> Result<()> {
     let pw = admin_password.clone();
     let hash = tokio::task::spawn_blocking(move || password::hash(&pw)).await??;
     store.create_user("admin", &hash, true).await?;
+    let peers = live::Federation::start(&cert).await?;
     let listener = herald::serve::bind(config.listen_addr()?).await?;
     let addr = listener.local_addr()?;
+    let origin = config.server_name.clone();
+    let server = herald::serve::Server::prepare(listener, store, config).await?;
+    let rooms = generator::rooms(&origin, &peers.names());
+    tokio::spawn(generator::run(
+        addr,
+        sender_token,
+        origin.clone(),
+        rooms,
+        3.0,
+    ));
     let mut out = std::io::stdout();
     writeln!(
         out,
-        "\nHerald demo: {count} destinations in {}\n\n  Open   http://{addr}/\n  User   admin\n  Pass   {admin_password}\n\nPress Ctrl-C to stop.\n",
+        "\nHerald demo: {count} destinations in {}, and a live federation on 127.0.0.1\n\n  Open   http://{addr}/\n  User   admin\n  Pass   {admin_password}\n\nHerald sends as {origin}; about 3 events a second go to these simulated homeservers:",
         database.display()
     )?;
+    for (what, hs) in &peers.homeservers {
+        writeln!(out, "  {:<17} {what}", hs.name())?;
+    }
+    writeln!(
+        out,
+        "Retry intervals are short (5 s doubling to 1 min; catch-up after 30 s).\n\nPress Ctrl-C to stop.\n"
+    )?;
     out.flush()?;
-    herald::serve::run(listener, store, config).await?;
+    server.run().await?;
     Ok(())
 }
 

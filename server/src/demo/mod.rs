@@ -6,7 +6,9 @@
 //! as receivers.
 
 pub mod data;
+pub mod generator;
 pub mod homeserver;
+pub mod live;
 pub mod tls;
 
 pub use data::{destinations, seed, SEED};

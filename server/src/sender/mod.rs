@@ -21,8 +21,6 @@ use crate::metrics::{Metrics, SenderGauges};
 use crate::store::{now_ms, Store};
 use scheduler::{Shared, Wake};
 
-pub use scheduler::CATCH_UP_AFTER_MS;
-
 /// Destinations sending at once (each has at most one transaction in
 /// flight); the others wait for a slot.
 const MAX_SENDING: usize = 1024;
@@ -45,9 +43,8 @@ impl Sender {
         let shared = Arc::new(Shared::new(
             store.clone(),
             client,
-            config.server_name.clone(),
+            config,
             metrics,
-            config.destination_min_retry_interval.0,
             MAX_SENDING,
         ));
         tokio::spawn(shared.clone().run_timers(store.subscribe_resets()));

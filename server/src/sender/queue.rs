@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::scheduler::{Shared, CATCH_UP_AFTER_MS};
+use super::scheduler::Shared;
 use super::transaction::{self, Contents, InFlight, MAX_EDUS, MAX_PDUS};
 use crate::federation::client::{FederationError, RequestOptions};
 use crate::metrics::TxnOutcome;
@@ -275,15 +275,15 @@ async fn failed(shared: &Shared, name: &str, error: FederationError) -> Result<S
     }
 }
 
-/// A backoff over an hour: send the newest event per room when it ends,
+/// A backoff over `sender_catch_up_after` (an hour by default): send the newest event per room when it ends,
 /// and drop the presence, typing and receipt EDUs queued meanwhile.
 fn enter_catch_up_if_long(shared: &Shared, name: &str, retry_interval: i64) {
-    if retry_interval <= CATCH_UP_AFTER_MS {
+    if retry_interval <= shared.catch_up_after_ms {
         return;
     }
     shared.with(name, |d| {
         if !d.catching_up {
-            tracing::info!(destination = %name, "backoff over an hour: catch-up from now on");
+            tracing::info!(destination = %name, retry_interval_ms = retry_interval, "long backoff: catch-up from now on");
             d.catching_up = true;
             d.volatile_dropped = false;
             d.in_flight = None;

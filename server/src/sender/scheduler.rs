@@ -15,13 +15,10 @@ use parking_lot::Mutex;
 use tokio::sync::{broadcast, Notify, Semaphore};
 
 use super::transaction::{InFlight, TxnIds};
+use crate::config::Config;
 use crate::federation::client::FederationClient;
 use crate::metrics::{Metrics, SenderGauges};
 use crate::store::{now_ms, Store};
-
-/// A backoff longer than this sends the destination into catch-up (and
-/// drops its presence, typing and receipt EDUs), as Synapse.
-pub const CATCH_UP_AFTER_MS: i64 = 60 * 60 * 1000;
 
 /// Destinations resumed per second at start-up.
 const RESUME_PER_SECOND: usize = 100;
@@ -36,6 +33,9 @@ pub(super) struct Shared {
     /// How long a destination that rejected a transaction (4xx that does
     /// not count as a failure) waits before it is tried again.
     pub retry_rejected_after: Duration,
+    /// A backoff longer than this (ms) sends the destination into catch-up
+    /// (`sender_catch_up_after`).
+    pub catch_up_after_ms: i64,
     /// Queue tasks sending at once.
     pub permits: Semaphore,
     state: Mutex<State>,
@@ -91,18 +91,19 @@ impl Shared {
     pub fn new(
         store: Store,
         client: Arc<FederationClient>,
-        origin: String,
+        config: &Config,
         metrics: Arc<Metrics>,
-        retry_rejected_after: Duration,
         max_sending: usize,
     ) -> Shared {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Shared {
+            origin: config.server_name.clone(),
+            retry_rejected_after: config.destination_min_retry_interval.0,
+            catch_up_after_ms: ms(config.sender_catch_up_after.0),
             txn_ids: TxnIds::new(store.clone()),
             store,
             client,
-            origin,
             metrics,
-            retry_rejected_after,
             permits: Semaphore::new(max_sending),
             state: Mutex::new(State::default()),
             timers_changed: Notify::new(),
@@ -180,7 +181,7 @@ impl Shared {
         }
         (
             Some(last.saturating_add(interval)),
-            interval > CATCH_UP_AFTER_MS,
+            interval > self.catch_up_after_ms,
         )
     }
 

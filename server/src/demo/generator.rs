@@ -1,0 +1,178 @@
+//! The demo's traffic: rooms spread over the simulated homeservers, and a
+//! few events per second (with typing notifications and to-device messages
+//! now and then) handed to Herald through its intake API over HTTP, as a
+//! homeserver would.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+
+use crate::store::now_ms;
+
+/// A room and the servers in it.
+#[derive(Debug, Clone)]
+pub struct Room {
+    pub room_id: String,
+    pub servers: Vec<String>,
+}
+
+/// Twelve rooms of two to all of `servers` each; one room holds them all.
+pub fn rooms(origin: &str, servers: &[String]) -> Vec<Room> {
+    let mut rng = rand::thread_rng();
+    let names = [
+        "lobby",
+        "rust",
+        "matrix-dev",
+        "music",
+        "books",
+        "ops",
+        "random",
+        "garden",
+        "cycling",
+        "cooking",
+        "photos",
+        "support",
+    ];
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let servers = if i == 0 {
+                servers.to_vec()
+            } else {
+                let n = rng.gen_range(2..=servers.len().max(2));
+                servers
+                    .choose_multiple(&mut rng, n.min(servers.len()))
+                    .cloned()
+                    .collect()
+            };
+            Room {
+                room_id: format!("!{name}:{origin}"),
+                servers,
+            }
+        })
+        .collect()
+}
+
+/// Sends `per_second` events to random rooms until the runtime stops.
+pub async fn run(
+    admin: SocketAddr,
+    token: String,
+    origin: String,
+    rooms: Vec<Room>,
+    per_second: f64,
+) {
+    let pause = Duration::from_secs_f64(1.0 / per_second.max(0.1));
+    let mut n: u64 = 0;
+    let mut warned = false;
+    loop {
+        tokio::time::sleep(pause).await;
+        n += 1;
+        let (path, body) = {
+            let mut rng = rand::thread_rng();
+            let Some(room) = rooms.choose(&mut rng) else {
+                return;
+            };
+            next_request(&origin, room, n, &mut rng)
+        };
+        match post_json(admin, &path, &token, &body).await {
+            Ok((200, _)) => warned = false,
+            Ok((status, answer)) if !warned => {
+                tracing::warn!(status, answer = %String::from_utf8_lossy(&answer), "demo generator: intake refused");
+                warned = true;
+            }
+            Err(e) if !warned => {
+                tracing::warn!(error = %e, "demo generator: intake unreachable");
+                warned = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The n-th request: mostly a message, every 5th a typing notification,
+/// every 11th a to-device message to one server.
+fn next_request(origin: &str, room: &Room, n: u64, rng: &mut impl Rng) -> (String, Value) {
+    let users = ["alice", "bob", "carol", "dave"];
+    let sender = format!("@{}:{origin}", users[rng.gen_range(0..users.len())]);
+    if n % 11 == 0 {
+        let server = room.servers.choose(rng).cloned().unwrap_or_default();
+        return (
+            "/_herald/v1/send/edus".into(),
+            json!({"edus": [{
+                "edu_type": "m.direct_to_device",
+                "content": {"sender": sender, "type": "m.room_key_request",
+                            "message_id": format!("demo{n}"), "messages": {}},
+                "destinations": [server],
+            }]}),
+        );
+    }
+    if n % 5 == 0 {
+        return (
+            "/_herald/v1/send/edus".into(),
+            json!({"edus": [{
+                "edu_type": "m.typing",
+                "content": {"room_id": room.room_id, "user_id": sender, "typing": true},
+                "destinations": room.servers,
+            }]}),
+        );
+    }
+    let event_id = format!("$demo{n}-{:08x}", rng.gen::<u32>());
+    (
+        "/_herald/v1/send/pdus".into(),
+        json!({"events": [{
+            "event_id": event_id,
+            "room_id": room.room_id,
+            "pdu": {
+                "event_id": event_id,
+                "room_id": room.room_id,
+                "sender": sender,
+                "origin_server_ts": now_ms(),
+                "type": "m.room.message",
+                "content": {"msgtype": "m.text", "body": format!("demo message {n}")},
+                "depth": n,
+                "prev_events": [],
+                "auth_events": [],
+            },
+            "destinations": room.servers,
+        }]}),
+    )
+}
+
+/// `POST http://<addr><path>` with a bearer token: status and body.
+async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    body: &Value,
+) -> Result<(u16, Bytes), String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = hyper::Request::post(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}

@@ -102,7 +102,7 @@ pub async fn run(
 fn next_request(origin: &str, room: &Room, n: u64, rng: &mut impl Rng) -> (String, Value) {
     let users = ["alice", "bob", "carol", "dave"];
     let sender = format!("@{}:{origin}", users[rng.gen_range(0..users.len())]);
-    if n % 11 == 0 {
+    if n.is_multiple_of(11) {
         let server = room.servers.choose(rng).cloned().unwrap_or_default();
         return (
             "/_herald/v1/send/edus".into(),
@@ -114,7 +114,7 @@ fn next_request(origin: &str, room: &Room, n: u64, rng: &mut impl Rng) -> (Strin
             }]}),
         );
     }
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         return (
             "/_herald/v1/send/edus".into(),
             json!({"edus": [{

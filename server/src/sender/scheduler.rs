@@ -110,8 +110,8 @@ impl Shared {
         }
     }
 
-    /// Wakes `name` (see [`Wake`]).
-    pub fn wake(self: &Arc<Self>, name: &str, why: Wake) {
+    /// Wakes `name` (see [`Wake`]); true when its queue starts now.
+    pub fn wake(self: &Arc<Self>, name: &str, why: Wake) -> bool {
         let now = now_ms();
         let start = {
             let mut state = self.state.lock();
@@ -163,8 +163,12 @@ impl Shared {
                 }
             }
         };
-        if let Some(key) = start {
-            self.start(key);
+        match start {
+            Some(key) => {
+                self.start(key);
+                true
+            }
+            None => false,
         }
     }
 
@@ -284,7 +288,9 @@ impl Shared {
                 } => {}
                 _ = self.timers_changed.notified() => {}
                 reset = resets.recv() => match reset {
-                    Ok(name) => self.wake(&name, Wake::Reset),
+                    Ok(name) => {
+                        self.wake(&name, Wake::Reset);
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
@@ -293,7 +299,7 @@ impl Shared {
     }
 
     /// Every destination with queued data, woken at start-up: those in
-    /// backoff at their due time, the others spread out at
+    /// backoff get their timer, the others start spread out at
     /// `RESUME_PER_SECOND`.
     pub async fn resume(self: Arc<Self>) {
         let names = match self.store.destinations_with_pending().await {
@@ -309,12 +315,13 @@ impl Shared {
                 "resuming destinations with queued data"
             );
         }
-        for chunk in names.chunks(RESUME_PER_SECOND) {
-            for name in chunk {
-                self.wake(name, Wake::NewData);
-            }
-            if chunk.len() == RESUME_PER_SECOND {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut started = 0;
+        for name in &names {
+            if self.wake(name, Wake::NewData) {
+                started += 1;
+                if started % RESUME_PER_SECOND == 0 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     }

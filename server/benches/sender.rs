@@ -1,0 +1,382 @@
+//! The sender's benchmarks (issue 5), end to end on 127.0.0.1: Herald runs
+//! in this process (`serve::spawn_all`, a temp SQLite file, its key server
+//! over TLS), events go in through the intake API over HTTP, and the
+//! receivers are simulated homeservers (`herald::demo::homeserver`: HTTPS,
+//! fetching Herald's key and verifying every transaction's signature).
+//!
+//! Run: `cargo bench -p herald --bench sender [-- fanout|throughput|scale]`
+//! (all three by default; a few minutes).
+//!
+//! - fanout: one event to `HERALD_BENCH_FANOUT` (1,000) destinations, each
+//!   its own receiver (its own port and key cache): time from the intake
+//!   request until every receiver has it. Cold (first event: TLS handshakes
+//!   and key fetches) and warm (pooled connections), median of 5 warm runs.
+//!   Target ≤ 1 s.
+//! - throughput: `HERALD_BENCH_EVENTS` (100,000) events, each to
+//!   `HERALD_BENCH_DESTS` (10) destinations, posted by 8 clients in requests
+//!   of 100 events: PDUs delivered per second and transactions per second,
+//!   from the first request to the last PDU received. Target ≥ 20,000 PDUs/s.
+//! - scale: `HERALD_BENCH_SCALE` (100,000) destinations in backoff (an hour
+//!   to go), each with one queued PDU, resumed at start-up; then idle CPU
+//!   over 10 s and RSS; then 1,000 of them (real receivers) become due at
+//!   once: time until all have delivered. Run again with a tenth of the
+//!   destinations to see the wake-up cost does not depend on the total.
+//!
+//! Every wait is bounded; a bench that times out exits non-zero.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::config::{Config, ConfigDuration};
+use herald::demo::homeserver::{Behaviour, Homeserver};
+use herald::demo::tls::LoopbackCert;
+use herald::store::outbox::NewEvent;
+use herald::store::{now_ms, DestinationRow, Store};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "bench-sender-token";
+
+struct Bench {
+    _dir: tempfile::TempDir,
+    cert: LoopbackCert,
+    store: Store,
+    config: Config,
+    intake: String,
+    http: reqwest::Client,
+}
+
+impl Bench {
+    /// A store and config; Herald is started by [`Bench::serve`].
+    async fn new() -> Bench {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cert = LoopbackCert::generate(dir.path()).expect("certificate");
+        let db = dir.path().join("herald.db");
+        let store = Store::open(&db).await.expect("store");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let name = format!("127.0.0.1:{port}");
+        let mut config = Config::loopback(&name, db);
+        config.federation_listen = Some(name);
+        config.tls_certificate_path = Some(cert.cert_path.clone());
+        config.tls_private_key_path = Some(cert.key_path.clone());
+        config.ip_range_whitelist = vec!["127.0.0.0/8".into()];
+        config.federation_custom_ca_list = Some(vec![cert.cert_path.clone()]);
+        config.sender_api_token = Some(TOKEN.into());
+        config.federation.max_long_retries = 0;
+        config.destination_min_retry_interval = ConfigDuration(Duration::from_secs(1));
+        Bench {
+            _dir: dir,
+            cert,
+            store,
+            config,
+            intake: String::new(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    async fn serve(&mut self) {
+        let addresses = herald::serve::spawn_all(self.store.clone(), self.config.clone())
+            .await
+            .expect("herald starts");
+        self.intake = format!("http://{}/_herald/v1/send/pdus", addresses.admin);
+    }
+
+    async fn receivers(&self, n: usize) -> Vec<Homeserver> {
+        let (server, client) = (
+            self.cert.server_config().expect("tls"),
+            self.cert.client_config().expect("tls"),
+        );
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(
+                Homeserver::start(Behaviour::healthy(), server.clone(), client.clone())
+                    .await
+                    .expect("receiver"),
+            );
+        }
+        out
+    }
+
+    async fn post(&self, events: Vec<Value>) {
+        let response = self
+            .http
+            .post(&self.intake)
+            .bearer_auth(TOKEN)
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+            .expect("intake reachable");
+        assert_eq!(response.status(), 200, "intake refused a request");
+    }
+}
+
+fn event(id: &str, room: &str, destinations: &[String]) -> Value {
+    json!({
+        "event_id": id,
+        "room_id": room,
+        "pdu": {"event_id": id, "room_id": room, "type": "m.room.message",
+                "sender": "@bench:herald.bench", "origin_server_ts": 0,
+                "content": {"msgtype": "m.text", "body": "benchmark message, about the size of a short chat line"}},
+        "destinations": destinations,
+    })
+}
+
+/// Waits until every receiver has at least `n` PDUs; false on timeout.
+async fn wait_all(receivers: &[Homeserver], n: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    for rx in receivers {
+        while rx.pdu_count() < n {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    true
+}
+
+async fn fanout() -> bool {
+    let n = env_number("HERALD_BENCH_FANOUT", 1000) as usize;
+    let mut bench = Bench::new().await;
+    bench.serve().await;
+    let receivers = bench.receivers(n).await;
+    let names: Vec<String> = receivers.iter().map(|r| r.name().to_owned()).collect();
+    let mut warm = Vec::new();
+    for round in 0..6 {
+        let start = Instant::now();
+        bench
+            .post(vec![event(&format!("$fan{round}"), "!fan:herald.bench", &names)])
+            .await;
+        if !wait_all(&receivers, round + 1, Duration::from_secs(60)).await {
+            println!("fanout: round {round} timed out");
+            return false;
+        }
+        let took = start.elapsed();
+        if round == 0 {
+            println!("fanout: 1 event to {n} destinations, cold (TLS + key fetch each): {took:?}");
+        } else {
+            warm.push(took);
+        }
+    }
+    warm.sort();
+    println!(
+        "fanout: 1 event to {n} destinations, warm: median {:?} (min {:?}, max {:?}) — target ≤ 1 s",
+        warm[warm.len() / 2],
+        warm[0],
+        warm[warm.len() - 1]
+    );
+    true
+}
+
+async fn throughput() -> bool {
+    let events = env_number("HERALD_BENCH_EVENTS", 100_000) as usize;
+    let dests = env_number("HERALD_BENCH_DESTS", 10) as usize;
+    let mut bench = Bench::new().await;
+    bench.serve().await;
+    let receivers = bench.receivers(dests).await;
+    let names: Vec<String> = receivers.iter().map(|r| r.name().to_owned()).collect();
+    // Warm up: connections and key fetches.
+    bench
+        .post(vec![event("$warm", "!warm:herald.bench", &names)])
+        .await;
+    if !wait_all(&receivers, 1, Duration::from_secs(30)).await {
+        println!("throughput: warm-up timed out");
+        return false;
+    }
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    let bench = Arc::new(bench);
+    let per_request = 100;
+    let clients = 8;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (bench, names) = (bench.clone(), names.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = c * per_request;
+            while i < events {
+                let batch = (i..(i + per_request).min(events))
+                    .map(|k| event(&format!("$t{k}"), &format!("!room{}:herald.bench", k % 50), &names))
+                    .collect();
+                bench.post(batch).await;
+                i += clients * per_request;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let intake = start.elapsed();
+    if !wait_all(&receivers, events + 1, Duration::from_secs(600)).await {
+        println!("throughput: delivery timed out");
+        return false;
+    }
+    let took = start.elapsed();
+    let cpu = cpu_seconds() - cpu0;
+    let pdus = events * dests;
+    let txns: usize = receivers
+        .iter()
+        .map(|r| r.received().transactions.len() - 1)
+        .sum();
+    let dup: usize = receivers
+        .iter()
+        .map(|r| {
+            let ids = r.received().event_ids();
+            ids.len() - ids.iter().collect::<HashSet<_>>().len()
+        })
+        .sum();
+    println!(
+        "throughput: {events} events × {dests} destinations = {pdus} PDUs in {took:.2?} \
+         (intake done after {intake:.2?}): {:.0} PDUs/s, {:.0} transactions/s ({txns} transactions, \
+         {:.1} PDUs each), {dup} duplicates; CPU {cpu:.1} s ({:.1} µs per PDU, receivers included) \
+         — target ≥ 20,000 PDUs/s",
+        pdus as f64 / took.as_secs_f64(),
+        txns as f64 / took.as_secs_f64(),
+        pdus as f64 / txns.max(1) as f64,
+        cpu * 1e6 / pdus as f64,
+    );
+    true
+}
+
+async fn scale(total: usize) -> bool {
+    let due_count = 1000.min(total);
+    let mut bench = Bench::new().await;
+    let receivers = bench.receivers(due_count).await;
+    let rss_receivers = rss_mb();
+    // `total` destinations: loopback IP literals (never contacted while
+    // in backoff) and, among them, the receivers, all in backoff; the
+    // receivers are due a few seconds after start-up.
+    let now = now_ms();
+    let mut rows = Vec::with_capacity(total);
+    let mut names = Vec::with_capacity(total);
+    for i in 0..total - due_count {
+        let name = format!("127.{}.{}.{}:9", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+        rows.push(DestinationRow::new(&name, Some(now), Some(3_600_000), Some(now), Some(1)));
+        names.push(name);
+    }
+    let setup_s = 20_000;
+    for rx in &receivers {
+        rows.push(DestinationRow::new(rx.name(), Some(now), Some(setup_s), Some(now), Some(1)));
+        names.push(rx.name().to_owned());
+    }
+    bench.store.put_destinations(&rows).await.expect("seed rows");
+    bench
+        .store
+        .enqueue_pdus(vec![NewEvent {
+            event_id: "$scale".into(),
+            room_id: "!scale:herald.bench".into(),
+            pdu_json: json!({"event_id": "$scale", "room_id": "!scale:herald.bench", "type": "m.room.message", "content": {"body": "scale"}}).to_string(),
+            destinations: names,
+        }])
+        .await
+        .expect("queue");
+    let start = Instant::now();
+    bench.serve().await;
+    // Resumed: every destination holds a timer; nothing is due yet.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu0 = cpu_seconds();
+    let idle = Duration::from_secs(10);
+    tokio::time::sleep(idle).await;
+    let idle_cpu = cpu_seconds() - cpu0;
+    let rss = rss_mb();
+    let due_at = Duration::from_millis(setup_s as u64);
+    let since_start = start.elapsed();
+    if since_start > due_at {
+        println!("scale: setup took longer than the due time; raise it");
+        return false;
+    }
+    tokio::time::sleep(due_at - since_start).await;
+    let woke = Instant::now();
+    if !wait_all(&receivers, 1, Duration::from_secs(120)).await {
+        println!("scale: the due destinations were not all woken");
+        return false;
+    }
+    let wake = woke.elapsed();
+    let sent_early = receivers.iter().all(|r| r.pdu_count() == 1);
+    println!(
+        "scale: {total} destinations in backoff: idle CPU {:.1}% of one core over {idle:?}, \
+         RSS {rss:.0} MB ({rss_receivers:.0} MB before Herald started, with {due_count} receivers); \
+         {due_count} becoming due together delivered in {wake:.2?}{}",
+        idle_cpu * 100.0 / idle.as_secs_f64(),
+        if sent_early { "" } else { " (some twice)" }
+    );
+    true
+}
+
+/// Process CPU time (user + system) in seconds, from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Resident set size in MB, from /proc/self/status.
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU".into(), |m| m.trim().to_owned());
+    format!("{cpus} CPUs, {model}")
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    println!("sender bench on {}", machine());
+    let mut ok = true;
+    for (name, run) in [("fanout", 0), ("throughput", 1), ("scale", 2)] {
+        if !wants(name) {
+            continue;
+        }
+        // One runtime per bench, so that one's tasks do not linger into the next.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        ok &= runtime.block_on(async {
+            match run {
+                0 => fanout().await,
+                1 => throughput().await,
+                _ => {
+                    let total = env_number("HERALD_BENCH_SCALE", 100_000) as usize;
+                    scale(total / 10).await && scale(total).await
+                }
+            }
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+    if !ok {
+        std::process::exit(1);
+    }
+}

@@ -151,7 +151,11 @@ async fn fanout() -> bool {
     for round in 0..6 {
         let start = Instant::now();
         bench
-            .post(vec![event(&format!("$fan{round}"), "!fan:herald.bench", &names)])
+            .post(vec![event(
+                &format!("$fan{round}"),
+                "!fan:herald.bench",
+                &names,
+            )])
             .await;
         if !wait_all(&receivers, round + 1, Duration::from_secs(60)).await {
             println!("fanout: round {round} timed out");
@@ -201,7 +205,13 @@ async fn throughput() -> bool {
             let mut i = c * per_request;
             while i < events {
                 let batch = (i..(i + per_request).min(events))
-                    .map(|k| event(&format!("$t{k}"), &format!("!room{}:herald.bench", k % 50), &names))
+                    .map(|k| {
+                        event(
+                            &format!("$t{k}"),
+                            &format!("!room{}:herald.bench", k % 50),
+                            &names,
+                        )
+                    })
                     .collect();
                 bench.post(batch).await;
                 i += clients * per_request;
@@ -247,7 +257,6 @@ async fn scale(total: usize) -> bool {
     let due_count = 1000.min(total);
     let mut bench = Bench::new().await;
     let receivers = bench.receivers(due_count).await;
-    let rss_receivers = rss_mb();
     // `total` destinations: loopback IP literals (never contacted while
     // in backoff) and, among them, the receivers, all in backoff; the
     // receivers are due a few seconds after start-up.
@@ -256,15 +265,30 @@ async fn scale(total: usize) -> bool {
     let mut names = Vec::with_capacity(total);
     for i in 0..total - due_count {
         let name = format!("127.{}.{}.{}:9", (i >> 16) & 255, (i >> 8) & 255, i & 255);
-        rows.push(DestinationRow::new(&name, Some(now), Some(3_600_000), Some(now), Some(1)));
+        rows.push(DestinationRow::new(
+            &name,
+            Some(now),
+            Some(3_600_000),
+            Some(now),
+            Some(1),
+        ));
         names.push(name);
     }
-    let setup_s = 20_000;
     for rx in &receivers {
-        rows.push(DestinationRow::new(rx.name(), Some(now), Some(setup_s), Some(now), Some(1)));
+        rows.push(DestinationRow::new(
+            rx.name(),
+            Some(now),
+            Some(3_600_000),
+            Some(now),
+            Some(1),
+        ));
         names.push(rx.name().to_owned());
     }
-    bench.store.put_destinations(&rows).await.expect("seed rows");
+    bench
+        .store
+        .put_destinations(&rows)
+        .await
+        .expect("seed rows");
     bench
         .store
         .enqueue_pdus(vec![NewEvent {
@@ -275,6 +299,16 @@ async fn scale(total: usize) -> bool {
         }])
         .await
         .expect("queue");
+    drop(rows);
+    // The receivers' backoff ends `setup_ms` after Herald starts.
+    let setup_ms = 20_000;
+    let now = now_ms();
+    let due: Vec<DestinationRow> = receivers
+        .iter()
+        .map(|rx| DestinationRow::new(rx.name(), Some(now), Some(setup_ms), Some(now), Some(1)))
+        .collect();
+    bench.store.put_destinations(&due).await.expect("due rows");
+    let rss_before = rss_mb();
     let start = Instant::now();
     bench.serve().await;
     // Resumed: every destination holds a timer; nothing is due yet.
@@ -284,7 +318,7 @@ async fn scale(total: usize) -> bool {
     tokio::time::sleep(idle).await;
     let idle_cpu = cpu_seconds() - cpu0;
     let rss = rss_mb();
-    let due_at = Duration::from_millis(setup_s as u64);
+    let due_at = Duration::from_millis(setup_ms as u64);
     let since_start = start.elapsed();
     if since_start > due_at {
         println!("scale: setup took longer than the due time; raise it");
@@ -300,7 +334,7 @@ async fn scale(total: usize) -> bool {
     let sent_early = receivers.iter().all(|r| r.pdu_count() == 1);
     println!(
         "scale: {total} destinations in backoff: idle CPU {:.1}% of one core over {idle:?}, \
-         RSS {rss:.0} MB ({rss_receivers:.0} MB before Herald started, with {due_count} receivers); \
+         RSS {rss:.0} MB ({rss_before:.0} MB before Herald started: {due_count} receivers, the seeded store); \
          {due_count} becoming due together delivered in {wake:.2?}{}",
         idle_cpu * 100.0 / idle.as_secs_f64(),
         if sent_early { "" } else { " (some twice)" }
@@ -314,7 +348,12 @@ fn cpu_seconds() -> f64 {
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 (1-based), 11 and 12 after ')'.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -347,7 +386,34 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Runs `scale` for a tenth of `HERALD_BENCH_SCALE` and for all of it, each
+/// in a fresh process so that one's memory does not count in the other's RSS.
+fn scale_in_own_processes() -> bool {
+    let total = env_number("HERALD_BENCH_SCALE", 100_000) as usize;
+    let Ok(exe) = std::env::current_exe() else {
+        return false;
+    };
+    [total / 10, total].iter().all(|n| {
+        std::process::Command::new(&exe)
+            .args(["scale-one", &n.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("scale-one") {
+        let total = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100_000);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        if !runtime.block_on(scale(total)) {
+            std::process::exit(1);
+        }
+        return;
+    }
     let which: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -368,10 +434,7 @@ fn main() {
             match run {
                 0 => fanout().await,
                 1 => throughput().await,
-                _ => {
-                    let total = env_number("HERALD_BENCH_SCALE", 100_000) as usize;
-                    scale(total / 10).await && scale(total).await
-                }
+                _ => tokio::task::block_in_place(scale_in_own_processes),
             }
         });
         runtime.shutdown_timeout(Duration::from_secs(1));

@@ -590,3 +590,38 @@ async fn summary_counts_destinations_per_status() {
         (Some(3), Some(1))
     );
 }
+
+#[tokio::test]
+async fn queue_view_needs_an_admin_and_a_known_destination() {
+    let s = TestServer::start().await;
+    let t = s.admin_token().await;
+    let path = "/_herald/admin/v1/federation/destinations/a.org/queue";
+    assert_missing_token(&s.get(path, None).await);
+    let alice = s.login(USER, USER_PASSWORD).await;
+    assert_not_admin(&s.get(path, Some(&alice)).await);
+    let (status, body) = s.get(path, Some(&t)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"destination": "a.org", "state": "idle", "queued_pdus": 0,
+                           "queued_edus": 0, "oldest_queued_ts": null})
+    );
+    // Names are percent-decoded as in Synapse's routes.
+    let (status, body) = s
+        .get(
+            "/_herald/admin/v1/federation/destinations/%5B%3A%3A1%5D%3A8448/queue",
+            Some(&t),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["destination"]),
+        (200, &serde_json::json!("[::1]:8448"))
+    );
+    let got = s
+        .get(
+            "/_herald/admin/v1/federation/destinations/unknown.example/queue",
+            Some(&t),
+        )
+        .await;
+    assert_error(&got, 404, "M_NOT_FOUND", "Unknown destination");
+}

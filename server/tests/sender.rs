@@ -148,6 +148,35 @@ impl Herald {
         assert_eq!(status, 200, "{body}");
     }
 
+    async fn admin_token(&self) -> String {
+        let (status, body) = self
+            .post(
+                "/_matrix/client/v3/login",
+                "",
+                json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": "admin-password"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Herald's queue view of a destination, as the console reads it.
+    async fn queue_view(&self, destination: &str) -> Value {
+        let token = self.admin_token().await;
+        let response = self
+            .http
+            .get(format!(
+                "{}/_herald/admin/v1/federation/destinations/{destination}/queue",
+                self.base
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
     async fn queued(&self, destination: &str) -> usize {
         self.store
             .pending_pdus(destination, 10_000)
@@ -324,6 +353,10 @@ async fn a_failed_transaction_backs_off_and_is_retried_by_the_timer_with_its_id(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let view = herald.queue_view(rx.name()).await;
+    assert_eq!(view["state"], "backing_off", "{view}");
+    assert_eq!(view["queued_pdus"], 2, "{view}");
+    assert!(view["oldest_queued_ts"].as_i64().unwrap() > 0, "{view}");
     // It comes back; no new data arrives: the timer alone sends again.
     rx.force_status(None);
     wait_for("the retry", Duration::from_secs(15), || {
@@ -377,15 +410,7 @@ async fn reset_connection_wakes_a_destination_in_backoff_at_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(rx.received().transactions.is_empty());
 
-    let (status, body) = herald
-        .post(
-            "/_matrix/client/v3/login",
-            "",
-            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": "admin-password"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let token = body["access_token"].as_str().unwrap().to_owned();
+    let token = herald.admin_token().await;
     let reset_at = Instant::now();
     let (status, body) = herald
         .post(
@@ -447,6 +472,7 @@ async fn catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus() 
         ])
         .await;
     assert!(rx.received().transactions.is_empty(), "still in backoff");
+    assert_eq!(herald.queue_view(rx.name()).await["state"], "catching_up");
     wait_for("catch-up", Duration::from_secs(10), || {
         rx.received().event_ids().len() >= 3
     })

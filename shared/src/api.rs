@@ -44,6 +44,19 @@ impl DestinationDetails {
     }
 }
 
+/// Herald's `GET /_herald/admin/v1/federation/destinations/<destination>/queue`:
+/// what the sender holds for a destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationQueue {
+    pub destination: String,
+    /// `idle`, `sending`, `backing_off` or `catching_up`.
+    pub state: String,
+    pub queued_pdus: u64,
+    pub queued_edus: u64,
+    /// When the oldest queued PDU was accepted (ms since the epoch).
+    pub oldest_queued_ts: Option<i64>,
+}
+
 /// One row of `GET .../destinations/<destination>/rooms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationRoom {

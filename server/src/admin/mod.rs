@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Uri};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use herald_shared::{
-    percent_decode_path, DestinationDetails, DestinationsPage, DestinationsQuery,
+    percent_decode_path, DestinationDetails, DestinationQueue, DestinationsPage, DestinationsQuery,
     FederationSummary, RawQuery, RoomsPage, RoomsQuery,
 };
 use serde_json::{json, Value};
@@ -21,10 +21,15 @@ use crate::state::AppState;
 use crate::store::destinations::ResetOutcome;
 
 const PREFIX: &str = "/_synapse/admin/v1/federation";
+const HERALD_PREFIX: &str = "/_herald/admin/v1/federation";
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/_herald/admin/v1/federation/summary", get(summary))
+        .route(&format!("{HERALD_PREFIX}/summary"), get(summary))
+        .route(
+            &format!("{HERALD_PREFIX}/destinations/{{destination}}/queue"),
+            get(queue),
+        )
         .route(&format!("{PREFIX}/destinations"), get(list))
         // Synapse's patterns allow an empty name here (`[^/]*`): a trailing
         // slash asks for destination "" and gets "Unknown destination".
@@ -52,9 +57,10 @@ pub fn router() -> Router<AppState> {
 /// The destination named in the path, percent-decoded (invalid UTF-8
 /// becomes U+FFFD, as Python's `unquote` does).
 fn destination(uri: &Uri) -> String {
-    let rest = uri
-        .path()
+    let path = uri.path();
+    let rest = path
         .strip_prefix(PREFIX)
+        .or_else(|| path.strip_prefix(HERALD_PREFIX))
         .and_then(|r| r.strip_prefix("/destinations/"));
     let segment = rest.and_then(|r| r.split('/').next()).unwrap_or("");
     percent_decode_path(segment)
@@ -100,6 +106,21 @@ async fn details(
         .ok_or_else(|| ApiError::not_found("Unknown destination"))
 }
 
+/// Herald's addition: what the sender holds for a destination (its state,
+/// queued PDUs and EDUs, the oldest one's age).
+async fn queue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Json<DestinationQueue>> {
+    let destination = destination(&uri);
+    require_admin(&state.store, &headers, &uri).await?;
+    if !state.store.is_destination_known(&destination).await? {
+        return Err(ApiError::not_found("Unknown destination"));
+    }
+    Ok(Json(state.sender.queue(&destination).await?))
+}
+
 async fn rooms(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -130,8 +151,9 @@ async fn reset_connection(
             "The retry timing does not need to be reset for this destination.",
         )),
         ResetOutcome::Reset => {
+            // The store tells the sender (`Store::subscribe_resets`), which
+            // tries the destination at once if anything is queued for it.
             tracing::info!(%destination, "retry timings reset by an admin");
-            // The sender (a later issue) is woken here to retry at once.
             Ok(Json(json!({})))
         }
     }

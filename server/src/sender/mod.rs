@@ -18,7 +18,8 @@ pub use intake::router;
 use crate::config::Config;
 use crate::federation::client::FederationClient;
 use crate::metrics::{Metrics, SenderGauges};
-use crate::store::{now_ms, Store};
+use crate::store::{now_ms, Store, StoreError};
+use herald_shared::DestinationQueue;
 use scheduler::{Shared, Wake};
 
 /// Destinations sending at once (each has at most one transaction in
@@ -57,6 +58,18 @@ impl Sender {
         for name in destinations {
             self.shared.wake(name, Wake::NewData);
         }
+    }
+
+    /// What the sender holds for `name`: its state and what is queued.
+    pub async fn queue(&self, name: &str) -> Result<DestinationQueue, StoreError> {
+        let counts = self.shared.store.queued_counts(name).await?;
+        Ok(DestinationQueue {
+            destination: name.to_owned(),
+            state: self.shared.state_of(name).to_owned(),
+            queued_pdus: counts.pdus,
+            queued_edus: counts.edus,
+            oldest_queued_ts: counts.oldest_pdu_ts,
+        })
     }
 
     /// Destinations per state and the oldest undelivered PDU's age, for the

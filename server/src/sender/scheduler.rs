@@ -326,6 +326,19 @@ impl Shared {
         }
     }
 
+    /// `name`'s state: `idle`, `sending`, `backing_off` or `catching_up`.
+    pub fn state_of(&self, name: &str) -> &'static str {
+        match self.state.lock().destinations.get(name) {
+            None => "idle",
+            Some(d) if d.catching_up => "catching_up",
+            Some(Destination {
+                phase: Phase::Sending { .. },
+                ..
+            }) => "sending",
+            Some(_) => "backing_off",
+        }
+    }
+
     /// Destinations per state, for the metrics.
     pub fn gauges(&self, known: usize) -> SenderGauges {
         let state = self.state.lock();

@@ -297,3 +297,45 @@ impl Store {
         .await?)
     }
 }
+
+/// What is queued for one destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueuedCounts {
+    pub pdus: u64,
+    pub edus: u64,
+    /// When the oldest queued PDU was accepted.
+    pub oldest_pdu_ts: Option<i64>,
+}
+
+impl Store {
+    /// How much is queued for `destination` (the admin's queue view).
+    pub async fn queued_counts(&self, destination: &str) -> Result<QueuedCounts, StoreError> {
+        let (pdus, first): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(stream_ordering) FROM destination_pdus WHERE destination = ?",
+        )
+        .bind(destination)
+        .fetch_one(&self.pool)
+        .await?;
+        let edus: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM destination_edus WHERE destination = ?")
+                .bind(destination)
+                .fetch_one(&self.pool)
+                .await?;
+        let oldest_pdu_ts = match first {
+            Some(so) => {
+                sqlx::query_scalar(
+                    "SELECT received_ts FROM outgoing_events WHERE stream_ordering = ?",
+                )
+                .bind(so)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+            None => None,
+        };
+        Ok(QueuedCounts {
+            pdus: pdus.max(0) as u64,
+            edus: edus.max(0) as u64,
+            oldest_pdu_ts,
+        })
+    }
+}

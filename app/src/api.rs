@@ -4,8 +4,8 @@
 //! there, since data is fetched after hydration.
 
 use herald_shared::{
-    percent_encode, DestinationDetails, DestinationsPage, DestinationsQuery, FederationSummary,
-    LoginResponse, MatrixError, PasswordLogin, RoomsPage, RoomsQuery,
+    percent_encode, DestinationDetails, DestinationQueue, DestinationsPage, DestinationsQuery,
+    FederationSummary, LoginResponse, MatrixError, PasswordLogin, RoomsPage, RoomsQuery,
 };
 
 pub const LOGIN_PATH: &str = "/_matrix/client/v3/login";
@@ -91,6 +91,14 @@ pub fn destination_url(name: &str, what: &str) -> String {
     format!("{DESTINATIONS_PATH}/{}{what}", percent_encode(name))
 }
 
+/// The URL of Herald's queue view of a destination.
+pub fn queue_url(name: &str) -> String {
+    format!(
+        "/_herald/admin/v1/federation/destinations/{}/queue",
+        percent_encode(name)
+    )
+}
+
 /// The URL of one page of a destination's rooms.
 pub fn rooms_url(name: &str, query: &RoomsQuery) -> String {
     let url = destination_url(name, "/rooms");
@@ -143,6 +151,12 @@ pub async fn rooms(token: &str, name: &str, query: &RoomsQuery) -> Result<RoomsP
 /// backoff so that the next send is tried at once.
 pub async fn reset_connection(token: &str, name: &str) -> Result<(), ApiError> {
     post_empty(&destination_url(name, "/reset_connection"), token).await
+}
+
+/// `GET /_herald/admin/v1/federation/destinations/<destination>/queue`:
+/// what the sender holds for it.
+pub async fn queue(token: &str, name: &str) -> Result<DestinationQueue, ApiError> {
+    http::get_json(&queue_url(name), token).await
 }
 
 /// `GET /_herald/admin/v1/federation/summary`: destinations per status.

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use herald_shared::{
-    next_retry_ts, percent_encode, Destination, DestinationRoom, DestinationStatus,
-    FederationSummary,
+    next_retry_ts, percent_encode, Destination, DestinationQueue, DestinationRoom,
+    DestinationStatus, FederationSummary,
 };
 
 use crate::components::destinations_table::COLUMNS;
@@ -190,6 +190,33 @@ pub fn details(d: &Destination, now: i64) -> String {
     health_cells(&mut out, d, now);
     out.push_str("</tr></tbody></table>");
     out
+}
+
+/// What the sender holds for a destination: its state and what is queued.
+pub fn queue(q: &DestinationQueue, now: i64) -> String {
+    let state = match q.state.as_str() {
+        "sending" => "Sending",
+        "backing_off" => "Waiting for its backoff to end",
+        "catching_up" => "Catching up: the newest event of each room",
+        _ => "Idle",
+    };
+    let queued = if q.queued_pdus == 0 && q.queued_edus == 0 {
+        "nothing queued".to_owned()
+    } else {
+        format!(
+            "{} PDUs and {} EDUs queued",
+            format::count(q.queued_pdus),
+            format::count(q.queued_edus)
+        )
+    };
+    let oldest = q
+        .oldest_queued_ts
+        .map(|ts| format!(", the oldest accepted {}", format::relative(ts, now)))
+        .unwrap_or_default();
+    format!(
+        r#"<p id="destination-queue" data-state="{}"><strong>Sender:</strong> {state} · {queued}{oldest}.</p>"#,
+        escape(&q.state)
+    )
 }
 
 /// The rooms of a destination, or a row saying there are none.

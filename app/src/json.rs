@@ -7,8 +7,8 @@
 //! ignored; a missing or mistyped one is an error that names it.
 
 use herald_shared::{
-    Destination, DestinationDetails, DestinationRoom, DestinationsPage, FederationSummary,
-    LoginResponse, MatrixError, RoomsPage,
+    Destination, DestinationDetails, DestinationQueue, DestinationRoom, DestinationsPage,
+    FederationSummary, LoginResponse, MatrixError, RoomsPage,
 };
 use js_sys::{Array, Reflect};
 use wasm_bindgen::JsValue;
@@ -116,6 +116,19 @@ impl FromJs for DestinationDetails {
             failure_ts: o.opt_int("failure_ts")?,
             retry_last_ts: o.int("retry_last_ts")?,
             retry_interval: o.opt_int("retry_interval")?,
+        })
+    }
+}
+
+impl FromJs for DestinationQueue {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(DestinationQueue {
+            destination: o.string("destination")?,
+            state: o.string("state")?,
+            queued_pdus: o.count("queued_pdus")?,
+            queued_edus: o.count("queued_edus")?,
+            oldest_queued_ts: o.opt_int("oldest_queued_ts")?,
         })
     }
 }

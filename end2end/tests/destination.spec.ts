@@ -103,6 +103,9 @@ test("a healthy destination has nothing to reset", async ({ page }) => {
   await expect(page.locator('#destination-details td[data-col="status"]')).toHaveAttribute("data-value", "healthy");
   await expect(page.locator("#reset-connection")).toBeDisabled();
   await expect(page.locator("#destination-region")).toContainText("Not in backoff: there is nothing to reset.");
+  // The sender's view of it (Herald's queue endpoint): nothing queued.
+  await expect(page.locator("#destination-queue")).toHaveAttribute("data-state", "idle");
+  await expect(page.locator("#destination-queue")).toHaveText("Sender: Idle · nothing queued.");
 });
 
 test("an unknown destination says so", async ({ page, expectHttpError }) => {
@@ -110,6 +113,7 @@ test("an unknown destination says so", async ({ page, expectHttpError }) => {
   const api = `/_synapse/admin/v1/federation/destinations/${name}`;
   expectHttpError("GET", api, 404);
   expectHttpError("GET", `${api}/rooms`, 404);
+  expectHttpError("GET", `/_herald/admin/v1/federation/destinations/${name}/queue`, 404);
   await signIn(page);
   await expect(page).toHaveURL(/\/destinations$/);
   await page.goto(`/destinations/${name}`);

@@ -8,7 +8,8 @@
 //! API spells them).
 
 use herald_shared::{
-    percent_decode_path, DestinationDetails, DestinationStatus, RoomsPage, RoomsQuery,
+    percent_decode_path, DestinationDetails, DestinationQueue, DestinationStatus, RoomsPage,
+    RoomsQuery,
 };
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -50,20 +51,26 @@ enum Reset {
 
 /// The details table and the Reset connection button, enabled in backoff
 /// while no reset is under way.
-fn details_html(d: &DestinationDetails, now: i64, running: bool) -> String {
+fn details_html(
+    d: &DestinationDetails,
+    queue: Option<&DestinationQueue>,
+    now: i64,
+    running: bool,
+) -> String {
     let row = d.as_row();
     let status = DestinationStatus::of(&row, now);
     let (disabled, hint) = match (status.in_backoff(), running) {
         (true, false) => (
             "",
-            "Clears the backoff so that Herald tries again with the next thing it sends.",
+            "Clears the backoff: Herald tries again at once if anything is queued for it.",
         ),
         (true, true) => (" disabled", "Resetting…"),
         (false, _) => (" disabled", "Not in backoff: there is nothing to reset."),
     };
     format!(
-        r#"<div class="table-wrap">{}</div><div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="reset-ask"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>"#,
+        r#"<div class="table-wrap">{}</div>{}<div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="reset-ask"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>"#,
         html::details(&row, now),
+        queue.map(|q| html::queue(q, now)).unwrap_or_default(),
         status.key()
     )
 }
@@ -71,7 +78,7 @@ fn details_html(d: &DestinationDetails, now: i64, running: bool) -> String {
 /// What the reset said.
 fn outcome_html(reset: &Reset) -> String {
     match reset {
-        Reset::Done(Ok(())) => r#"<p id="reset-result" class="notice" role="status">Connection reset: Herald tries this destination again with the next thing it sends.</p>"#.to_owned(),
+        Reset::Done(Ok(())) => r#"<p id="reset-result" class="notice" role="status">Connection reset: Herald tries this destination again now if anything is queued for it, otherwise with the next thing it sends.</p>"#.to_owned(),
         Reset::Done(Err(e)) => html::error("reset-error", e),
         _ => String::new(),
     }
@@ -85,7 +92,7 @@ fn dialog_html(name: &str, running: bool) -> String {
         ("", "Reset connection")
     };
     format!(
-        r#"<h2 id="reset-title">Reset connection?</h2><p>Herald forgets the backoff of <strong>{}</strong> and tries it again with the next thing it sends.</p><div class="actions"><button type="button" id="reset-confirm" class="danger" data-action="reset-confirm"{disabled}>{label}</button><button type="button" id="reset-cancel" class="secondary" data-action="reset-cancel" autofocus{disabled}>Cancel</button></div>"#,
+        r#"<h2 id="reset-title">Reset connection?</h2><p>Herald forgets the backoff of <strong>{}</strong> and tries it again at once if anything is queued for it.</p><div class="actions"><button type="button" id="reset-confirm" class="danger" data-action="reset-confirm"{disabled}>{label}</button><button type="button" id="reset-cancel" class="secondary" data-action="reset-cancel" autofocus{disabled}>Cancel</button></div>"#,
         html::escape(name)
     )
 }
@@ -134,7 +141,15 @@ pub fn DestinationPage() -> impl IntoView {
         let token = session.token();
         let name = name.get();
         reloads.track();
-        async move { Some((api::destination(&token?, &name).await, dom::now_ms())) }
+        async move {
+            let token = token?;
+            let (details, queue) = futures_util::future::join(
+                api::destination(&token, &name),
+                api::queue(&token, &name),
+            )
+            .await;
+            Some((details, queue.ok(), dom::now_ms()))
+        }
     });
     let rooms = LocalResource::new(move || {
         let token = session.token();
@@ -155,7 +170,7 @@ pub fn DestinationPage() -> impl IntoView {
         }
     });
     Effect::new(move |_| {
-        let d = details.get().flatten().and_then(|(r, _)| r.err());
+        let d = details.get().flatten().and_then(|(r, _, _)| r.err());
         let r = rooms.get().flatten().and_then(|(r, _)| r.err());
         if [d, r].iter().flatten().any(|e| e.is_unauthorized()) {
             session.clear();
@@ -180,6 +195,11 @@ pub fn DestinationPage() -> impl IntoView {
                 result.map_err(|e| api::admin_error_message(&e)),
             ));
             reloads.update(|n| *n += 1);
+            // And again once the retry the reset started has had its moment.
+            set_timeout(
+                move || reloads.update(|n| *n += 1),
+                std::time::Duration::from_millis(1500),
+            );
         });
     };
 
@@ -212,8 +232,10 @@ pub fn DestinationPage() -> impl IntoView {
     };
 
     let details_view = move || match details.get() {
-        Some(Some((Ok(d), now))) => details_html(&d, now, running()),
-        Some(Some((Err(e), _))) => html::error("destination-error", &api::admin_error_message(&e)),
+        Some(Some((Ok(d), q, now))) => details_html(&d, q.as_ref(), now, running()),
+        Some(Some((Err(e), _, _))) => {
+            html::error("destination-error", &api::admin_error_message(&e))
+        }
         _ => html::loading("destination-loading"),
     };
     let rooms_view = move || match rooms.get() {
@@ -291,13 +313,44 @@ mod tests {
     #[test]
     fn reset_is_offered_only_in_backoff_and_not_twice() {
         let now = 1_700_000_000_000;
-        let html = details_html(&details(now - 1000), now, false);
+        let html = details_html(&details(now - 1000), None, now, false);
         assert!(html.contains(r#"data-status="backing_off" data-action="reset-ask">"#));
-        let html = details_html(&details(now - 1000), now, true);
+        let html = details_html(&details(now - 1000), None, now, true);
         assert!(html.contains(r#"data-action="reset-ask" disabled>"#));
-        let html = details_html(&details(0), now, false);
+        let html = details_html(&details(0), None, now, false);
         assert!(html.contains(r#"data-status="healthy" data-action="reset-ask" disabled>"#));
         assert!(html.contains("nothing to reset"));
+    }
+
+    #[test]
+    fn the_senders_view_is_shown_under_the_details() {
+        let now = 1_700_000_000_000;
+        let queue = DestinationQueue {
+            destination: "a.org".into(),
+            state: "catching_up".into(),
+            queued_pdus: 1200,
+            queued_edus: 3,
+            oldest_queued_ts: Some(now - 5 * 60_000),
+        };
+        let html = details_html(&details(now - 1000), Some(&queue), now, false);
+        assert!(
+            html.contains(r#"<p id="destination-queue" data-state="catching_up">"#),
+            "{html}"
+        );
+        assert!(html.contains("Catching up"), "{html}");
+        assert!(
+            html.contains("1,200 PDUs and 3 EDUs queued, the oldest accepted 5 min ago"),
+            "{html}"
+        );
+        let idle = DestinationQueue {
+            state: "idle".into(),
+            queued_pdus: 0,
+            queued_edus: 0,
+            oldest_queued_ts: None,
+            ..queue
+        };
+        let html = details_html(&details(0), Some(&idle), now, false);
+        assert!(html.contains("Idle · nothing queued."), "{html}");
     }
 
     #[test]

@@ -411,3 +411,86 @@ async fn concurrent_requests_are_all_acknowledged() {
         .unwrap();
     assert_eq!(shared, newest_shared);
 }
+
+#[tokio::test]
+async fn pdus_that_cannot_be_sent_are_refused_whole() {
+    let s = start().await;
+    let before = counts(&s).await;
+    let mut float = event("$f", "!r:x", &["a.example"]);
+    float["pdu"]["content"]["n"] = json!(1.5);
+    let got = s
+        .post_json(
+            PDUS,
+            Some(TOKEN),
+            json!({ "events": [event("$ok", "!r:x", &["a.example"]), float] }),
+        )
+        .await;
+    assert_eq!(got.0, 400, "{}", got.1);
+    assert_eq!(got.1["errcode"], "M_BAD_JSON");
+    assert!(
+        got.1["error"].as_str().unwrap().contains("events[1].pdu"),
+        "{}",
+        got.1
+    );
+
+    let mut big = event("$big", "!r:x", &["a.example"]);
+    big["pdu"]["content"]["body"] = json!("x".repeat(70_000));
+    let got = s
+        .post_json(PDUS, Some(TOKEN), json!({ "events": [big] }))
+        .await;
+    assert_eq!(
+        (got.0, got.1["errcode"].as_str()),
+        (400, Some("M_TOO_LARGE")),
+        "{}",
+        got.1
+    );
+
+    let mut float_edu =
+        json!({"edu_type": "m.typing", "content": {"n": 0.5}, "destinations": ["a.example"]});
+    let got = s
+        .post_json(EDUS, Some(TOKEN), json!({ "edus": [float_edu.take()] }))
+        .await;
+    assert_eq!(
+        (got.0, got.1["errcode"].as_str()),
+        (400, Some("M_BAD_JSON")),
+        "{}",
+        got.1
+    );
+    assert_eq!(counts(&s).await, before, "nothing stored");
+}
+
+#[tokio::test]
+async fn an_event_id_is_one_event_in_one_room() {
+    let s = start().await;
+    send(&s, vec![event("$e", "!one:x", &["a.example"])]).await;
+    let got = s
+        .post_json(
+            PDUS,
+            Some(TOKEN),
+            json!({ "events": [event("$e", "!two:x", &["b.example"])] }),
+        )
+        .await;
+    assert_eq!(
+        (got.0, got.1["errcode"].as_str()),
+        (400, Some("M_INVALID_PARAM")),
+        "{}",
+        got.1
+    );
+    let got = s
+        .post_json(
+            PDUS,
+            Some(TOKEN),
+            json!({ "events": [event("$d", "!one:x", &["a.example"]), event("$d", "!two:x", &["a.example"])] }),
+        )
+        .await;
+    assert_eq!(
+        (got.0, got.1["errcode"].as_str()),
+        (400, Some("M_INVALID_PARAM")),
+        "{}",
+        got.1
+    );
+    // The same event again in its own room is fine and keeps its ordering.
+    let again = send(&s, vec![event("$e", "!one:x", &["b.example"])]).await;
+    let first = send(&s, vec![event("$e", "!one:x", &["a.example"])]).await;
+    assert_eq!(again, first);
+}

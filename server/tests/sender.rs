@@ -585,3 +585,105 @@ async fn pdus_the_destination_refuses_are_recorded_and_not_retried() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn catch_up_after_imported_rows_still_delivers_every_room() {
+    let herald = Herald::start(|_| {}).await;
+    let rx = herald.receiver(Behaviour::healthy()).await;
+    // Copied from Synapse: orderings in the millions, a room it was behind
+    // in, and a long backoff ending in a moment.
+    let now = now_ms();
+    let interval = 2 * 3_600_000;
+    herald
+        .store
+        .put_destinations(&[DestinationRow::new(
+            rx.name(),
+            Some(now - interval + 1_500),
+            Some(interval),
+            Some(now - interval),
+            Some(9_000_000),
+        )])
+        .await
+        .unwrap();
+    herald
+        .store
+        .put_destination_rooms(
+            rx.name(),
+            &[herald_shared::DestinationRoom {
+                room_id: "!imported:synapse.test".into(),
+                stream_ordering: 9_100_000,
+            }],
+        )
+        .await
+        .unwrap();
+    let to = [rx.name()];
+    let orderings = herald
+        .send(vec![
+            event("$x1", "!x:herald.test", &to),
+            event("$y1", "!y:herald.test", &to),
+            event("$x2", "!x:herald.test", &to),
+        ])
+        .await;
+    assert!(
+        orderings[0] > 9_100_000,
+        "new orderings start above imported ones: {orderings:?}"
+    );
+    wait_for("catch-up", Duration::from_secs(10), || {
+        rx.received().event_ids().len() >= 2
+    })
+    .await;
+    wait_for_queue_empty(&herald, rx.name()).await;
+    assert_eq!(rx.received().event_ids(), ["$y1", "$x2"]);
+}
+
+#[tokio::test]
+async fn catch_up_does_not_drop_an_old_event_queued_again_in_another_room() {
+    let herald = Herald::start(|_| {}).await;
+    let rx = herald.receiver(Behaviour::healthy()).await;
+    let other = herald.receiver(Behaviour::healthy()).await;
+    // `$old` goes to another server first: it gets an early ordering.
+    herald
+        .send(vec![event("$old", "!old:herald.test", &[other.name()])])
+        .await;
+    let first = herald
+        .send(vec![event("$n1", "!new:herald.test", &[rx.name()])])
+        .await;
+    wait_for("$n1", Duration::from_secs(10), || {
+        rx.received().event_ids() == ["$n1"]
+    })
+    .await;
+    wait_for_queue_empty(&herald, rx.name()).await;
+    // A long outage, ending in a moment.
+    let now = now_ms();
+    let interval = 2 * 3_600_000;
+    herald
+        .store
+        .put_destinations(&[DestinationRow::new(
+            rx.name(),
+            Some(now - interval + 1_500),
+            Some(interval),
+            Some(now - interval),
+            Some(first[0]),
+        )])
+        .await
+        .unwrap();
+    // Meanwhile `$old` is queued for it too (keeping its early ordering),
+    // and a new event arrives in the other room.
+    herald
+        .send(vec![
+            event("$old", "!old:herald.test", &[rx.name()]),
+            event("$n2", "!new:herald.test", &[rx.name()]),
+        ])
+        .await;
+    wait_for("catch-up and the rest", Duration::from_secs(10), || {
+        rx.received().event_ids().len() >= 3
+    })
+    .await;
+    wait_for_queue_empty(&herald, rx.name()).await;
+    let got = rx.received().event_ids();
+    assert_eq!(
+        got,
+        ["$n1", "$n2", "$old"],
+        "catch-up of !new must not drop !old's event"
+    );
+}

@@ -160,6 +160,9 @@ impl Homeserver {
                     Json(json!({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"})),
                 )
             })
+            // A transaction of 50 PDUs at the spec's 64 KiB each is over
+            // axum's default 2 MB.
+            .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
             .with_state(inner.clone());
         if down_for.is_zero() {
             let listener = TlsListener::new(tcp, server_tls)?;

@@ -18,7 +18,11 @@
 //! M_NOT_JSON`; a missing field or a wrong type `400 M_BAD_JSON`; an event
 //! ID without `$`, a room ID without `!`, a `pdu.room_id` other than
 //! `room_id`, or a destination that is not a server name `400
-//! M_INVALID_PARAM`; a body over 10 MiB `413 M_TOO_LARGE`. Destinations
+//! M_INVALID_PARAM`; a body over 10 MiB `413 M_TOO_LARGE`; a PDU or EDU
+//! content that is not canonical JSON (a float, an integer past 2^53) `400
+//! M_BAD_JSON`, a PDU over 65,536 bytes `400 M_TOO_LARGE` (the spec's limit:
+//! no server would take it); an event ID seen before (or twice in the
+//! request) with another room `400 M_INVALID_PARAM`. Destinations
 //! that `federation_domain_whitelist` does not allow, and our own
 //! `server_name`, are skipped silently; repeated destinations count once.
 
@@ -33,9 +37,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use std::collections::{HashMap, HashSet};
+
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::federation::resolve::ServerName;
+use crate::keys::canonical::to_canonical_json;
 use crate::state::AppState;
 use crate::store::outbox::{NewEdu, NewEvent, OutboxError};
 
@@ -43,6 +50,8 @@ use crate::store::outbox::{NewEdu, NewEvent, OutboxError};
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// Matrix identifiers are at most 255 bytes.
 const MAX_ID_BYTES: usize = 255;
+/// The spec's limit on a PDU, as canonical JSON.
+pub const MAX_PDU_BYTES: usize = 65_536;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -107,7 +116,14 @@ async fn accept_pdus(state: &AppState, request: Request) -> ApiResult<Vec<i64>> 
             }
         }
         let destinations = destinations(&state.config, event.destinations, "events", i)?;
-        let pdu_json = serde_json::to_string(&event.pdu).map_err(|_| ApiError::internal())?;
+        let pdu_json = canonical(Value::Object(event.pdu), "events", i, "pdu")?;
+        if pdu_json.len() > MAX_PDU_BYTES {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "M_TOO_LARGE",
+                format!("events[{i}].pdu is over {MAX_PDU_BYTES} bytes"),
+            ));
+        }
         events.push(NewEvent {
             event_id: event.event_id,
             room_id: event.room_id,
@@ -118,16 +134,62 @@ async fn accept_pdus(state: &AppState, request: Request) -> ApiResult<Vec<i64>> 
     if events.is_empty() {
         return Ok(Vec::new());
     }
+    same_rooms_as_before(state, &events).await?;
     let queued = events.iter().map(|e| e.destinations.len() as u64).sum();
     let woken = wake_list(events.iter().map(|e| &e.destinations));
-    let orderings = state
+    // Stored and announced in a task of its own: a client that goes away
+    // mid-request cannot leave committed rows unannounced.
+    let (store, sender, metrics) = (
+        state.store.clone(),
+        state.sender.clone(),
+        state.metrics.clone(),
+    );
+    tokio::spawn(async move {
+        let orderings = store.enqueue_pdus(events).await?;
+        metrics.queued(queued, 0);
+        sender.notify(woken.iter().map(String::as_str));
+        Ok(orderings)
+    })
+    .await
+    .map_err(|_| ApiError::internal())?
+    .map_err(outbox_error)
+}
+
+/// An event ID is one event: refused if it came before, or earlier in this
+/// request, with another room.
+async fn same_rooms_as_before(state: &AppState, events: &[NewEvent]) -> ApiResult<()> {
+    let mut rooms: HashMap<&str, &str> = HashMap::with_capacity(events.len());
+    for e in events {
+        if rooms
+            .insert(&e.event_id, &e.room_id)
+            .is_some_and(|r| r != e.room_id)
+        {
+            return Err(invalid(format!("{} is given with two rooms", e.event_id)));
+        }
+    }
+    let stored = state
         .store
-        .enqueue_pdus(events)
-        .await
-        .map_err(outbox_error)?;
-    state.metrics.queued(queued, 0);
-    state.sender.notify(woken.iter().map(String::as_str));
-    Ok(orderings)
+        .stored_event_rooms(events.iter().map(|e| e.event_id.as_str()))
+        .await?;
+    for (event_id, room_id) in stored {
+        if rooms.get(event_id.as_str()).is_some_and(|r| *r != room_id) {
+            return Err(invalid(format!(
+                "{event_id} was accepted before in {room_id}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A PDU or EDU content as canonical JSON, or why not.
+fn canonical(value: Value, list: &str, i: usize, field: &str) -> ApiResult<String> {
+    to_canonical_json(&value).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "M_BAD_JSON",
+            format!("{list}[{i}].{field} cannot be sent as canonical JSON: {e}"),
+        )
+    })
 }
 
 /// Every destination named, once.
@@ -146,7 +208,7 @@ async fn accept_edus(state: &AppState, request: Request) -> ApiResult<()> {
             )));
         }
         let destinations = destinations(&state.config, edu.destinations, "edus", i)?;
-        let content_json = serde_json::to_string(&edu.content).map_err(|_| ApiError::internal())?;
+        let content_json = canonical(Value::Object(edu.content), "edus", i, "content")?;
         edus.push(NewEdu {
             edu_type: edu.edu_type,
             content_json,
@@ -158,10 +220,20 @@ async fn accept_edus(state: &AppState, request: Request) -> ApiResult<()> {
     }
     let queued = edus.iter().map(|e| e.destinations.len() as u64).sum();
     let woken = wake_list(edus.iter().map(|e| &e.destinations));
-    state.store.enqueue_edus(edus).await.map_err(outbox_error)?;
-    state.metrics.queued(0, queued);
-    state.sender.notify(woken.iter().map(String::as_str));
-    Ok(())
+    let (store, sender, metrics) = (
+        state.store.clone(),
+        state.sender.clone(),
+        state.metrics.clone(),
+    );
+    tokio::spawn(async move {
+        store.enqueue_edus(edus).await?;
+        metrics.queued(0, queued);
+        sender.notify(woken.iter().map(String::as_str));
+        Ok(())
+    })
+    .await
+    .map_err(|_| ApiError::internal())?
+    .map_err(outbox_error)
 }
 
 /// Checks the sender token, then reads and parses the body.
@@ -213,6 +285,7 @@ fn destinations(
     i: usize,
 ) -> ApiResult<Vec<String>> {
     let mut out: Vec<String> = Vec::with_capacity(given.len());
+    let mut seen: HashSet<String> = HashSet::with_capacity(given.len());
     for destination in given {
         if ServerName::parse(&destination).is_err() {
             return Err(invalid(format!(
@@ -223,7 +296,7 @@ fn destinations(
             .federation_domain_whitelist
             .as_ref()
             .is_none_or(|list| list.contains(&destination));
-        if !allowed || destination == config.server_name || out.contains(&destination) {
+        if !allowed || destination == config.server_name || !seen.insert(destination.clone()) {
             continue;
         }
         out.push(destination);

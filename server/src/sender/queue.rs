@@ -14,7 +14,7 @@ use super::scheduler::Shared;
 use super::transaction::{self, Contents, InFlight, MAX_EDUS, MAX_PDUS};
 use crate::federation::client::{FederationError, RequestOptions};
 use crate::metrics::TxnOutcome;
-use crate::store::delivery::{Delivery, PendingEdu, PendingPdu};
+use crate::store::delivery::{Delivery, PendingEdu, PendingPdu, Superseded};
 use crate::store::now_ms;
 use crate::store::outbox::OutboxError;
 use crate::store::StoreError;
@@ -151,7 +151,7 @@ async fn catch_up_step(shared: &Shared, name: &str) -> Result<Step, QueueError> 
                 .store
                 .record_delivery(Delivery {
                     destination: name.to_owned(),
-                    superseded_up_to: Some(event.stream_ordering),
+                    passed: Some(event.stream_ordering),
                     ..Delivery::default()
                 })
                 .await?;
@@ -166,7 +166,10 @@ async fn catch_up_step(shared: &Shared, name: &str) -> Result<Step, QueueError> 
             .store
             .pending_edus_up_to(name, MAX_EDUS, edu_bound)
             .await?;
-        let superseded = Some(pdu.stream_ordering);
+        let superseded = Some(Superseded {
+            room_id: pdu.room_id.clone(),
+            up_to: pdu.stream_ordering,
+        });
         match send(shared, name, in_flight, &[pdu], &edus, superseded).await? {
             Step::Sent => {}
             other => return Ok(other),
@@ -182,7 +185,7 @@ async fn send(
     in_flight: Option<InFlight>,
     pdus: &[PendingPdu],
     edus: &[PendingEdu],
-    superseded_up_to: Option<i64>,
+    superseded: Option<Superseded>,
 ) -> Result<Step, QueueError> {
     let contents = Contents {
         pdus: pdus.iter().map(|p| p.stream_ordering).collect(),
@@ -222,7 +225,8 @@ async fn send(
                     destination: name.to_owned(),
                     pdus: txn.contents.pdus.clone(),
                     edus: txn.contents.edus.clone(),
-                    superseded_up_to,
+                    superseded,
+                    passed: None,
                 })
                 .await?;
             shared.with(name, |d| d.in_flight = None);
@@ -235,14 +239,39 @@ async fn send(
             tracing::debug!(destination = %name, txn_id = txn.txn_id, pdus = pdus.len(), edus = edus.len(), "transaction sent");
             Ok(Step::Sent)
         }
-        Err(e) => failed(shared, name, e).await,
+        Err(e) => failed(shared, name, e, &txn.contents).await,
     }
 }
 
 /// After a failed transaction: when to try again, and whether the outage
 /// is long enough for catch-up.
-async fn failed(shared: &Shared, name: &str, error: FederationError) -> Result<Step, QueueError> {
+async fn failed(
+    shared: &Shared,
+    name: &str,
+    error: FederationError,
+    contents: &Contents,
+) -> Result<Step, QueueError> {
     let now = now_ms();
+    match &error {
+        // Never sendable: the queue must not wait behind it forever.
+        FederationError::InvalidRequest(reason) => {
+            tracing::error!(destination = %name, %reason, pdus = ?contents.pdus, edus = ?contents.edus, "transaction cannot be built; its PDUs and EDUs are dropped");
+            shared
+                .store
+                .drop_queued(name, &contents.pdus, &contents.edus)
+                .await?;
+            shared.with(name, |d| d.in_flight = None);
+            shared.metrics.transaction(TxnOutcome::Rejected, 0, 0, 0);
+            return Ok(Step::Sent);
+        }
+        FederationError::DeniedByWhitelist(_) => {
+            let dropped = shared.store.drop_all_queued(name).await?;
+            tracing::warn!(destination = %name, dropped, "not in federation_domain_whitelist (any more): its queue is dropped");
+            shared.with(name, |d| d.in_flight = None);
+            return Ok(Step::Sent);
+        }
+        _ => {}
+    }
     if let FederationError::NotRetrying {
         retry_last_ts,
         retry_interval,
@@ -259,9 +288,10 @@ async fn failed(shared: &Shared, name: &str, error: FederationError) -> Result<S
     match backoff {
         Some(t) if t.retry_last_ts.saturating_add(t.retry_interval) > now => {
             shared.metrics.transaction(TxnOutcome::Failed, 0, 0, 0);
-            tracing::info!(destination = %name, error = %error, retry_in_ms = t.retry_last_ts + t.retry_interval - now, "transaction failed; backing off");
+            let due = t.retry_last_ts.saturating_add(t.retry_interval);
+            tracing::info!(destination = %name, error = %error, retry_in_ms = due.saturating_sub(now), "transaction failed; backing off");
             enter_catch_up_if_long(shared, name, t.retry_interval);
-            Ok(Step::WaitUntil(t.retry_last_ts + t.retry_interval))
+            Ok(Step::WaitUntil(due))
         }
         _ => {
             // Answered, but not with success (a 4xx that says nothing

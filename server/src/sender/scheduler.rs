@@ -123,6 +123,9 @@ impl Shared {
                         None
                     }
                     Phase::Waiting { due } if why == Wake::Reset || due <= now => {
+                        // Marked sending under the lock, so nothing else
+                        // starts it a second time.
+                        d.phase = Phase::Sending { more: false };
                         let key = state
                             .destinations
                             .get_key_value(name)
@@ -189,11 +192,8 @@ impl Shared {
         )
     }
 
-    /// Marks `key` sending and starts its task.
+    /// Starts the task of `key`, already marked sending.
     fn start(self: &Arc<Self>, key: Arc<str>) {
-        if let Some(d) = self.state.lock().destinations.get_mut(&key) {
-            d.phase = Phase::Sending { more: false };
-        }
         let shared = self.clone();
         tokio::spawn(async move {
             let Ok(_permit) = shared.permits.acquire().await else {
@@ -218,10 +218,12 @@ impl Shared {
                     d.phase = Phase::Sending { more: false };
                     false
                 }
-                _ => {
+                Phase::Sending { more: false } => {
                     state.destinations.remove(name);
                     true
                 }
+                // Not ours to remove (cannot happen: only its task ends it).
+                Phase::Waiting { .. } => true,
             },
             None => true,
         }
@@ -262,8 +264,15 @@ impl Shared {
                 if *at > now {
                     break;
                 }
-                if let Some((_, key)) = state.timers.pop_first() {
-                    due.push(key);
+                let Some((at, key)) = state.timers.pop_first() else {
+                    break;
+                };
+                // Only a destination still waiting for this very time.
+                if let Some(d) = state.destinations.get_mut(&key) {
+                    if d.phase == (Phase::Waiting { due: at }) {
+                        d.phase = Phase::Sending { more: false };
+                        due.push(key);
+                    }
                 }
             }
             state.timers.first().map(|(at, _)| *at)
@@ -271,7 +280,7 @@ impl Shared {
         for key in due {
             self.start(key);
         }
-        next.map(|at| Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
+        next.map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0)))
     }
 
     /// The timer task: sleeps until the earliest due time, a change of it,

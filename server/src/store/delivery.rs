@@ -5,7 +5,7 @@
 //! and blocks of transaction IDs that keep growing across restarts.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{Store, StoreError};
 
@@ -49,16 +49,33 @@ pub struct Delivery {
     pub pdus: Vec<i64>,
     /// IDs of the EDUs it was sent.
     pub edus: Vec<i64>,
-    /// Catch-up: every PDU queued for it up to this stream ordering is
-    /// superseded by the newer events it was sent, and leaves its queue.
-    pub superseded_up_to: Option<i64>,
+    /// Catch-up: the room whose newest event it was sent; the PDUs of that
+    /// room queued for it up to that event are superseded and leave its
+    /// queue.
+    pub superseded: Option<Superseded>,
+    /// Catch-up passed a room whose newest event Herald does not hold
+    /// (imported rows): `last_successful_stream_ordering` moves past it,
+    /// nothing leaves the queue.
+    pub passed: Option<i64>,
+}
+
+/// A room's queued PDUs up to a stream ordering, superseded by its newest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Superseded {
+    pub room_id: String,
+    pub up_to: i64,
 }
 
 impl Delivery {
     /// The newest stream ordering it covers: the destination's
     /// `last_successful_stream_ordering` from now on.
     pub fn newest(&self) -> Option<i64> {
-        self.pdus.iter().copied().max().max(self.superseded_up_to)
+        self.pdus
+            .iter()
+            .copied()
+            .max()
+            .max(self.superseded.as_ref().map(|s| s.up_to))
+            .max(self.passed)
     }
 
     /// Removes what was delivered from the queues and moves
@@ -78,11 +95,15 @@ impl Delivery {
             .execute(&mut **tx)
             .await?;
         }
-        if let Some(up_to) = self.superseded_up_to {
+        if let Some(Superseded { room_id, up_to }) = &self.superseded {
             sqlx::query(
-                "DELETE FROM destination_pdus WHERE destination = ? AND stream_ordering <= ?",
+                "DELETE FROM destination_pdus WHERE destination = ? AND stream_ordering <= ? \
+                 AND stream_ordering IN (SELECT stream_ordering FROM outgoing_events \
+                 WHERE room_id = ? AND stream_ordering <= ?)",
             )
             .bind(&self.destination)
+            .bind(up_to)
+            .bind(room_id)
             .bind(up_to)
             .execute(&mut **tx)
             .await?;
@@ -250,6 +271,51 @@ impl Store {
         .rows_affected())
     }
 
+    /// Removes these PDUs and EDUs from `destination`'s queue undelivered
+    /// (they can never be sent); `last_successful_stream_ordering` stays.
+    pub async fn drop_queued(
+        &self,
+        destination: &str,
+        pdus: &[i64],
+        edus: &[i64],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM destination_pdus WHERE destination = ? \
+             AND stream_ordering IN (SELECT value FROM json_each(?))",
+        )
+        .bind(destination)
+        .bind(int_array(pdus))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM destination_edus WHERE destination = ? \
+             AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(destination)
+        .bind(int_array(edus))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Empties `destination`'s queue (it may no longer be federated with);
+    /// how many rows went.
+    pub async fn drop_all_queued(&self, destination: &str) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut dropped = 0;
+        for table in ["destination_pdus", "destination_edus"] {
+            dropped += sqlx::query(&format!("DELETE FROM {table} WHERE destination = ?"))
+                .bind(destination)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(dropped)
+    }
+
     /// Every destination with a PDU or EDU still queued (start-up).
     pub async fn destinations_with_pending(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
@@ -338,4 +404,49 @@ impl Store {
             oldest_pdu_ts,
         })
     }
+}
+
+/// Start-up: makes the next stream ordering larger than any in
+/// `destinations` or `destination_rooms`, which may have been copied from
+/// Synapse (orderings in the millions) or seeded. Otherwise new events would
+/// count as older than what those rows say was already sent, and catch-up
+/// would skip them.
+pub(super) async fn orderings_above_imported(pool: &SqlitePool) -> Result<(), StoreError> {
+    let imported: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(m) FROM (SELECT MAX(last_successful_stream_ordering) AS m FROM destinations \
+         UNION ALL SELECT MAX(stream_ordering) FROM destination_rooms)",
+    )
+    .fetch_one(pool)
+    .await?;
+    match imported {
+        Some(imported) => raise_next_ordering(pool, imported).await,
+        None => Ok(()),
+    }
+}
+
+/// Makes the next stream ordering larger than `imported`.
+pub(super) async fn raise_next_ordering(
+    pool: &SqlitePool,
+    imported: i64,
+) -> Result<(), StoreError> {
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'outgoing_events'")
+            .fetch_optional(pool)
+            .await?;
+    match current {
+        Some(seq) if seq >= imported => {}
+        Some(_) => {
+            sqlx::query("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outgoing_events'")
+                .bind(imported)
+                .execute(pool)
+                .await?;
+        }
+        None => {
+            sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ('outgoing_events', ?)")
+                .bind(imported)
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
 }

@@ -250,7 +250,7 @@ impl Store {
     }
 
     /// Inserts or replaces whole rows (demo data, imports, tests), in one
-    /// transaction.
+    /// transaction; later stream orderings start above the ones they name.
     pub async fn put_destinations(&self, rows: &[DestinationRow]) -> Result<(), StoreError> {
         let _writer = self.destinations_writer.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -271,6 +271,13 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        if let Some(max) = rows
+            .iter()
+            .filter_map(|r| r.last_successful_stream_ordering)
+            .max()
+        {
+            super::delivery::raise_next_ordering(&self.pool, max).await?;
+        }
         let mut index = self.index.write();
         for row in rows {
             index.put(row.clone());
@@ -303,6 +310,9 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        if let Some(max) = rooms.iter().map(|r| r.stream_ordering).max() {
+            super::delivery::raise_next_ordering(&self.pool, max).await?;
+        }
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM destination_rooms WHERE destination = ?")
                 .bind(destination)

@@ -109,6 +109,7 @@ impl Store {
                 path: path.into(),
                 source,
             })?;
+        delivery::orderings_above_imported(&pool).await?;
         let rows = destinations::load_all(&pool).await?;
         let index = DestinationIndex::build(rows);
         let room_counts = destinations::load_room_counts(&pool).await?;

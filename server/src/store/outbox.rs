@@ -100,6 +100,21 @@ impl Store {
         rx.await.map_err(|_| OutboxError::WriterGone)?
     }
 
+    /// The room of each of these event IDs stored before: `(event_id,
+    /// room_id)`.
+    pub async fn stored_event_rooms<'a>(
+        &self,
+        event_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT event_id, room_id FROM outgoing_events \
+             WHERE event_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_array(event_ids))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn submit(&self, job: Job) -> Result<(), OutboxError> {
         let sender = self.outbox.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);

@@ -687,3 +687,38 @@ async fn catch_up_does_not_drop_an_old_event_queued_again_in_another_room() {
         "catch-up of !new must not drop !old's event"
     );
 }
+
+#[tokio::test]
+async fn delivered_events_are_pruned_but_the_newest_of_each_room_stays() {
+    let herald = Herald::start(|_| {}).await;
+    let rx = herald.receiver(Behaviour::healthy()).await;
+    let down = herald.receiver(Behaviour::healthy()).await;
+    down.force_status(Some(500));
+    let to = [rx.name()];
+    herald
+        .send(vec![
+            event("$p1", "!a:herald.test", &to),
+            event("$p2", "!a:herald.test", &to),
+            event("$p3", "!b:herald.test", &to),
+            event("$p4", "!a:herald.test", &to),
+        ])
+        .await;
+    wait_for_queue_empty(&herald, rx.name()).await;
+    // Still queued for a failing server: kept whatever its room.
+    herald
+        .send(vec![event("$q1", "!a:herald.test", &[down.name()])])
+        .await;
+    let pruned = herald.store.prune_delivered_events(10_000).await.unwrap();
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM outgoing_events ORDER BY stream_ordering")
+            .fetch_all(herald.store.pool())
+            .await
+            .unwrap();
+    // $p3 and $p4 are the newest of !b and !a for rx; $q1 is queued.
+    assert_eq!(left, ["$p3", "$p4", "$q1"], "pruned {pruned}");
+    assert_eq!(pruned, 2);
+    assert_eq!(
+        herald.store.prune_delivered_events(10_000).await.unwrap(),
+        0
+    );
+}

@@ -26,6 +26,35 @@ use scheduler::{Shared, Wake};
 /// flight); the others wait for a slot.
 const MAX_SENDING: usize = 1024;
 
+/// How often delivered events are pruned, and how many at most per round.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+const PRUNE_BATCH: u32 = 10_000;
+
+/// Removes, every `PRUNE_EVERY`, accepted events no destination needs any
+/// more (`Store::prune_delivered_events`), a batch at a time.
+async fn prune(store: Store) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            match store.prune_delivered_events(PRUNE_BATCH).await {
+                Ok(n) if n == u64::from(PRUNE_BATCH) => tokio::task::yield_now().await,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(events = n, "pruned delivered events");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning delivered events failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// The running sender. Cheap to clone.
 #[derive(Clone)]
 pub struct Sender {
@@ -50,6 +79,7 @@ impl Sender {
         ));
         tokio::spawn(shared.clone().run_timers(store.subscribe_resets()));
         tokio::spawn(shared.clone().resume());
+        tokio::spawn(prune(store));
         Sender { shared }
     }
 

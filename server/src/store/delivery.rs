@@ -450,3 +450,26 @@ pub(super) async fn raise_next_ordering(
     }
     Ok(())
 }
+
+impl Store {
+    /// Deletes up to `limit` accepted events no destination needs any more:
+    /// queued for none, and not the newest event of a room for any
+    /// destination (catch-up may still send those). How many went.
+    pub async fn prune_delivered_events(&self, limit: u32) -> Result<u64, StoreError> {
+        // One statement, so that an event queued again (keeping its old
+        // ordering) by an intake commit is either seen as queued or pruned
+        // before that commit, which then stores it anew.
+        Ok(sqlx::query(
+            "DELETE FROM outgoing_events WHERE stream_ordering IN ( \
+             SELECT e.stream_ordering FROM outgoing_events e WHERE e.stream_ordering < \
+             (SELECT COALESCE(MIN(stream_ordering), 9223372036854775807) FROM destination_pdus) \
+             AND NOT EXISTS (SELECT 1 FROM destination_rooms r \
+             WHERE r.room_id = e.room_id AND r.stream_ordering = e.stream_ordering) \
+             ORDER BY e.stream_ordering LIMIT ?)",
+        )
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}

@@ -34,7 +34,8 @@ impl AppState {
         let keys = Arc::new(keys);
         let metrics = Arc::new(Metrics::new());
         let client = FederationClient::from_config(&config, store.clone(), keys.clone())?
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_concurrent_tries(crate::sender::MAX_CONCURRENT_TRIES);
         let sender = Sender::start(store.clone(), Arc::new(client), &config, metrics.clone());
         Ok(AppState {
             failed_logins_by_user: Arc::new(Limiter::new(config.rc_login.failed_attempts)),

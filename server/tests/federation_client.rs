@@ -800,3 +800,53 @@ async fn certificates_are_verified_unless_turned_off() {
         .unwrap();
     r.assert_all_verified();
 }
+
+#[tokio::test]
+async fn a_request_sleeping_between_retries_holds_no_try_slot() {
+    // One try at a time; the sleep before the retry is 0.8–1.4 s.
+    let env = env_with(|_, s| s.retry_delay_scale = 2.0).await;
+    let client = Arc::new(
+        Arc::try_unwrap(env.client)
+            .ok()
+            .expect("only one handle")
+            .with_concurrent_tries(1),
+    );
+    let slow = Receiver::start(env.verify_key).await;
+    slow.then(Reply::Json(429, json!({"errcode": "M_LIMIT_EXCEEDED"})))
+        .then(Reply::Json(200, json!({"slow": true})));
+    let quick = Receiver::start(env.verify_key).await;
+    quick.then(Reply::Json(200, json!({"quick": true})));
+
+    let first = {
+        let (client, name) = (client.clone(), slow.name());
+        tokio::spawn(async move {
+            client
+                .get_json::<Value>(&name, "/_matrix/slow", RequestOptions::default())
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.seen().is_empty() {
+        assert!(Instant::now() < deadline, "the first request never arrived");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // While the first sleeps before its retry, the only slot is free.
+    let asked = Instant::now();
+    let got: Value = client
+        .get_json(&quick.name(), "/_matrix/quick", RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"quick": true}));
+    assert!(
+        asked.elapsed() < Duration::from_millis(600),
+        "waited {:?} for the slot",
+        asked.elapsed()
+    );
+    assert_eq!(
+        slow.seen().len(),
+        1,
+        "the quick request did not wait for the retry"
+    );
+    assert_eq!(first.await.unwrap().unwrap(), json!({"slow": true}));
+    assert_eq!(slow.seen().len(), 2);
+}

@@ -251,6 +251,10 @@ pub struct FederationClient {
     pool: Pool,
     settings: ClientSettings,
     metrics: Option<Arc<Metrics>>,
+    /// Bounds the tries under way at once (connections being opened or
+    /// waiting for an answer); a request sleeping between retries holds
+    /// none, so destinations that do not answer cannot hold back the others.
+    tries: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Why the client could not be built from the config.
@@ -282,6 +286,7 @@ impl FederationClient {
             pool: Pool::new(tls),
             settings,
             metrics: None,
+            tries: None,
         }
     }
 
@@ -317,6 +322,13 @@ impl FederationClient {
     /// Counts requests and answers in `metrics` (Synapse's series).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> FederationClient {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// At most `n` tries under way at once (the sender's bound on open
+    /// connections); the others wait for a slot.
+    pub fn with_concurrent_tries(mut self, n: usize) -> FederationClient {
+        self.tries = Some(Arc::new(tokio::sync::Semaphore::new(n.max(1))));
         self
     }
 
@@ -550,6 +562,10 @@ impl FederationClient {
         };
         loop {
             debug!(destination, %method, path_and_query, ?timeout, "sending federation request");
+            let slot = match &self.tries {
+                Some(tries) => tries.clone().acquire_owned().await.ok(),
+                None => None,
+            };
             let attempt = tokio::time::timeout(
                 timeout,
                 self.attempt(
@@ -569,6 +585,7 @@ impl FederationClient {
                     format!("no answer within {timeout:?}"),
                 ))
             });
+            drop(slot);
             let error = match attempt {
                 Ok(answer) => return Ok(answer),
                 Err(e) => e,

@@ -23,8 +23,14 @@ use herald_shared::DestinationQueue;
 use scheduler::{Shared, Wake};
 
 /// Destinations sending at once (each has at most one transaction in
-/// flight); the others wait for a slot.
-const MAX_SENDING: usize = 1024;
+/// flight, which may be sleeping between retries); the others wait for a
+/// slot.
+const MAX_SENDING: usize = 4096;
+
+/// Federation requests actually under way at once (connecting or waiting
+/// for an answer), set on the client: a destination sleeping between
+/// retries holds none, so unreachable servers cannot hold back healthy ones.
+pub const MAX_CONCURRENT_TRIES: usize = 1024;
 
 /// How often delivered events are pruned, and how many at most per round.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);

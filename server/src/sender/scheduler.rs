@@ -253,6 +253,25 @@ impl Shared {
         }
     }
 
+    /// Starts every waiting destination whose backoff is no longer stored
+    /// (resets this task missed). Walks the waiting entries: rare.
+    fn wake_reset_ones(self: &Arc<Self>) {
+        let waiting: Vec<Arc<str>> = {
+            let state = self.state.lock();
+            state
+                .destinations
+                .iter()
+                .filter(|(_, d)| matches!(d.phase, Phase::Waiting { .. }))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for name in waiting {
+            if self.backoff_of(&name).0.is_none() {
+                self.wake(&name, Wake::Reset);
+            }
+        }
+    }
+
     /// Starts every destination whose time has come; how long until the
     /// next one.
     fn start_due(self: &Arc<Self>) -> Option<Duration> {
@@ -300,7 +319,8 @@ impl Shared {
                     Ok(name) => {
                         self.wake(&name, Wake::Reset);
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // Resets were missed: look at every waiting one.
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.wake_reset_ones(),
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             }

@@ -22,6 +22,10 @@
 //! Every response is checked (status, row counts, totals, order, filter
 //! matches) before its sample counts, so errors cannot pass as fast answers.
 
+mod host;
+
+use host::{env_number, machine, status_kb};
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -799,50 +803,12 @@ fn cases(e: &Expected) -> Vec<Case> {
 
 // ---------------------------------------------------------------- host --
 
-fn status_kb(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn mb(kb: Option<u64>) -> String {
     kb.map_or("?".into(), |kb| format!("{:.0} MB", kb as f64 / 1024.0))
 }
 
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map_or("unknown CPU".into(), |m| m.trim().to_owned());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or("?".into(), |kb| {
-            format!("{:.1} GB", kb as f64 / 1024.0 / 1024.0)
-        });
-    format!("{cpus} CPUs (nproc), {model}, {mem} RAM")
-}
-
 fn rows_from_env() -> usize {
-    std::env::var("HERALD_BENCH_ROWS")
-        .ok()
-        .map(|v| {
-            v.replace('_', "")
-                .parse()
-                .unwrap_or_else(|_| panic!("HERALD_BENCH_ROWS={v:?} is not a number"))
-        })
-        .unwrap_or(1_000_000)
-        .max(1_000)
+    env_number("HERALD_BENCH_ROWS", 1_000_000).max(1_000) as usize
 }
 
 async fn login(client: &reqwest::Client, base: &str) -> String {

@@ -24,6 +24,10 @@
 //!
 //! Every wait is bounded; a bench that times out exits non-zero.
 
+mod host;
+
+use host::{env_number, machine};
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -342,48 +346,14 @@ async fn scale(total: usize) -> bool {
     true
 }
 
-/// Process CPU time (user + system) in seconds, from /proc/self/stat.
+/// Process CPU time (user + system) in seconds.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 (1-based), 11 and 12 after ')'.
-    (ticks(11) + ticks(12)) / 100.0
+    host::cpu_time().map_or(0.0, |t| t.as_secs_f64())
 }
 
-/// Resident set size in MB, from /proc/self/status.
+/// Resident set size in MB.
 fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map_or("unknown CPU".into(), |m| m.trim().to_owned());
-    format!("{cpus} CPUs, {model}")
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
+    host::status_kb("VmRSS:").map_or(0.0, |kb| kb as f64 / 1024.0)
 }
 
 /// Runs `scale` for a tenth of `HERALD_BENCH_SCALE` and for all of it, each

@@ -83,13 +83,9 @@ impl Setup {
     }
 
     async fn receiver(&self, behaviour: Behaviour) -> Homeserver {
-        Homeserver::start(
-            behaviour,
-            self.cert.server_config().unwrap(),
-            self.cert.client_config().unwrap(),
-        )
-        .await
-        .unwrap()
+        Homeserver::start_with_cert(behaviour, &self.cert)
+            .await
+            .unwrap()
     }
 
     /// Starts `herald serve` and waits until its admin port answers.

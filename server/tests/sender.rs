@@ -43,13 +43,9 @@ impl Fixture {
 
     /// A simulated homeserver trusting the certificate.
     async fn receiver(&self, behaviour: Behaviour) -> Homeserver {
-        Homeserver::start(
-            behaviour,
-            self.cert.server_config().unwrap(),
-            self.cert.client_config().unwrap(),
-        )
-        .await
-        .unwrap()
+        Homeserver::start_with_cert(behaviour, &self.cert)
+            .await
+            .unwrap()
     }
 
     /// Herald with a TLS federation listener (so receivers can fetch its

@@ -102,6 +102,8 @@ pub enum HomeserverError {
     Bind(#[from] std::io::Error),
     #[error("cannot make its signing key: {0}")]
     Key(String),
+    #[error(transparent)]
+    Cert(#[from] super::tls::CertError),
 }
 
 struct Inner {
@@ -188,6 +190,15 @@ impl Homeserver {
             });
         }
         Ok(Homeserver { addr, inner })
+    }
+
+    /// Starts one presenting `cert` and trusting only it (the setup of the
+    /// demo and the tests).
+    pub async fn start_with_cert(
+        behaviour: Behaviour,
+        cert: &super::tls::LoopbackCert,
+    ) -> Result<Homeserver, HomeserverError> {
+        Homeserver::start(behaviour, cert.server_config()?, cert.client_config()?).await
     }
 
     /// Its server name, `127.0.0.1:<port>`.

@@ -8,17 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::homeserver::{Behaviour, Homeserver, HomeserverError};
-use super::tls::{CertError, LoopbackCert};
+use super::tls::LoopbackCert;
 use crate::config::{Config, ConfigDuration};
-
-/// Why the live demo could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum LiveError {
-    #[error(transparent)]
-    Cert(#[from] CertError),
-    #[error(transparent)]
-    Homeserver(#[from] HomeserverError),
-}
 
 /// The simulated homeservers, each with what it does.
 pub struct Federation {
@@ -79,11 +70,10 @@ fn behaviours() -> Vec<(&'static str, Behaviour)> {
 
 impl Federation {
     /// Starts every simulated homeserver, presenting `cert` and trusting it.
-    pub async fn start(cert: &LoopbackCert) -> Result<Federation, LiveError> {
-        let (server_tls, client_tls) = (cert.server_config()?, cert.client_config()?);
+    pub async fn start(cert: &LoopbackCert) -> Result<Federation, HomeserverError> {
         let mut homeservers = Vec::new();
         for (what, behaviour) in behaviours() {
-            let hs = Homeserver::start(behaviour, server_tls.clone(), client_tls.clone()).await?;
+            let hs = Homeserver::start_with_cert(behaviour, cert).await?;
             homeservers.push((what.to_owned(), hs));
         }
         Ok(Federation { homeservers })

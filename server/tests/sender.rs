@@ -191,6 +191,23 @@ impl Herald {
         self.store.destination(destination).await.unwrap().unwrap()
     }
 
+    /// Records a two-hour backoff of `destination` (long enough for
+    /// catch-up) that ends 1.5 s from now.
+    async fn long_outage_ending_soon(&self, destination: &str, last_successful: Option<i64>) {
+        let now = now_ms();
+        let interval = 2 * 3_600_000;
+        self.store
+            .put_destinations(&[DestinationRow::new(
+                destination,
+                Some(now - interval + 1_500),
+                Some(interval),
+                Some(now - interval),
+                last_successful,
+            )])
+            .await
+            .unwrap();
+    }
+
     async fn metrics(&self) -> String {
         self.http
             .get(format!("{}/metrics", self.base))
@@ -435,19 +452,7 @@ async fn catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus() 
     let herald = Herald::start(|_| {}).await;
     let rx = herald.receiver(Behaviour::healthy()).await;
     // Down for two hours by its record; due again in a moment.
-    let now = now_ms();
-    let interval = 2 * 3_600_000;
-    herald
-        .store
-        .put_destinations(&[DestinationRow::new(
-            rx.name(),
-            Some(now - interval + 1_500),
-            Some(interval),
-            Some(now - interval),
-            None,
-        )])
-        .await
-        .unwrap();
+    herald.long_outage_ending_soon(rx.name(), None).await;
     let to = [rx.name()];
     herald
         .send(vec![
@@ -588,19 +593,9 @@ async fn catch_up_after_imported_rows_still_delivers_every_room() {
     let rx = herald.receiver(Behaviour::healthy()).await;
     // Copied from Synapse: orderings in the millions, a room it was behind
     // in, and a long backoff ending in a moment.
-    let now = now_ms();
-    let interval = 2 * 3_600_000;
     herald
-        .store
-        .put_destinations(&[DestinationRow::new(
-            rx.name(),
-            Some(now - interval + 1_500),
-            Some(interval),
-            Some(now - interval),
-            Some(9_000_000),
-        )])
-        .await
-        .unwrap();
+        .long_outage_ending_soon(rx.name(), Some(9_000_000))
+        .await;
     herald
         .store
         .put_destination_rooms(
@@ -650,19 +645,9 @@ async fn catch_up_does_not_drop_an_old_event_queued_again_in_another_room() {
     .await;
     wait_for_queue_empty(&herald, rx.name()).await;
     // A long outage, ending in a moment.
-    let now = now_ms();
-    let interval = 2 * 3_600_000;
     herald
-        .store
-        .put_destinations(&[DestinationRow::new(
-            rx.name(),
-            Some(now - interval + 1_500),
-            Some(interval),
-            Some(now - interval),
-            Some(first[0]),
-        )])
-        .await
-        .unwrap();
+        .long_outage_ending_soon(rx.name(), Some(first[0]))
+        .await;
     // Meanwhile `$old` is queued for it too (keeping its early ordering),
     // and a new event arrives in the other room.
     herald

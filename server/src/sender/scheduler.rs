@@ -178,18 +178,14 @@ impl Shared {
     /// When `name`'s backoff ends (if it has one) and whether it is long
     /// enough for catch-up, from the index (no SQL).
     fn backoff_of(&self, name: &str) -> (Option<i64>, bool) {
-        let Some(row) = self.store.indexed_destination(name) else {
+        let Some(row) = self.store.indexed_destination(name).map(|r| r.to_api()) else {
             return (None, false);
         };
-        let last = row.retry_last_ts.unwrap_or(0);
-        let interval = row.retry_interval.unwrap_or(0);
-        if last == 0 {
-            return (None, false);
+        // The same rule as the admin API's "next retry".
+        match herald_shared::next_retry_ts(&row) {
+            Some(due) => (Some(due), row.retry_interval > self.catch_up_after_ms),
+            None => (None, false),
         }
-        (
-            Some(last.saturating_add(interval)),
-            interval > self.catch_up_after_ms,
-        )
     }
 
     /// Starts the task of `key`, already marked sending.

@@ -11,7 +11,8 @@ import { ADMIN, ALICE, DESTINATIONS, ROOMS } from "./tests/seed";
 
 const ROOT = path.resolve(__dirname, "..");
 
-function freePort(): Promise<number> {
+/** A free TCP port on 127.0.0.1 (bound and released). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.on("error", reject);

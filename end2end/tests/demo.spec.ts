@@ -5,26 +5,15 @@
 // within a second (the page shows the new try).
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { freePort } from "../global-setup";
 import { test, expect, hydrated } from "./fixtures";
 
 const ROOT = path.resolve(__dirname, "../..");
 
 type Demo = { url: string; password: string; rejecting: string; process: ChildProcess; dir: string };
 let demo: Demo | undefined;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 test.describe.configure({ mode: "serial" });
 

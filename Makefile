@@ -4,7 +4,7 @@
 #   make demo      build everything and run the demo (prints a login)
 #   make test      unit + integration tests, clippy, rustfmt, Playwright e2e,
 #                  and a real Synapse accepting Herald's signed requests
-#   make release   target/release/herald with the console embedded
+#   make release   target/release/herald with the console embedded (and the demo)
 #   make site      the console's site only (target/site)
 #   make tools     the build and test tools only
 #
@@ -28,7 +28,7 @@ CHROMIUM_PATH ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HERALD := target/release/herald
 
-.PHONY: help demo test release site tools build-tools e2e-tools lint unit e2e interop size clean-site bench-console
+.PHONY: help demo test release release-prod site tools build-tools e2e-tools lint unit e2e interop size clean-site bench-console
 
 help:
 	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -74,6 +74,11 @@ release: site
 	cargo build --release -p herald
 	@ls -l $(HERALD)
 
+# Without `herald demo` (no simulated homeservers, no rcgen).
+release-prod: site
+	cargo build --release -p herald --no-default-features
+	@ls -l $(HERALD)
+
 demo: release
 	$(HERALD) demo
 
@@ -86,8 +91,11 @@ lint:
 	@for c in rustfmt clippy; do \
 	  rustup component list --installed | grep -q "^$$c" || rustup component add $$c; \
 	done
+	python3 scripts/check-layers.py
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	@# The production build (no demo) compiles and is lint-clean too.
+	cargo clippy -p herald --no-default-features -- -D warnings
 	@# The hydrate side of the app only compiles for the browser.
 	cargo clippy -p herald-app --lib --target wasm32-unknown-unknown --no-default-features \
 	  --features hydrate --target-dir target/front -- -D warnings

@@ -56,5 +56,5 @@ for f in $new; do
 done
 for f in $old; do [ -e "$stage/$f" ] || rm -f "$site/$f"; done
 rm -rf "$stage"
-[ "$old" = "$new" ] || touch server/src/web/site.rs
+[ "$old" = "$new" ] || touch server/src/http/site.rs
 ls -l "$site" "$site/pkg"

@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use herald_shared::{
     next_retry_ts, percent_encode, Destination, DestinationQueue, DestinationRoom,
-    DestinationStatus, FederationSummary,
+    DestinationStatus, FederationSummary, SenderState,
 };
 
 use crate::components::destinations_table::COLUMNS;
@@ -194,11 +194,11 @@ pub fn details(d: &Destination, now: i64) -> String {
 
 /// What the sender holds for a destination: its state and what is queued.
 pub fn queue(q: &DestinationQueue, now: i64) -> String {
-    let state = match q.state.as_str() {
-        "sending" => "Sending",
-        "backing_off" => "Waiting for its backoff to end",
-        "catching_up" => "Catching up: the newest event of each room",
-        _ => "Idle",
+    let state = match q.state {
+        SenderState::Sending => "Sending",
+        SenderState::BackingOff => "Waiting for its backoff to end",
+        SenderState::CatchingUp => "Catching up: the newest event of each room",
+        SenderState::Idle => "Idle",
     };
     let queued = if q.queued_pdus == 0 && q.queued_edus == 0 {
         "nothing queued".to_owned()
@@ -215,7 +215,7 @@ pub fn queue(q: &DestinationQueue, now: i64) -> String {
         .unwrap_or_default();
     format!(
         r#"<p id="destination-queue" data-state="{}"><strong>Sender:</strong> {state} · {queued}{oldest}.</p>"#,
-        escape(&q.state)
+        q.state.as_str()
     )
 }
 

@@ -8,7 +8,7 @@
 
 use herald_shared::{
     Destination, DestinationDetails, DestinationQueue, DestinationRoom, DestinationsPage,
-    FederationSummary, LoginResponse, MatrixError, RoomsPage,
+    FederationSummary, LoginResponse, MatrixError, RoomsPage, SenderState,
 };
 use js_sys::{Array, Reflect};
 use wasm_bindgen::JsValue;
@@ -125,7 +125,10 @@ impl FromJs for DestinationQueue {
         let o = Obj::new(v)?;
         Ok(DestinationQueue {
             destination: o.string("destination")?,
-            state: o.string("state")?,
+            state: {
+                let text = o.string("state")?;
+                SenderState::parse(&text).ok_or_else(|| format!("unknown sender state {text:?}"))?
+            },
             queued_pdus: o.count("queued_pdus")?,
             queued_edus: o.count("queued_edus")?,
             oldest_queued_ts: o.opt_int("oldest_queued_ts")?,

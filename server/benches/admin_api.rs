@@ -21,6 +21,7 @@
 //!
 //! Every response is checked (status, row counts, totals, order, filter
 //! matches) before its sample counts, so errors cannot pass as fast answers.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod host;
 
@@ -31,8 +32,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use herald::config::Config;
-use herald::store::{DestinationRow, Store};
 use herald_shared::{DestinationRoom, DestinationsQuery, RoomsQuery};
+use herald_store::{DestinationRow, Store};
 use serde_json::Value;
 
 const ADMIN: &str = "admin";
@@ -319,7 +320,7 @@ async fn seed(db: &Path, n: usize) {
     // freed that it could reuse (RSS would then understate it).
     let rss_before_index = status_kb("VmRSS:");
     let t = Instant::now();
-    let index = herald::store::DestinationIndex::build(rows.clone());
+    let index = herald_store::DestinationIndex::build(rows.clone());
     let build_time = t.elapsed();
     let index_kb = status_kb("VmRSS:")
         .zip(rss_before_index)
@@ -328,9 +329,20 @@ async fn seed(db: &Path, n: usize) {
     drop(index);
 
     let store = Store::open(db).await.expect("create database");
+    // The bench's own connection for bulk inserts (the store hands out none).
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(db)
+                .busy_timeout(Duration::from_secs(30)),
+        )
+        .await
+        .expect("open the database");
     let t = Instant::now();
     for chunk in rows.chunks(CHUNK) {
         store
+            .destinations
             .put_destinations(chunk)
             .await
             .expect("put_destinations");
@@ -347,6 +359,7 @@ async fn seed(db: &Path, n: usize) {
         })
         .collect();
     store
+        .destinations
         .put_destination_rooms(&expected.big_destination, &big)
         .await
         .expect("put_destination_rooms");
@@ -355,7 +368,7 @@ async fn seed(db: &Path, n: usize) {
     // IDs, as real rooms are shared by many servers.
     let pool_ids: Vec<String> = (0..(n / 5).max(100)).map(|_| room_id(&mut rng)).collect();
     let mut remaining = n.saturating_sub(big.len());
-    let mut tx = store.pool().begin().await.expect("begin");
+    let mut tx = pool.begin().await.expect("begin");
     let mut batch: Vec<(&str, &str, i64)> = Vec::with_capacity(ROOMS_PER_INSERT);
     let mut inserted = big.len();
     let mut d = 0usize;
@@ -393,7 +406,7 @@ async fn seed(db: &Path, n: usize) {
         "SELECT destination, retry_last_ts, retry_interval, failure_ts, \
              last_successful_stream_ordering FROM destinations",
     )
-    .fetch_all(store.pool())
+    .fetch_all(&pool)
     .await
     .expect("read back");
     let read_time = t.elapsed();
@@ -504,19 +517,26 @@ impl Case {
         match &self.check {
             Check::List(_) => {
                 let q = DestinationsQuery::parse(self.query()).expect("query");
-                to_json(serde_json::to_value(store.list_destinations(q).await))
+                to_json(serde_json::to_value(
+                    store.destinations.list_destinations(q).await,
+                ))
             }
             Check::Rooms { .. } => {
                 let q = RoomsQuery::parse(self.query()).expect("query");
                 let name = self.destination();
                 to_json(serde_json::to_value(
-                    store.destination_rooms(&name, q).await.expect("rooms"),
+                    store
+                        .destinations
+                        .destination_rooms(&name, q)
+                        .await
+                        .expect("rooms"),
                 ))
             }
             Check::Details(_) => {
                 let name = self.destination();
                 to_json(serde_json::to_value(
                     store
+                        .destinations
                         .destination_details(&name)
                         .await
                         .expect("details")
@@ -865,7 +885,7 @@ async fn bench(n: usize) {
     let t = Instant::now();
     let store = Store::open(&db).await.expect("open store");
     let open_time = t.elapsed();
-    assert_eq!(store.destination_count() as u64, expected.rows);
+    assert_eq!(store.destinations.destination_count() as u64, expected.rows);
     let rss_loaded = status_kb("VmRSS:");
     println!(
         "Store::open (migrations check + loading {} rows into the index): {:.2} s",
@@ -874,8 +894,8 @@ async fn bench(n: usize) {
     );
 
     let hash = herald::auth::password::hash(ADMIN_PASSWORD).expect("hash");
-    match store.create_user(ADMIN, &hash, true).await {
-        Ok(_) | Err(herald::store::StoreError::UserExists(_)) => {}
+    match store.users.create_user(ADMIN, &hash, true).await {
+        Ok(_) | Err(herald_store::StoreError::UserExists(_)) => {}
         Err(e) => panic!("create admin: {e}"),
     }
     let config = Config::loopback(SERVER_NAME, db.clone());

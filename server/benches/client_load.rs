@@ -47,6 +47,7 @@
 //! so the machine's cores: the figures are for the whole loopback exchange,
 //! and the CPU time per request (from /proc/self/stat) is printed next to
 //! the throughput, which is less sensitive to other load on the machine.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod host;
 
@@ -64,18 +65,16 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 use herald::config::Config;
-use herald::federation::backoff::{BackoffPolicy, RetryLimiter};
-use herald::federation::client::{ClientSettings, FederationClient, RequestOptions};
-use herald::federation::connect::tls_config_from;
-use herald::federation::dns::Dns;
-use herald::federation::ip_filter::IpFilter;
-use herald::federation::resolve::ServerResolver;
-use herald::federation::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
 use herald::federation_listener::TlsListener;
-use herald::keys::signing::{SigningKey, VerifyKey};
-use herald::keys::x_matrix::{verify_request, XMatrix};
-use herald::keys::ServerKeys;
-use herald::store::Store;
+use herald_federation::backoff::RetryLimiter;
+use herald_federation::client::{FederationClient, RequestOptions};
+use herald_federation::dns::Dns;
+use herald_federation::resolve::ServerResolver;
+use herald_federation::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
+use herald_keys::signing::{SigningKey, VerifyKey};
+use herald_keys::x_matrix::{verify_request, XMatrix};
+use herald_keys::ServerKeys;
+use herald_store::Store;
 use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
@@ -227,7 +226,7 @@ fn build_client(
     keys: &Arc<ServerKeys>,
     sign: bool,
 ) -> Arc<FederationClient> {
-    let tls = tls_config_from(config).expect("TLS config");
+    let tls = config.tls_client_config().expect("TLS config");
     // No name here needs DNS: the destination is an IP literal.
     let dns = || Dns::with_nameserver("127.0.0.1:9".parse().expect("addr"));
     let well_known = WellKnownResolver::new(
@@ -236,14 +235,14 @@ fn build_client(
         Arc::new(SystemClock),
     );
     let resolver = Arc::new(ServerResolver::new(dns(), well_known));
-    let limiter = RetryLimiter::new(store.clone(), BackoffPolicy::from_config(config));
-    let mut settings = ClientSettings::from_config(config);
+    let limiter = RetryLimiter::new(store.destinations.clone(), config.backoff_policy());
+    let mut settings = config.client_settings();
     settings.sign_requests = sign;
     Arc::new(FederationClient::new(
         keys.clone(),
         resolver,
         limiter,
-        IpFilter::from_config(config).expect("IP filter"),
+        config.ip_filter().expect("IP filter"),
         tls,
         settings,
     ))

@@ -23,6 +23,7 @@
 //!   destinations to see the wake-up cost does not depend on the total.
 //!
 //! Every wait is bounded; a bench that times out exits non-zero.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod host;
 
@@ -35,8 +36,8 @@ use std::time::{Duration, Instant};
 use herald::config::{Config, ConfigDuration};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
-use herald::store::outbox::NewEvent;
-use herald::store::{now_ms, DestinationRow, Store};
+use herald_store::outbox::NewEvent;
+use herald_store::{now_ms, DestinationRow, Store};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "bench-sender-token";
@@ -290,12 +291,13 @@ async fn scale(total: usize) -> bool {
     }
     bench
         .store
+        .destinations
         .put_destinations(&rows)
         .await
         .expect("seed rows");
     bench
         .store
-        .enqueue_pdus(vec![NewEvent {
+        .outbox.enqueue_pdus(vec![NewEvent {
             event_id: "$scale".into(),
             room_id: "!scale:herald.bench".into(),
             pdu_json: json!({"event_id": "$scale", "room_id": "!scale:herald.bench", "type": "m.room.message", "content": {"body": "scale"}}).to_string(),
@@ -311,7 +313,12 @@ async fn scale(total: usize) -> bool {
         .iter()
         .map(|rx| DestinationRow::new(rx.name(), Some(now), Some(setup_ms), Some(now), Some(1)))
         .collect();
-    bench.store.put_destinations(&due).await.expect("due rows");
+    bench
+        .store
+        .destinations
+        .put_destinations(&due)
+        .await
+        .expect("due rows");
     let rss_before = rss_mb();
     let start = Instant::now();
     bench.serve().await;

@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::keys::OldSigningKey;
+use herald_federation::ip_filter::IpFilter;
+use herald_federation::resolve::ServerName;
+use herald_federation::{BackoffPolicy, ClientSettings, FederationSettings};
+use herald_keys::OldSigningKey;
+use herald_sender::SenderSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -22,6 +26,43 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+}
+
+/// A secret from the config (`sender_api_token`): usable as a `&str`, never
+/// shown by `Debug` (configs are logged and printed in errors).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(text: &str) -> Secret {
+        Secret(text.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(text: String) -> Secret {
+        Secret(text)
+    }
 }
 
 /// A duration written as Synapse writes them: a number of milliseconds, or a
@@ -165,7 +206,7 @@ pub struct Config {
     pub destination_min_retry_interval: ConfigDuration,
     pub destination_retry_multiplier: f64,
     pub destination_max_retry_interval: ConfigDuration,
-    pub sender_api_token: Option<String>,
+    pub sender_api_token: Option<Secret>,
     /// A backoff longer than this sends a destination into catch-up (the
     /// newest event of each room instead of everything it missed; presence,
     /// typing and receipts dropped). Synapse: one hour.
@@ -301,7 +342,7 @@ impl Config {
         if matches!(&self.signing_key_path, Some(p) if p.as_os_str().is_empty()) {
             return invalid("signing_key_path", "must not be empty".into());
         }
-        if let Err(e) = crate::keys::key_file::old_verify_keys(&self.old_signing_keys) {
+        if let Err(e) = herald_keys::key_file::old_verify_keys(&self.old_signing_keys) {
             return invalid("old_signing_keys", e.to_string());
         }
         if self.key_refresh_interval.0 < Duration::from_secs(1) {
@@ -324,14 +365,11 @@ impl Config {
                 "must not exceed destination_max_retry_interval".into(),
             );
         }
-        if let Err(e) = crate::federation::ip_filter::IpFilter::from_config(self) {
+        if let Err(e) = self.ip_filter() {
             return invalid(e.key, e.error.to_string());
         }
         if let Some(domains) = &self.federation_domain_whitelist {
-            if let Some(bad) = domains
-                .iter()
-                .find(|d| crate::federation::resolve::ServerName::parse(d).is_err())
-            {
+            if let Some(bad) = domains.iter().find(|d| ServerName::parse(d).is_err()) {
                 return invalid(
                     "federation_domain_whitelist",
                     format!("`{bad}` is not a server name"),
@@ -385,6 +423,70 @@ impl Config {
             None => self
                 .database
                 .with_file_name(format!("{}.signing.key", self.server_name)),
+        }
+    }
+
+    /// The federation client's retry settings (`[federation]`,
+    /// `federation_domain_whitelist`).
+    pub fn client_settings(&self) -> ClientSettings {
+        let f = &self.federation;
+        ClientSettings {
+            client_timeout: f.client_timeout.0,
+            max_short_retries: f.max_short_retries,
+            max_long_retries: f.max_long_retries,
+            max_short_retry_delay: f.max_short_retry_delay.0,
+            max_long_retry_delay: f.max_long_retry_delay.0,
+            domain_whitelist: self
+                .federation_domain_whitelist
+                .as_ref()
+                .map(|list| list.iter().cloned().collect()),
+            ..ClientSettings::default()
+        }
+    }
+
+    /// The backoff policy (`destination_min_retry_interval`,
+    /// `destination_retry_multiplier`, `destination_max_retry_interval`).
+    pub fn backoff_policy(&self) -> BackoffPolicy {
+        BackoffPolicy {
+            min_interval: self.destination_min_retry_interval.0,
+            multiplier: self.destination_retry_multiplier,
+            max_interval: self.destination_max_retry_interval.0,
+        }
+    }
+
+    /// Everything the federation client is built from.
+    pub fn federation_settings(&self) -> FederationSettings {
+        FederationSettings {
+            client: self.client_settings(),
+            backoff: self.backoff_policy(),
+            verify_certificates: self.federation_verify_certificates,
+            custom_ca_list: self.federation_custom_ca_list.clone(),
+            ip_range_blacklist: self.ip_range_blacklist.clone(),
+            ip_range_whitelist: self.ip_range_whitelist.clone(),
+        }
+    }
+
+    /// The TLS client configuration (`federation_verify_certificates`,
+    /// `federation_custom_ca_list`).
+    pub fn tls_client_config(
+        &self,
+    ) -> Result<std::sync::Arc<rustls::ClientConfig>, herald_federation::connect::TlsConfigError>
+    {
+        self.federation_settings().tls_config()
+    }
+
+    /// The IP range filter (`ip_range_blacklist`, `ip_range_whitelist`).
+    pub fn ip_filter(&self) -> Result<IpFilter, herald_federation::ip_filter::IpFilterError> {
+        IpFilter::new(self.ip_range_blacklist.as_deref(), &self.ip_range_whitelist)
+    }
+
+    /// What the sender is built from.
+    pub fn sender_settings(&self) -> SenderSettings {
+        SenderSettings {
+            server_name: self.server_name.clone(),
+            domain_whitelist: self.federation_domain_whitelist.clone(),
+            retry_rejected_after: self.destination_min_retry_interval.0,
+            catch_up_after: self.sender_catch_up_after.0,
         }
     }
 

@@ -22,7 +22,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ConfigError};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::state::AppState;
 
 /// How long a client has to finish the TLS handshake.
@@ -105,7 +105,7 @@ pub fn load_tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConf
 /// The application of the federation listener.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(crate::keys::routes::router())
+        .merge(crate::http::key_server::router())
         .fallback(|| async { ApiError::unrecognized() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)

@@ -1,22 +1,19 @@
 //! Herald: a Matrix federation sender with a Synapse-compatible federation
 //! admin API and a web console, in one binary.
 //!
-//! Modules follow the data flow (see ARCHITECTURE.md): `config` is read once,
-//! `store` owns all SQL, `auth` knows who is asking, `admin` answers the
-//! federation admin API, `web` assembles the listener and the console,
-//! `serve` runs it, and `demo` seeds realistic data.
+//! The binary's library: the only crate that knows the TOML config (`config`
+//! turns it into each crate's settings), the HTTP layer for every route
+//! (`http`), who is asking (`auth`), the metrics registry (`metrics`), what
+//! handlers share (`state`), the listeners (`serve`, `federation_listener`)
+//! and, behind the `demo` feature, `herald demo`. Signing, the federation
+//! client, SQL and the sender live in their own crates (ARCHITECTURE.md).
 
-pub mod admin;
 pub mod auth;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod error;
-pub mod federation;
 pub mod federation_listener;
-pub mod keys;
+pub mod http;
 pub mod metrics;
-pub mod sender;
 pub mod serve;
 pub mod state;
-pub mod store;
-pub mod web;

@@ -4,13 +4,13 @@
 //! `demo` runs everything on a fresh database with realistic data.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use herald::auth::{password, token};
+use herald::auth::password;
 use herald::config::Config;
-use herald::store::Store;
+use herald_store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,7 @@ enum Command {
         command: FederationCommand,
     },
     /// Run on a fresh demo database with realistic data and a printed login.
+    #[cfg(feature = "demo")]
     Demo {
         /// Directory for the demo database (recreated on every run).
         #[arg(long, default_value = "herald-data")]
@@ -205,7 +206,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let store = Store::open(&config.database).await?;
             let hash = tokio::task::spawn_blocking(move || password::hash(&password)).await??;
-            store.create_user(&name, &hash, admin).await?;
+            store.users.create_user(&name, &hash, admin).await?;
             store.close().await;
             let mut out = std::io::stdout();
             writeln!(
@@ -217,6 +218,7 @@ async fn run(cli: Cli) -> Result<()> {
                 config.database.display()
             )?;
         }
+        #[cfg(feature = "demo")]
         Command::Demo {
             data_dir,
             listen,
@@ -251,7 +253,8 @@ fn read_password() -> Result<String> {
     Ok(s.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-async fn demo(data_dir: &Path, listen: &str, count: usize) -> Result<()> {
+#[cfg(feature = "demo")]
+async fn demo(data_dir: &std::path::Path, listen: &str, count: usize) -> Result<()> {
     use herald::demo::{generator, live, tls::LoopbackCert};
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -268,15 +271,15 @@ async fn demo(data_dir: &Path, listen: &str, count: usize) -> Result<()> {
     let federation = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .context("finding a free port for the federation listener")?;
-    let sender_token = token::password();
+    let sender_token = herald::auth::token::password();
     let config = live::config(&database, listen, federation, &cert, &sender_token);
     config.validate()?;
     let store = Store::open(&database).await?;
     herald::demo::seed(&store, count).await?;
-    let admin_password = token::password();
+    let admin_password = herald::auth::token::password();
     let pw = admin_password.clone();
     let hash = tokio::task::spawn_blocking(move || password::hash(&pw)).await??;
-    store.create_user("admin", &hash, true).await?;
+    store.users.create_user("admin", &hash, true).await?;
     let peers = live::Federation::start(&cert).await?;
     let listener = herald::serve::bind(config.listen_addr()?).await?;
     let addr = listener.local_addr()?;
@@ -332,17 +335,17 @@ async fn federation_request(
         .transpose()
         .context("--data is not JSON")?;
     let store = Store::open(&config.database).await?;
-    let keys = herald::keys::ServerKeys::load(
+    let keys = herald_keys::ServerKeys::load(
         &config.server_name,
         &config.signing_key_path(),
         &config.old_signing_keys,
     )?;
-    let client = herald::federation::client::FederationClient::from_config(
-        config,
-        store,
+    let client = herald_federation::FederationClient::from_settings(
+        &config.federation_settings(),
+        store.destinations.clone(),
         std::sync::Arc::new(keys),
     )?;
-    let options = herald::federation::client::RequestOptions {
+    let options = herald_federation::client::RequestOptions {
         ignore_backoff,
         ..Default::default()
     };

@@ -13,11 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,7 +20,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::state::AppState;
+use herald_federation::metrics::ClientMetrics;
+use herald_sender::metrics::{SenderGauges, SenderMetrics, TxnOutcome};
+use herald_shared::SenderState;
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE_OPENMETRICS: &str =
@@ -56,40 +53,6 @@ struct OutcomeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
-}
-
-/// How a transaction ended, for `herald_sender_transactions_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TxnOutcome {
-    /// 200: delivered.
-    Sent,
-    /// The destination could not be reached or answered 5xx/401/429.
-    Failed,
-    /// It answered another 4xx or something that is not a transaction
-    /// response.
-    Rejected,
-}
-
-impl TxnOutcome {
-    fn label(self) -> &'static str {
-        match self {
-            TxnOutcome::Sent => "sent",
-            TxnOutcome::Failed => "failed",
-            TxnOutcome::Rejected => "rejected",
-        }
-    }
-}
-
-/// The sender's state read at scrape time.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct SenderGauges {
-    /// Known destinations with nothing to send.
-    pub idle: u64,
-    pub sending: u64,
-    pub backing_off: u64,
-    pub catching_up: u64,
-    /// Age of the oldest undelivered PDU, in seconds (0 when none).
-    pub oldest_undelivered_secs: f64,
 }
 
 /// Every series Herald exports.
@@ -258,14 +221,17 @@ impl Metrics {
     pub fn encode(&self, destinations_in_backoff: u64, sender: SenderGauges) -> String {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.in_backoff.set(gauge(destinations_in_backoff));
-        for (state, n) in [
-            ("idle", sender.idle),
-            ("sending", sender.sending),
-            ("backing_off", sender.backing_off),
-            ("catching_up", sender.catching_up),
-        ] {
+        for state in SenderState::ALL {
+            let n = match state {
+                SenderState::Idle => sender.idle,
+                SenderState::Sending => sender.sending,
+                SenderState::BackingOff => sender.backing_off,
+                SenderState::CatchingUp => sender.catching_up,
+            };
             self.destinations
-                .get_or_create(&StateLabels { state })
+                .get_or_create(&StateLabels {
+                    state: state.as_str(),
+                })
                 .set(gauge(n));
         }
         self.oldest_undelivered.set(sender.oldest_undelivered_secs);
@@ -276,21 +242,28 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    let summary = state.store.federation_summary().await;
-    let in_backoff = summary.backing_off + summary.retry_due + summary.never_reached;
-    let sender = state.sender.gauges(state.store.destination_count()).await;
-    let body = state.metrics.encode(in_backoff, sender);
-    ([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], body).into_response()
-}
-
 /// Shared by the client and the route.
 pub type SharedMetrics = Arc<Metrics>;
+
+impl ClientMetrics for Metrics {
+    fn request_sent(&self, method: &str) {
+        Metrics::request_sent(self, method)
+    }
+
+    fn response_received(&self, method: &str, status: u16, elapsed: Duration) {
+        Metrics::response_received(self, method, status, elapsed)
+    }
+}
+
+impl SenderMetrics for Metrics {
+    fn queued(&self, pdus: u64, edus: u64) {
+        Metrics::queued(self, pdus, edus)
+    }
+
+    fn transaction(&self, outcome: TxnOutcome, pdus: u64, edus: u64, pdu_errors: u64) {
+        Metrics::transaction(self, outcome, pdus, edus, pdu_errors)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -12,9 +12,9 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::federation_listener::{FederationListenError, FederationListener};
-use crate::keys::{KeysError, ServerKeys};
 use crate::state::AppState;
-use crate::store::Store;
+use herald_keys::{KeysError, ServerKeys};
+use herald_store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -30,7 +30,7 @@ pub enum ServeError {
     #[error(transparent)]
     Federation(#[from] FederationListenError),
     #[error("federation client: {0}")]
-    Client(#[from] crate::federation::client::SetupError),
+    Client(#[from] herald_federation::client::SetupError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -123,7 +123,7 @@ impl Server {
             }
         };
         let store = self.state.store.clone();
-        let app = crate::web::router(self.state.clone(), admin);
+        let app = crate::http::router(self.state.clone(), admin);
         let admin_server = async {
             axum::serve(
                 self.admin,

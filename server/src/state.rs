@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use crate::auth::ratelimit::Limiter;
 use crate::config::Config;
-use crate::federation::client::{FederationClient, SetupError};
-use crate::keys::ServerKeys;
 use crate::metrics::Metrics;
-use crate::sender::Sender;
-use crate::store::Store;
+use herald_federation::client::{FederationClient, SetupError};
+use herald_keys::ServerKeys;
+use herald_sender::Sender;
+use herald_store::Store;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -33,10 +33,19 @@ impl AppState {
     pub fn new(store: Store, config: Config, keys: ServerKeys) -> Result<AppState, SetupError> {
         let keys = Arc::new(keys);
         let metrics = Arc::new(Metrics::new());
-        let client = FederationClient::from_config(&config, store.clone(), keys.clone())?
-            .with_metrics(metrics.clone())
-            .with_concurrent_tries(crate::sender::MAX_CONCURRENT_TRIES);
-        let sender = Sender::start(store.clone(), Arc::new(client), &config, metrics.clone());
+        let client = FederationClient::from_settings(
+            &config.federation_settings(),
+            store.destinations.clone(),
+            keys.clone(),
+        )?
+        .with_metrics(metrics.clone())
+        .with_concurrent_tries(herald_sender::MAX_CONCURRENT_TRIES);
+        let sender = Sender::start(
+            store.clone(),
+            Arc::new(client),
+            &config.sender_settings(),
+            metrics.clone(),
+        );
         Ok(AppState {
             failed_logins_by_user: Arc::new(Limiter::new(config.rc_login.failed_attempts)),
             failed_logins_by_address: Arc::new(Limiter::new(config.rc_login.address)),

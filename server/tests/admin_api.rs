@@ -1,5 +1,6 @@
 //! The federation admin API over real HTTP against a real SQLite file,
 //! checked against Synapse 1.163's observable behaviour.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod common;
 
@@ -34,7 +35,7 @@ async fn synapse_sql(
         }
         None => ("", None),
     };
-    let pool = server.store.pool();
+    let pool = &common::sql_pool(&server.db_path).await;
     let count_sql = format!("SELECT COUNT(*) FROM destinations {where_sql}");
     let mut count = sqlx::query(&count_sql);
     if let Some(a) = &arg {
@@ -425,6 +426,7 @@ async fn reset_connection_clears_backoff_once() {
     assert_eq!((status, body), (200, json!({})));
     let row = s
         .store
+        .destinations
         .destination("matrix.example.org:8448")
         .await
         .unwrap()
@@ -573,8 +575,9 @@ async fn summary_counts_destinations_per_status() {
     assert_eq!(body["unknown"], 1);
     assert_eq!(body["backing_off"], 0);
     // A fresh failure moves a row to "backing off".
-    let now = herald::store::now_ms();
+    let now = herald_store::now_ms();
     s.store
+        .destinations
         .put_destinations(&[row(
             "zeta.example",
             Some(now),

@@ -1,5 +1,6 @@
 //! The `herald` binary itself: `user add`, `serve`, `demo`, `federation
 //! request`, and refusing databases and configs it must not use.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

@@ -4,6 +4,7 @@
 //! the intake API must reach every reachable receiver, whatever happens to
 //! the process in between: a restart with events queued for a receiver that
 //! was failing, and `kill -9` at random moments while events pour in.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! The federation client (`herald::federation::client`) against real HTTPS
+//! The federation client (`herald_federation::client`) against real HTTPS
 //! receivers on 127.0.0.1 (axum over the federation listener's
 //! `TlsListener`, an rcgen certificate for the IP trusted through
 //! `federation_custom_ca_list`). Receivers check what they get: the X-Matrix
@@ -6,6 +6,7 @@
 //! bodies, method and URI with query. Destinations are IP literals with
 //! ports, so the TLS name is 127.0.0.1; `ip_range_whitelist` lets them pass
 //! the default blacklist except in the test that shows it blocks them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -18,21 +19,19 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use herald::config::Config;
-use herald::federation::backoff::{BackoffPolicy, RetryLimiter};
-use herald::federation::client::{
+use herald::federation_listener::TlsListener;
+use herald_federation::backoff::RetryLimiter;
+use herald_federation::client::{
     ClientSettings, FederationClient, FederationError, RequestOptions,
 };
-use herald::federation::connect::tls_config_from;
-use herald::federation::dns::Dns;
-use herald::federation::ip_filter::IpFilter;
-use herald::federation::resolve::ServerResolver;
-use herald::federation::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
-use herald::federation_listener::TlsListener;
-use herald::keys::signing::{SigningKey, VerifyKey};
-use herald::keys::x_matrix::{verify_request, XMatrix};
-use herald::keys::{to_canonical_json, ServerKeys};
-use herald::store::destinations::RetryTimings;
-use herald::store::Store;
+use herald_federation::dns::Dns;
+use herald_federation::resolve::ServerResolver;
+use herald_federation::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
+use herald_keys::signing::{SigningKey, VerifyKey};
+use herald_keys::x_matrix::{verify_request, XMatrix};
+use herald_keys::{to_canonical_json, ServerKeys};
+use herald_store::RetryTimings;
+use herald_store::Store;
 use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
@@ -245,7 +244,7 @@ async fn env_with(tweak: impl FnOnce(&mut Config, &mut ClientSettings)) -> Env {
     let mut config = Config::loopback(ORIGIN, dir.path().join("herald.db"));
     config.ip_range_whitelist = vec!["127.0.0.0/8".into()];
     config.federation_custom_ca_list = Some(vec![ca]);
-    let mut settings = ClientSettings::from_config(&config);
+    let mut settings = config.client_settings();
     settings.retry_delay_scale = 0.01;
     tweak(&mut config, &mut settings);
     config.validate().unwrap();
@@ -253,7 +252,7 @@ async fn env_with(tweak: impl FnOnce(&mut Config, &mut ClientSettings)) -> Env {
     let key = SigningKey::generate("a_test").unwrap();
     let verify_key = key.verify_key();
     let keys = Arc::new(ServerKeys::new(ORIGIN, key));
-    let tls = tls_config_from(&config).unwrap();
+    let tls = config.tls_client_config().unwrap();
     // No name here needs DNS: destinations are IP literals.
     let dns = || Dns::with_nameserver("127.0.0.1:9".parse().unwrap());
     let well_known = WellKnownResolver::new(
@@ -262,12 +261,12 @@ async fn env_with(tweak: impl FnOnce(&mut Config, &mut ClientSettings)) -> Env {
         Arc::new(SystemClock),
     );
     let resolver = Arc::new(ServerResolver::new(dns(), well_known));
-    let limiter = RetryLimiter::new(store.clone(), BackoffPolicy::from_config(&config));
+    let limiter = RetryLimiter::new(store.destinations.clone(), config.backoff_policy());
     let client = FederationClient::new(
         keys,
         resolver,
         limiter,
-        IpFilter::from_config(&config).unwrap(),
+        config.ip_filter().unwrap(),
         tls,
         settings,
     );
@@ -284,7 +283,7 @@ async fn env() -> Env {
 }
 
 async fn backoff(store: &Store, destination: &str) -> Option<RetryTimings> {
-    store.retry_timings(destination).await.unwrap()
+    store.destinations.retry_timings(destination).await.unwrap()
 }
 
 #[tokio::test]
@@ -724,6 +723,7 @@ async fn a_reset_wakes_a_retry_sleep() {
     // something to clear.
     let long_ago = chrono_ms() - 3_600_000;
     env.store
+        .destinations
         .set_retry_timings(
             &name,
             RetryTimings {
@@ -751,7 +751,11 @@ async fn a_reset_wakes_a_retry_sleep() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    env.store.reset_retry_timings(&name).await.unwrap();
+    env.store
+        .destinations
+        .reset_retry_timings(&name)
+        .await
+        .unwrap();
     let got = tokio::time::timeout(Duration::from_secs(3), request)
         .await
         .expect("the reset woke the sleep")

@@ -19,6 +19,7 @@
 //! success. The rest of the client's behaviour (429 retries, 404, content
 //! type, size limits, redirects, IP and domain filters, trailing slash, the
 //! reset wake-up, untrusted certificates) is in `tests/federation_client.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -32,20 +33,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use herald::config::{Config, ConfigDuration};
-use herald::federation::backoff::{BackoffPolicy, RetryLimiter};
-use herald::federation::client::{
-    ClientSettings, FederationClient, FederationError, RequestOptions,
-};
-use herald::federation::connect::tls_config_from;
-use herald::federation::dns::Dns;
-use herald::federation::ip_filter::IpFilter;
-use herald::federation::resolve::ServerResolver;
-use herald::federation::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
 use herald::federation_listener::TlsListener;
-use herald::keys::x_matrix::{verify_request, XMatrix};
-use herald::keys::{verify_json, ServerKeys, SigningKey, VerifyKey};
-use herald::store::destinations::RetryTimings;
-use herald::store::Store;
+use herald_federation::backoff::RetryLimiter;
+use herald_federation::client::{FederationClient, FederationError, RequestOptions};
+use herald_federation::dns::Dns;
+use herald_federation::resolve::ServerResolver;
+use herald_federation::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
+use herald_keys::x_matrix::{verify_request, XMatrix};
+use herald_keys::{verify_json, ServerKeys, SigningKey, VerifyKey};
+use herald_store::RetryTimings;
+use herald_store::Store;
 use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
@@ -179,9 +176,9 @@ impl Herald {
         let mut config = self.config.clone();
         tweak(&mut config);
         config.validate().unwrap();
-        let mut settings = ClientSettings::from_config(&config);
+        let mut settings = config.client_settings();
         settings.retry_delay_scale = 0.01;
-        let tls = tls_config_from(&config).unwrap();
+        let tls = config.tls_client_config().unwrap();
         // Destinations are IP literals: no name here needs DNS.
         let dns = || Dns::with_nameserver("127.0.0.1:9".parse().unwrap());
         let well_known = WellKnownResolver::new(
@@ -191,15 +188,15 @@ impl Herald {
         );
         let clock = self.clock.clone();
         let limiter = RetryLimiter::with_clock(
-            self.store.clone(),
-            BackoffPolicy::from_config(&config),
+            self.store.destinations.clone(),
+            config.backoff_policy(),
             Arc::new(move || clock.load(Ordering::SeqCst)),
         );
         FederationClient::new(
             keys,
             Arc::new(ServerResolver::new(dns(), well_known)),
             limiter,
-            IpFilter::from_config(&config).unwrap(),
+            config.ip_filter().unwrap(),
             tls,
             settings,
         )
@@ -211,7 +208,11 @@ impl Herald {
     }
 
     async fn backoff(&self, destination: &str) -> Option<RetryTimings> {
-        self.store.retry_timings(destination).await.unwrap()
+        self.store
+            .destinations
+            .retry_timings(destination)
+            .await
+            .unwrap()
     }
 }
 
@@ -758,6 +759,7 @@ async fn backoff_grows_through_the_client_to_its_cap_and_a_success_clears_it() {
     assert_eq!(herald.backoff(&peer.name()).await, None);
     let row = herald
         .store
+        .destinations
         .destination(&peer.name())
         .await
         .unwrap()

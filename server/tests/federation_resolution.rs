@@ -8,7 +8,9 @@
 //! the X-Matrix header, checked against the spec's resolution steps. Then
 //! `RequestOptions::retry_on_dns_fail`: a name whose look-ups get SERVFAIL
 //! is looked up again (and succeeds) when it is true, once when false.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
+#[path = "../../crates/federation/tests/dns_responder/mod.rs"]
 mod dns_responder;
 
 use dns_responder::DnsServer;
@@ -19,19 +21,18 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use herald::config::Config;
-use herald::federation::backoff::{BackoffPolicy, RetryLimiter};
-use herald::federation::client::{
+use herald_federation::backoff::RetryLimiter;
+use herald_federation::client::{
     ClientSettings, FederationClient, FederationError, RequestOptions,
 };
-use herald::federation::connect::tls_config_from;
-use herald::federation::dns::Dns;
-use herald::federation::ip_filter::IpFilter;
-use herald::federation::resolve::{ResolveError, ServerResolver};
-use herald::federation::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
-use herald::keys::signing::{SigningKey, VerifyKey};
-use herald::keys::x_matrix::{verify_request, XMatrix};
-use herald::keys::ServerKeys;
-use herald::store::Store;
+use herald_federation::dns::Dns;
+use herald_federation::ip_filter::IpFilter;
+use herald_federation::resolve::{ResolveError, ServerResolver};
+use herald_federation::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
+use herald_keys::signing::{SigningKey, VerifyKey};
+use herald_keys::x_matrix::{verify_request, XMatrix};
+use herald_keys::ServerKeys;
+use herald_store::Store;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -219,7 +220,7 @@ async fn env(well_known_port: u16, tweak: impl FnOnce(&mut ClientSettings)) -> E
     std::fs::write(&ca, &certificate().0).unwrap();
     let mut config = Config::loopback(ORIGIN, dir.path().join("herald.db"));
     config.federation_custom_ca_list = Some(vec![ca]);
-    let mut settings = ClientSettings::from_config(&config);
+    let mut settings = config.client_settings();
     settings.retry_delay_scale = 0.2;
     settings.client_timeout = Duration::from_secs(10);
     tweak(&mut settings);
@@ -227,7 +228,7 @@ async fn env(well_known_port: u16, tweak: impl FnOnce(&mut ClientSettings)) -> E
     let key = SigningKey::generate("a_test").unwrap();
     let verify_key = key.verify_key();
     let keys = Arc::new(ServerKeys::new(ORIGIN, key));
-    let tls = tls_config_from(&config).unwrap();
+    let tls = config.tls_client_config().unwrap();
     let mut wk_config = WellKnownConfig::new(tls.clone()).with_ip_filter(loopback_allowed());
     wk_config.port = well_known_port;
     wk_config.timeout = Duration::from_secs(5);
@@ -240,7 +241,7 @@ async fn env(well_known_port: u16, tweak: impl FnOnce(&mut ClientSettings)) -> E
         Dns::with_nameserver(dns.addr),
         well_known,
     ));
-    let limiter = RetryLimiter::new(store, BackoffPolicy::from_config(&config));
+    let limiter = RetryLimiter::new(store.destinations.clone(), config.backoff_policy());
     let client = FederationClient::new(keys, resolver, limiter, loopback_allowed(), tls, settings);
     Env {
         dns,

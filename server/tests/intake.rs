@@ -2,12 +2,13 @@
 //! stream orderings, the rows stored, `destinations` / `destination_rooms`
 //! as the admin API shows them, skipped destinations, every 400 storing
 //! nothing, authentication, EDUs, and concurrent requests sharing commits.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod common;
 
 use common::*;
 use herald::config::Config;
-use herald::store::Store;
+use herald_store::Store;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "sender-secret";
@@ -43,7 +44,7 @@ async fn send(s: &TestServer, events: Vec<Value>) -> Vec<i64> {
 
 async fn count(s: &TestServer, table: &str) -> i64 {
     sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-        .fetch_one(s.store.pool())
+        .fetch_one(&common::sql_pool(&s.db_path).await)
         .await
         .expect("count")
 }
@@ -64,6 +65,7 @@ async fn counts(s: &TestServer) -> Vec<i64> {
 
 async fn outbox(s: &TestServer, destination: &str) -> Vec<(i64, String)> {
     s.store
+        .outbox
         .pending_pdus(destination, 1000)
         .await
         .expect("pending")
@@ -90,7 +92,12 @@ async fn accepted_events_are_stored_in_order_and_fill_destination_rooms() {
     let more = send(&s, vec![event("$e4", "!r2:herald.test", &["one.example"])]).await;
     assert!(more[0] > orderings[2]);
 
-    let pending = s.store.pending_pdus("one.example", 10).await.unwrap();
+    let pending = s
+        .store
+        .outbox
+        .pending_pdus("one.example", 10)
+        .await
+        .unwrap();
     assert_eq!(
         pending
             .iter()
@@ -150,7 +157,7 @@ async fn accepted_events_are_stored_in_order_and_fill_destination_rooms() {
     let rooms: i64 = sqlx::query_scalar(
         "SELECT stream_ordering FROM destination_rooms WHERE destination = 'one.example' AND room_id = '!r1:herald.test'",
     )
-    .fetch_one(s.store.pool())
+    .fetch_one(&common::sql_pool(&s.db_path).await)
     .await
     .unwrap();
     assert_eq!(rooms, orderings[1]);
@@ -187,7 +194,15 @@ async fn orderings_keep_growing_across_a_reopen() {
         body["stream_orderings"][0].as_i64().unwrap() > first[0],
         "{body}"
     );
-    assert_eq!(store.pending_pdus("x.example", 10).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .outbox
+            .pending_pdus("x.example", 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -341,7 +356,7 @@ async fn edus_are_stored_per_destination() {
         )
         .await;
     assert_eq!((status, body), (200, json!({})));
-    let a = s.store.pending_edus("a.example", 10).await.unwrap();
+    let a = s.store.outbox.pending_edus("a.example", 10).await.unwrap();
     assert_eq!(
         a.iter().map(|e| e.edu_type.as_str()).collect::<Vec<_>>(),
         ["m.typing", "m.receipt"]
@@ -350,11 +365,17 @@ async fn edus_are_stored_per_destination() {
     let content: Value = serde_json::from_str(&a[0].content_json).unwrap();
     assert_eq!(content["typing"], true);
     assert_eq!(
-        s.store.pending_edus("b.example", 10).await.unwrap().len(),
+        s.store
+            .outbox
+            .pending_edus("b.example", 10)
+            .await
+            .unwrap()
+            .len(),
         1
     );
     assert!(s
         .store
+        .outbox
         .pending_edus(SERVER_NAME, 10)
         .await
         .unwrap()

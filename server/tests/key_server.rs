@@ -2,16 +2,17 @@
 //! TLS on 127.0.0.1 (a self-signed certificate from rcgen), kept apart from
 //! the admin listener; the signing key file's life across restarts; and
 //! start-up errors for TLS files, through the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use herald::config::Config;
-use herald::keys::key_file::read_key_file;
-use herald::keys::{verify_json, OldSigningKey, SigningKey, VerifyKey};
 use herald::serve::Addresses;
-use herald::store::Store;
+use herald_keys::key_file::read_key_file;
+use herald_keys::{verify_json, OldSigningKey, SigningKey, VerifyKey};
+use herald_store::Store;
 use serde_json::Value;
 
 const SERVER_NAME: &str = "herald.test";
@@ -81,7 +82,7 @@ async fn get(client: &reqwest::Client, url: String) -> (u16, Option<String>, Val
 }
 
 fn now_ms() -> u64 {
-    herald::keys::routes::now_ms()
+    herald::http::key_server::now_ms()
 }
 
 /// Checks a key server body: self-signed with the key it publishes, for our

@@ -1,4 +1,5 @@
 //! The Matrix login routes an admin tool signs in through, over real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod common;
 
@@ -62,7 +63,7 @@ async fn password_login_whoami_and_logout() {
 
     // Tokens are stored only as hashes.
     let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_hash FROM access_tokens")
-        .fetch_all(s.store.pool())
+        .fetch_all(&common::sql_pool(&s.db_path).await)
         .await
         .unwrap();
     assert!(!stored.is_empty());
@@ -108,7 +109,7 @@ async fn legacy_user_field_full_user_id_and_r0_paths() {
     }
     // Passwords are stored as Argon2id hashes.
     let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE name = 'admin'")
-        .fetch_one(s.store.pool())
+        .fetch_one(&common::sql_pool(&s.db_path).await)
         .await
         .unwrap();
     assert!(hash.starts_with("$argon2id$"));

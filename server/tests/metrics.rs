@@ -1,6 +1,7 @@
 //! `GET /metrics` on the admin listener: OpenMetrics text with Synapse's
 //! federation client series and the destinations in backoff, counted from
 //! the same rows the admin API serves.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod common;
 

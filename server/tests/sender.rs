@@ -10,6 +10,7 @@
 //! dropping presence/typing/receipts; whitelist and self skipped; per-PDU
 //! errors recorded and not retried; metrics. Restarts and `kill -9` are in
 //! `tests/crash.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,14 +19,23 @@ use std::time::{Duration, Instant};
 use herald::config::{Config, ConfigDuration};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
-use herald::store::{DestinationRow, Store};
+use herald_store::{DestinationRow, Store};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "sender-secret";
 
 fn now_ms() -> i64 {
-    herald::store::now_ms()
+    herald_store::now_ms()
+}
+
+/// The test's own connection to Herald's SQLite file, to look at rows.
+async fn sql_pool(path: &std::path::Path) -> sqlx::SqlitePool {
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(path))
+        .await
+        .unwrap()
 }
 
 /// A temp directory and the certificate Herald and the receivers share.
@@ -55,7 +65,7 @@ impl Fixture {
         let db = self.dir.path().join("herald.db");
         let store = Store::open(&db).await.unwrap();
         let hash = herald::auth::password::hash("admin-password").unwrap();
-        store.create_user("admin", &hash, true).await.unwrap();
+        store.users.create_user("admin", &hash, true).await.unwrap();
         for attempt in 1.. {
             let port = TcpListener::bind("127.0.0.1:0")
                 .await
@@ -175,12 +185,14 @@ impl Herald {
 
     async fn queued(&self, destination: &str) -> usize {
         self.store
+            .outbox
             .pending_pdus(destination, 10_000)
             .await
             .unwrap()
             .len()
             + self
                 .store
+                .outbox
                 .pending_edus(destination, 10_000)
                 .await
                 .unwrap()
@@ -188,7 +200,12 @@ impl Herald {
     }
 
     async fn row(&self, destination: &str) -> DestinationRow {
-        self.store.destination(destination).await.unwrap().unwrap()
+        self.store
+            .destinations
+            .destination(destination)
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     /// Records a two-hour backoff of `destination` (long enough for
@@ -197,6 +214,7 @@ impl Herald {
         let now = now_ms();
         let interval = 2 * 3_600_000;
         self.store
+            .destinations
             .put_destinations(&[DestinationRow::new(
                 destination,
                 Some(now - interval + 1_500),
@@ -537,12 +555,14 @@ async fn whitelist_and_our_own_name_are_skipped() {
     assert!(blocked.received().attempts.is_empty());
     assert!(herald
         .store
+        .destinations
         .destination(blocked.name())
         .await
         .unwrap()
         .is_none());
     assert!(herald
         .store
+        .destinations
         .destination(&herald.name)
         .await
         .unwrap()
@@ -598,6 +618,7 @@ async fn catch_up_after_imported_rows_still_delivers_every_room() {
         .await;
     herald
         .store
+        .destinations
         .put_destination_rooms(
             rx.name(),
             &[herald_shared::DestinationRoom {
@@ -689,17 +710,27 @@ async fn delivered_events_are_pruned_but_the_newest_of_each_room_stays() {
     herald
         .send(vec![event("$q1", "!a:herald.test", &[down.name()])])
         .await;
-    let pruned = herald.store.prune_delivered_events(10_000).await.unwrap();
+    let pruned = herald
+        .store
+        .outbox
+        .prune_delivered_events(10_000)
+        .await
+        .unwrap();
     let left: Vec<String> =
         sqlx::query_scalar("SELECT event_id FROM outgoing_events ORDER BY stream_ordering")
-            .fetch_all(herald.store.pool())
+            .fetch_all(&sql_pool(&herald.fixture.dir.path().join("herald.db")).await)
             .await
             .unwrap();
     // $p3 and $p4 are the newest of !b and !a for rx; $q1 is queued.
     assert_eq!(left, ["$p3", "$p4", "$q1"], "pruned {pruned}");
     assert_eq!(pruned, 2);
     assert_eq!(
-        herald.store.prune_delivered_events(10_000).await.unwrap(),
+        herald
+            .store
+            .outbox
+            .prune_delivered_events(10_000)
+            .await
+            .unwrap(),
         0
     );
 }

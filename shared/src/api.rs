@@ -49,12 +49,51 @@ impl DestinationDetails {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationQueue {
     pub destination: String,
-    /// `idle`, `sending`, `backing_off` or `catching_up`.
-    pub state: String,
+    pub state: SenderState,
     pub queued_pdus: u64,
     pub queued_edus: u64,
     /// When the oldest queued PDU was accepted (ms since the epoch).
     pub oldest_queued_ts: Option<i64>,
+}
+
+/// Where the sender stands with a destination (the queue view's `state`,
+/// the `herald_sender_destinations{state}` label, the console's text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SenderState {
+    /// Nothing queued, or nothing the sender is working on.
+    Idle,
+    /// A queue task runs for it.
+    Sending,
+    /// Waiting for its backoff (or a rejection's pause) to end.
+    BackingOff,
+    /// Sending the newest event of each room after a long outage.
+    CatchingUp,
+}
+
+impl SenderState {
+    /// Every state, in the order the console and metrics list them.
+    pub const ALL: [SenderState; 4] = [
+        SenderState::Idle,
+        SenderState::Sending,
+        SenderState::BackingOff,
+        SenderState::CatchingUp,
+    ];
+
+    /// The wire name (`idle`, `sending`, `backing_off`, `catching_up`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SenderState::Idle => "idle",
+            SenderState::Sending => "sending",
+            SenderState::BackingOff => "backing_off",
+            SenderState::CatchingUp => "catching_up",
+        }
+    }
+
+    /// The state a wire name names; `None` for anything else.
+    pub fn parse(text: &str) -> Option<SenderState> {
+        SenderState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
 }
 
 /// One row of `GET .../destinations/<destination>/rooms`.

@@ -327,7 +327,7 @@ mod tests {
         let now = 1_700_000_000_000;
         let queue = DestinationQueue {
             destination: "a.org".into(),
-            state: "catching_up".into(),
+            state: herald_shared::SenderState::CatchingUp,
             queued_pdus: 1200,
             queued_edus: 3,
             oldest_queued_ts: Some(now - 5 * 60_000),
@@ -343,7 +343,7 @@ mod tests {
             "{html}"
         );
         let idle = DestinationQueue {
-            state: "idle".into(),
+            state: herald_shared::SenderState::Idle,
             queued_pdus: 0,
             queued_edus: 0,
             oldest_queued_ts: None,

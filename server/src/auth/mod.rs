@@ -5,14 +5,13 @@
 
 pub mod password;
 pub mod ratelimit;
-pub mod routes;
 pub mod token;
 
 use axum::http::{header::AUTHORIZATION, HeaderMap, Uri};
 use herald_shared::RawQuery;
 
-use crate::error::{ApiError, ApiResult};
-use crate::store::{users::TokenOwner, Store};
+use crate::http::error::{ApiError, ApiResult};
+use herald_store::{users::TokenOwner, Store};
 
 /// Extracts the access token as Synapse does: one `Authorization: Bearer`
 /// header, or the `access_token` query parameter, never both.
@@ -54,6 +53,7 @@ pub async fn authenticate(
 ) -> ApiResult<(TokenOwner, Vec<u8>)> {
     let hash = token::hash(&access_token(headers, uri)?);
     let owner = store
+        .users
         .token_owner(&hash)
         .await?
         .ok_or_else(ApiError::unknown_token)?;

@@ -5,7 +5,7 @@
 use herald_shared::DestinationRoom;
 use rand::{Rng, SeedableRng};
 
-use crate::store::{now_ms, DestinationRow, Store, StoreError};
+use herald_store::{now_ms, DestinationRow, Store, StoreError};
 
 /// The demo's data is the same on every run.
 pub const SEED: u64 = 0x4e52_414c_4421;
@@ -146,10 +146,13 @@ fn random_localpart(rng: &mut impl Rng) -> String {
 pub async fn seed(store: &Store, count: usize) -> Result<(), StoreError> {
     let data = destinations(count, SEED);
     let rows: Vec<DestinationRow> = data.iter().map(|(r, _)| r.clone()).collect();
-    store.put_destinations(&rows).await?;
+    store.destinations.put_destinations(&rows).await?;
     for (row, rooms) in &data {
         if !rooms.is_empty() {
-            store.put_destination_rooms(&row.destination, rooms).await?;
+            store
+                .destinations
+                .put_destination_rooms(&row.destination, rooms)
+                .await?;
         }
     }
     Ok(())

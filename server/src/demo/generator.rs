@@ -14,7 +14,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
-use crate::store::now_ms;
+use herald_store::now_ms;
 
 /// A room and the servers in it.
 #[derive(Debug, Clone)]

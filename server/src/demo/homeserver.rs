@@ -31,9 +31,9 @@ use serde_json::{json, Map, Value};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::federation_listener::TlsListener;
-use crate::keys::x_matrix::{verify_request, XMatrix};
-use crate::keys::{verify_json, ServerKeys, SigningKey, VerifyKey};
-use crate::store::now_ms;
+use herald_keys::x_matrix::{verify_request, XMatrix};
+use herald_keys::{verify_json, ServerKeys, SigningKey, VerifyKey};
+use herald_store::now_ms;
 
 /// How a simulated homeserver behaves.
 #[derive(Debug, Clone, Default)]

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::federation::connect::{federation_tls_config, TlsConfigError};
 use crate::federation_listener::{load_tls_config, TlsError};
+use herald_federation::connect::{federation_tls_config, TlsConfigError};
 
 /// Why the certificate could not be made or loaded.
 #[derive(Debug, thiserror::Error)]

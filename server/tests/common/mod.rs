@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use herald::config::Config;
-use herald::store::{DestinationRow, Store};
 use herald_shared::DestinationRoom;
+use herald_store::{DestinationRow, Store};
 use serde_json::Value;
 
 pub const ADMIN: &str = "admin";
@@ -99,12 +99,18 @@ impl TestServer {
         {
             let hash = herald::auth::password::hash(password).expect("hash");
             store
+                .users
                 .create_user(name, &hash, admin)
                 .await
                 .expect("create user");
         }
-        store.put_destinations(&seed_rows()).await.expect("seed");
         store
+            .destinations
+            .put_destinations(&seed_rows())
+            .await
+            .expect("seed");
+        store
+            .destinations
             .put_destination_rooms("b.org", &seed_rooms())
             .await
             .expect("rooms");
@@ -221,4 +227,17 @@ pub fn assert_not_admin(got: &(u16, Value)) {
 /// A password login request, as `herald_shared::PasswordLogin` shapes it.
 pub fn login_body(user: &str, password: &str) -> Value {
     serde_json::to_value(herald_shared::PasswordLogin::new(user, password)).expect("login body")
+}
+
+/// A connection pool of the test's own on a Herald SQLite file, to look at
+/// rows as an admin's `sqlite3` would (the store hands out no pool).
+pub async fn sql_pool(path: &std::path::Path) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(std::time::Duration::from_secs(10));
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .expect("open the database file")
 }

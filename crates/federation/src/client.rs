@@ -1,0 +1,876 @@
+//! The federation client, after Synapse's `MatrixFederationHttpClient`:
+//! signed (`Authorization: X-Matrix …`) JSON requests and file downloads to
+//! other servers, with `federation_domain_whitelist`, the per-destination
+//! backoff ([`RetryLimiter`]), server-name resolution, the IP range filter
+//! on every resolved address, TLS, keep-alive connections, Synapse's retry
+//! schedule (woken early by an admin's `reset_connection`), response checks
+//! (`application/json`, 100 MiB) and typed errors.
+//!
+//! Where Herald differs from Synapse 1.163, on purpose (DESIGN.md): 5xx
+//! answers are not retried within a request (only 429 and failures to get
+//! an answer are), and an address outside the IP filter is refused even
+//! when given as an IP literal.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT,
+};
+use hyper::{Method, Request, Response};
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tracing::{debug, info, warn};
+
+use super::backoff::{BackoffError, BackoffStore, Outcome, RetryLimiter, StorageError};
+use super::connect::{tls_name_text, Conn, Pool, PoolKey};
+use super::dns::Dns;
+use super::ip_filter::IpFilter;
+use super::metrics::ClientMetrics;
+use super::resolve::{ResolveError, ServerResolver};
+use super::settings::FederationSettings;
+use super::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
+use herald_keys::ServerKeys;
+
+/// Synapse's `MAX_RESPONSE_SIZE` for JSON answers: 100 MiB.
+pub const MAX_RESPONSE_SIZE: u64 = 100 * 1024 * 1024;
+
+/// How much of an error answer's body is kept.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// The `User-Agent` of every request.
+pub const USER_AGENT_VALUE: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
+
+/// Per-request options; `Default` is Synapse's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Time allowed for the answer's headers and again for its body;
+    /// `None` = `federation.client_timeout`. Given, the request is not
+    /// retried (Synapse).
+    pub timeout: Option<Duration>,
+    /// Use the long retry schedule (`max_long_retries`).
+    pub long_retries: bool,
+    /// Send even when the destination is in backoff; a failure then does
+    /// not grow the backoff.
+    pub ignore_backoff: bool,
+    /// Count a 404 as the destination failing.
+    pub backoff_on_404: bool,
+    /// On 400 `M_UNRECOGNIZED`, try once more with a `/` after the path
+    /// (for Synapse ≤ 0.99.3).
+    pub try_trailing_slash_on_400: bool,
+    /// Retry when the name does not resolve.
+    pub retry_on_dns_fail: bool,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        RequestOptions {
+            timeout: None,
+            long_retries: false,
+            ignore_backoff: false,
+            backoff_on_404: false,
+            try_trailing_slash_on_400: false,
+            retry_on_dns_fail: true,
+        }
+    }
+}
+
+/// A Matrix error body (`{"errcode": …, "error": …}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct MatrixError {
+    pub errcode: String,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Why a federation request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    #[error("federation with {0} is not allowed by federation_domain_whitelist")]
+    DeniedByWhitelist(String),
+    #[error("{destination} resolves to {ip}, a blocked address (ip_range_blacklist)")]
+    BlockedIp { destination: String, ip: IpAddr },
+    #[error(
+        "not retrying {destination} yet: last tried at {retry_last_ts}, next try {retry_interval} ms later"
+    )]
+    NotRetrying {
+        destination: String,
+        retry_last_ts: i64,
+        retry_interval: i64,
+    },
+    #[error("{destination} answered {status}{}", matrix_error_suffix(.error))]
+    Http {
+        destination: String,
+        status: u16,
+        /// The body as a Matrix error, when it is one.
+        error: Option<MatrixError>,
+        /// The body (at most 64 KiB).
+        body: Bytes,
+    },
+    #[error("request to {destination} failed: {source}")]
+    SendFailed {
+        destination: String,
+        /// Whether trying again may work.
+        retryable: bool,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{destination} sent more than {limit} bytes")]
+    TooLarge { destination: String, limit: u64 },
+    #[error("invalid answer from {destination}: {reason}")]
+    InvalidResponse { destination: String, reason: String },
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("cannot build the request: {0}")]
+    InvalidRequest(String),
+    #[error("backoff store: {0}")]
+    Store(#[from] StorageError),
+}
+
+fn matrix_error_suffix(error: &Option<MatrixError>) -> String {
+    match error {
+        Some(MatrixError {
+            errcode,
+            error: Some(text),
+        }) => format!(": {errcode}: {text}"),
+        Some(MatrixError { errcode, .. }) => format!(": {errcode}"),
+        None => String::new(),
+    }
+}
+
+impl FederationError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FederationError::DeniedByWhitelist(_)
+            | FederationError::BlockedIp { .. }
+            | FederationError::TooLarge { .. }
+            | FederationError::InvalidResponse { .. }
+            | FederationError::InvalidRequest(_) => false,
+            FederationError::NotRetrying { .. } | FederationError::Store(_) => true,
+            FederationError::Http { status, .. } => *status == 429 || *status >= 500,
+            FederationError::SendFailed { retryable, .. } => *retryable,
+            FederationError::Resolve(e) => e.is_retryable(),
+        }
+    }
+
+    fn send_failed(
+        destination: &str,
+        retryable: bool,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> FederationError {
+        FederationError::SendFailed {
+            destination: destination.to_owned(),
+            retryable,
+            source: source.into(),
+        }
+    }
+}
+
+/// The client's settings (Synapse's `federation:` section and, for tests, a
+/// scale on the sleeps between retries); the binary builds them from its
+/// config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientSettings {
+    pub client_timeout: Duration,
+    pub max_short_retries: u32,
+    pub max_long_retries: u32,
+    pub max_short_retry_delay: Duration,
+    pub max_long_retry_delay: Duration,
+    /// `None` = federate with everyone.
+    pub domain_whitelist: Option<HashSet<String>>,
+    /// Largest JSON answer accepted.
+    pub max_response_size: u64,
+    /// Multiplies every sleep between retries: 1 in production, small in
+    /// tests.
+    pub retry_delay_scale: f64,
+    /// Whether requests carry the X-Matrix `Authorization` header: always
+    /// true but in `benches/client_load.rs`, which turns it off to measure
+    /// what signing costs on the same request path. Never set it otherwise:
+    /// unsigned requests are refused by every Matrix server.
+    #[doc(hidden)]
+    pub sign_requests: bool,
+}
+
+impl Default for ClientSettings {
+    /// Synapse's defaults: a 60 s timeout, 3 short retries up to 2 s apart,
+    /// 10 long ones up to 60 s apart, federating with everyone.
+    fn default() -> Self {
+        ClientSettings {
+            client_timeout: Duration::from_secs(60),
+            max_short_retries: 3,
+            max_long_retries: 10,
+            max_short_retry_delay: Duration::from_secs(2),
+            max_long_retry_delay: Duration::from_secs(60),
+            domain_whitelist: None,
+            max_response_size: MAX_RESPONSE_SIZE,
+            retry_delay_scale: 1.0,
+            sign_requests: true,
+        }
+    }
+}
+
+impl ClientSettings {
+    /// Synapse's delay before the next try, without jitter, when
+    /// `retries_left` retries remain (before this one is used).
+    pub fn retry_delay(&self, long_retries: bool, retries_left: u32) -> Duration {
+        if long_retries {
+            let exp = self
+                .max_long_retries
+                .saturating_add(1)
+                .saturating_sub(retries_left);
+            let secs = 4f64.powi(exp.min(64) as i32);
+            Duration::from_secs_f64(secs.min(self.max_long_retry_delay.as_secs_f64()))
+        } else {
+            let exp = self.max_short_retries.saturating_sub(retries_left);
+            let secs = 0.5 * 2f64.powi(exp.min(64) as i32);
+            Duration::from_secs_f64(secs.min(self.max_short_retry_delay.as_secs_f64()))
+        }
+    }
+}
+
+/// A 2xx answer whose body is still to be read, with its connection.
+struct Answer {
+    response: Response<Incoming>,
+    conn: Conn,
+}
+
+/// Sends signed requests to other servers. Share it (`Arc`): it holds the
+/// connection pool.
+pub struct FederationClient {
+    keys: Arc<ServerKeys>,
+    resolver: Arc<ServerResolver>,
+    limiter: RetryLimiter,
+    ip_filter: IpFilter,
+    pool: Pool,
+    settings: ClientSettings,
+    metrics: Option<Arc<dyn ClientMetrics>>,
+    /// Bounds the tries under way at once (connections being opened or
+    /// waiting for an answer); a request sleeping between retries holds
+    /// none, so destinations that do not answer cannot hold back the others.
+    tries: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// Why the client could not be built from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Tls(#[from] super::connect::TlsConfigError),
+    #[error(transparent)]
+    IpFilter(#[from] super::ip_filter::IpFilterError),
+    #[error("cannot read the system's DNS configuration: {0}")]
+    Dns(String),
+}
+
+impl FederationClient {
+    /// `tls` is usually [`FederationSettings::tls_config`].
+    pub fn new(
+        keys: Arc<ServerKeys>,
+        resolver: Arc<ServerResolver>,
+        limiter: RetryLimiter,
+        ip_filter: IpFilter,
+        tls: Arc<rustls::ClientConfig>,
+        settings: ClientSettings,
+    ) -> FederationClient {
+        FederationClient {
+            keys,
+            resolver,
+            limiter,
+            ip_filter,
+            pool: Pool::new(tls),
+            settings,
+            metrics: None,
+            tries: None,
+        }
+    }
+
+    /// The client as `settings` describe it: the system's DNS, TLS per
+    /// `verify_certificates` / `custom_ca_list`, the IP ranges, the backoff
+    /// policy and retry settings; backoff kept in `backoff_store`.
+    pub fn from_settings(
+        settings: &FederationSettings,
+        backoff_store: impl BackoffStore,
+        keys: Arc<ServerKeys>,
+    ) -> Result<FederationClient, SetupError> {
+        let tls = settings.tls_config()?;
+        let ip_filter = settings.ip_filter()?;
+        let dns = Dns::system().map_err(|e| SetupError::Dns(e.to_string()))?;
+        let well_known = WellKnownResolver::new(
+            dns.clone(),
+            WellKnownConfig::new(tls.clone()).with_ip_filter(ip_filter.clone()),
+            Arc::new(SystemClock),
+        );
+        let resolver = Arc::new(ServerResolver::new(dns, well_known));
+        let limiter = RetryLimiter::new(backoff_store, settings.backoff);
+        Ok(FederationClient::new(
+            keys,
+            resolver,
+            limiter,
+            ip_filter,
+            tls,
+            settings.client.clone(),
+        ))
+    }
+
+    /// Counts requests and answers in `metrics` (Synapse's series).
+    pub fn with_metrics(mut self, metrics: Arc<dyn ClientMetrics>) -> FederationClient {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// At most `n` tries under way at once (the sender's bound on open
+    /// connections); the others wait for a slot.
+    pub fn with_concurrent_tries(mut self, n: usize) -> FederationClient {
+        self.tries = Some(Arc::new(tokio::sync::Semaphore::new(n.max(1))));
+        self
+    }
+
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
+    /// Idle keep-alive connections (for tests and metrics).
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle_count()
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        destination: &str,
+        path_and_query: &str,
+        options: RequestOptions,
+    ) -> Result<T, FederationError> {
+        self.request_json(Method::GET, destination, path_and_query, None, options)
+            .await
+    }
+
+    pub async fn put_json<T: DeserializeOwned>(
+        &self,
+        destination: &str,
+        path_and_query: &str,
+        body: Option<&Value>,
+        options: RequestOptions,
+    ) -> Result<T, FederationError> {
+        self.request_json(Method::PUT, destination, path_and_query, body, options)
+            .await
+    }
+
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        destination: &str,
+        path_and_query: &str,
+        body: Option<&Value>,
+        options: RequestOptions,
+    ) -> Result<T, FederationError> {
+        self.request_json(Method::POST, destination, path_and_query, body, options)
+            .await
+    }
+
+    pub async fn delete_json<T: DeserializeOwned>(
+        &self,
+        destination: &str,
+        path_and_query: &str,
+        options: RequestOptions,
+    ) -> Result<T, FederationError> {
+        self.request_json(Method::DELETE, destination, path_and_query, None, options)
+            .await
+    }
+
+    /// Any method, a JSON answer (`application/json`, at most
+    /// `max_response_size` bytes) parsed into `T`.
+    pub async fn request_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        destination: &str,
+        path_and_query: &str,
+        body: Option<&Value>,
+        options: RequestOptions,
+    ) -> Result<T, FederationError> {
+        let answer = self
+            .send(method, destination, path_and_query, body, options)
+            .await?;
+        check_content_type(destination, answer.response.headers())?;
+        let mut bytes = Vec::new();
+        self.read_body(
+            destination,
+            answer,
+            &mut bytes,
+            self.settings.max_response_size,
+            options,
+        )
+        .await?;
+        serde_json::from_slice(&bytes).map_err(|e| FederationError::InvalidResponse {
+            destination: destination.to_owned(),
+            reason: format!("the body is not the JSON expected: {e}"),
+        })
+    }
+
+    /// A GET whose body (any content type) is streamed to `out`, refused
+    /// past `max_size` bytes. Returns the length and the answer's headers.
+    pub async fn get_file<W: AsyncWrite + Unpin + Send>(
+        &self,
+        destination: &str,
+        path_and_query: &str,
+        out: &mut W,
+        max_size: u64,
+        options: RequestOptions,
+    ) -> Result<(u64, HeaderMap), FederationError> {
+        let answer = self
+            .send(Method::GET, destination, path_and_query, None, options)
+            .await?;
+        let headers = answer.response.headers().clone();
+        let length = self
+            .read_body(destination, answer, out, max_size, options)
+            .await?;
+        Ok((length, headers))
+    }
+
+    /// Whitelist, backoff, signed request with retries, backoff recorded;
+    /// then once more with a trailing slash when asked and warranted.
+    async fn send(
+        &self,
+        method: Method,
+        destination: &str,
+        path_and_query: &str,
+        body: Option<&Value>,
+        options: RequestOptions,
+    ) -> Result<Answer, FederationError> {
+        let first = self
+            .send_limited(method.clone(), destination, path_and_query, body, options)
+            .await;
+        match first {
+            Err(FederationError::Http {
+                status: 400,
+                error: Some(ref e),
+                ..
+            }) if options.try_trailing_slash_on_400 && e.errcode == "M_UNRECOGNIZED" => {
+                let with_slash = match path_and_query.split_once('?') {
+                    Some((path, query)) => format!("{path}/?{query}"),
+                    None => format!("{path_and_query}/"),
+                };
+                info!(destination, "retrying the request with a trailing slash");
+                self.send_limited(method, destination, &with_slash, body, options)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_limited(
+        &self,
+        method: Method,
+        destination: &str,
+        path_and_query: &str,
+        body: Option<&Value>,
+        options: RequestOptions,
+    ) -> Result<Answer, FederationError> {
+        if let Some(allowed) = &self.settings.domain_whitelist {
+            if !allowed.contains(destination) {
+                return Err(FederationError::DeniedByWhitelist(destination.to_owned()));
+            }
+        }
+        let timings = match self
+            .limiter
+            .check(destination, options.ignore_backoff)
+            .await
+        {
+            Ok(t) => t,
+            Err(BackoffError::NotRetrying {
+                destination,
+                retry_last_ts,
+                retry_interval,
+            }) => {
+                return Err(FederationError::NotRetrying {
+                    destination,
+                    retry_last_ts,
+                    retry_interval,
+                })
+            }
+            Err(BackoffError::Store(e)) => return Err(FederationError::Store(e)),
+        };
+        let result = self
+            .send_with_retries(method, destination, path_and_query, body, options)
+            .await;
+        let outcome = match &result {
+            Ok(answer) => Some(Outcome::of_status(
+                answer.response.status().as_u16(),
+                options.backoff_on_404,
+            )),
+            Err(FederationError::Http { status, .. }) => {
+                Some(Outcome::of_status(*status, options.backoff_on_404))
+            }
+            Err(FederationError::InvalidRequest(_)) => None,
+            Err(_) => Some(Outcome::Failure),
+        };
+        if let Some(outcome) = outcome {
+            if let Err(e) = self.limiter.record(destination, timings, outcome).await {
+                warn!(destination, error = %e, "could not store the destination's backoff");
+            }
+        }
+        result
+    }
+
+    async fn send_with_retries(
+        &self,
+        method: Method,
+        destination: &str,
+        path_and_query: &str,
+        body: Option<&Value>,
+        options: RequestOptions,
+    ) -> Result<Answer, FederationError> {
+        let bad = |m: String| FederationError::InvalidRequest(m);
+        if !path_and_query.starts_with('/')
+            || path_and_query
+                .parse::<hyper::http::uri::PathAndQuery>()
+                .is_err()
+        {
+            return Err(bad(format!("`{path_and_query}` is not a path")));
+        }
+        let canonical = body
+            .map(herald_keys::to_canonical_json)
+            .transpose()
+            .map_err(|e| bad(format!("the body cannot be canonical JSON: {e}")))?;
+        // Signed over the very bytes that are sent.
+        let auth = if self.settings.sign_requests {
+            let auth = herald_keys::x_matrix::sign_canonical_request(
+                &self.keys,
+                method.as_str(),
+                path_and_query,
+                destination,
+                canonical.as_deref(),
+            );
+            Some(
+                HeaderValue::from_str(&auth.to_header())
+                    .map_err(|_| bad("the X-Matrix header is not a valid header value".into()))?,
+            )
+        } else {
+            None
+        };
+        let content = canonical.map(Bytes::from);
+        let timeout = options.timeout.unwrap_or(self.settings.client_timeout);
+        let mut retries_left = if options.long_retries {
+            self.settings.max_long_retries
+        } else {
+            self.settings.max_short_retries
+        };
+        loop {
+            debug!(destination, %method, path_and_query, ?timeout, "sending federation request");
+            let slot = match &self.tries {
+                Some(tries) => tries.clone().acquire_owned().await.ok(),
+                None => None,
+            };
+            let attempt = tokio::time::timeout(
+                timeout,
+                self.attempt(
+                    &method,
+                    destination,
+                    path_and_query,
+                    content.clone(),
+                    auth.as_ref(),
+                    timeout,
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(FederationError::send_failed(
+                    destination,
+                    true,
+                    format!("no answer within {timeout:?}"),
+                ))
+            });
+            drop(slot);
+            let error = match attempt {
+                Ok(answer) => return Ok(answer),
+                Err(e) => e,
+            };
+            let worth_retrying = match &error {
+                FederationError::SendFailed { retryable, .. } => *retryable,
+                FederationError::Http { status: 429, .. } => true,
+                FederationError::Resolve(e) => options.retry_on_dns_fail && e.is_retryable(),
+                _ => false,
+            };
+            info!(destination, %method, path_and_query, error = %error, "federation request failed");
+            if !worth_retrying || retries_left == 0 || options.timeout.is_some() {
+                return Err(error);
+            }
+            let jitter = rand::thread_rng().gen_range(0.8..1.4);
+            let delay = self
+                .settings
+                .retry_delay(options.long_retries, retries_left)
+                .mul_f64(jitter * self.settings.retry_delay_scale.max(0.0));
+            debug!(destination, ?delay, "waiting before trying again");
+            let mut reset = self.limiter.reset_signal(destination);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = reset.wait() => info!(destination, "destination reset: trying again now"),
+            }
+            retries_left -= 1;
+        }
+    }
+
+    /// One try: resolve, filter, connect, send, and take the answer's
+    /// headers (an error answer's body too).
+    async fn attempt(
+        &self,
+        method: &Method,
+        destination: &str,
+        path_and_query: &str,
+        content: Option<Bytes>,
+        auth: Option<&HeaderValue>,
+        timeout: Duration,
+    ) -> Result<Answer, FederationError> {
+        let resolution = self.resolver.resolve(destination).await?;
+        if let Some(ip) = resolution
+            .candidates
+            .iter()
+            .map(|a| a.ip())
+            .find(|ip| !self.ip_filter.is_allowed(*ip))
+        {
+            // As Synapse's resolver: one blocked address blocks the name,
+            // so a name cannot mix public and internal addresses.
+            info!(destination, %ip, "blocked address in the destination's resolution");
+            return Err(FederationError::BlockedIp {
+                destination: destination.to_owned(),
+                ip,
+            });
+        }
+        let tls_name = resolution.tls_server_name()?;
+        let host = HeaderValue::from_str(&resolution.host_header).map_err(|_| {
+            FederationError::InvalidRequest(format!("bad Host {:?}", resolution.host_header))
+        })?;
+        let build = || {
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(path_and_query)
+                .header(HOST, host.clone())
+                .header(USER_AGENT, USER_AGENT_VALUE);
+            if let Some(auth) = auth {
+                request = request.header(AUTHORIZATION, auth.clone());
+            }
+            if content.is_some() {
+                request = request.header(CONTENT_TYPE, "application/json");
+            }
+            request
+                .body(Full::new(content.clone().unwrap_or_default()))
+                .map_err(|e| FederationError::InvalidRequest(e.to_string()))
+        };
+        let mut last_error: Option<std::io::Error> = None;
+        for addr in &resolution.candidates {
+            let key = PoolKey {
+                addr: *addr,
+                tls_name: tls_name_text(&tls_name),
+            };
+            let mut conn = match self.pool.take(&key) {
+                Some(conn) => conn,
+                None => match self.pool.connect(*addr, &tls_name).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        debug!(destination, %addr, error = %e, "could not connect");
+                        last_error = Some(e);
+                        continue;
+                    }
+                },
+            };
+            if let Some(m) = &self.metrics {
+                m.request_sent(method.as_str());
+            }
+            let sent_at = std::time::Instant::now();
+            let response = match conn.sender.send_request(build()?).await {
+                Ok(r) => r,
+                Err(e) if conn.reused && (e.is_canceled() || e.is_incomplete_message()) => {
+                    // The server closed the idle connection: once more on a new one.
+                    debug!(destination, %addr, error = %e, "kept-alive connection was closed");
+                    conn = self
+                        .pool
+                        .connect(*addr, &tls_name)
+                        .await
+                        .map_err(|e| FederationError::send_failed(destination, true, e))?;
+                    conn.sender
+                        .send_request(build()?)
+                        .await
+                        .map_err(|e| FederationError::send_failed(destination, true, e))?
+                }
+                Err(e) => return Err(FederationError::send_failed(destination, true, e)),
+            };
+            let status = response.status().as_u16();
+            debug!(destination, status, "answer");
+            if let Some(m) = &self.metrics {
+                m.response_received(method.as_str(), status, sent_at.elapsed());
+            }
+            if (200..300).contains(&status) {
+                return Ok(Answer { response, conn });
+            }
+            let answer = Answer { response, conn };
+            let mut body = Vec::new();
+            // The error body is best effort (as Synapse): a failure to read
+            // it leaves it empty.
+            let _ = tokio::time::timeout(
+                timeout,
+                self.read_raw(destination, answer, &mut body, MAX_ERROR_BODY),
+            )
+            .await;
+            let error = serde_json::from_slice::<MatrixError>(&body).ok();
+            return Err(FederationError::Http {
+                destination: destination.to_owned(),
+                status,
+                error,
+                body: Bytes::from(body),
+            });
+        }
+        Err(match last_error {
+            Some(e) => FederationError::send_failed(destination, true, e),
+            None => FederationError::send_failed(destination, true, "no address to connect to"),
+        })
+    }
+
+    /// Reads a 2xx answer's body into `out` within the request's timeout.
+    async fn read_body<W: AsyncWrite + Unpin + Send>(
+        &self,
+        destination: &str,
+        answer: Answer,
+        out: &mut W,
+        limit: u64,
+        options: RequestOptions,
+    ) -> Result<u64, FederationError> {
+        let timeout = options.timeout.unwrap_or(self.settings.client_timeout);
+        match tokio::time::timeout(timeout, self.read_raw(destination, answer, out, limit)).await {
+            Ok(result) => result,
+            Err(_) => Err(FederationError::send_failed(
+                destination,
+                true,
+                format!("the body did not arrive within {timeout:?}"),
+            )),
+        }
+    }
+
+    /// Streams a body to `out`, refusing more than `limit` bytes; the
+    /// connection goes back to the pool when the body was read to its end.
+    async fn read_raw<W: AsyncWrite + Unpin + Send>(
+        &self,
+        destination: &str,
+        answer: Answer,
+        out: &mut W,
+        limit: u64,
+    ) -> Result<u64, FederationError> {
+        let Answer { response, conn } = answer;
+        let too_large = || FederationError::TooLarge {
+            destination: destination.to_owned(),
+            limit,
+        };
+        let declared = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut body = response.into_body();
+        let mut length: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| FederationError::send_failed(destination, true, e))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            length = length.saturating_add(data.len() as u64);
+            if length > limit {
+                warn!(destination, limit, "answer too large");
+                return Err(too_large());
+            }
+            out.write_all(&data)
+                .await
+                .map_err(|e| FederationError::send_failed(destination, false, e))?;
+        }
+        out.flush()
+            .await
+            .map_err(|e| FederationError::send_failed(destination, false, e))?;
+        self.pool.put(conn);
+        Ok(length)
+    }
+}
+
+/// Synapse's `check_content_type_is`: the media type must be
+/// `application/json` (parameters such as `charset` allowed).
+fn check_content_type(destination: &str, headers: &HeaderMap) -> Result<(), FederationError> {
+    let invalid = |reason: String| FederationError::InvalidResponse {
+        destination: destination.to_owned(),
+        reason,
+    };
+    let Some(value) = headers.get(CONTENT_TYPE) else {
+        return Err(invalid("no Content-Type header".into()));
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| invalid("unreadable Content-Type header".into()))?;
+    let media_type = text.split(';').next().unwrap_or("").trim();
+    if media_type.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "Content-Type is {text:?}, not application/json"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_follow_synapse() {
+        let s = ClientSettings::default();
+        // Short: retries_left 3, 2, 1 → 0.5 s, 1 s, 2 s.
+        let short: Vec<_> = (1..=3)
+            .rev()
+            .map(|left| s.retry_delay(false, left))
+            .collect();
+        assert_eq!(
+            short,
+            [
+                Duration::from_millis(500),
+                Duration::from_secs(1),
+                Duration::from_secs(2)
+            ]
+        );
+        // Long: 4, 16, then 60 s (4^3 = 64 capped).
+        let long: Vec<_> = (8..=10)
+            .rev()
+            .map(|left| s.retry_delay(true, left))
+            .collect();
+        assert_eq!(
+            long,
+            [
+                Duration::from_secs(4),
+                Duration::from_secs(16),
+                Duration::from_secs(60)
+            ]
+        );
+        assert_eq!(s.retry_delay(true, 1), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn content_type_must_be_json() {
+        let mut h = HeaderMap::new();
+        assert!(check_content_type("d", &h).is_err());
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        assert!(check_content_type("d", &h).is_err());
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("Application/JSON; charset=utf-8"),
+        );
+        assert!(check_content_type("d", &h).is_ok());
+    }
+
+    #[test]
+    fn default_options_are_synapses() {
+        let o = RequestOptions::default();
+        assert!(o.retry_on_dns_fail && !o.long_retries && !o.ignore_backoff);
+        assert!(!o.backoff_on_404 && !o.try_trailing_slash_on_400 && o.timeout.is_none());
+    }
+}

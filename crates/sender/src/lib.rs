@@ -1,0 +1,148 @@
+//! The federation sender: what a homeserver hands Herald to send, and its
+//! delivery. [`intake`] checks what the intake API received and stores it
+//! through the store's outbox before answering; then [`Sender::notify`]
+//! wakes the destinations. [`scheduler`] keeps who sends when (a due-time
+//! queue and one timer task); [`queue`] runs one destination's
+//! transactions, in order or in catch-up; [`transaction`] builds them and
+//! hands out their IDs; [`metrics`] is what it reports.
+//!
+//! It sends through `herald-federation`'s client and keeps everything in
+//! `herald-store`; it knows nothing of HTTP routes or of the config file.
+
+pub mod intake;
+pub mod metrics;
+mod queue;
+mod scheduler;
+pub mod transaction;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_federation::FederationClient;
+use herald_shared::DestinationQueue;
+use herald_store::{now_ms, Store, StoreError};
+use metrics::{SenderGauges, SenderMetrics};
+use scheduler::{Shared, Wake};
+
+pub use intake::{EdusBody, IntakeError, PdusBody};
+
+/// What the sender is built from (the binary fills it from its config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SenderSettings {
+    /// Our name: the `origin` of every transaction, never a destination.
+    pub server_name: String,
+    /// `federation_domain_whitelist`: `None` = everyone.
+    pub domain_whitelist: Option<Vec<String>>,
+    /// How long a destination that rejected a transaction (a 4xx that does
+    /// not count as a failure) waits before it is tried again
+    /// (`destination_min_retry_interval`).
+    pub retry_rejected_after: Duration,
+    /// A backoff longer than this sends a destination into catch-up
+    /// (`sender_catch_up_after`).
+    pub catch_up_after: Duration,
+}
+
+/// Destinations sending at once (each has at most one transaction in
+/// flight, which may be sleeping between retries); the others wait for a
+/// slot.
+const MAX_SENDING: usize = 4096;
+
+/// Federation requests actually under way at once (connecting or waiting
+/// for an answer), set on the client: a destination sleeping between
+/// retries holds none, so unreachable servers cannot hold back healthy ones.
+pub const MAX_CONCURRENT_TRIES: usize = 1024;
+
+/// How often delivered events are pruned, and how many at most per round.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+const PRUNE_BATCH: u32 = 10_000;
+
+/// Removes, every `PRUNE_EVERY`, accepted events no destination needs any
+/// more (`Store::prune_delivered_events`), a batch at a time.
+async fn prune(store: Store) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            match store.outbox.prune_delivered_events(PRUNE_BATCH).await {
+                Ok(n) if n == u64::from(PRUNE_BATCH) => tokio::task::yield_now().await,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(events = n, "pruned delivered events");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning delivered events failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The running sender. Cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    shared: Arc<Shared>,
+}
+
+impl Sender {
+    /// Starts the sender: its timer task, and the resumption of every
+    /// destination with queued data (spread out).
+    pub fn start(
+        store: Store,
+        client: Arc<FederationClient>,
+        settings: &SenderSettings,
+        metrics: Arc<dyn SenderMetrics>,
+    ) -> Sender {
+        let shared = Arc::new(Shared::new(
+            store.clone(),
+            client,
+            settings,
+            metrics,
+            MAX_SENDING,
+        ));
+        tokio::spawn(
+            shared
+                .clone()
+                .run_timers(store.destinations.subscribe_resets()),
+        );
+        tokio::spawn(shared.clone().resume());
+        tokio::spawn(prune(store));
+        Sender { shared }
+    }
+
+    /// Data was queued for these destinations.
+    pub fn notify<'a>(&self, destinations: impl IntoIterator<Item = &'a str>) {
+        for name in destinations {
+            self.shared.wake(name, Wake::NewData);
+        }
+    }
+
+    /// What the sender holds for `name`: its state and what is queued.
+    pub async fn queue(&self, name: &str) -> Result<DestinationQueue, StoreError> {
+        let counts = self.shared.store.outbox.queued_counts(name).await?;
+        Ok(DestinationQueue {
+            destination: name.to_owned(),
+            state: self.shared.state_of(name),
+            queued_pdus: counts.pdus,
+            queued_edus: counts.edus,
+            oldest_queued_ts: counts.oldest_pdu_ts,
+        })
+    }
+
+    /// Destinations per state and the oldest undelivered PDU's age, for the
+    /// metrics; `known` is how many destinations the store knows.
+    pub async fn gauges(&self, known: usize) -> SenderGauges {
+        let mut gauges = self.shared.gauges(known);
+        match self.shared.store.outbox.oldest_undelivered_ts().await {
+            Ok(Some(ts)) => {
+                gauges.oldest_undelivered_secs = (now_ms() - ts).max(0) as f64 / 1000.0;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the oldest undelivered event"),
+        }
+        gauges
+    }
+}

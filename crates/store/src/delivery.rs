@@ -1,0 +1,425 @@
+//! What the sender reads and records per destination: the next batch of
+//! queued PDUs and EDUs, the newest undelivered event of each room (catch-up),
+//! what a destination acknowledged ([`Delivery`], committed by the outbox's
+//! group-commit writer), the destinations with anything queued (start-up),
+//! and blocks of transaction IDs that keep growing across restarts.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{Outbox, StoreError};
+
+/// EDU types that describe a moment and are dropped from a destination's
+/// queue when it enters catch-up after a long outage (Synapse drops
+/// presence, typing and receipts; to-device-like EDUs stay).
+pub const VOLATILE_EDU_TYPES: [&str; 3] = ["m.presence", "m.typing", "m.receipt"];
+
+/// A PDU waiting for a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPdu {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub pdu_json: String,
+}
+
+/// An EDU waiting for a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEdu {
+    pub id: i64,
+    pub edu_type: String,
+    pub content_json: String,
+}
+
+/// The newest event of a room a destination has not been sent, for
+/// catch-up. `pdu` is `None` when the event is not in `outgoing_events`
+/// (rows written by something other than the intake, e.g. imported data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatchUpEvent {
+    pub stream_ordering: i64,
+    pub room_id: String,
+    pub pdu: Option<PendingPdu>,
+}
+
+/// What a destination acknowledged in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub destination: String,
+    /// Stream orderings of the PDUs it was sent.
+    pub pdus: Vec<i64>,
+    /// IDs of the EDUs it was sent.
+    pub edus: Vec<i64>,
+    /// Catch-up: the room whose newest event it was sent; the PDUs of that
+    /// room queued for it up to that event are superseded and leave its
+    /// queue.
+    pub superseded: Option<Superseded>,
+    /// Catch-up passed a room whose newest event Herald does not hold
+    /// (imported rows): `last_successful_stream_ordering` moves past it,
+    /// nothing leaves the queue.
+    pub passed: Option<i64>,
+}
+
+/// A room's queued PDUs up to a stream ordering, superseded by its newest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Superseded {
+    pub room_id: String,
+    pub up_to: i64,
+}
+
+impl Delivery {
+    /// The newest stream ordering it covers: the destination's
+    /// `last_successful_stream_ordering` from now on.
+    pub fn newest(&self) -> Option<i64> {
+        self.pdus
+            .iter()
+            .copied()
+            .max()
+            .max(self.superseded.as_ref().map(|s| s.up_to))
+            .max(self.passed)
+    }
+
+    /// Removes what was delivered from the queues and moves
+    /// `last_successful_stream_ordering` forward (never back). Returns the
+    /// newest ordering delivered.
+    pub(super) async fn apply(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+    ) -> Result<Option<i64>, StoreError> {
+        if !self.pdus.is_empty() {
+            sqlx::query(
+                "DELETE FROM destination_pdus WHERE destination = ? \
+                 AND stream_ordering IN (SELECT value FROM json_each(?))",
+            )
+            .bind(&self.destination)
+            .bind(int_array(&self.pdus))
+            .execute(&mut **tx)
+            .await?;
+        }
+        if let Some(Superseded { room_id, up_to }) = &self.superseded {
+            sqlx::query(
+                "DELETE FROM destination_pdus WHERE destination = ? AND stream_ordering <= ? \
+                 AND stream_ordering IN (SELECT stream_ordering FROM outgoing_events \
+                 WHERE room_id = ? AND stream_ordering <= ?)",
+            )
+            .bind(&self.destination)
+            .bind(up_to)
+            .bind(room_id)
+            .bind(up_to)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !self.edus.is_empty() {
+            sqlx::query(
+                "DELETE FROM destination_edus WHERE destination = ? \
+                 AND id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(&self.destination)
+            .bind(int_array(&self.edus))
+            .execute(&mut **tx)
+            .await?;
+        }
+        let newest = self.newest();
+        if let Some(newest) = newest {
+            sqlx::query(
+                "UPDATE destinations SET last_successful_stream_ordering = ? \
+                 WHERE destination = ? AND (last_successful_stream_ordering IS NULL \
+                 OR last_successful_stream_ordering < ?)",
+            )
+            .bind(newest)
+            .bind(&self.destination)
+            .bind(newest)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(newest)
+    }
+}
+
+fn int_array(values: &[i64]) -> String {
+    serde_json::Value::from(values.to_vec()).to_string()
+}
+
+fn decode_pdu(r: &SqliteRow) -> Result<PendingPdu, sqlx::Error> {
+    Ok(PendingPdu {
+        stream_ordering: r.try_get(0)?,
+        event_id: r.try_get(1)?,
+        room_id: r.try_get(2)?,
+        pdu_json: r.try_get(3)?,
+    })
+}
+
+impl Outbox {
+    /// Up to `limit` PDUs still to deliver to `destination`, oldest first.
+    pub async fn pending_pdus(
+        &self,
+        destination: &str,
+        limit: u32,
+    ) -> Result<Vec<PendingPdu>, StoreError> {
+        self.pending_pdus_up_to(destination, limit, i64::MAX).await
+    }
+
+    /// The same, only those with a stream ordering up to `up_to` (a
+    /// transaction retried with what it held before).
+    pub async fn pending_pdus_up_to(
+        &self,
+        destination: &str,
+        limit: u32,
+        up_to: i64,
+    ) -> Result<Vec<PendingPdu>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.stream_ordering, e.event_id, e.room_id, e.json FROM destination_pdus p \
+             JOIN outgoing_events e ON e.stream_ordering = p.stream_ordering \
+             WHERE p.destination = ? AND p.stream_ordering <= ? \
+             ORDER BY p.stream_ordering LIMIT ?",
+        )
+        .bind(destination)
+        .bind(up_to)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(decode_pdu).collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` EDUs still to deliver to `destination`, oldest first.
+    pub async fn pending_edus(
+        &self,
+        destination: &str,
+        limit: u32,
+    ) -> Result<Vec<PendingEdu>, StoreError> {
+        self.pending_edus_up_to(destination, limit, i64::MAX).await
+    }
+
+    /// The same, only those with an ID up to `up_to`.
+    pub async fn pending_edus_up_to(
+        &self,
+        destination: &str,
+        limit: u32,
+        up_to: i64,
+    ) -> Result<Vec<PendingEdu>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, edu_type, content FROM destination_edus WHERE destination = ? \
+             AND id <= ? ORDER BY id LIMIT ?",
+        )
+        .bind(destination)
+        .bind(up_to)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingEdu {
+                    id: r.try_get(0)?,
+                    edu_type: r.try_get(1)?,
+                    content_json: r.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Catch-up: for up to `limit` rooms whose newest event for
+    /// `destination` is after `after`, that event, oldest first.
+    pub async fn catch_up_events(
+        &self,
+        destination: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<CatchUpEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.stream_ordering, r.room_id, e.event_id, e.json FROM destination_rooms r \
+             LEFT JOIN outgoing_events e ON e.stream_ordering = r.stream_ordering \
+             WHERE r.destination = ? AND r.stream_ordering > ? \
+             ORDER BY r.stream_ordering LIMIT ?",
+        )
+        .bind(destination)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let stream_ordering: i64 = r.try_get(0)?;
+                let room_id: String = r.try_get(1)?;
+                let event_id: Option<String> = r.try_get(2)?;
+                let json: Option<String> = r.try_get(3)?;
+                Ok(CatchUpEvent {
+                    pdu: event_id.zip(json).map(|(event_id, pdu_json)| PendingPdu {
+                        stream_ordering,
+                        event_id,
+                        room_id: room_id.clone(),
+                        pdu_json,
+                    }),
+                    stream_ordering,
+                    room_id,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Drops the presence, typing and receipt EDUs queued for
+    /// `destination` (catch-up after a long outage); how many.
+    pub async fn drop_volatile_edus(&self, destination: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM destination_edus WHERE destination = ? \
+             AND edu_type IN (SELECT value FROM json_each(?))",
+        )
+        .bind(destination)
+        .bind(super::json_array(VOLATILE_EDU_TYPES))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Removes these PDUs and EDUs from `destination`'s queue undelivered
+    /// (they can never be sent); `last_successful_stream_ordering` stays.
+    pub async fn drop_queued(
+        &self,
+        destination: &str,
+        pdus: &[i64],
+        edus: &[i64],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM destination_pdus WHERE destination = ? \
+             AND stream_ordering IN (SELECT value FROM json_each(?))",
+        )
+        .bind(destination)
+        .bind(int_array(pdus))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM destination_edus WHERE destination = ? \
+             AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(destination)
+        .bind(int_array(edus))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Empties `destination`'s queue (it may no longer be federated with);
+    /// how many rows went.
+    pub async fn drop_all_queued(&self, destination: &str) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut dropped = 0;
+        for table in ["destination_pdus", "destination_edus"] {
+            dropped += sqlx::query(&format!("DELETE FROM {table} WHERE destination = ?"))
+                .bind(destination)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(dropped)
+    }
+
+    /// Every destination with a PDU or EDU still queued (start-up).
+    pub async fn destinations_with_pending(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT destination FROM destination_pdus \
+             UNION SELECT DISTINCT destination FROM destination_edus",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Reserves `count` transaction IDs and returns the first. IDs handed
+    /// out are never handed out again, even after a crash: the reservation
+    /// is committed before any of them is used.
+    pub async fn reserve_txn_ids(&self, count: u32) -> Result<i64, StoreError> {
+        let end: String = sqlx::query_scalar(
+            "INSERT INTO herald_meta (key, value) VALUES ('txn_ids_reserved', ?) \
+             ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) \
+             RETURNING value",
+        )
+        .bind(i64::from(count).to_string())
+        .bind(i64::from(count))
+        .fetch_one(&self.pool)
+        .await?;
+        let end: i64 = end.parse().map_err(|_| StoreError::Corrupt {
+            what: format!("herald_meta txn_ids_reserved = {end:?}"),
+        })?;
+        Ok(end - i64::from(count) + 1)
+    }
+}
+
+impl Outbox {
+    /// When the oldest PDU still queued for some destination was accepted.
+    /// Scans the queue (metrics scrapes only).
+    pub async fn oldest_undelivered_ts(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT received_ts FROM outgoing_events WHERE stream_ordering = \
+             (SELECT MIN(stream_ordering) FROM destination_pdus)",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+/// What is queued for one destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueuedCounts {
+    pub pdus: u64,
+    pub edus: u64,
+    /// When the oldest queued PDU was accepted.
+    pub oldest_pdu_ts: Option<i64>,
+}
+
+impl Outbox {
+    /// How much is queued for `destination` (the admin's queue view).
+    pub async fn queued_counts(&self, destination: &str) -> Result<QueuedCounts, StoreError> {
+        let (pdus, first): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(stream_ordering) FROM destination_pdus WHERE destination = ?",
+        )
+        .bind(destination)
+        .fetch_one(&self.pool)
+        .await?;
+        let edus: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM destination_edus WHERE destination = ?")
+                .bind(destination)
+                .fetch_one(&self.pool)
+                .await?;
+        let oldest_pdu_ts = match first {
+            Some(so) => {
+                sqlx::query_scalar(
+                    "SELECT received_ts FROM outgoing_events WHERE stream_ordering = ?",
+                )
+                .bind(so)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+            None => None,
+        };
+        Ok(QueuedCounts {
+            pdus: pdus.max(0) as u64,
+            edus: edus.max(0) as u64,
+            oldest_pdu_ts,
+        })
+    }
+}
+
+impl Outbox {
+    /// Deletes up to `limit` accepted events no destination needs any more:
+    /// queued for none, and not the newest event of a room for any
+    /// destination (catch-up may still send those). How many went.
+    pub async fn prune_delivered_events(&self, limit: u32) -> Result<u64, StoreError> {
+        // One statement, so that an event queued again (keeping its old
+        // ordering) by an intake commit is either seen as queued or pruned
+        // before that commit, which then stores it anew.
+        Ok(sqlx::query(
+            "DELETE FROM outgoing_events WHERE stream_ordering IN ( \
+             SELECT e.stream_ordering FROM outgoing_events e WHERE e.stream_ordering < \
+             (SELECT COALESCE(MIN(stream_ordering), 9223372036854775807) FROM destination_pdus) \
+             AND NOT EXISTS (SELECT 1 FROM destination_rooms r \
+             WHERE r.room_id = e.room_id AND r.stream_ordering = e.stream_ordering) \
+             ORDER BY e.stream_ordering LIMIT ?)",
+        )
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}

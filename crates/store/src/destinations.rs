@@ -1,0 +1,402 @@
+//! The `destinations` and `destination_rooms` tables: the admin API's reads
+//! (the list through the in-memory index, details and rooms through SQL)
+//! and the writes that change a destination's health.
+
+use herald_shared::{
+    next_token, DestinationDetails, DestinationRoom, DestinationsPage, DestinationsQuery,
+    Direction, FederationSummary, RoomsPage, RoomsQuery,
+};
+use std::collections::HashMap;
+
+use futures_util::TryStreamExt;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+
+use std::sync::Arc;
+
+use herald_federation::backoff::{BackoffStore, StorageError, StoreFuture};
+use herald_federation::RetryTimings;
+use parking_lot::RwLock;
+use tokio::sync::broadcast;
+
+use super::{DestinationIndex, DestinationRow, StoreError};
+
+/// Resets a slow listener may fall behind by before it is told it lagged.
+const RESETS_BUFFERED: usize = 256;
+
+/// The `destinations` family: reads for the admin API and the writes that
+/// change a destination's health, with the in-memory index kept in step.
+#[derive(Clone)]
+pub struct Destinations {
+    pool: SqlitePool,
+    pub(crate) index: Arc<RwLock<DestinationIndex>>,
+    /// Rooms per destination (the rooms list's `total`), kept with the index.
+    pub(crate) room_counts: Arc<RwLock<HashMap<String, u64>>>,
+    /// Serialises writes to `destinations` so the index sees them in commit order.
+    pub(crate) writer: Arc<tokio::sync::Mutex<()>>,
+    /// Destinations whose backoff an admin reset, told after the commit (a
+    /// request sleeping between retries, a sender queue, wake up on it).
+    resets: broadcast::Sender<Arc<str>>,
+}
+
+const SELECT_ROW: &str = "SELECT destination, retry_last_ts, retry_interval, failure_ts, \
+                          last_successful_stream_ordering FROM destinations";
+
+fn decode(row: &SqliteRow) -> Result<DestinationRow, sqlx::Error> {
+    Ok(DestinationRow {
+        destination: row.try_get(0)?,
+        retry_last_ts: row.try_get(1)?,
+        retry_interval: row.try_get(2)?,
+        failure_ts: row.try_get(3)?,
+        last_successful_stream_ordering: row.try_get(4)?,
+    })
+}
+
+/// Every row, decoded one at a time (a million raw rows held at once would
+/// cost far more memory than the index built from them).
+async fn load_all(pool: &SqlitePool) -> Result<Vec<DestinationRow>, StoreError> {
+    let mut out = Vec::new();
+    let mut rows = sqlx::query(SELECT_ROW).fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        out.push(decode(&row)?);
+    }
+    Ok(out)
+}
+
+/// How many rooms each destination has, for the rooms list's `total`.
+async fn load_room_counts(pool: &SqlitePool) -> Result<HashMap<String, u64>, StoreError> {
+    let mut out = HashMap::new();
+    let mut rows =
+        sqlx::query("SELECT destination, COUNT(*) FROM destination_rooms GROUP BY destination")
+            .fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        out.insert(
+            row.try_get::<String, _>(0)?,
+            row.try_get::<i64, _>(1)?.max(0) as u64,
+        );
+    }
+    Ok(out)
+}
+
+/// What `reset_connection` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetOutcome {
+    Unknown,
+    NotInBackoff,
+    Reset,
+}
+
+impl Destinations {
+    /// Loads the index from the committed rows.
+    pub(crate) async fn load(pool: SqlitePool) -> Result<Destinations, StoreError> {
+        let rows = load_all(&pool).await?;
+        let index = DestinationIndex::build(rows);
+        let room_counts = load_room_counts(&pool).await?;
+        Ok(Destinations {
+            pool,
+            index: Arc::new(RwLock::new(index)),
+            room_counts: Arc::new(RwLock::new(room_counts)),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            resets: broadcast::channel(RESETS_BUFFERED).0,
+        })
+    }
+
+    /// Tells of every `reset_connection` from now on, by destination name.
+    pub fn subscribe_resets(&self) -> broadcast::Receiver<Arc<str>> {
+        self.resets.subscribe()
+    }
+
+    /// The indexed row of `name`, without SQL.
+    pub fn indexed(&self, name: &str) -> Option<DestinationRow> {
+        self.index.read().get(name).cloned()
+    }
+
+    /// One page of the destinations list, from the in-memory index.
+    pub async fn list_destinations(&self, query: DestinationsQuery) -> DestinationsPage {
+        let index = self.index.clone();
+        // A filter scans every name: keep it off the async workers.
+        let work = move || index.read().page(&query);
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|_| DestinationsPage {
+                destinations: Vec::new(),
+                total: 0,
+                next_token: None,
+            })
+    }
+
+    /// Destinations per derived status, now.
+    pub async fn federation_summary(&self) -> FederationSummary {
+        let index = self.index.clone();
+        let now = super::now_ms();
+        tokio::task::spawn_blocking(move || index.read().summary(now))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The stored row, if the destination is known.
+    pub async fn destination(&self, name: &str) -> Result<Option<DestinationRow>, StoreError> {
+        let row = sqlx::query(&format!("{SELECT_ROW} WHERE destination = ?"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(decode).transpose()?)
+    }
+
+    /// `GET destinations/<name>`, as Synapse shapes it: no timings unless
+    /// `retry_last_ts` is set and non-zero.
+    pub async fn destination_details(
+        &self,
+        name: &str,
+    ) -> Result<Option<DestinationDetails>, StoreError> {
+        Ok(self.destination(name).await?.map(|row| {
+            let in_backoff = row.retry_last_ts.is_some_and(|ts| ts != 0);
+            DestinationDetails {
+                destination: row.destination,
+                last_successful_stream_ordering: row.last_successful_stream_ordering,
+                failure_ts: if in_backoff { row.failure_ts } else { None },
+                retry_last_ts: if in_backoff {
+                    row.retry_last_ts.unwrap_or(0)
+                } else {
+                    0
+                },
+                retry_interval: if in_backoff {
+                    row.retry_interval
+                } else {
+                    Some(0)
+                },
+            }
+        }))
+    }
+
+    pub async fn is_destination_known(&self, name: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM destinations WHERE destination = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Rooms of a destination ordered by room ID.
+    pub async fn destination_rooms(
+        &self,
+        name: &str,
+        q: RoomsQuery,
+    ) -> Result<RoomsPage, StoreError> {
+        let total = self.room_counts.read().get(name).copied().unwrap_or(0);
+        let order = match q.dir {
+            Direction::Forwards => "ASC",
+            Direction::Backwards => "DESC",
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT room_id, stream_ordering FROM destination_rooms WHERE destination = ? \
+             ORDER BY room_id {order} LIMIT ? OFFSET ?"
+        ))
+        .bind(name)
+        .bind(q.limit as i64)
+        .bind(q.from as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let rooms = rows
+            .iter()
+            .map(|r| {
+                Ok(DestinationRoom {
+                    room_id: r.try_get(0)?,
+                    stream_ordering: r.try_get(1)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(RoomsPage {
+            next_token: next_token(q.from, q.limit, rooms.len(), total),
+            rooms,
+            total,
+        })
+    }
+
+    /// `reset_connection`: clears the backoff of a destination in backoff.
+    pub async fn reset_retry_timings(&self, name: &str) -> Result<ResetOutcome, StoreError> {
+        let _writer = self.writer.lock().await;
+        let Some(row) = self.destination(name).await? else {
+            return Ok(ResetOutcome::Unknown);
+        };
+        if row.retry_last_ts.is_none_or(|ts| ts == 0) {
+            return Ok(ResetOutcome::NotInBackoff);
+        }
+        sqlx::query(
+            "UPDATE destinations SET failure_ts = NULL, retry_last_ts = 0, retry_interval = 0 \
+             WHERE destination = ?",
+        )
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        self.refresh_index(name).await?;
+        // Nobody listening is fine.
+        let _ = self.resets.send(name.into());
+        Ok(ResetOutcome::Reset)
+    }
+
+    /// The backoff of `name` as Synapse's retry limiter reads it: `None`
+    /// unless there is a row with a non-zero `retry_last_ts`.
+    pub async fn retry_timings(&self, name: &str) -> Result<Option<RetryTimings>, StoreError> {
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT failure_ts, retry_last_ts, retry_interval FROM destinations \
+             WHERE destination = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(failure_ts, last, interval)| {
+            let retry_last_ts = last.filter(|&ts| ts != 0)?;
+            Some(RetryTimings {
+                failure_ts,
+                retry_last_ts,
+                retry_interval: interval.unwrap_or(0),
+            })
+        }))
+    }
+
+    /// Stores the outcome of a retry limiter with Synapse's upsert rule: an
+    /// existing row changes only when this resets the backoff (interval or
+    /// last try 0), grows the interval, or is a later try — so concurrent
+    /// requests never shrink a backoff. Creates the row if needed.
+    pub async fn set_retry_timings(
+        &self,
+        name: &str,
+        timings: RetryTimings,
+    ) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().await;
+        sqlx::query(
+            "INSERT INTO destinations (destination, failure_ts, retry_last_ts, retry_interval) \
+             VALUES (?, ?, ?, ?) \
+             ON CONFLICT (destination) DO UPDATE SET failure_ts = excluded.failure_ts, \
+             retry_last_ts = excluded.retry_last_ts, retry_interval = excluded.retry_interval \
+             WHERE excluded.retry_interval = 0 OR excluded.retry_last_ts = 0 \
+             OR destinations.retry_interval IS NULL \
+             OR destinations.retry_interval < excluded.retry_interval \
+             OR destinations.retry_last_ts < excluded.retry_last_ts",
+        )
+        .bind(name)
+        .bind(timings.failure_ts)
+        .bind(timings.retry_last_ts)
+        .bind(timings.retry_interval)
+        .execute(&self.pool)
+        .await?;
+        self.refresh_index(name).await
+    }
+
+    /// Inserts or replaces whole rows (demo data, imports, tests), in one
+    /// transaction; later stream orderings start above the ones they name.
+    pub async fn put_destinations(&self, rows: &[DestinationRow]) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        for row in rows {
+            sqlx::query(
+                "INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts, \
+                 last_successful_stream_ordering) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (destination) DO UPDATE SET retry_last_ts = excluded.retry_last_ts, \
+                 retry_interval = excluded.retry_interval, failure_ts = excluded.failure_ts, \
+                 last_successful_stream_ordering = excluded.last_successful_stream_ordering",
+            )
+            .bind(&row.destination)
+            .bind(row.retry_last_ts)
+            .bind(row.retry_interval)
+            .bind(row.failure_ts)
+            .bind(row.last_successful_stream_ordering)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        if let Some(max) = rows
+            .iter()
+            .filter_map(|r| r.last_successful_stream_ordering)
+            .max()
+        {
+            super::orderings::raise_next_ordering(&self.pool, max).await?;
+        }
+        let mut index = self.index.write();
+        for row in rows {
+            index.put(row.clone());
+        }
+        Ok(())
+    }
+
+    /// Records the newest stream ordering of rooms for a destination
+    /// (creating the destination row if needed), in one transaction.
+    pub async fn put_destination_rooms(
+        &self,
+        destination: &str,
+        rooms: &[DestinationRoom],
+    ) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO destinations (destination) VALUES (?) ON CONFLICT DO NOTHING")
+            .bind(destination)
+            .execute(&mut *tx)
+            .await?;
+        for room in rooms {
+            sqlx::query(
+                "INSERT INTO destination_rooms (destination, room_id, stream_ordering) VALUES (?, ?, ?) \
+                 ON CONFLICT (destination, room_id) DO UPDATE SET stream_ordering = excluded.stream_ordering",
+            )
+            .bind(destination)
+            .bind(&room.room_id)
+            .bind(room.stream_ordering)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        if let Some(max) = rooms.iter().map(|r| r.stream_ordering).max() {
+            super::orderings::raise_next_ordering(&self.pool, max).await?;
+        }
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM destination_rooms WHERE destination = ?")
+                .bind(destination)
+                .fetch_one(&self.pool)
+                .await?;
+        self.room_counts
+            .write()
+            .insert(destination.to_owned(), count.max(0) as u64);
+        self.refresh_index(destination).await
+    }
+
+    /// Re-reads one row after a committed write and applies it to the index.
+    async fn refresh_index(&self, name: &str) -> Result<(), StoreError> {
+        if let Some(row) = self.destination(name).await? {
+            self.index.write().put(row);
+        }
+        Ok(())
+    }
+
+    /// How many destinations the index holds.
+    pub fn destination_count(&self) -> usize {
+        self.index.read().len()
+    }
+}
+
+/// The federation client keeps each destination's backoff here.
+impl BackoffStore for Destinations {
+    fn retry_timings<'a>(&'a self, destination: &'a str) -> StoreFuture<'a, Option<RetryTimings>> {
+        Box::pin(async move {
+            Destinations::retry_timings(self, destination)
+                .await
+                .map_err(|e| StorageError(Box::new(e)))
+        })
+    }
+
+    fn set_retry_timings<'a>(
+        &'a self,
+        destination: &'a str,
+        timings: RetryTimings,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            Destinations::set_retry_timings(self, destination, timings)
+                .await
+                .map_err(|e| StorageError(Box::new(e)))
+        })
+    }
+
+    fn subscribe_resets(&self) -> broadcast::Receiver<Arc<str>> {
+        Destinations::subscribe_resets(self)
+    }
+}

@@ -1,0 +1,393 @@
+//! The sender's durable intake: accepted PDUs (`outgoing_events`), what each
+//! destination still has to receive (`destination_pdus`, `destination_edus`)
+//! and, in the same transaction, `destinations` / `destination_rooms`.
+//!
+//! Writes go through one writer task per store (group commit): callers queue
+//! their batch on a channel, the writer takes whatever is waiting, commits it
+//! in one transaction and answers every caller after the commit. A failed
+//! transaction stores nothing for any of the batches in it. The sender's
+//! delivery records ([`super::delivery`]) share the writer, so a busy sender
+//! costs one commit per round, not one per transaction.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::delivery::Delivery;
+use sqlx::SqlitePool;
+
+use super::{json_array, now_ms, DestinationRow, Destinations, StoreError};
+
+/// The sender's outbox: what it accepted, what each destination still has
+/// to receive, and what it delivered. Writes go through the group-commit
+/// writer; the `destinations` rows and index they touch are kept in step.
+#[derive(Clone)]
+pub struct Outbox {
+    pub(crate) pool: SqlitePool,
+    writer: Writer,
+    destinations: Destinations,
+}
+
+/// Most rows (events plus EDUs) one group commit takes before committing.
+const MAX_ROWS_PER_COMMIT: usize = 10_000;
+/// Batches waiting for the writer before callers wait to queue theirs.
+const QUEUE_DEPTH: usize = 1024;
+
+/// A PDU to store, already validated, with the destinations to deliver to
+/// (already filtered and deduplicated).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub room_id: String,
+    /// The PDU as JSON text.
+    pub pdu_json: String,
+    pub destinations: Vec<String>,
+}
+
+/// An EDU to store once per destination.
+#[derive(Debug, Clone)]
+pub struct NewEdu {
+    pub edu_type: String,
+    /// The content as JSON text.
+    pub content_json: String,
+    pub destinations: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The group commit this batch was part of failed (nothing stored).
+    #[error("group commit failed: {0}")]
+    Commit(Arc<StoreError>),
+    #[error("the outbox writer stopped")]
+    WriterGone,
+    /// An event ID accepted before with another room: the request is not
+    /// stored.
+    #[error("{event_id} was accepted before in {room_id}")]
+    EventInAnotherRoom { event_id: String, room_id: String },
+}
+
+pub(super) enum Job {
+    Pdus(
+        Vec<NewEvent>,
+        oneshot::Sender<Result<Vec<i64>, OutboxError>>,
+    ),
+    Edus(Vec<NewEdu>, oneshot::Sender<Result<(), OutboxError>>),
+    Delivered(Delivery, oneshot::Sender<Result<(), OutboxError>>),
+}
+
+impl Job {
+    fn rows(&self) -> usize {
+        match self {
+            Job::Pdus(events, _) => events.len().max(1),
+            Job::Edus(edus, _) => edus.len().max(1),
+            Job::Delivered(d, _) => d.pdus.len() + d.edus.len() + 1,
+        }
+    }
+}
+
+/// The channel to the writer task, started on first use.
+pub(super) type Writer = Arc<OnceLock<mpsc::Sender<Job>>>;
+
+impl Outbox {
+    pub(crate) fn new(pool: SqlitePool, destinations: Destinations) -> Outbox {
+        Outbox {
+            pool,
+            writer: Writer::default(),
+            destinations,
+        }
+    }
+
+    /// Stores events durably and answers their stream orderings (one per
+    /// event, in order) once committed. An event ID stored before keeps its
+    /// stream ordering; new destinations are added to it.
+    pub async fn enqueue_pdus(&self, events: Vec<NewEvent>) -> Result<Vec<i64>, OutboxError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Pdus(events, tx)).await?;
+        rx.await.map_err(|_| OutboxError::WriterGone)?
+    }
+
+    /// Stores EDUs durably, one row per destination; returns once committed.
+    pub async fn enqueue_edus(&self, edus: Vec<NewEdu>) -> Result<(), OutboxError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Edus(edus, tx)).await?;
+        rx.await.map_err(|_| OutboxError::WriterGone)?
+    }
+
+    /// Records what a destination acknowledged (see [`Delivery`]); returns
+    /// once committed.
+    pub async fn record_delivery(&self, delivery: Delivery) -> Result<(), OutboxError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Delivered(delivery, tx)).await?;
+        rx.await.map_err(|_| OutboxError::WriterGone)?
+    }
+
+    /// The room of each of these event IDs stored before: `(event_id,
+    /// room_id)`.
+    pub async fn stored_event_rooms<'a>(
+        &self,
+        event_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT event_id, room_id FROM outgoing_events \
+             WHERE event_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_array(event_ids))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn submit(&self, job: Job) -> Result<(), OutboxError> {
+        let sender = self.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            // The writer's copy must not hold the sender, or it would never
+            // see the channel close.
+            let writer = Outbox {
+                writer: Arc::new(OnceLock::new()),
+                ..self.clone()
+            };
+            tokio::spawn(writer.run_writer(rx));
+            tx
+        });
+        sender.send(job).await.map_err(|_| OutboxError::WriterGone)
+    }
+
+    async fn run_writer(self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.recv().await {
+            let mut rows = first.rows();
+            let mut jobs = vec![first];
+            while rows < MAX_ROWS_PER_COMMIT {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        rows += job.rows();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            match self.commit_jobs(&jobs).await {
+                Ok(orderings) => {
+                    let mut orderings = orderings.into_iter();
+                    for job in jobs {
+                        match job {
+                            Job::Pdus(_, reply) => {
+                                let _ = reply.send(orderings.next().unwrap_or(Ok(Vec::new())));
+                            }
+                            Job::Edus(_, reply) | Job::Delivered(_, reply) => {
+                                let _ = reply.send(Ok(()));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, batches = jobs.len(), "outbox commit failed");
+                    let e = Arc::new(e);
+                    for job in jobs {
+                        match job {
+                            Job::Pdus(_, reply) => {
+                                let _ = reply.send(Err(OutboxError::Commit(e.clone())));
+                            }
+                            Job::Edus(_, reply) | Job::Delivered(_, reply) => {
+                                let _ = reply.send(Err(OutboxError::Commit(e.clone())));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction for all `jobs`; for each PDU job, in job order, its
+    /// stream orderings, or why it was refused (an event ID stored before,
+    /// or earlier in this commit, with another room: that job alone is
+    /// rolled back to its savepoint, so the check and the insert are one
+    /// step no concurrent request can slip between). Updates the
+    /// destinations index and room counts after the commit, under the
+    /// destinations writer lock.
+    async fn commit_jobs(
+        &self,
+        jobs: &[Job],
+    ) -> Result<Vec<Result<Vec<i64>, OutboxError>>, StoreError> {
+        let now = now_ms();
+        let _writer = self.destinations.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        // Destinations that PDUs were queued for (their rows are created).
+        let mut destinations: BTreeSet<&str> = BTreeSet::new();
+        let mut orderings = Vec::new();
+        // (destination, room) -> newest stream ordering in this commit.
+        let mut newest: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        let mut delivered: BTreeMap<&str, i64> = BTreeMap::new();
+        for job in jobs {
+            match job {
+                Job::Pdus(events, _) => {
+                    let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+                    match insert_events(&mut savepoint, events, now).await? {
+                        Ok(assigned) => {
+                            savepoint.commit().await?;
+                            for (event, &ordering) in events.iter().zip(&assigned) {
+                                for destination in &event.destinations {
+                                    destinations.insert(destination);
+                                    let key = (destination.as_str(), event.room_id.as_str());
+                                    let slot = newest.entry(key).or_insert(ordering);
+                                    *slot = (*slot).max(ordering);
+                                }
+                            }
+                            orderings.push(Ok(assigned));
+                        }
+                        Err(conflict) => {
+                            savepoint.rollback().await?;
+                            orderings.push(Err(conflict));
+                        }
+                    }
+                }
+                Job::Edus(edus, _) => {
+                    for edu in edus {
+                        if edu.destinations.is_empty() {
+                            continue;
+                        }
+                        sqlx::query(
+                            "INSERT INTO destination_edus \
+                             (destination, edu_type, content, received_ts) \
+                             SELECT value, ?, ?, ? FROM json_each(?)",
+                        )
+                        .bind(&edu.edu_type)
+                        .bind(&edu.content_json)
+                        .bind(now)
+                        .bind(json_array(edu.destinations.iter()))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                Job::Delivered(delivery, _) => {
+                    if let Some(newest) = delivery.apply(&mut tx).await? {
+                        let slot = delivered.entry(&delivery.destination).or_insert(newest);
+                        *slot = (*slot).max(newest);
+                    }
+                }
+            }
+        }
+        // Rooms each destination gained, for the rooms list's `total`.
+        let mut new_rooms: HashMap<&str, u64> = HashMap::new();
+        for ((destination, room_id), ordering) in &newest {
+            let inserted = sqlx::query(
+                "INSERT INTO destination_rooms (destination, room_id, stream_ordering) \
+                 VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(destination)
+            .bind(room_id)
+            .bind(ordering)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted > 0 {
+                *new_rooms.entry(destination).or_default() += 1;
+            } else {
+                // Never lower an existing one.
+                sqlx::query(
+                    "UPDATE destination_rooms SET stream_ordering = ? \
+                     WHERE destination = ? AND room_id = ? AND stream_ordering < ?",
+                )
+                .bind(ordering)
+                .bind(destination)
+                .bind(room_id)
+                .bind(ordering)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        {
+            let mut index = self.destinations.index.write();
+            for destination in &destinations {
+                if index.get(destination).is_none() {
+                    index.put(DestinationRow::new(destination, None, None, None, None));
+                }
+            }
+            for (destination, ordering) in delivered {
+                if let Some(row) = index.get(destination) {
+                    if row.last_successful_stream_ordering < Some(ordering) {
+                        let mut row = row.clone();
+                        row.last_successful_stream_ordering = Some(ordering);
+                        index.put(row);
+                    }
+                }
+            }
+        }
+        let mut counts = self.destinations.room_counts.write();
+        for (destination, added) in new_rooms {
+            *counts.entry(destination.to_owned()).or_default() += added;
+        }
+        Ok(orderings)
+    }
+}
+
+/// Inserts one request's events and their queue rows; the stream ordering
+/// of each, or the first event ID that was stored before with another room
+/// (the caller then rolls back what this inserted).
+async fn insert_events(
+    conn: &mut sqlx::SqliteConnection,
+    events: &[NewEvent],
+    now: i64,
+) -> Result<Result<Vec<i64>, OutboxError>, StoreError> {
+    let queued: BTreeSet<&str> = events
+        .iter()
+        .flat_map(|event| event.destinations.iter().map(String::as_str))
+        .collect();
+    if !queued.is_empty() {
+        // `destination_pdus` refers to the destination's row.
+        sqlx::query(
+            "INSERT INTO destinations (destination) SELECT value FROM json_each(?) \
+             WHERE true ON CONFLICT DO NOTHING",
+        )
+        .bind(json_array(queued.iter()))
+        .execute(&mut *conn)
+        .await?;
+    }
+    let mut assigned = Vec::with_capacity(events.len());
+    for event in events {
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO outgoing_events (event_id, room_id, json, received_ts) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING \
+             RETURNING stream_ordering",
+        )
+        .bind(&event.event_id)
+        .bind(&event.room_id)
+        .bind(&event.pdu_json)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let ordering = match inserted {
+            Some(so) => so,
+            None => {
+                let (ordering, room_id): (i64, String) = sqlx::query_as(
+                    "SELECT stream_ordering, room_id FROM outgoing_events WHERE event_id = ?",
+                )
+                .bind(&event.event_id)
+                .fetch_one(&mut *conn)
+                .await?;
+                if room_id != event.room_id {
+                    return Ok(Err(OutboxError::EventInAnotherRoom {
+                        event_id: event.event_id.clone(),
+                        room_id,
+                    }));
+                }
+                ordering
+            }
+        };
+        assigned.push(ordering);
+        if event.destinations.is_empty() {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO destination_pdus (destination, stream_ordering) \
+             SELECT value, ? FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
+        )
+        .bind(ordering)
+        .bind(json_array(event.destinations.iter()))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Ok(assigned))
+}

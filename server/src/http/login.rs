@@ -1,0 +1,256 @@
+//! The Matrix login routes an admin tool needs: versions, login (password),
+//! whoami, logout, and Synapse's `server_version`. `r0` paths answer as `v3`.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use herald_shared::{LoginResponse, WhoAmI};
+use serde_json::{json, Value};
+
+use crate::auth::{authenticate, password, require_user, token};
+use crate::http::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    let mut router = Router::new()
+        .route("/_matrix/client/versions", get(versions))
+        .route("/_synapse/admin/v1/server_version", get(server_version));
+    for v in ["v3", "r0"] {
+        router = router
+            .route(
+                &format!("/_matrix/client/{v}/login"),
+                get(login_flows).post(login),
+            )
+            .route(&format!("/_matrix/client/{v}/account/whoami"), get(whoami))
+            .route(&format!("/_matrix/client/{v}/logout"), post(logout));
+    }
+    router
+}
+
+async fn versions() -> impl axum::response::IntoResponse {
+    let headers = [
+        (
+            axum::http::header::CACHE_CONTROL,
+            "public, max-age=600, s-maxage=3600, stale-while-revalidate=600",
+        ),
+        (axum::http::header::VARY, "Authorization"),
+    ];
+    (
+        headers,
+        Json(json!({
+            "versions": [
+                "r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
+                "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+                "v1.11", "v1.12"
+            ],
+            "unstable_features": {}
+        })),
+    )
+}
+
+async fn server_version() -> Json<Value> {
+    Json(json!({ "server_version": concat!("Herald ", env!("CARGO_PKG_VERSION")) }))
+}
+
+async fn login_flows() -> Json<Value> {
+    Json(json!({ "flows": [{ "type": "m.login.password" }] }))
+}
+
+/// Parses a request body as a JSON object, with Synapse's errors.
+pub fn json_object(body: &[u8]) -> ApiResult<serde_json::Map<String, Value>> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|_| ApiError::bad_json("Content not JSON."))?;
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "M_BAD_JSON",
+            "Content must be a JSON object.",
+        )),
+    }
+}
+
+/// The localpart a login names: `name` or `@name:<our server>`.
+fn localpart<'a>(user: &'a str, server_name: &str) -> Option<&'a str> {
+    match user.strip_prefix('@') {
+        Some(rest) => {
+            let (local, server) = rest.split_once(':')?;
+            (server == server_name).then_some(local)
+        }
+        None => Some(user),
+    }
+}
+
+const PASSWORD_LOGIN: &str = "m.login.password";
+
+fn bad_request(errcode: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, errcode, message)
+}
+
+/// A password login, validated in Synapse's order and with its texts.
+struct LoginRequest {
+    user: String,
+    password: String,
+}
+
+fn parse_login(body: &serde_json::Map<String, Value>) -> ApiResult<LoginRequest> {
+    let kind = body
+        .get("type")
+        .ok_or_else(|| bad_request("M_UNKNOWN", "Missing JSON keys."))?
+        .as_str()
+        .ok_or_else(|| bad_request("M_INVALID_PARAM", "Bad parameter: type"))?;
+    let password = match kind {
+        PASSWORD_LOGIN => Some(
+            body.get("password")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad_request("M_INVALID_PARAM", "Bad parameter: password"))?,
+        ),
+        _ => None,
+    };
+    // A truthy legacy `user` wins over `identifier`.
+    let legacy = body.get("user").filter(|u| match u {
+        Value::Null | Value::Bool(false) => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::Bool(true) => true,
+    });
+    let no_type = || bad_request("M_MISSING_PARAM", "'identifier' dict has no key 'type'");
+    let user = match (legacy, body.get("identifier")) {
+        (Some(user), _) => Some(user),
+        (None, None) => return Err(bad_request("M_INVALID_PARAM", "Invalid login submission")),
+        (None, Some(Value::Object(id))) => match id.get("type") {
+            None => return Err(no_type()),
+            Some(t) if t == "m.id.user" => id.get("user"),
+            Some(_) => return Err(bad_request("M_UNKNOWN", "Unknown login identifier type")),
+        },
+        (None, Some(_)) => return Err(no_type()),
+    };
+    let user = match user {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(bad_request("M_INVALID_PARAM", "Bad parameter: user")),
+    }
+    .ok_or_else(|| bad_request("M_UNKNOWN", "User identifier is missing 'user' key"))?;
+    match password {
+        Some(password) => Ok(LoginRequest {
+            user,
+            password: password.to_owned(),
+        }),
+        None => Err(bad_request(
+            "M_UNKNOWN",
+            format!("Unknown login type {kind}"),
+        )),
+    }
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> ApiResult<Json<LoginResponse>> {
+    let body = json_object(&body)?;
+    let LoginRequest { user, password } = parse_login(&body)?;
+    let name = localpart(&user, &state.config.server_name)
+        .unwrap_or(&user)
+        .to_lowercase();
+    let address = peer.ip().to_string();
+    for (limiter, key) in [
+        (&state.failed_logins_by_user, &name),
+        (&state.failed_logins_by_address, &address),
+    ] {
+        if let Some(wait) = limiter.check(key) {
+            // Synapse answers a rate-limited login after half a second.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            return Err(ApiError::limit_exceeded(wait));
+        }
+    }
+
+    let stored = match localpart(&user, &state.config.server_name) {
+        Some(_) => state.store.users.user(&name).await?,
+        None => None,
+    };
+    let hash = stored
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| password::dummy_hash().to_owned());
+    let matches = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let Some(user) = stored.filter(|_| matches) else {
+        state.failed_logins_by_user.record(&name);
+        state.failed_logins_by_address.record(&address);
+        tracing::info!(user = %name, %address, "failed login");
+        return Err(ApiError::forbidden("Invalid username or password"));
+    };
+
+    let device_id = match body.get("device_id").and_then(Value::as_str) {
+        Some(d) if d.chars().count() > 512 => {
+            return Err(bad_request(
+                "M_INVALID_PARAM",
+                "device_id cannot be longer than 512 characters.",
+            ))
+        }
+        Some(d) if !d.is_empty() => d.to_owned(),
+        _ => token::device_id(),
+    };
+    let access_token = token::generate();
+    let expires = state
+        .config
+        .access_token_lifetime
+        .map(|d| herald_store::now_ms().saturating_add(d.0.as_millis() as i64));
+    state
+        .store
+        .users
+        .insert_token(&token::hash(&access_token), &user.name, &device_id, expires)
+        .await?;
+    tracing::info!(user = %user.name, %address, "logged in");
+    Ok(Json(LoginResponse {
+        access_token,
+        user_id: format!("@{}:{}", user.name, state.config.server_name),
+        device_id,
+        home_server: state.config.server_name.clone(),
+    }))
+}
+
+async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Json<WhoAmI>> {
+    let owner = require_user(&state.store, &headers, &uri).await?;
+    Ok(Json(WhoAmI {
+        user_id: format!("@{}:{}", owner.user, state.config.server_name),
+        device_id: Some(owner.device_id),
+        is_guest: false,
+    }))
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Json<Value>> {
+    let (_, hash) = authenticate(&state.store, &headers, &uri).await?;
+    state.store.users.delete_token(&hash).await?;
+    Ok(Json(json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::localpart;
+
+    #[test]
+    fn localparts() {
+        assert_eq!(localpart("admin", "h.test"), Some("admin"));
+        assert_eq!(localpart("@admin:h.test", "h.test"), Some("admin"));
+        assert_eq!(localpart("@admin:other.test", "h.test"), None);
+        assert_eq!(localpart("@admin", "h.test"), None);
+    }
+}

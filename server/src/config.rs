@@ -503,6 +503,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secrets_never_show_in_debug() {
+        let c = Config::parse(r#"sender_api_token = "hunter2-intake-token""#).unwrap();
+        assert_eq!(c.sender_api_token.as_deref(), Some("hunter2-intake-token"));
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("Secret(<redacted>)"), "{shown}");
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         let c = Config::parse("").unwrap();
         assert_eq!(c, Config::default());

@@ -515,3 +515,67 @@ async fn an_event_id_is_one_event_in_one_room() {
     let first = send(&s, vec![event("$e", "!one:x", &["a.example"])]).await;
     assert_eq!(again, first);
 }
+
+/// Two requests racing with the same new event ID in two rooms: the check
+/// runs inside the commit, so exactly one is stored and the other is
+/// refused, with nothing of it kept (before, both passed a check made
+/// before the commit and both were acknowledged).
+#[tokio::test]
+async fn racing_requests_cannot_store_one_event_id_in_two_rooms() {
+    let s = start().await;
+    for round in 0..20 {
+        let id = format!("$race{round}");
+        let mut tasks = Vec::new();
+        for (room, destination) in [("!one:x", "a.example"), ("!two:x", "b.example")] {
+            let client = s.client.clone();
+            let url = s.url(PDUS);
+            let body = json!({"events": [
+                event(&format!("$own{round}{destination}"), room, &[destination]),
+                event(&id, room, &[destination]),
+            ]});
+            tasks.push(tokio::spawn(async move {
+                let resp = client
+                    .post(url)
+                    .bearer_auth(TOKEN)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                into_json(resp).await
+            }));
+        }
+        let mut statuses = Vec::new();
+        for task in tasks {
+            let (status, body) = task.await.unwrap();
+            if status != 200 {
+                assert_eq!(body["errcode"], "M_INVALID_PARAM", "{body}");
+            }
+            statuses.push(status);
+        }
+        statuses.sort();
+        assert_eq!(statuses, [200, 400], "round {round}");
+    }
+    // One event per race, and only the winners' own events beside them.
+    assert_eq!(count(&s, "outgoing_events").await, 40);
+    let pool = common::sql_pool(&s.db_path).await;
+    let rooms: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT room_id, COUNT(*) FROM outgoing_events GROUP BY room_id ORDER BY room_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rooms.iter().map(|r| r.1).sum::<i64>(), 40);
+    let split: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outgoing_events o JOIN outgoing_events r \
+         ON r.event_id = '$own' || substr(o.event_id, 6) || 'a.example' \
+         OR r.event_id = '$own' || substr(o.event_id, 6) || 'b.example' \
+         WHERE o.event_id LIKE '$race%' AND r.room_id != o.room_id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        split, 0,
+        "a race's event and its winner's own event share a room"
+    );
+}

@@ -19,6 +19,7 @@ use herald_federation::RetryTimings;
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 
+use super::shared_index::{Edit, SharedIndex};
 use super::{DestinationIndex, DestinationRow, StoreError};
 
 /// Resets a slow listener may fall behind by before it is told it lagged.
@@ -29,7 +30,7 @@ const RESETS_BUFFERED: usize = 256;
 #[derive(Clone)]
 pub struct Destinations {
     pool: SqlitePool,
-    pub(crate) index: Arc<RwLock<DestinationIndex>>,
+    pub(crate) index: SharedIndex,
     /// Rooms per destination (the rooms list's `total`), kept with the index.
     pub(crate) room_counts: Arc<RwLock<HashMap<String, u64>>>,
     /// Serialises writes to `destinations` so the index sees them in commit order.
@@ -94,7 +95,7 @@ impl Destinations {
         let room_counts = load_room_counts(&pool).await?;
         Ok(Destinations {
             pool,
-            index: Arc::new(RwLock::new(index)),
+            index: SharedIndex::new(index),
             room_counts: Arc::new(RwLock::new(room_counts)),
             writer: Arc::new(tokio::sync::Mutex::new(())),
             resets: broadcast::channel(RESETS_BUFFERED).0,
@@ -108,17 +109,16 @@ impl Destinations {
 
     /// The indexed row of `name`, without SQL.
     pub fn indexed(&self, name: &str) -> Option<DestinationRow> {
-        self.index.read().get(name).cloned()
+        self.index.get(name)
     }
 
     /// One page of the destinations list, from the in-memory index.
     pub async fn list_destinations(&self, query: DestinationsQuery) -> DestinationsPage {
-        let index = self.index.clone();
-        // A filter scans every name: keep it off the async workers.
-        let work = move || index.read().page(&query);
-        tokio::task::spawn_blocking(work)
+        // A filter scans every name: off the async workers.
+        self.index
+            .scan(move |index| index.page(&query))
             .await
-            .unwrap_or_else(|_| DestinationsPage {
+            .unwrap_or_else(|| DestinationsPage {
                 destinations: Vec::new(),
                 total: 0,
                 next_token: None,
@@ -127,9 +127,9 @@ impl Destinations {
 
     /// Destinations per derived status, now.
     pub async fn federation_summary(&self) -> FederationSummary {
-        let index = self.index.clone();
         let now = super::now_ms();
-        tokio::task::spawn_blocking(move || index.read().summary(now))
+        self.index
+            .scan(move |index| index.summary(now))
             .await
             .unwrap_or_default()
     }
@@ -314,10 +314,9 @@ impl Destinations {
         {
             super::orderings::raise_next_ordering(&self.pool, max).await?;
         }
-        let mut index = self.index.write();
-        for row in rows {
-            index.put(row.clone());
-        }
+        self.index
+            .apply(rows.iter().cloned().map(Edit::Put).collect())
+            .await;
         Ok(())
     }
 
@@ -363,14 +362,14 @@ impl Destinations {
     /// Re-reads one row after a committed write and applies it to the index.
     async fn refresh_index(&self, name: &str) -> Result<(), StoreError> {
         if let Some(row) = self.destination(name).await? {
-            self.index.write().put(row);
+            self.index.apply(vec![Edit::Put(row)]).await;
         }
         Ok(())
     }
 
     /// How many destinations the index holds.
     pub fn destination_count(&self) -> usize {
-        self.index.read().len()
+        self.index.len()
     }
 }
 

@@ -11,6 +11,7 @@ pub mod index;
 mod orderings;
 pub mod outbox;
 mod ranked;
+mod shared_index;
 pub mod users;
 
 use std::path::{Path, PathBuf};

@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::delivery::Delivery;
 use sqlx::SqlitePool;
 
-use super::{json_array, now_ms, DestinationRow, Destinations, StoreError};
+use super::shared_index::Edit;
+use super::{json_array, now_ms, Destinations, StoreError};
 
 /// The sender's outbox: what it accepted, what each destination still has
 /// to receive, and what it delivered. Writes go through the group-commit
@@ -298,23 +299,16 @@ impl Outbox {
             }
         }
         tx.commit().await?;
-        {
-            let mut index = self.destinations.index.write();
-            for destination in &destinations {
-                if index.get(destination).is_none() {
-                    index.put(DestinationRow::new(destination, None, None, None, None));
-                }
-            }
-            for (destination, ordering) in delivered {
-                if let Some(row) = index.get(destination) {
-                    if row.last_successful_stream_ordering < Some(ordering) {
-                        let mut row = row.clone();
-                        row.last_successful_stream_ordering = Some(ordering);
-                        index.put(row);
-                    }
-                }
-            }
-        }
+        let edits = destinations
+            .iter()
+            .map(|d| Edit::Known((*d).to_owned()))
+            .chain(
+                delivered
+                    .into_iter()
+                    .map(|(d, ordering)| Edit::Delivered(d.to_owned(), ordering)),
+            )
+            .collect();
+        self.destinations.index.apply(edits).await;
         let mut counts = self.destinations.room_counts.write();
         for (destination, added) in new_rooms {
             *counts.entry(destination.to_owned()).or_default() += added;

@@ -179,6 +179,9 @@ impl FederationError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientSettings {
     pub client_timeout: Duration,
+    /// Time allowed to open a connection (TCP and TLS handshake) to one
+    /// resolved address; past it the next address is tried.
+    pub connect_timeout: Duration,
     pub max_short_retries: u32,
     pub max_long_retries: u32,
     pub max_short_retry_delay: Duration,
@@ -203,6 +206,7 @@ impl ClientSettings {
         let f = &config.federation;
         ClientSettings {
             client_timeout: f.client_timeout.0,
+            connect_timeout: f.connect_timeout.0,
             max_short_retries: f.max_short_retries,
             max_long_retries: f.max_long_retries,
             max_short_retry_delay: f.max_short_retry_delay.0,
@@ -278,12 +282,14 @@ impl FederationClient {
         tls: Arc<rustls::ClientConfig>,
         settings: ClientSettings,
     ) -> FederationClient {
+        let mut pool = Pool::new(tls);
+        pool.connect_timeout = settings.connect_timeout;
         FederationClient {
             keys,
             resolver,
             limiter,
             ip_filter,
-            pool: Pool::new(tls),
+            pool,
             settings,
             metrics: None,
             tries: None,

@@ -747,10 +747,17 @@ async fn a_reset_wakes_a_retry_sleep() {
             client.get_json::<Value>(&name, "/_matrix/a", options).await
         }
     });
-    while r.seen().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // The reset must come while the client sleeps before its retry, i.e.
+    // once it listens for resets (it subscribes after the 429).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.store.reset_listeners() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the client never waited for a reset (seen: {:?})",
+            r.seen()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     env.store.reset_retry_timings(&name).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(3), request)
         .await

@@ -128,6 +128,12 @@ impl Store {
         self.resets.subscribe()
     }
 
+    /// How many subscribers of [`Store::subscribe_resets`] are listening now
+    /// (so tests can wait until a reset will be heard).
+    pub fn reset_listeners(&self) -> usize {
+        self.resets.receiver_count()
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }

@@ -837,6 +837,12 @@ async fn a_request_sleeping_between_retries_holds_no_try_slot() {
         assert!(Instant::now() < deadline, "the first request never arrived");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // It got its 429 and gave the slot back: it now sleeps before its
+    // retry, listening for resets.
+    while env.store.reset_listeners() == 0 {
+        assert!(Instant::now() < deadline, "the first request never slept");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     // While the first sleeps before its retry, the only slot is free.
     let asked = Instant::now();
     let got: Value = client

@@ -152,6 +152,9 @@ impl Default for RcLogin {
 #[serde(deny_unknown_fields, default)]
 pub struct FederationSection {
     pub client_timeout: ConfigDuration,
+    /// Time allowed to open a connection (TCP and TLS handshake) to one of
+    /// a destination's addresses before the next address is tried.
+    pub connect_timeout: ConfigDuration,
     pub max_short_retries: u32,
     pub max_long_retries: u32,
     pub max_short_retry_delay: ConfigDuration,
@@ -162,6 +165,7 @@ impl Default for FederationSection {
     fn default() -> Self {
         FederationSection {
             client_timeout: ConfigDuration(Duration::from_secs(60)),
+            connect_timeout: ConfigDuration(Duration::from_secs(5)),
             max_short_retries: 3,
             max_long_retries: 10,
             max_short_retry_delay: ConfigDuration(Duration::from_secs(2)),
@@ -386,6 +390,9 @@ impl Config {
         if self.federation.client_timeout.0.is_zero() {
             return invalid("federation.client_timeout", "must be more than 0".into());
         }
+        if self.federation.connect_timeout.0.is_zero() {
+            return invalid("federation.connect_timeout", "must be more than 0".into());
+        }
         for (key, limit) in [
             ("rc_login.failed_attempts", self.rc_login.failed_attempts),
             ("rc_login.address", self.rc_login.address),
@@ -432,6 +439,7 @@ impl Config {
         let f = &self.federation;
         ClientSettings {
             client_timeout: f.client_timeout.0,
+            connect_timeout: f.connect_timeout.0,
             max_short_retries: f.max_short_retries,
             max_long_retries: f.max_long_retries,
             max_short_retry_delay: f.max_short_retry_delay.0,
@@ -702,6 +710,21 @@ mod tests {
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn federation_connect_timeout() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.federation.connect_timeout.0, Duration::from_secs(5));
+        let c = Config::parse("[federation]\nconnect_timeout = \"750ms\"").unwrap();
+        assert_eq!(c.federation.connect_timeout.0, Duration::from_millis(750));
+        for text in [
+            "[federation]\nconnect_timeout = \"0s\"",
+            "[federation]\nconnect_timeout = \"soon\"",
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains("connect_timeout"), "{text}: {e}");
         }
     }
 

@@ -26,8 +26,10 @@ impl Drop for Running {
     }
 }
 
-/// Starts `herald ARGS` and waits for its "listening" log line; returns the address.
-fn spawn_listening(args: &[&str]) -> (Running, String, Vec<String>) {
+/// Starts `herald ARGS` and waits for its "listening" log line and, when
+/// `stdout_until` is given, for a line of its standard output containing it;
+/// returns the address and the standard output read so far.
+fn spawn_listening(args: &[&str], stdout_until: Option<&str>) -> (Running, String, Vec<String>) {
     let mut child = Command::new(HERALD)
         .args(args)
         .env("RUST_LOG", "info")
@@ -38,11 +40,12 @@ fn spawn_listening(args: &[&str]) -> (Running, String, Vec<String>) {
     let stderr = child.stderr.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    let collected = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = collected.clone();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // Reads to the end (so the child never blocks on a full pipe), even
+        // once nobody listens.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
+            let _ = lines_tx.send(line);
         }
     });
     std::thread::spawn(move || {
@@ -60,9 +63,17 @@ fn spawn_listening(args: &[&str]) -> (Running, String, Vec<String>) {
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("herald did not start listening");
-    // Give stdout a moment to be collected (the demo prints before listening).
-    std::thread::sleep(Duration::from_millis(200));
-    let out = collected.lock().unwrap().clone();
+    let mut out: Vec<String> = lines_rx.try_iter().collect();
+    if let Some(marker) = stdout_until {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !out.iter().any(|l| l.contains(marker)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => out.push(line),
+                Err(e) => panic!("no {marker:?} on standard output ({e}): {out:?}"),
+            }
+        }
+    }
     (Running(child), addr, out)
 }
 
@@ -166,8 +177,10 @@ fn user_add_then_serve_then_sign_in() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 
-    let (_server, addr, _) =
-        spawn_listening(&["serve", "--database", db, "--listen", "127.0.0.1:0"]);
+    let (_server, addr, _) = spawn_listening(
+        &["serve", "--database", db, "--listen", "127.0.0.1:0"],
+        None,
+    );
     let token = login(&addr, "admin", "pw1");
     let (status, body) = http_get(
         &addr,
@@ -212,7 +225,8 @@ fn serve_reads_a_config_file_and_flags_override_it() {
     .status
     .success());
     assert!(db.exists(), "user add used the config's database");
-    let (_server, addr, _) = spawn_listening(&["serve", "--config", c, "--listen", "127.0.0.1:0"]);
+    let (_server, addr, _) =
+        spawn_listening(&["serve", "--config", c, "--listen", "127.0.0.1:0"], None);
     let (status, body) = http_post(
         &addr,
         "/_matrix/client/v3/login",
@@ -337,13 +351,17 @@ fn demo_prints_a_login_that_works_and_serves_every_state() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let started = Instant::now();
-    let (_demo, addr, out) = spawn_listening(&[
-        "demo",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    // The demo prints its login before it listens; its last line:
+    let (_demo, addr, out) = spawn_listening(
+        &[
+            "demo",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        Some("Press Ctrl-C to stop."),
+    );
     let out = out.join("\n");
     let password = out
         .lines()
@@ -480,7 +498,7 @@ fn federation_request_prints_a_remote_servers_answer() {
         ),
     )
     .unwrap();
-    let (_remote, _, _) = spawn_listening(&["serve", "--config", receiver.to_str().unwrap()]);
+    let (_remote, _, _) = spawn_listening(&["serve", "--config", receiver.to_str().unwrap()], None);
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "federation port never opened");

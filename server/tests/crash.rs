@@ -14,11 +14,27 @@ use std::time::{Duration, Instant};
 
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const TOKEN: &str = "sender-secret";
+
+/// The seed of a test's random choices: `HERALD_TEST_SEED` when set (to
+/// replay a failure), else the clock; printed either way.
+fn test_seed() -> u64 {
+    let seed = std::env::var("HERALD_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+    eprintln!("random seed {seed} (replay with HERALD_TEST_SEED={seed})");
+    seed
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -210,6 +226,8 @@ async fn queued_events_are_delivered_after_a_restart() {
 
 #[tokio::test]
 async fn kill_9_at_random_moments_loses_no_acknowledged_event() {
+    let seed = test_seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut setup = Setup::new("300ms");
     let healthy = setup.receiver(Behaviour::healthy()).await;
     let slow = setup
@@ -221,6 +239,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_event() {
     let flaky = setup
         .receiver(Behaviour {
             failure_rate: 0.2,
+            seed: Some(seed),
             ..Behaviour::healthy()
         })
         .await;
@@ -240,7 +259,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_event() {
     let mut next = 0usize;
     for round in 0..5 {
         let process = setup.start().await;
-        let kill_after = Duration::from_millis(rand::thread_rng().gen_range(200..1200));
+        let kill_after = Duration::from_millis(rng.gen_range(200..1200));
         let started = Instant::now();
         // Requests in flight while the process dies are not acknowledged;
         // they may or may not be stored, and must not be counted.

@@ -747,10 +747,17 @@ async fn a_reset_wakes_a_retry_sleep() {
             client.get_json::<Value>(&name, "/_matrix/a", options).await
         }
     });
-    while r.seen().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // The reset must come while the client sleeps before its retry, i.e.
+    // once it listens for resets (it subscribes after the 429).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.store.destinations.reset_listeners() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the client never waited for a reset (seen: {:?})",
+            r.seen()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     env.store
         .destinations
         .reset_retry_timings(&name)
@@ -832,6 +839,12 @@ async fn a_request_sleeping_between_retries_holds_no_try_slot() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while slow.seen().is_empty() {
         assert!(Instant::now() < deadline, "the first request never arrived");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // It got its 429 and gave the slot back: it now sleeps before its
+    // retry, listening for resets.
+    while env.store.destinations.reset_listeners() == 0 {
+        assert!(Instant::now() < deadline, "the first request never slept");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     // While the first sleeps before its retry, the only slot is free.

@@ -63,6 +63,7 @@ fn certificate() -> &'static (String, Vec<u8>) {
             "target.example.test",
             "dflt.example.test",
             "flaky.example.test",
+            "twoaddr.example.test",
             "127.0.0.61",
         ];
         let certified =
@@ -417,6 +418,100 @@ async fn step6_default_port_8448() {
     );
 }
 
+// ---------- connect_timeout ----------
+
+/// The listener and the connections queued on it, never accepted.
+type BlackHole = (TcpListener, Vec<tokio::net::TcpStream>);
+
+/// A listening socket on `ip` whose TCP connects never complete: its
+/// accept queue (backlog 0) is filled by connections that are never
+/// accepted, and Linux then drops further SYNs. Returns the address and
+/// what must stay alive for it to keep dropping them.
+async fn black_hole(ip: &str) -> (SocketAddr, BlackHole) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(ip.parse().unwrap(), 0))
+        .unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Fill the queue until a connect no longer completes (on Linux, after
+    // one connection for backlog 0).
+    let mut filler = Vec::new();
+    for _ in 0..16 {
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => filler.push(stream),
+            Ok(Err(e)) => panic!("connect to the black hole failed instead of hanging: {e}"),
+            Err(_) => return (addr, (listener, filler)),
+        }
+    }
+    panic!(
+        "{addr} still completes connects after {} were queued",
+        filler.len()
+    );
+}
+
+#[tokio::test]
+async fn an_address_that_never_connects_is_given_up_after_connect_timeout() {
+    // twoaddr.example.test (127.0.0.71, no well-known) has two SRV
+    // targets: first hole.example.test on 127.0.0.72, whose connects hang,
+    // then target.example.test on 127.0.0.73, which answers.
+    let wk = HttpsServer::start("127.0.0.71", 0).await.unwrap();
+    let (hole, _keep) = black_hole("127.0.0.72").await;
+    let receiver = HttpsServer::start("127.0.0.73", 0).await.unwrap();
+    let request_timeout = Duration::from_secs(20);
+    let e = env(wk.addr.port(), |s| {
+        s.client_timeout = request_timeout;
+        s.connect_timeout = Duration::from_secs(1);
+        s.max_short_retries = 0;
+    })
+    .await;
+    e.dns.a("twoaddr.example.test", "127.0.0.71");
+    e.dns.srv(
+        "_matrix-fed._tcp.twoaddr.example.test",
+        10,
+        0,
+        hole.port(),
+        "hole.example.test",
+    );
+    e.dns.srv(
+        "_matrix-fed._tcp.twoaddr.example.test",
+        20,
+        0,
+        receiver.addr.port(),
+        "target.example.test",
+    );
+    e.dns.a("hole.example.test", "127.0.0.72");
+    e.dns.a("target.example.test", "127.0.0.73");
+    let started = std::time::Instant::now();
+    let got = e
+        .get("twoaddr.example.test", RequestOptions::default())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(got["server"]["name"], "receiver");
+    // The black hole cost one connect_timeout (1 s), not the request's 20 s.
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} with a 1 s connect_timeout"
+    );
+    assert!(
+        took >= Duration::from_secs(1),
+        "took {took:?}: the black hole was not tried first"
+    );
+    e.check(
+        &receiver,
+        "twoaddr.example.test",
+        receiver.addr,
+        Some("twoaddr.example.test"),
+        "twoaddr.example.test",
+    );
+}
+
 // ---------- retry_on_dns_fail ----------
 
 const FLAKY: &str = "flaky.example.test";
@@ -443,8 +538,17 @@ async fn queries_per_failed_lookup(e: &Env, port: u16) -> usize {
     assert!(is_dns_failure(&err), "{err}");
     let k = e.dns.queries(FLAKY);
     assert!(k >= 1);
-    // Nothing more comes later either.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Nothing more comes later either: checked throughout 400 ms.
+    let window = std::time::Instant::now();
+    while window.elapsed() < Duration::from_millis(400) {
+        assert_eq!(
+            e.dns.queries(FLAKY),
+            k,
+            "asked again after {:?}",
+            window.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(e.dns.queries(FLAKY), k, "not retried");
     k
 }

@@ -211,13 +211,19 @@ impl Herald {
     /// Records a two-hour backoff of `destination` (long enough for
     /// catch-up) that ends 1.5 s from now.
     async fn long_outage_ending_soon(&self, destination: &str, last_successful: Option<i64>) {
+        self.long_outage(destination, last_successful, 1_500).await;
+    }
+
+    /// Records a two-hour backoff of `destination` (long enough for
+    /// catch-up) that ends `ends_in_ms` from now.
+    async fn long_outage(&self, destination: &str, last_successful: Option<i64>, ends_in_ms: i64) {
         let now = now_ms();
         let interval = 2 * 3_600_000;
         self.store
             .destinations
             .put_destinations(&[DestinationRow::new(
                 destination,
-                Some(now - interval + 1_500),
+                Some(now - interval + ends_in_ms),
                 Some(interval),
                 Some(now - interval),
                 last_successful,
@@ -253,6 +259,20 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Checks (every 20 ms) that `holds` stays true for all of `window`: a
+/// "nothing happens within `window`" assertion that fails as soon as it
+/// does happen.
+async fn assert_stays(what: &str, window: Duration, mut holds: impl FnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        assert!(holds(), "{what}: broken after {:?}", start.elapsed());
+        if start.elapsed() >= window {
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -438,8 +458,12 @@ async fn reset_connection_wakes_a_destination_in_backoff_at_once() {
     herald
         .send(vec![event("$y", "!r:herald.test", &[rx.name()])])
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(rx.received().transactions.is_empty());
+    assert_stays(
+        "new data does not end the backoff",
+        Duration::from_millis(500),
+        || rx.received().transactions.is_empty(),
+    )
+    .await;
 
     let token = herald.admin_token().await;
     let reset_at = Instant::now();
@@ -469,8 +493,10 @@ async fn reset_connection_wakes_a_destination_in_backoff_at_once() {
 async fn catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus() {
     let herald = Herald::start(|_| {}).await;
     let rx = herald.receiver(Behaviour::healthy()).await;
-    // Down for two hours by its record; due again in a moment.
-    herald.long_outage_ending_soon(rx.name(), None).await;
+    // Down for two hours by its record; due again in an hour, so that
+    // everything below is queued during the outage however slow the
+    // machine (a fixed 1.5 s window was not always enough).
+    herald.long_outage(rx.name(), None, 3_600_000).await;
     let to = [rx.name()];
     herald
         .send(vec![
@@ -492,11 +518,20 @@ async fn catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus() 
         .await;
     assert!(rx.received().transactions.is_empty(), "still in backoff");
     assert_eq!(herald.queue_view(rx.name()).await["state"], "catching_up");
+    // The outage ends now: an admin's reset wakes it (the timer's own
+    // wake-up is in a_failed_transaction_backs_off_and_is_retried_by_the_timer_with_its_id).
+    herald
+        .store
+        .destinations
+        .reset_retry_timings(rx.name())
+        .await
+        .unwrap();
     wait_for("catch-up", Duration::from_secs(10), || {
         rx.received().event_ids().len() >= 3
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Everything queued has gone (or was dropped): nothing more will come.
+    wait_for_queue_empty(&herald, rx.name()).await;
     let received = rx.received();
     // Newest per room, oldest first: a3 (4), c1 (5), b2 (6); one room per
     // transaction.
@@ -551,8 +586,12 @@ async fn whitelist_and_our_own_name_are_skipped() {
         allowed.received().event_ids() == ["$w"]
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(blocked.received().attempts.is_empty());
+    assert_stays(
+        "nothing goes to a server outside the whitelist",
+        Duration::from_millis(300),
+        || blocked.received().attempts.is_empty(),
+    )
+    .await;
     assert!(herald
         .store
         .destinations
@@ -590,7 +629,10 @@ async fn pdus_the_destination_refuses_are_recorded_and_not_retried() {
     })
     .await;
     wait_for_queue_empty(&herald, rx.name()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_stays("no PDU sent again", Duration::from_millis(300), || {
+        rx.received().event_ids() == ["$ok1", "$bad", "$ok2"]
+    })
+    .await;
     assert_eq!(
         rx.received().event_ids(),
         ["$ok1", "$bad", "$ok2"],

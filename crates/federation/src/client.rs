@@ -179,6 +179,9 @@ impl FederationError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientSettings {
     pub client_timeout: Duration,
+    /// Time allowed to open a connection (TCP and TLS handshake) to one
+    /// resolved address; past it the next address is tried.
+    pub connect_timeout: Duration,
     pub max_short_retries: u32,
     pub max_long_retries: u32,
     pub max_short_retry_delay: Duration,
@@ -204,6 +207,7 @@ impl Default for ClientSettings {
     fn default() -> Self {
         ClientSettings {
             client_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
             max_short_retries: 3,
             max_long_retries: 10,
             max_short_retry_delay: Duration::from_secs(2),
@@ -278,12 +282,14 @@ impl FederationClient {
         tls: Arc<rustls::ClientConfig>,
         settings: ClientSettings,
     ) -> FederationClient {
+        let mut pool = Pool::new(tls);
+        pool.connect_timeout = settings.connect_timeout;
         FederationClient {
             keys,
             resolver,
             limiter,
             ip_filter,
-            pool: Pool::new(tls),
+            pool,
             settings,
             metrics: None,
             tries: None,

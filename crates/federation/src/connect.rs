@@ -163,6 +163,8 @@ pub struct Pool {
     pub idle_timeout: Duration,
     /// At most this many idle connections per key.
     pub max_idle_per_key: usize,
+    /// Time allowed to open one connection (TCP and TLS handshake).
+    pub connect_timeout: Duration,
 }
 
 impl Pool {
@@ -172,6 +174,7 @@ impl Pool {
             idle: Mutex::new(HashMap::new()),
             idle_timeout: Duration::from_secs(90),
             max_idle_per_key: 8,
+            connect_timeout: Duration::from_secs(5),
         }
     }
 
@@ -227,16 +230,31 @@ impl Pool {
 
     /// Opens a TCP + TLS connection to `addr`, verifying the certificate for
     /// `tls_name` (also sent as SNI when it is a DNS name), and starts its
-    /// HTTP/1.1 driver.
+    /// HTTP/1.1 driver. Fails with `TimedOut` when the TCP connect and the
+    /// TLS handshake take more than `connect_timeout` together.
     pub async fn connect(
         &self,
         addr: SocketAddr,
         tls_name: &ServerName<'static>,
     ) -> io::Result<Conn> {
-        let tcp = TcpStream::connect(addr).await?;
-        // Small federation requests should not wait for Nagle.
-        tcp.set_nodelay(true)?;
-        let tls = self.tls.connect(tls_name.clone(), tcp).await?;
+        let open = async {
+            let tcp = TcpStream::connect(addr).await?;
+            // Small federation requests should not wait for Nagle.
+            tcp.set_nodelay(true)?;
+            self.tls.connect(tls_name.clone(), tcp).await
+        };
+        let tls = match tokio::time::timeout(self.connect_timeout, open).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no connection to {addr} within {:?} (connect_timeout)",
+                        self.connect_timeout
+                    ),
+                ))
+            }
+        };
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(io::Error::other)?;

@@ -107,6 +107,12 @@ impl Destinations {
         self.resets.subscribe()
     }
 
+    /// How many subscribers of [`Destinations::subscribe_resets`] are
+    /// listening now (so tests can wait until a reset will be heard).
+    pub fn reset_listeners(&self) -> usize {
+        self.resets.receiver_count()
+    }
+
     /// The indexed row of `name`, without SQL.
     pub fn indexed(&self, name: &str) -> Option<DestinationRow> {
         self.index.get(name)

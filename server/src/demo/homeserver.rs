@@ -26,7 +26,7 @@ use axum::{Json, Router};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -50,6 +50,9 @@ pub struct Behaviour {
     pub down_for: Duration,
     /// PDUs (by `event_id`) acknowledged with an error.
     pub refuse_event_ids: HashSet<String>,
+    /// Seed of the draws for `failure_rate` (tests, to replay a run);
+    /// `None`: from the operating system.
+    pub seed: Option<u64>,
 }
 
 impl Behaviour {
@@ -118,6 +121,8 @@ struct Inner {
     /// Origins' verify keys by (origin, key id), until `valid_until_ts`.
     key_cache: Mutex<HashMap<(String, String), (VerifyKey, i64)>>,
     key_fetches: AtomicU64,
+    /// Draws for `failure_rate`.
+    rng: Mutex<rand::rngs::StdRng>,
 }
 
 /// A running simulated homeserver. Dropping it does not stop it; it stops
@@ -141,6 +146,10 @@ impl Homeserver {
         let name = addr.to_string();
         let key = SigningKey::generate("sim1").map_err(|e| HomeserverError::Key(e.to_string()))?;
         let down_for = behaviour.down_for;
+        let rng = match behaviour.seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_entropy(),
+        };
         let inner = Arc::new(Inner {
             keys: ServerKeys::new(name.clone(), key),
             name,
@@ -151,6 +160,7 @@ impl Homeserver {
             tls: client_tls,
             key_cache: Mutex::new(HashMap::new()),
             key_fetches: AtomicU64::new(0),
+            rng: Mutex::new(rng),
         });
         let app = Router::new()
             .route("/_matrix/key/v2/server", get(key_server))
@@ -304,8 +314,7 @@ async fn answer(
             json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too many requests", "retry_after_ms": 500}),
         );
     }
-    if behaviour.failure_rate > 0.0 && rand::thread_rng().gen_bool(behaviour.failure_rate.min(1.0))
-    {
+    if behaviour.failure_rate > 0.0 && inner.rng.lock().gen_bool(behaviour.failure_rate.min(1.0)) {
         return error(500, "M_UNKNOWN", "Internal server error (simulated)");
     }
     let content: Value = match serde_json::from_slice(body) {

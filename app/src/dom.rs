@@ -7,6 +7,8 @@
 //! for all of them: a control says what it does with `data-action` and, if it
 //! needs one, `data-arg`; [`action`] reads them off an event.
 
+use herald_shared::Action;
+
 /// The click and change listeners of a page whose controls are markup: both
 /// call `act(action, arg, event)` for the control an event came from.
 pub fn delegate<F>(
@@ -16,17 +18,17 @@ pub fn delegate<F>(
     impl Fn(leptos::ev::Event) + Copy,
 )
 where
-    F: Fn(&str, String, &leptos::ev::Event) + Copy + 'static,
+    F: Fn(Action, String, &leptos::ev::Event) + Copy + 'static,
 {
     (
         move |ev: leptos::ev::MouseEvent| {
             if let Some((action, arg)) = action(&ev) {
-                act(&action, arg, &ev);
+                act(action, arg, &ev);
             }
         },
         move |ev: leptos::ev::Event| {
             if let Some((action, arg)) = action(&ev) {
-                act(&action, arg, &ev);
+                act(action, arg, &ev);
             }
         },
     )
@@ -56,6 +58,7 @@ extern "C" {
 
 #[cfg(feature = "hydrate")]
 mod browser {
+    use herald_shared::Action;
     use leptos::prelude::document;
     use wasm_bindgen::JsCast;
     use web_sys::{HtmlDialogElement, HtmlElement, HtmlInputElement};
@@ -66,13 +69,13 @@ mod browser {
 
     /// The `data-action` and `data-arg` of the enabled control `ev` came
     /// from (the target or its closest ancestor with a `data-action`).
-    pub fn action(ev: &web_sys::Event) -> Option<(String, String)> {
+    pub fn action(ev: &web_sys::Event) -> Option<(Action, String)> {
         let target: web_sys::Element = ev.target()?.dyn_into().ok()?;
         let el = target.closest("[data-action]").ok()??;
         if el.has_attribute("disabled") {
             return None;
         }
-        let action = el.get_attribute("data-action")?;
+        let action = Action::parse(&el.get_attribute("data-action")?)?;
         Some((action, el.get_attribute("data-arg").unwrap_or_default()))
     }
 
@@ -137,7 +140,7 @@ mod browser {
 
 #[cfg(not(feature = "hydrate"))]
 mod browser {
-    pub fn action(_ev: &leptos::web_sys::Event) -> Option<(String, String)> {
+    pub fn action(_ev: &leptos::web_sys::Event) -> Option<(herald_shared::Action, String)> {
         None
     }
     pub fn focused_control() -> Option<String> {

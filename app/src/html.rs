@@ -14,6 +14,7 @@ use herald_shared::{
 
 use crate::components::destinations_table::COLUMNS;
 use crate::format;
+use herald_shared::Action::Select;
 
 /// Escapes text for an HTML text node or a double-quoted attribute.
 pub fn escape(s: &str) -> String {
@@ -141,7 +142,7 @@ pub fn row(out: &mut String, d: &Destination, now: i64, selected: bool) {
         let checked = if selected { " checked" } else { "" };
         let _ = write!(
             out,
-            r#"<input type="checkbox" data-action="select" data-arg="{name}" aria-label="Select {name}"{checked}>"#
+            r#"<input type="checkbox" data-action="{Select}" data-arg="{name}" aria-label="Select {name}"{checked}>"#
         );
     }
     let _ = write!(

@@ -7,10 +7,12 @@
 //! ([`status`]). It compiles to native code and to
 //! wasm32, so it holds no I/O, no async runtime and no database code.
 
+pub mod action;
 pub mod api;
 pub mod params;
 pub mod status;
 
+pub use action::Action;
 pub use api::*;
 pub use params::*;
 pub use status::*;

@@ -13,13 +13,14 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write;
 use std::rc::Rc;
 
-use herald_shared::{DestinationStatus, DestinationsQuery, Direction, OrderBy};
+use herald_shared::{Action, DestinationStatus, DestinationsQuery, Direction, OrderBy};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api::{self, ApiError};
 use crate::session::Session;
 use crate::{dom, format, html};
+use herald_shared::Action::{BulkAsk, BulkClear, BulkClose, BulkSelectAll, BulkStart};
 
 /// Resets in flight at once.
 const AT_ONCE: usize = 4;
@@ -35,6 +36,7 @@ const SELECT_PAGE: u64 = 500;
 pub const DIALOG: &str = "bulk-dialog";
 
 /// The table's row checkboxes.
+/// The rows' checkboxes (`data-action` = [`Action::Select`]).
 const ROW_BOXES: &str = r#"#destinations-table input[data-action="select"]"#;
 
 /// Where a bulk reset is.
@@ -91,7 +93,7 @@ pub fn bar(count: usize, choosing: bool, filtered: bool) -> String {
         "Select all in backoff"
     };
     format!(
-        r#"<div class="toolbar"><span id="bulk-count" data-count="{count}" aria-live="polite">{} selected</span><button type="button" id="bulk-select-all" class="secondary" data-action="bulk-select-all"{busy}>{all}</button><button type="button" id="bulk-clear" class="secondary" data-action="bulk-clear"{none}>Clear selection</button><button type="button" id="bulk-reset" class="danger" data-action="bulk-ask"{none}>Reset selected…</button></div>"#,
+        r#"<div class="toolbar"><span id="bulk-count" data-count="{count}" aria-live="polite">{} selected</span><button type="button" id="bulk-select-all" class="secondary" data-action="{BulkSelectAll}"{busy}>{all}</button><button type="button" id="bulk-clear" class="secondary" data-action="{BulkClear}"{none}>Clear selection</button><button type="button" id="bulk-reset" class="danger" data-action="{BulkAsk}"{none}>Reset selected…</button></div>"#,
         format::count(count as u64)
     )
 }
@@ -102,7 +104,7 @@ pub fn dialog(count: usize, progress: Option<&Progress>) -> String {
     let Some(p) = progress else {
         let _ = write!(
             out,
-            r#"<p>Reset the connection to {}? Herald forgets their backoff and tries each one again with the next thing it sends.</p><div class="actions"><button type="button" id="bulk-confirm" class="danger" data-action="bulk-start">Reset {count}</button><button type="button" id="bulk-cancel" class="secondary" data-action="bulk-close" autofocus>Cancel</button></div>"#,
+            r#"<p>Reset the connection to {}? Herald forgets their backoff and tries each one again with the next thing it sends.</p><div class="actions"><button type="button" id="bulk-confirm" class="danger" data-action="{BulkStart}">Reset {count}</button><button type="button" id="bulk-cancel" class="secondary" data-action="{BulkClose}" autofocus>Cancel</button></div>"#,
             format::plural(count, "destination")
         );
         return out;
@@ -132,7 +134,7 @@ pub fn dialog(count: usize, progress: Option<&Progress>) -> String {
     let disabled = if p.finished() { "" } else { " disabled" };
     let _ = write!(
         out,
-        r#"</ul><div class="actions"><button type="button" id="bulk-close" data-action="bulk-close"{disabled}>Close</button></div>"#
+        r#"</ul><div class="actions"><button type="button" id="bulk-close" data-action="{BulkClose}"{disabled}>Close</button></div>"#
     );
     out
 }
@@ -184,24 +186,24 @@ impl BulkReset {
     /// Returns whether the action was one of bulk reset's.
     pub fn act(
         &self,
-        action: &str,
+        action: Action,
         arg: String,
         checked: bool,
         filter: Option<String>,
         reload: impl Fn() + 'static,
     ) -> bool {
         match action {
-            "select" => self.choose([arg], checked),
-            "select-page" => self.choose(dom::set_checked(ROW_BOXES, &|_| checked), checked),
-            "bulk-select-all" => self.select_all(filter),
-            "bulk-clear" => {
+            Action::Select => self.choose([arg], checked),
+            Action::SelectPage => self.choose(dom::set_checked(ROW_BOXES, &|_| checked), checked),
+            Action::BulkSelectAll => self.select_all(filter),
+            Action::BulkClear => {
                 dom::set_checked(ROW_BOXES, &|_| false);
                 dom::set_checked("#select-page", &|_| false);
                 self.selected.set(BTreeSet::new());
             }
-            "bulk-ask" => dom::show_modal(DIALOG),
-            "bulk-start" => self.start(),
-            "bulk-close" => self.close(reload),
+            Action::BulkAsk => dom::show_modal(DIALOG),
+            Action::BulkStart => self.start(),
+            Action::BulkClose => self.close(reload),
             _ => return false,
         }
         true

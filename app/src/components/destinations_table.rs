@@ -9,6 +9,7 @@ use std::fmt::Write;
 use herald_shared::{Destination, DestinationsQuery, Direction, OrderBy};
 
 use crate::html;
+use herald_shared::Action::{SelectPage, Sort};
 
 /// The columns in the order they are shown: the API's field name (or a
 /// derived column's name), the header, and the order it sorts by if any.
@@ -56,7 +57,7 @@ pub fn sort_header(out: &mut String, field: &str, label: &str, active: Option<Di
     };
     let _ = write!(
         out,
-        r#"<th data-col="{field}" scope="col"{aria}><button type="button" class="sort" data-sort="{field}" data-action="sort" data-arg="{field}">{label}<span aria-hidden="true">{arrow}</span></button></th>"#
+        r#"<th data-col="{field}" scope="col"{aria}><button type="button" class="sort" data-sort="{field}" data-action="{Sort}" data-arg="{field}">{label}<span aria-hidden="true">{arrow}</span></button></th>"#
     );
 }
 
@@ -68,8 +69,8 @@ pub fn table(
     now: i64,
     selected: &BTreeSet<String>,
 ) -> String {
-    let mut out = String::from(
-        r#"<div class="table-wrap"><table id="destinations-table"><thead><tr><th class="select" scope="col"><input type="checkbox" id="select-page" data-action="select-page" aria-label="Select every destination in backoff on this page"></th>"#,
+    let mut out = format!(
+        r#"<div class="table-wrap"><table id="destinations-table"><thead><tr><th class="select" scope="col"><input type="checkbox" id="select-page" data-action="{SelectPage}" aria-label="Select every destination in backoff on this page"></th>"#,
     );
     for (field, label, order) in COLUMNS {
         match order {

@@ -5,6 +5,8 @@
 
 use std::fmt::Write;
 
+use herald_shared::Action;
+
 /// The page sizes offered.
 pub const PAGE_SIZES: [u64; 4] = [25, 50, 100, 500];
 
@@ -23,10 +25,10 @@ pub fn targets(from: u64, limit: u64, shown: usize, total: u64) -> [(u64, bool);
 /// The `(from, limit)` a pager control asks for: `page` keeps the limit,
 /// `size` starts again from the first row; `None` for other actions or
 /// values that are not numbers.
-pub fn requested(action: &str, arg: &str, value: &str, limit: u64) -> Option<(u64, u64)> {
+pub fn requested(action: Action, arg: &str, value: &str, limit: u64) -> Option<(u64, u64)> {
     match action {
-        "page" => arg.parse().ok().map(|from| (from, limit)),
-        "size" => value.parse().ok().map(|size| (0, size)),
+        Action::Page => arg.parse().ok().map(|from| (from, limit)),
+        Action::Size => value.parse().ok().map(|size| (0, size)),
         _ => None,
     }
 }
@@ -43,12 +45,17 @@ pub fn pager(id: &str, from: u64, limit: u64, shown: usize, total: u64) -> Strin
         buttons.into_iter().zip(targets(from, limit, shown, total))
     {
         let disabled = if enabled { "" } else { " disabled" };
+        let page = Action::Page;
         let _ = write!(
             out,
-            r#"<button type="button" id="{button}" data-action="page" data-arg="{to}"{disabled}>{label}</button>"#
+            r#"<button type="button" id="{button}" data-action="{page}" data-arg="{to}"{disabled}>{label}</button>"#
         );
     }
-    out.push_str(r#"<label>Per page <select id="page-size" data-action="size">"#);
+    let _ = write!(
+        out,
+        r#"<label>Per page <select id="page-size" data-action="{}">"#,
+        Action::Size
+    );
     for n in PAGE_SIZES {
         let selected = if n == limit { " selected" } else { "" };
         let _ = write!(out, r#"<option value="{n}"{selected}>{n}</option>"#);
@@ -79,10 +86,10 @@ mod tests {
 
     #[test]
     fn controls_ask_for_a_page_or_a_size() {
-        assert_eq!(requested("page", "50", "", 25), Some((50, 25)));
-        assert_eq!(requested("size", "", "500", 25), Some((0, 500)));
-        assert_eq!(requested("size", "", "lots", 25), None);
-        assert_eq!(requested("sort", "50", "", 25), None);
+        assert_eq!(requested(Action::Page, "50", "", 25), Some((50, 25)));
+        assert_eq!(requested(Action::Size, "", "500", 25), Some((0, 500)));
+        assert_eq!(requested(Action::Size, "", "lots", 25), None);
+        assert_eq!(requested(Action::Sort, "50", "", 25), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::components::destinations_table::sort_header;
 use crate::components::pager::{self, pager};
 use crate::session::use_session;
 use crate::{dom, format, html};
+use herald_shared::Action::{ResetAsk, ResetCancel, ResetConfirm};
 
 const DIALOG: &str = "reset-dialog";
 
@@ -68,7 +69,7 @@ fn details_html(
         (false, _) => (" disabled", "Not in backoff: there is nothing to reset."),
     };
     format!(
-        r#"<div class="table-wrap">{}</div>{}<div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="reset-ask"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>"#,
+        r#"<div class="table-wrap">{}</div>{}<div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="{ResetAsk}"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>"#,
         html::details(&row, now),
         queue.map(|q| html::queue(q, now)).unwrap_or_default(),
         status.key()
@@ -92,7 +93,7 @@ fn dialog_html(name: &str, running: bool) -> String {
         ("", "Reset connection")
     };
     format!(
-        r#"<h2 id="reset-title">Reset connection?</h2><p>Herald forgets the backoff of <strong>{}</strong> and tries it again at once if anything is queued for it.</p><div class="actions"><button type="button" id="reset-confirm" class="danger" data-action="reset-confirm"{disabled}>{label}</button><button type="button" id="reset-cancel" class="secondary" data-action="reset-cancel" autofocus{disabled}>Cancel</button></div>"#,
+        r#"<h2 id="reset-title">Reset connection?</h2><p>Herald forgets the backoff of <strong>{}</strong> and tries it again at once if anything is queued for it.</p><div class="actions"><button type="button" id="reset-confirm" class="danger" data-action="{ResetConfirm}"{disabled}>{label}</button><button type="button" id="reset-cancel" class="secondary" data-action="{ResetCancel}" autofocus{disabled}>Cancel</button></div>"#,
         html::escape(name)
     )
 }
@@ -204,13 +205,13 @@ pub fn DestinationPage() -> impl IntoView {
     };
 
     // Every control below is drawn as markup and handled here.
-    let act = move |action: &str, arg: String, ev: &leptos::ev::Event| {
+    let act = move |action: herald_shared::Action, arg: String, ev: &leptos::ev::Event| {
         let q = rooms_query.get_untracked();
         match action {
-            "reset-ask" => dom::show_modal(DIALOG),
-            "reset-confirm" => confirm(),
-            "reset-cancel" => dom::close_modal(DIALOG),
-            "sort" => go_rooms(RoomsQuery {
+            ResetAsk => dom::show_modal(DIALOG),
+            ResetConfirm => confirm(),
+            ResetCancel => dom::close_modal(DIALOG),
+            herald_shared::Action::Sort => go_rooms(RoomsQuery {
                 from: 0,
                 dir: q.dir.flip(),
                 ..q

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use herald_shared::{DestinationsQuery, OrderBy};
+use herald_shared::{Action, DestinationsQuery, OrderBy};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_location, use_navigate};
@@ -148,15 +148,15 @@ pub fn DestinationsPage() -> impl IntoView {
     };
 
     // Every control below is drawn as markup and handled here.
-    let act = move |action: &str, arg: String, ev: &leptos::ev::Event| {
+    let act = move |action: Action, arg: String, ev: &leptos::ev::Event| {
         let q = query.get_untracked();
         match action {
-            "sort" => {
+            Action::Sort => {
                 if let Some(order) = OrderBy::parse(&arg) {
                     go(sorted_by(&q, order));
                 }
             }
-            "page" | "size" => {
+            Action::Page | Action::Size => {
                 let value = event_target_value(ev);
                 if let Some((from, limit)) = pager::requested(action, &arg, &value, q.limit) {
                     go(DestinationsQuery { from, limit, ..q });

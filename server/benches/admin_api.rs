@@ -21,9 +21,14 @@
 //!
 //! Every response is checked (status, row counts, totals, order, filter
 //! matches) before its sample counts, so errors cannot pass as fast answers.
+//!
+//! Then the list requests are asked again while the intake API runs at full
+//! speed on a copy of the database (`intake_load`): p50 and p99 quiet and
+//! loaded. `HERALD_BENCH_UNDER_INTAKE=0` skips that part.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod host;
+mod intake_load;
 
 use host::{env_number, machine, status_kb};
 
@@ -832,12 +837,16 @@ fn rows_from_env() -> usize {
 }
 
 async fn login(client: &reqwest::Client, base: &str) -> String {
+    login_as(client, base, ADMIN, ADMIN_PASSWORD).await
+}
+
+async fn login_as(client: &reqwest::Client, base: &str, user: &str, password: &str) -> String {
     let resp = client
         .post(format!("{base}/_matrix/client/v3/login"))
         .json(&serde_json::json!({
             "type": "m.login.password",
-            "identifier": {"type": "m.id.user", "user": ADMIN},
-            "password": ADMIN_PASSWORD,
+            "identifier": {"type": "m.id.user", "user": user},
+            "password": password,
         }))
         .send()
         .await
@@ -966,6 +975,21 @@ async fn bench(n: usize) {
         over,
         outcomes.len()
     );
+
+    // The same list requests while the intake writes the index (on a copy).
+    if std::env::var("HERALD_BENCH_UNDER_INTAKE").as_deref() != Ok("0") {
+        store.close().await;
+        let list_cases: Vec<intake_load::ListCase> = cases
+            .iter()
+            .filter(|c| matches!(c.check, Check::List(_)))
+            .map(|c| intake_load::ListCase {
+                name: c.name.clone(),
+                path: c.path.clone(),
+                target_ms: c.kind.target_ms(),
+            })
+            .collect();
+        intake_load::run(&db, ADMIN, ADMIN_PASSWORD, SERVER_NAME, &list_cases).await;
+    }
 }
 
 fn main() {

@@ -6,13 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 use herald_store::now_ms;
 
@@ -70,6 +66,17 @@ pub async fn run(
     per_second: f64,
 ) {
     let pause = Duration::from_secs_f64(1.0 / per_second.max(0.1));
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(error = %e, "demo generator: no HTTP client");
+            return;
+        }
+    };
     let mut n: u64 = 0;
     let mut warned = false;
     loop {
@@ -82,10 +89,10 @@ pub async fn run(
             };
             next_request(&origin, room, n, &mut rng)
         };
-        match post_json(admin, &path, &token, &body).await {
+        match post_json(&client, admin, &path, &token, &body).await {
             Ok((200, _)) => warned = false,
             Ok((status, answer)) if !warned => {
-                tracing::warn!(status, answer = %String::from_utf8_lossy(&answer), "demo generator: intake refused");
+                tracing::warn!(status, answer = ?answer, "demo generator: intake refused");
                 warned = true;
             }
             Err(e) if !warned => {
@@ -148,31 +155,20 @@ fn next_request(origin: &str, room: &Room, n: u64, rng: &mut impl Rng) -> (Strin
 
 /// `POST http://<addr><path>` with a bearer token: status and body.
 async fn post_json(
+    client: &reqwest::Client,
     addr: SocketAddr,
     path: &str,
     token: &str,
     body: &Value,
-) -> Result<(u16, Bytes), String> {
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let request = hyper::Request::post(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
+) -> Result<(u16, String), String> {
+    let response = client
+        .post(format!("http://{addr}{path}"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
         .await
         .map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
-    let body = Limited::new(response.into_body(), 64 * 1024)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, body))
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    Ok((status, text))
 }

@@ -23,12 +23,10 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::federation_listener::TlsListener;
 use herald_keys::x_matrix::{verify_request, XMatrix};
@@ -117,7 +115,8 @@ struct Inner {
     forced_status: Mutex<Option<u16>>,
     received: Mutex<Received>,
     counter: AtomicU64,
-    tls: Arc<rustls::ClientConfig>,
+    /// Fetches origins' keys (HTTPS, trusting the client TLS config given).
+    http: reqwest::Client,
     /// Origins' verify keys by (origin, key id), until `valid_until_ts`.
     key_cache: Mutex<HashMap<(String, String), (VerifyKey, i64)>>,
     key_fetches: AtomicU64,
@@ -157,7 +156,7 @@ impl Homeserver {
             forced_status: Mutex::new(None),
             received: Mutex::new(Received::default()),
             counter: AtomicU64::new(0),
-            tls: client_tls,
+            http: key_client(client_tls)?,
             key_cache: Mutex::new(HashMap::new()),
             key_fetches: AtomicU64::new(0),
             rng: Mutex::new(rng),
@@ -390,7 +389,7 @@ async fn origin_key(inner: &Inner, origin: &str, key_id: &str) -> Result<VerifyK
             return Ok(*key);
         }
     }
-    let keys = fetch_keys(&inner.tls, origin).await?;
+    let keys = fetch_keys(&inner.http, origin).await?;
     inner.key_fetches.fetch_add(1, Ordering::Relaxed);
     if keys["server_name"] != origin {
         return Err(format!(
@@ -421,43 +420,43 @@ async fn origin_key(inner: &Inner, origin: &str, key_id: &str) -> Result<VerifyK
     Ok(key)
 }
 
+/// The client that fetches origins' keys: TLS as `tls` says, no proxy, no
+/// redirects, 10 s per fetch.
+fn key_client(tls: Arc<rustls::ClientConfig>) -> Result<reqwest::Client, HomeserverError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls((*tls).clone())
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| HomeserverError::Key(format!("key client: {e}")))
+}
+
 /// `GET https://<origin>/_matrix/key/v2/server`, for origins named by an IP
-/// literal and port (the demo's and the tests').
-async fn fetch_keys(tls: &Arc<rustls::ClientConfig>, origin: &str) -> Result<Value, String> {
+/// literal and port (the demo's and the tests'); at most 64 KiB.
+async fn fetch_keys(client: &reqwest::Client, origin: &str) -> Result<Value, String> {
     let addr: SocketAddr = origin
         .parse()
         .map_err(|_| format!("{origin}: only 127.0.0.1:<port> origins are fetched here"))?;
     let fetch = async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-        let stream = tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(name, tcp)
+        let mut response = client
+            .get(format!("https://{addr}/_matrix/key/v2/server"))
+            .send()
             .await
             .map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let request = hyper::Request::get("/_matrix/key/v2/server")
-            .header(hyper::header::HOST, origin)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        if response.status() != StatusCode::OK {
+        if response.status() != reqwest::StatusCode::OK {
             return Err(format!("answered {}", response.status()));
         }
-        let body = Limited::new(response.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > 64 * 1024 {
+                return Err("key answer over 64 KiB".to_owned());
+            }
+            body.extend_from_slice(&chunk);
+        }
         serde_json::from_slice(&body).map_err(|e| e.to_string())
     };
-    tokio::time::timeout(Duration::from_secs(10), fetch)
+    fetch
         .await
-        .map_err(|_| "timed out".to_owned())?
         .map_err(|e: String| format!("fetching {origin}'s keys: {e}"))
 }

@@ -1,8 +1,21 @@
 //! Connections for the federation client: the rustls client configuration
 //! (`federation_verify_certificates`, `federation_custom_ca_list`), opening
 //! a TCP + TLS connection to one resolved address with the destination's
-//! TLS name as SNI and certificate name, and a small keep-alive pool of
-//! HTTP/1.1 connections keyed by (address, TLS name).
+//! TLS name as SNI and certificate name (within a per-address connect
+//! timeout), and a small keep-alive pool of HTTP/1.1 connections keyed by
+//! (address, TLS name).
+//!
+//! Why hand-written rather than reqwest or hyper-util's pooled client: a
+//! federation request is sent to one *resolved address* at a time, chosen
+//! by the spec's resolution (well-known, SRV, port 8448), each address
+//! checked by the IP filter, with a TLS name and a `Host` that are not the
+//! URL's host (a delegated name's SRV target is connected to, but the
+//! certificate must be for the delegated name, and `Host` is the server
+//! name). Those clients pool by URL authority and derive SNI and `Host`
+//! from it; reaching each candidate address with another TLS name would
+//! need a client (and a pool) per destination. The connections themselves
+//! are hyper's (`hyper::client::conn::http1`); only the choosing of the
+//! address and the keep-alive bookkeeping are ours.
 
 use std::collections::HashMap;
 use std::io;

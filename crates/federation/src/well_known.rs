@@ -1,6 +1,7 @@
-//! `/.well-known/matrix/server` delegation: the HTTPS fetch (hyper 1 over
-//! tokio-rustls, redirects followed with a bound and loop check, body at most
-//! 50 KiB) and Synapse's cache (`WellKnownResolver` in Synapse's
+//! `/.well-known/matrix/server` delegation: the HTTPS fetch (reqwest, one
+//! request per hop; redirects followed here with a bound and loop check so
+//! that every hop's addresses pass the IP filter first; body at most 50 KiB)
+//! and Synapse's cache (`WellKnownResolver` in Synapse's
 //! `well_known_resolver.py`): Cache-Control/Expires periods clamped to
 //! 5 min..48 h, 24 h ±10% by default, failures cached 1 h (2 min when the
 //! domain recently had a valid answer), refresh in the last 20% of a period,
@@ -19,15 +20,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
-use hyper::header::{HeaderMap, CACHE_CONTROL, EXPIRES, HOST, LOCATION, USER_AGENT};
-use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use rand::Rng;
-use rustls::pki_types::ServerName as TlsServerName;
-use tokio::net::TcpStream;
+use reqwest::header::{HeaderMap, HeaderValue, CACHE_CONTROL, EXPIRES, HOST, LOCATION};
+use reqwest::{StatusCode, Url};
 use tracing::{debug, info, warn};
 
 use super::dns::{Dns, DnsError};
@@ -109,14 +105,9 @@ pub enum WellKnownError {
     /// connected to.
     #[error("{host}: address {ip} is blocked by the IP range filter")]
     Blocked { host: String, ip: IpAddr },
-    #[error("could not connect to {0}: {1}")]
-    Connect(String, std::io::Error),
-    #[error("TLS handshake with {0} failed: {1}")]
-    Tls(String, std::io::Error),
-    #[error("invalid TLS server name {0}")]
-    TlsName(String),
-    #[error("HTTP error: {0}")]
-    Http(#[from] hyper::Error),
+    /// No answer: connecting, the TLS handshake or the HTTP exchange failed.
+    #[error("request to {0} failed: {1}")]
+    Request(String, reqwest::Error),
     #[error("timed out")]
     Timeout,
     #[error("non-200 response {0}")]
@@ -390,12 +381,9 @@ impl WellKnownResolver {
     async fn get_following_redirects(
         &self,
         host: &str,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), WellKnownError> {
-        let mut url = Url {
-            host: host.to_owned(),
-            port: None,
-            path: "/.well-known/matrix/server".to_owned(),
-        };
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), WellKnownError> {
+        let mut url = Url::parse(&format!("https://{host}/.well-known/matrix/server"))
+            .map_err(|_| WellKnownError::BadRedirect(host.to_owned()))?;
         let mut seen = HashSet::new();
         for _ in 0..=MAX_REDIRECTS {
             if !seen.insert(url.clone()) {
@@ -413,8 +401,7 @@ impl WellKnownResolver {
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| WellKnownError::BadRedirect(String::new()))?;
             debug!(from = %url, to = location, "well-known redirect");
-            url = url
-                .join(location)
+            url = join(&url, location)
                 .ok_or_else(|| WellKnownError::BadRedirect(location.to_owned()))?;
         }
         Err(WellKnownError::TooManyRedirects)
@@ -451,56 +438,75 @@ impl WellKnownResolver {
         Ok(ips)
     }
 
-    /// One GET over a fresh TLS connection.
-    async fn get_once(&self, url: &Url) -> Result<(StatusCode, HeaderMap, Bytes), WellKnownError> {
-        let port = url.port.unwrap_or(self.config.port);
-        let host = url.host.trim_start_matches('[').trim_end_matches(']');
-        let ips = self.allowed_addresses(host).await?;
-        debug!(url = %url, addresses = ?ips, "well-known request");
-        let mut last_err = None;
-        let mut tcp = None;
-        for ip in ips {
-            match TcpStream::connect(SocketAddr::new(ip, port)).await {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last_err = Some(e),
-            }
-        }
-        let Some(tcp) = tcp else {
-            let e = last_err.unwrap_or_else(|| std::io::Error::other("no address"));
-            return Err(WellKnownError::Connect(url.authority(), e));
+    /// One GET, to the addresses the IP filter allowed and no others: the
+    /// hop's client resolves the host to exactly those (reqwest connects to
+    /// an IP literal as it is, after the filter passed it). A URL without a
+    /// port goes to the configured port, with a `Host` of the bare name.
+    async fn get_once(
+        &self,
+        url: &Url,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), WellKnownError> {
+        let host = url
+            .host_str()
+            .ok_or_else(|| WellKnownError::BadRedirect(url.to_string()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let authority = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
         };
-        let name = TlsServerName::try_from(host.to_owned())
-            .map_err(|_| WellKnownError::TlsName(host.to_owned()))?;
-        let tls = tokio_rustls::TlsConnector::from(self.config.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| WellKnownError::Tls(url.authority(), e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "well-known connection ended");
-            }
-        });
-        let request = Request::get(url.path.as_str())
-            .header(HOST, url.authority())
-            .header(USER_AGENT, self.config.user_agent.as_str())
-            .body(Empty::<Bytes>::new())
+        let port = url.port().unwrap_or(self.config.port);
+        let ips = self.allowed_addresses(&host).await?;
+        debug!(url = %url, addresses = ?ips, "well-known request");
+        let addrs: Vec<SocketAddr> = ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
+        let failed = |e: reqwest::Error| WellKnownError::Request(authority.clone(), e);
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls((*self.config.tls).clone())
+            .resolve_to_addrs(&host, &addrs)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .http1_only()
+            .user_agent(self.config.user_agent.as_str())
+            .build()
+            .map_err(failed)?;
+        let mut target = url.clone();
+        target
+            .set_port(Some(port))
+            .map_err(|()| WellKnownError::BadRedirect(url.to_string()))?;
+        let host_header = HeaderValue::from_str(&authority)
             .map_err(|_| WellKnownError::BadRedirect(url.to_string()))?;
-        let response = sender.send_request(request).await?;
-        let (parts, body) = response.into_parts();
-        let body = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+        let mut response = client
+            .get(target)
+            .header(HOST, host_header)
+            .send()
+            .await
+            .map_err(failed)?;
+        let status = response.status();
+        let headers = std::mem::take(response.headers_mut());
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if body.len() + chunk.len() > MAX_BODY {
                 warn!(host, limit = MAX_BODY, "well-known body too large");
                 return Err(WellKnownError::TooLarge);
             }
-            Err(e) => return Err(WellKnownError::Body(e.to_string())),
-        };
-        Ok((parts.status, parts.headers, body))
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, headers, body))
     }
+}
+
+/// Resolves a `Location` against the URL that answered with it (RFC 3986,
+/// by the url crate); only https targets are followed.
+fn join(base: &Url, location: &str) -> Option<Url> {
+    if location.is_empty() || location.contains(char::is_whitespace) {
+        return None;
+    }
+    let next = base.join(location).ok()?;
+    (next.scheme() == "https" && next.host_str().is_some()).then_some(next)
 }
 
 /// `{"m.server": "<server name>"}` → the server name, checked.
@@ -548,80 +554,11 @@ pub fn cache_period_from_headers(headers: &HeaderMap, now: SystemTime) -> Option
     })
 }
 
-/// An https URL as far as the fetch needs one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Url {
-    host: String,
-    port: Option<u16>,
-    /// Path and query.
-    path: String,
-}
-
-impl Url {
-    fn authority(&self) -> String {
-        match self.port {
-            Some(p) => format!("{}:{p}", self.host),
-            None => self.host.clone(),
-        }
-    }
-
-    /// Resolve a `Location` against this URL. Only https targets are
-    /// accepted.
-    fn join(&self, location: &str) -> Option<Url> {
-        if !location.contains("://") && !location.starts_with('/') {
-            // A relative path ("other", "../x"): `Uri` would read it as an
-            // authority. Resolve it against this URL's directory.
-            if location.is_empty() || location.contains(char::is_whitespace) {
-                return None;
-            }
-            let base = self.path.split('?').next().unwrap_or("/");
-            let dir = &base[..base.rfind('/').map_or(0, |i| i + 1)];
-            return Some(Url {
-                host: self.host.clone(),
-                port: self.port,
-                path: format!("{dir}{location}"),
-            });
-        }
-        let uri: Uri = location.parse().ok()?;
-        let path = uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .filter(|p| !p.is_empty());
-        if let Some(scheme) = uri.scheme_str() {
-            if !scheme.eq_ignore_ascii_case("https") {
-                return None;
-            }
-            let authority = uri.authority()?;
-            return Some(Url {
-                host: authority.host().to_owned(),
-                port: authority.port_u16(),
-                path: path.unwrap_or_else(|| "/".to_owned()),
-            });
-        }
-        if uri.authority().is_some() {
-            return None;
-        }
-        let path = path.filter(|p| p.starts_with('/'))?;
-        Some(Url {
-            host: self.host.clone(),
-            port: self.port,
-            path,
-        })
-    }
-}
-
-impl std::fmt::Display for Url {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "https://{}{}", self.authority(), self.path)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::HeaderValue;
 
-    fn headers(pairs: &[(&hyper::header::HeaderName, &str)]) -> HeaderMap {
+    fn headers(pairs: &[(&reqwest::header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
             h.append((*k).clone(), HeaderValue::from_str(v).unwrap());
@@ -652,18 +589,21 @@ mod tests {
 
     #[test]
     fn redirect_join() {
-        let base = Url {
-            host: "a.test".into(),
-            port: None,
-            path: "/.well-known/matrix/server".into(),
-        };
+        let base = Url::parse("https://a.test/.well-known/matrix/server").unwrap();
         assert_eq!(
-            base.join("other").unwrap().path,
+            join(&base, "other").unwrap().path(),
             "/.well-known/matrix/other"
         );
-        assert_eq!(base.join("/x?y=1").unwrap().path, "/x?y=1");
-        let abs = base.join("https://b.test:8443/w").unwrap();
-        assert_eq!((abs.host.as_str(), abs.port), ("b.test", Some(8443)));
-        assert!(base.join("http://b.test/w").is_none());
+        let rooted = join(&base, "/x?y=1").unwrap();
+        assert_eq!(
+            format!("{}?{}", rooted.path(), rooted.query().unwrap_or("")),
+            "/x?y=1"
+        );
+        let abs = join(&base, "https://b.test:8443/w").unwrap();
+        assert_eq!(
+            (abs.host_str().unwrap(), abs.port()),
+            ("b.test", Some(8443))
+        );
+        assert!(join(&base, "http://b.test/w").is_none());
     }
 }

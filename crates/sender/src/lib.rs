@@ -20,11 +20,20 @@ use std::time::Duration;
 
 use herald_federation::FederationClient;
 use herald_shared::DestinationQueue;
-use herald_store::{now_ms, Store, StoreError};
+use herald_store::{Store, StoreError};
 use metrics::{SenderGauges, SenderMetrics};
 use scheduler::{Shared, Wake};
 
 pub use intake::{EdusBody, IntakeError, PdusBody};
+
+/// Milliseconds since the epoch: where the sender reads the time (due
+/// times, transaction timestamps). Tests may drive it by hand.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(herald_store::now_ms)
+}
 
 /// What the sender is built from (the binary fills it from its config).
 #[derive(Debug, Clone, PartialEq)]
@@ -96,12 +105,24 @@ impl Sender {
         settings: &SenderSettings,
         metrics: Arc<dyn SenderMetrics>,
     ) -> Sender {
+        Sender::start_with_clock(store, client, settings, metrics, system_clock())
+    }
+
+    /// The same, reading the time from `clock`.
+    pub fn start_with_clock(
+        store: Store,
+        client: Arc<FederationClient>,
+        settings: &SenderSettings,
+        metrics: Arc<dyn SenderMetrics>,
+        clock: Clock,
+    ) -> Sender {
         let shared = Arc::new(Shared::new(
             store.clone(),
             client,
             settings,
             metrics,
             MAX_SENDING,
+            clock,
         ));
         tokio::spawn(
             shared
@@ -138,7 +159,7 @@ impl Sender {
         let mut gauges = self.shared.gauges(known);
         match self.shared.store.outbox.oldest_undelivered_ts().await {
             Ok(Some(ts)) => {
-                gauges.oldest_undelivered_secs = (now_ms() - ts).max(0) as f64 / 1000.0;
+                gauges.oldest_undelivered_secs = (self.shared.now() - ts).max(0) as f64 / 1000.0;
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read the oldest undelivered event"),

@@ -15,7 +15,7 @@ use super::scheduler::Shared;
 use super::transaction::{self, Contents, InFlight, MAX_EDUS, MAX_PDUS};
 use herald_federation::client::{FederationError, RequestOptions};
 use herald_store::delivery::{Delivery, PendingEdu, PendingPdu, Superseded};
-use herald_store::{now_ms, OutboxError, StoreError};
+use herald_store::{OutboxError, StoreError};
 
 /// How long the queue waits after a database error before trying again.
 const STORE_ERROR_WAIT_MS: i64 = 5_000;
@@ -52,7 +52,7 @@ impl Drop for Park<'_> {
     fn drop(&mut self) {
         if self.armed {
             self.shared
-                .wait_until(self.name, now_ms() + STORE_ERROR_WAIT_MS);
+                .wait_until(self.name, self.shared.now() + STORE_ERROR_WAIT_MS);
         }
     }
 }
@@ -90,7 +90,7 @@ pub(super) async fn run(shared: Arc<Shared>, name: Arc<str>) {
             }
             Err(e) => {
                 tracing::error!(destination = %name, error = %e, "sender queue: database error");
-                shared.wait_until(&name, now_ms() + STORE_ERROR_WAIT_MS);
+                shared.wait_until(&name, shared.now() + STORE_ERROR_WAIT_MS);
                 park.armed = false;
                 return;
             }
@@ -202,7 +202,7 @@ async fn send(
         Some(t) if t.contents == contents => t,
         _ => InFlight {
             txn_id: shared.txn_ids.next().await?,
-            origin_server_ts: now_ms(),
+            origin_server_ts: shared.now(),
             contents,
         },
     };
@@ -259,7 +259,7 @@ async fn failed(
     error: FederationError,
     contents: &Contents,
 ) -> Result<Step, QueueError> {
-    let now = now_ms();
+    let now = shared.now();
     match &error {
         // Never sendable: the queue must not wait behind it forever.
         FederationError::InvalidRequest(reason) => {

@@ -16,10 +16,10 @@ use tokio::sync::{broadcast, Notify, Semaphore};
 
 use super::metrics::{SenderGauges, SenderMetrics};
 use super::transaction::{InFlight, TxnIds};
-use super::SenderSettings;
+use super::{Clock, SenderSettings};
 use herald_federation::FederationClient;
 use herald_shared::SenderState;
-use herald_store::{now_ms, Store};
+use herald_store::Store;
 
 /// Destinations resumed per second at start-up.
 const RESUME_PER_SECOND: usize = 100;
@@ -41,6 +41,8 @@ pub(super) struct Shared {
     pub catch_up_after_ms: i64,
     /// Queue tasks sending at once.
     pub permits: Semaphore,
+    /// Where every due time and timestamp of the sender comes from.
+    clock: Clock,
     state: Mutex<State>,
     /// Told when the earliest due time may have changed.
     timers_changed: Notify,
@@ -97,6 +99,7 @@ impl Shared {
         settings: &SenderSettings,
         metrics: Arc<dyn SenderMetrics>,
         max_sending: usize,
+        clock: Clock,
     ) -> Shared {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Shared {
@@ -109,14 +112,20 @@ impl Shared {
             client,
             metrics,
             permits: Semaphore::new(max_sending),
+            clock,
             state: Mutex::new(State::default()),
             timers_changed: Notify::new(),
         }
     }
 
+    /// Milliseconds since the epoch, by the sender's clock.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
     /// Wakes `name` (see [`Wake`]); true when its queue starts now.
     pub fn wake(self: &Arc<Self>, name: &str, why: Wake) -> bool {
-        let now = now_ms();
+        let now = self.now();
         let start = {
             let mut state = self.state.lock();
             let state = &mut *state;
@@ -275,7 +284,7 @@ impl Shared {
     /// Starts every destination whose time has come; how long until the
     /// next one.
     fn start_due(self: &Arc<Self>) -> Option<Duration> {
-        let now = now_ms();
+        let now = self.now();
         let mut due = Vec::new();
         let next = {
             let mut state = self.state.lock();
@@ -384,5 +393,106 @@ impl Shared {
         }
         gauges.idle = (known as u64).saturating_sub(state.destinations.len() as u64);
         gauges
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use herald_federation::{BackoffPolicy, ClientSettings, FederationSettings};
+    use herald_keys::{ServerKeys, SigningKey};
+    use herald_store::DestinationRow;
+
+    use super::*;
+    use crate::metrics::TxnOutcome;
+
+    struct NoMetrics;
+    impl SenderMetrics for NoMetrics {
+        fn queued(&self, _: u64, _: u64) {}
+        fn transaction(&self, _: TxnOutcome, _: u64, _: u64, _: u64) {}
+    }
+
+    const T0: i64 = 1_750_000_000_000;
+    const BACKOFF: i64 = 600_000;
+
+    /// A destination in a ten-minute backoff is started by the timer when
+    /// its time comes, by the sender's clock, and not a millisecond before:
+    /// the clock is moved by hand, nothing sleeps.
+    #[tokio::test]
+    async fn a_backed_off_destination_starts_when_the_clock_reaches_its_due_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("herald.db")).await.unwrap();
+        store
+            .destinations
+            .put_destinations(&[DestinationRow::new(
+                "later.example",
+                Some(T0),
+                Some(BACKOFF),
+                Some(T0),
+                None,
+            )])
+            .await
+            .unwrap();
+        let settings = FederationSettings {
+            client: ClientSettings::default(),
+            backoff: BackoffPolicy {
+                min_interval: Duration::from_secs(600),
+                multiplier: 2.0,
+                max_interval: Duration::from_secs(86_400),
+            },
+            verify_certificates: true,
+            custom_ca_list: None,
+            ip_range_blacklist: None,
+            ip_range_whitelist: Vec::new(),
+        };
+        let keys = Arc::new(ServerKeys::new(
+            "herald.test",
+            SigningKey::generate("t").unwrap(),
+        ));
+        let client =
+            FederationClient::from_settings(&settings, store.destinations.clone(), keys).unwrap();
+        let now = Arc::new(AtomicI64::new(T0 + 1_000));
+        let clock: Clock = {
+            let now = now.clone();
+            Arc::new(move || now.load(Ordering::SeqCst))
+        };
+        let sender_settings = SenderSettings {
+            server_name: "herald.test".into(),
+            domain_whitelist: None,
+            retry_rejected_after: Duration::from_secs(600),
+            catch_up_after: Duration::from_secs(3600),
+        };
+        let shared = Arc::new(Shared::new(
+            store,
+            Arc::new(client),
+            &sender_settings,
+            Arc::new(NoMetrics),
+            4,
+            clock,
+        ));
+
+        assert!(!shared.wake("later.example", Wake::NewData));
+        assert_eq!(shared.state_of("later.example"), SenderState::BackingOff);
+        assert_eq!(
+            shared.start_due(),
+            Some(Duration::from_millis((BACKOFF - 1_000) as u64))
+        );
+
+        now.store(T0 + BACKOFF - 1, Ordering::SeqCst);
+        assert_eq!(shared.start_due(), Some(Duration::from_millis(1)));
+        assert_eq!(shared.state_of("later.example"), SenderState::BackingOff);
+
+        now.store(T0 + BACKOFF, Ordering::SeqCst);
+        assert_eq!(shared.start_due(), None);
+        assert_ne!(shared.state_of("later.example"), SenderState::BackingOff);
+        // Nothing is queued for it: its task finds the queue empty and ends.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while shared.state_of("later.example") != SenderState::Idle
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(shared.state_of("later.example"), SenderState::Idle);
     }
 }

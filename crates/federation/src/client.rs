@@ -367,6 +367,27 @@ impl FederationClient {
             .await
     }
 
+    /// `PUT` with a body that is canonical JSON text already (the sender's
+    /// transactions, spliced from stored canonical PDUs): signed and sent as
+    /// it is, not parsed and written again. Text that is not canonical JSON
+    /// makes a signature the destination refuses.
+    pub async fn put_canonical_json<T: DeserializeOwned>(
+        &self,
+        destination: &str,
+        path_and_query: &str,
+        canonical_body: &str,
+        options: RequestOptions,
+    ) -> Result<T, FederationError> {
+        self.request_canonical(
+            Method::PUT,
+            destination,
+            path_and_query,
+            Some(canonical_body),
+            options,
+        )
+        .await
+    }
+
     pub async fn post_json<T: DeserializeOwned>(
         &self,
         destination: &str,
@@ -396,6 +417,32 @@ impl FederationClient {
         destination: &str,
         path_and_query: &str,
         body: Option<&Value>,
+        options: RequestOptions,
+    ) -> Result<T, FederationError> {
+        let canonical = body
+            .map(herald_keys::to_canonical_json)
+            .transpose()
+            .map_err(|e| {
+                FederationError::InvalidRequest(format!("the body cannot be canonical JSON: {e}"))
+            })?;
+        self.request_canonical(
+            method,
+            destination,
+            path_and_query,
+            canonical.as_deref(),
+            options,
+        )
+        .await
+    }
+
+    /// [`request_json`](Self::request_json) with the body as canonical JSON
+    /// text.
+    async fn request_canonical<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        destination: &str,
+        path_and_query: &str,
+        body: Option<&str>,
         options: RequestOptions,
     ) -> Result<T, FederationError> {
         let answer = self
@@ -444,7 +491,7 @@ impl FederationClient {
         method: Method,
         destination: &str,
         path_and_query: &str,
-        body: Option<&Value>,
+        body: Option<&str>,
         options: RequestOptions,
     ) -> Result<Answer, FederationError> {
         let first = self
@@ -473,7 +520,7 @@ impl FederationClient {
         method: Method,
         destination: &str,
         path_and_query: &str,
-        body: Option<&Value>,
+        body: Option<&str>,
         options: RequestOptions,
     ) -> Result<Answer, FederationError> {
         if let Some(allowed) = &self.settings.domain_whitelist {
@@ -527,7 +574,7 @@ impl FederationClient {
         method: Method,
         destination: &str,
         path_and_query: &str,
-        body: Option<&Value>,
+        body: Option<&str>,
         options: RequestOptions,
     ) -> Result<Answer, FederationError> {
         let bad = |m: String| FederationError::InvalidRequest(m);
@@ -538,10 +585,7 @@ impl FederationClient {
         {
             return Err(bad(format!("`{path_and_query}` is not a path")));
         }
-        let canonical = body
-            .map(herald_keys::to_canonical_json)
-            .transpose()
-            .map_err(|e| bad(format!("the body cannot be canonical JSON: {e}")))?;
+        let canonical = body;
         // Signed over the very bytes that are sent.
         let auth = if self.settings.sign_requests {
             let auth = herald_keys::x_matrix::sign_canonical_request(
@@ -549,7 +593,7 @@ impl FederationClient {
                 method.as_str(),
                 path_and_query,
                 destination,
-                canonical.as_deref(),
+                canonical,
             );
             Some(
                 HeaderValue::from_str(&auth.to_header())
@@ -558,7 +602,7 @@ impl FederationClient {
         } else {
             None
         };
-        let content = canonical.map(Bytes::from);
+        let content = canonical.map(|text| Bytes::copy_from_slice(text.as_bytes()));
         let timeout = options.timeout.unwrap_or(self.settings.client_timeout);
         let mut retries_left = if options.long_retries {
             self.settings.max_long_retries

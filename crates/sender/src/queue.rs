@@ -218,7 +218,7 @@ async fn send(
     };
     match shared
         .client
-        .put_json::<Value>(name, &path, Some(&body), options)
+        .put_canonical_json::<Value>(name, &path, &body, options)
         .await
     {
         Ok(answer) => {

@@ -3,7 +3,8 @@
 //! (`{origin, origin_server_ts, pdus, edus}`) built from what the store
 //! queued, and what the destination's answer says about each PDU.
 
-use serde_json::{Map, Value};
+use serde::de::IgnoredAny;
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 use herald_store::delivery::{PendingEdu, PendingPdu};
@@ -72,41 +73,65 @@ pub struct InFlight {
     pub contents: Contents,
 }
 
-/// The body of `PUT /_matrix/federation/v1/send/{txnId}`. A PDU or EDU
-/// whose stored JSON does not parse (a damaged row) is left out and logged;
-/// it still counts as sent so that it cannot block the queue.
-pub fn body(origin: &str, now_ms: i64, pdus: &[PendingPdu], edus: &[PendingEdu]) -> Value {
-    let pdus: Vec<Value> = pdus
-        .iter()
-        .filter_map(|pdu| match serde_json::from_str(&pdu.pdu_json) {
-            Ok(value) => Some(value),
-            Err(e) => {
-                tracing::error!(event_id = %pdu.event_id, error = %e, "stored PDU is not JSON; skipped");
-                None
-            }
-        })
-        .collect();
-    let edus: Vec<Value> = edus
-        .iter()
-        .filter_map(|edu| match serde_json::from_str::<Value>(&edu.content_json) {
-            Ok(content) => {
-                let mut object = Map::new();
-                object.insert("edu_type".into(), Value::String(edu.edu_type.clone()));
-                object.insert("content".into(), content);
-                Some(Value::Object(object))
-            }
-            Err(e) => {
-                tracing::error!(edu_id = edu.id, error = %e, "stored EDU content is not JSON; skipped");
-                None
-            }
-        })
-        .collect();
-    let mut object = Map::new();
-    object.insert("origin".into(), Value::String(origin.to_owned()));
-    object.insert("origin_server_ts".into(), Value::from(now_ms));
-    object.insert("pdus".into(), Value::Array(pdus));
-    object.insert("edus".into(), Value::Array(edus));
-    Value::Object(object)
+/// The body of `PUT /_matrix/federation/v1/send/{txnId}`, as canonical
+/// JSON text ready to sign and send. The stored PDUs and EDU contents are
+/// canonical already (the intake stored them so), so they are spliced in as
+/// they are rather than parsed and written again: keys in canonical order
+/// (`edus`, `origin`, `origin_server_ts`, `pdus`; an EDU's `content` before
+/// its `edu_type`). A PDU or EDU whose stored text is not JSON (a damaged
+/// row) is left out and logged; it still counts as sent so that it cannot
+/// block the queue.
+pub fn body(origin: &str, now_ms: i64, pdus: &[PendingPdu], edus: &[PendingEdu]) -> String {
+    let is_json = |text: &str| serde_json::from_str::<IgnoredAny>(text).is_ok();
+    let size = pdus.iter().map(|p| p.pdu_json.len() + 1).sum::<usize>()
+        + edus
+            .iter()
+            .map(|e| e.content_json.len() + 40)
+            .sum::<usize>()
+        + 128;
+    let mut out = String::with_capacity(size);
+    out.push_str(r#"{"edus":["#);
+    let mut first = true;
+    for edu in edus {
+        if !is_json(&edu.content_json) {
+            tracing::error!(edu_id = edu.id, "stored EDU content is not JSON; skipped");
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(r#"{"content":"#);
+        out.push_str(&edu.content_json);
+        out.push_str(r#","edu_type":"#);
+        out.push_str(&json_string(&edu.edu_type));
+        out.push('}');
+    }
+    out.push_str(r#"],"origin":"#);
+    out.push_str(&json_string(origin));
+    out.push_str(r#","origin_server_ts":"#);
+    out.push_str(&now_ms.to_string());
+    out.push_str(r#","pdus":["#);
+    let mut first = true;
+    for pdu in pdus {
+        if !is_json(&pdu.pdu_json) {
+            tracing::error!(event_id = %pdu.event_id, "stored PDU is not JSON; skipped");
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(&pdu.pdu_json);
+    }
+    out.push_str("]}");
+    out
+}
+
+/// A string as canonical JSON (quoted, escaped as the spec says).
+fn json_string(text: &str) -> String {
+    herald_keys::to_canonical_json(&Value::String(text.to_owned()))
+        .unwrap_or_else(|_| String::from("\"\""))
 }
 
 /// The PDUs a destination answered with an error
@@ -153,7 +178,7 @@ mod tests {
             edu_type: "m.typing".into(),
             content_json: r#"{"typing":true}"#.into(),
         }];
-        let body = body("me.example", 42, &pdus, &edus);
+        let body: Value = serde_json::from_str(&body("me.example", 42, &pdus, &edus)).unwrap();
         assert_eq!(
             body,
             json!({
@@ -162,6 +187,53 @@ mod tests {
                 "pdus": [{"type": "m.room.message", "n": 1}],
                 "edus": [{"edu_type": "m.typing", "content": {"typing": true}}],
             })
+        );
+    }
+
+    /// Spliced from canonical parts, the body is canonical JSON itself:
+    /// the very text `to_canonical_json` writes for it, so the signature
+    /// over it is the one a receiver checks.
+    #[test]
+    fn the_spliced_body_is_canonical_json() {
+        let pdu = |n: i64, json: Value| PendingPdu {
+            stream_ordering: n,
+            event_id: format!("${n}"),
+            room_id: "!r:x".into(),
+            pdu_json: herald_keys::to_canonical_json(&json).unwrap(),
+        };
+        let pdus = [
+            pdu(
+                1,
+                json!({"type": "m.room.message", "content": {"body": "é \"q\" \u{1}"}, "depth": 3}),
+            ),
+            pdu(
+                2,
+                json!({"room_id": "!r:x", "auth_events": [], "prev_events": ["$1"]}),
+            ),
+        ];
+        let edus = [
+            PendingEdu {
+                id: 1,
+                edu_type: "m.typing".into(),
+                content_json: herald_keys::to_canonical_json(
+                    &json!({"user_id": "@a:x", "typing": true}),
+                )
+                .unwrap(),
+            },
+            PendingEdu {
+                id: 2,
+                edu_type: "m.direct_to_device".into(),
+                content_json: "{}".into(),
+            },
+        ];
+        let text = body("me.example:8448", 1_700_000_000_000, &pdus, &edus);
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(text, herald_keys::to_canonical_json(&value).unwrap());
+        assert_eq!(value["pdus"].as_array().unwrap().len(), 2);
+        let empty = body("me.example", 1, &[], &[]);
+        assert_eq!(
+            empty,
+            r#"{"edus":[],"origin":"me.example","origin_server_ts":1,"pdus":[]}"#
         );
     }
 

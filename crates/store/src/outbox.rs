@@ -202,18 +202,24 @@ impl Outbox {
 
     /// One transaction for all `jobs`; for each PDU job, in job order, its
     /// stream orderings, or why it was refused (an event ID stored before,
-    /// or earlier in this commit, with another room: that job alone is
-    /// rolled back to its savepoint, so the check and the insert are one
-    /// step no concurrent request can slip between). Updates the
-    /// destinations index and room counts after the commit, under the
-    /// destinations writer lock.
+    /// or earlier in this commit, with another room: checked inside this
+    /// transaction by the only writer, before that job writes anything, so
+    /// no concurrent request can slip between the check and the insert).
+    /// Each job costs a handful of statements whatever its size (rows go in
+    /// as JSON arrays through `json_each`): every statement is a round trip
+    /// to SQLite's thread. Updates the destinations index and room counts
+    /// after the commit, under the destinations writer lock.
     async fn commit_jobs(
         &self,
         jobs: &[Job],
     ) -> Result<Vec<Result<Vec<i64>, OutboxError>>, StoreError> {
         let now = now_ms();
         let _writer = self.destinations.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: the write lock at once. The first statement reads (the
+        // event-ID check); a deferred transaction that read first could not
+        // take the lock after another connection wrote (SQLITE_BUSY_SNAPSHOT,
+        // which no busy timeout waits out).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         // Destinations that PDUs were queued for (their rows are created).
         let mut destinations: BTreeSet<&str> = BTreeSet::new();
         let mut orderings = Vec::new();
@@ -222,27 +228,20 @@ impl Outbox {
         let mut delivered: BTreeMap<&str, i64> = BTreeMap::new();
         for job in jobs {
             match job {
-                Job::Pdus(events, _) => {
-                    let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-                    match insert_events(&mut savepoint, events, now).await? {
-                        Ok(assigned) => {
-                            savepoint.commit().await?;
-                            for (event, &ordering) in events.iter().zip(&assigned) {
-                                for destination in &event.destinations {
-                                    destinations.insert(destination);
-                                    let key = (destination.as_str(), event.room_id.as_str());
-                                    let slot = newest.entry(key).or_insert(ordering);
-                                    *slot = (*slot).max(ordering);
-                                }
+                Job::Pdus(events, _) => match insert_events(&mut tx, events, now).await? {
+                    Ok(assigned) => {
+                        for (event, &ordering) in events.iter().zip(&assigned) {
+                            for destination in &event.destinations {
+                                destinations.insert(destination);
+                                let key = (destination.as_str(), event.room_id.as_str());
+                                let slot = newest.entry(key).or_insert(ordering);
+                                *slot = (*slot).max(ordering);
                             }
-                            orderings.push(Ok(assigned));
                         }
-                        Err(conflict) => {
-                            savepoint.rollback().await?;
-                            orderings.push(Err(conflict));
-                        }
+                        orderings.push(Ok(assigned));
                     }
-                }
+                    Err(conflict) => orderings.push(Err(conflict)),
+                },
                 Job::Edus(edus, _) => {
                     for edu in edus {
                         if edu.destinations.is_empty() {
@@ -270,33 +269,40 @@ impl Outbox {
             }
         }
         // Rooms each destination gained, for the rooms list's `total`.
-        let mut new_rooms: HashMap<&str, u64> = HashMap::new();
-        for ((destination, room_id), ordering) in &newest {
-            let inserted = sqlx::query(
-                "INSERT INTO destination_rooms (destination, room_id, stream_ordering) \
-                 VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        let mut new_rooms: HashMap<String, u64> = HashMap::new();
+        if !newest.is_empty() {
+            let rows = serde_json::Value::Array(
+                newest
+                    .iter()
+                    .map(|((destination, room_id), ordering)| {
+                        serde_json::json!([destination, room_id, ordering])
+                    })
+                    .collect(),
             )
-            .bind(destination)
-            .bind(room_id)
-            .bind(ordering)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted > 0 {
+            .to_string();
+            let inserted: Vec<String> = sqlx::query_scalar(
+                "INSERT INTO destination_rooms (destination, room_id, stream_ordering) \
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                 json_extract(value, '$[2]') FROM json_each(?) WHERE true \
+                 ON CONFLICT DO NOTHING RETURNING destination",
+            )
+            .bind(&rows)
+            .fetch_all(&mut *tx)
+            .await?;
+            for destination in inserted {
                 *new_rooms.entry(destination).or_default() += 1;
-            } else {
-                // Never lower an existing one.
-                sqlx::query(
-                    "UPDATE destination_rooms SET stream_ordering = ? \
-                     WHERE destination = ? AND room_id = ? AND stream_ordering < ?",
-                )
-                .bind(ordering)
-                .bind(destination)
-                .bind(room_id)
-                .bind(ordering)
-                .execute(&mut *tx)
-                .await?;
             }
+            // The rooms known before: never lower their ordering.
+            sqlx::query(
+                "UPDATE destination_rooms SET stream_ordering = j.so FROM \
+                 (SELECT json_extract(value, '$[0]') AS d, json_extract(value, '$[1]') AS r, \
+                 json_extract(value, '$[2]') AS so FROM json_each(?)) AS j \
+                 WHERE destination_rooms.destination = j.d AND destination_rooms.room_id = j.r \
+                 AND destination_rooms.stream_ordering < j.so",
+            )
+            .bind(&rows)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         let edits = destinations
@@ -311,20 +317,48 @@ impl Outbox {
         self.destinations.index.apply(edits).await;
         let mut counts = self.destinations.room_counts.write();
         for (destination, added) in new_rooms {
-            *counts.entry(destination.to_owned()).or_default() += added;
+            *counts.entry(destination).or_default() += added;
         }
         Ok(orderings)
     }
 }
 
-/// Inserts one request's events and their queue rows; the stream ordering
-/// of each, or the first event ID that was stored before with another room
-/// (the caller then rolls back what this inserted).
+/// Inserts one request's events and their queue rows, in four statements;
+/// the stream ordering of each event, or — before anything is written — the
+/// first event ID stored earlier with another room. Events new to the store
+/// get orderings in their order in the request; one stored before keeps its
+/// own.
 async fn insert_events(
     conn: &mut sqlx::SqliteConnection,
     events: &[NewEvent],
     now: i64,
 ) -> Result<Result<Vec<i64>, OutboxError>, StoreError> {
+    let ids = json_array(events.iter().map(|e| e.event_id.as_str()));
+    let known: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
+         WHERE event_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut room_of: HashMap<&str, &str> = HashMap::with_capacity(events.len());
+    for event in events {
+        if let Some(room) = room_of.insert(&event.event_id, &event.room_id) {
+            if room != event.room_id {
+                return Ok(Err(OutboxError::EventInAnotherRoom {
+                    event_id: event.event_id.clone(),
+                    room_id: room.to_owned(),
+                }));
+            }
+        }
+    }
+    let mut ordering_of: HashMap<String, i64> = HashMap::with_capacity(events.len());
+    for (event_id, room_id, ordering) in known {
+        if room_of.get(event_id.as_str()) != Some(&room_id.as_str()) {
+            return Ok(Err(OutboxError::EventInAnotherRoom { event_id, room_id }));
+        }
+        ordering_of.insert(event_id, ordering);
+    }
     let queued: BTreeSet<&str> = events
         .iter()
         .flat_map(|event| event.destinations.iter().map(String::as_str))
@@ -339,47 +373,47 @@ async fn insert_events(
         .execute(&mut *conn)
         .await?;
     }
-    let mut assigned = Vec::with_capacity(events.len());
-    for event in events {
-        let inserted: Option<i64> = sqlx::query_scalar(
+    let new_rows = serde_json::Value::Array(
+        events
+            .iter()
+            .filter(|e| !ordering_of.contains_key(&e.event_id))
+            .map(|e| serde_json::json!([e.event_id, e.room_id, e.pdu_json]))
+            .collect(),
+    );
+    if new_rows.as_array().is_some_and(|rows| !rows.is_empty()) {
+        // json_each walks the array in order, so orderings follow it.
+        let inserted: Vec<(String, i64)> = sqlx::query_as(
             "INSERT INTO outgoing_events (event_id, room_id, json, received_ts) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING \
-             RETURNING stream_ordering",
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+             json_extract(value, '$[2]'), ? FROM json_each(?) WHERE true \
+             ON CONFLICT (event_id) DO NOTHING RETURNING event_id, stream_ordering",
         )
-        .bind(&event.event_id)
-        .bind(&event.room_id)
-        .bind(&event.pdu_json)
         .bind(now)
-        .fetch_optional(&mut *conn)
+        .bind(new_rows.to_string())
+        .fetch_all(&mut *conn)
         .await?;
-        let ordering = match inserted {
-            Some(so) => so,
-            None => {
-                let (ordering, room_id): (i64, String) = sqlx::query_as(
-                    "SELECT stream_ordering, room_id FROM outgoing_events WHERE event_id = ?",
-                )
-                .bind(&event.event_id)
-                .fetch_one(&mut *conn)
-                .await?;
-                if room_id != event.room_id {
-                    return Ok(Err(OutboxError::EventInAnotherRoom {
-                        event_id: event.event_id.clone(),
-                        room_id,
-                    }));
-                }
-                ordering
-            }
+        ordering_of.extend(inserted);
+    }
+    let mut assigned = Vec::with_capacity(events.len());
+    let mut queue_rows = Vec::new();
+    for event in events {
+        let Some(&ordering) = ordering_of.get(&event.event_id) else {
+            return Err(StoreError::Corrupt {
+                what: format!("{} has no stream ordering after its insert", event.event_id),
+            });
         };
         assigned.push(ordering);
-        if event.destinations.is_empty() {
-            continue;
+        for destination in &event.destinations {
+            queue_rows.push(serde_json::json!([destination, ordering]));
         }
+    }
+    if !queue_rows.is_empty() {
         sqlx::query(
             "INSERT INTO destination_pdus (destination, stream_ordering) \
-             SELECT value, ? FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') \
+             FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
         )
-        .bind(ordering)
-        .bind(json_array(event.destinations.iter()))
+        .bind(serde_json::Value::Array(queue_rows).to_string())
         .execute(&mut *conn)
         .await?;
     }

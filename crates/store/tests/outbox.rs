@@ -1,0 +1,61 @@
+//! The outbox's group commit against a real SQLite file: stream orderings
+//! in request order, an event queued again keeping its ordering, and an
+//! event ID refused in another room with nothing of its request stored.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use herald_store::{NewEvent, OutboxError, Store};
+
+fn event(id: &str, room: &str, destinations: &[&str]) -> NewEvent {
+    NewEvent {
+        event_id: id.into(),
+        room_id: room.into(),
+        pdu_json: format!(r#"{{"event_id":"{id}"}}"#),
+        destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn an_event_queued_again_keeps_its_ordering_and_new_ones_follow_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("herald.db")).await.unwrap();
+    let first = store
+        .outbox
+        .enqueue_pdus(vec![event("$old", "!old:x", &["a.example"])])
+        .await
+        .unwrap();
+    let again = store
+        .outbox
+        .enqueue_pdus(vec![
+            event("$n1", "!new:x", &["b.example"]),
+            event("$old", "!old:x", &["b.example"]),
+            event("$n2", "!new:x", &["b.example", "a.example"]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(again[1], first[0]);
+    assert!(
+        first[0] < again[0] && again[0] < again[2],
+        "{first:?} {again:?}"
+    );
+    let queued = store.outbox.pending_pdus("b.example", 10).await.unwrap();
+    let ids: Vec<&str> = queued.iter().map(|p| p.event_id.as_str()).collect();
+    assert_eq!(ids, ["$old", "$n1", "$n2"]);
+    let refused = store
+        .outbox
+        .enqueue_pdus(vec![
+            event("$n3", "!new:x", &["c.example"]),
+            event("$old", "!elsewhere:x", &["c.example"]),
+        ])
+        .await;
+    assert!(
+        matches!(&refused, Err(OutboxError::EventInAnotherRoom { event_id, room_id })
+            if event_id == "$old" && room_id == "!old:x"),
+        "{refused:?}"
+    );
+    assert!(store
+        .outbox
+        .pending_pdus("c.example", 10)
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -35,8 +35,7 @@ const SELECT_PAGE: u64 = 500;
 /// The dialog's id.
 pub const DIALOG: &str = "bulk-dialog";
 
-/// The table's row checkboxes.
-/// The rows' checkboxes (`data-action` = [`Action::Select`]).
+/// The table's row checkboxes (their `data-action` is [`Action::Select`]).
 const ROW_BOXES: &str = r#"#destinations-table input[data-action="select"]"#;
 
 /// Where a bulk reset is.

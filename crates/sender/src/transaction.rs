@@ -3,6 +3,8 @@
 //! (`{origin, origin_server_ts, pdus, edus}`) built from what the store
 //! queued, and what the destination's answer says about each PDU.
 
+use std::borrow::Cow;
+
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -74,15 +76,15 @@ pub struct InFlight {
 }
 
 /// The body of `PUT /_matrix/federation/v1/send/{txnId}`, as canonical
-/// JSON text ready to sign and send. The stored PDUs and EDU contents are
-/// canonical already (the intake stored them so), so they are spliced in as
-/// they are rather than parsed and written again: keys in canonical order
-/// (`edus`, `origin`, `origin_server_ts`, `pdus`; an EDU's `content` before
-/// its `edu_type`). A PDU or EDU whose stored text is not JSON (a damaged
-/// row) is left out and logged; it still counts as sent so that it cannot
-/// block the queue.
+/// JSON text ready to sign and send. PDUs and EDU contents the intake stored
+/// as canonical JSON are spliced in as they are rather than parsed and
+/// written again; rows from before it did (`canonical` false) are written
+/// canonically here. Keys in canonical order (`edus`, `origin`,
+/// `origin_server_ts`, `pdus`; an EDU's `content` before its `edu_type`). A
+/// PDU or EDU whose stored text is not JSON, or cannot be canonical JSON (a
+/// damaged row), is left out and logged; it still counts as sent so that it
+/// cannot block the queue.
 pub fn body(origin: &str, now_ms: i64, pdus: &[PendingPdu], edus: &[PendingEdu]) -> String {
-    let is_json = |text: &str| serde_json::from_str::<IgnoredAny>(text).is_ok();
     let size = pdus.iter().map(|p| p.pdu_json.len() + 1).sum::<usize>()
         + edus
             .iter()
@@ -93,16 +95,19 @@ pub fn body(origin: &str, now_ms: i64, pdus: &[PendingPdu], edus: &[PendingEdu])
     out.push_str(r#"{"edus":["#);
     let mut first = true;
     for edu in edus {
-        if !is_json(&edu.content_json) {
-            tracing::error!(edu_id = edu.id, "stored EDU content is not JSON; skipped");
+        let Some(content) = splice(&edu.content_json, edu.canonical) else {
+            tracing::error!(
+                edu_id = edu.id,
+                "stored EDU content is not JSON that can be sent; skipped"
+            );
             continue;
-        }
+        };
         if !first {
             out.push(',');
         }
         first = false;
         out.push_str(r#"{"content":"#);
-        out.push_str(&edu.content_json);
+        out.push_str(&content);
         out.push_str(r#","edu_type":"#);
         out.push_str(&json_string(&edu.edu_type));
         out.push('}');
@@ -114,18 +119,31 @@ pub fn body(origin: &str, now_ms: i64, pdus: &[PendingPdu], edus: &[PendingEdu])
     out.push_str(r#","pdus":["#);
     let mut first = true;
     for pdu in pdus {
-        if !is_json(&pdu.pdu_json) {
-            tracing::error!(event_id = %pdu.event_id, "stored PDU is not JSON; skipped");
+        let Some(text) = splice(&pdu.pdu_json, pdu.canonical) else {
+            tracing::error!(event_id = %pdu.event_id, "stored PDU is not JSON that can be sent; skipped");
             continue;
-        }
+        };
         if !first {
             out.push(',');
         }
         first = false;
-        out.push_str(&pdu.pdu_json);
+        out.push_str(&text);
     }
     out.push_str("]}");
     out
+}
+
+/// The text to splice in: as stored when it is canonical (and JSON at all),
+/// written canonically otherwise; `None` when it cannot be.
+fn splice(text: &str, stored_canonical: bool) -> Option<Cow<'_, str>> {
+    if stored_canonical {
+        serde_json::from_str::<IgnoredAny>(text)
+            .is_ok()
+            .then_some(Cow::Borrowed(text))
+    } else {
+        let value: Value = serde_json::from_str(text).ok()?;
+        herald_keys::to_canonical_json(&value).ok().map(Cow::Owned)
+    }
 }
 
 /// A string as canonical JSON (quoted, escaped as the spec says).
@@ -165,18 +183,21 @@ mod tests {
                 event_id: "$a".into(),
                 room_id: "!r:x".into(),
                 pdu_json: r#"{"type":"m.room.message","n":1}"#.into(),
+                canonical: false,
             },
             PendingPdu {
                 stream_ordering: 2,
                 event_id: "$b".into(),
                 room_id: "!r:x".into(),
                 pdu_json: "not json".into(),
+                canonical: true,
             },
         ];
         let edus = [PendingEdu {
             id: 7,
             edu_type: "m.typing".into(),
             content_json: r#"{"typing":true}"#.into(),
+            canonical: true,
         }];
         let body: Value = serde_json::from_str(&body("me.example", 42, &pdus, &edus)).unwrap();
         assert_eq!(
@@ -200,6 +221,7 @@ mod tests {
             event_id: format!("${n}"),
             room_id: "!r:x".into(),
             pdu_json: herald_keys::to_canonical_json(&json).unwrap(),
+            canonical: true,
         };
         let pdus = [
             pdu(
@@ -219,17 +241,32 @@ mod tests {
                     &json!({"user_id": "@a:x", "typing": true}),
                 )
                 .unwrap(),
+                canonical: true,
             },
             PendingEdu {
                 id: 2,
                 edu_type: "m.direct_to_device".into(),
                 content_json: "{}".into(),
+                canonical: true,
             },
         ];
         let text = body("me.example:8448", 1_700_000_000_000, &pdus, &edus);
         let value: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(text, herald_keys::to_canonical_json(&value).unwrap());
         assert_eq!(value["pdus"].as_array().unwrap().len(), 2);
+        // A row stored before the intake wrote canonical JSON (keys out of
+        // order, padding, a float) is written canonically before it is sent.
+        let old = PendingPdu {
+            stream_ordering: 3,
+            event_id: "$3".into(),
+            room_id: "!r:x".into(),
+            pdu_json: r#"{ "type": "m.room.message", "depth": 3.0, "content": {} }"#.into(),
+            canonical: false,
+        };
+        let mixed = body("me.example", 7, &[pdus[0].clone(), old], &[]);
+        let value: Value = serde_json::from_str(&mixed).unwrap();
+        assert_eq!(mixed, herald_keys::to_canonical_json(&value).unwrap());
+        assert_eq!(value["pdus"][1]["depth"], json!(3));
         let empty = body("me.example", 1, &[], &[]);
         assert_eq!(
             empty,

@@ -21,6 +21,9 @@ pub struct PendingPdu {
     pub event_id: String,
     pub room_id: String,
     pub pdu_json: String,
+    /// `pdu_json` is canonical JSON (the intake wrote it so); older rows
+    /// may not be.
+    pub canonical: bool,
 }
 
 /// An EDU waiting for a destination.
@@ -29,6 +32,8 @@ pub struct PendingEdu {
     pub id: i64,
     pub edu_type: String,
     pub content_json: String,
+    /// `content_json` is canonical JSON (see [`PendingPdu::canonical`]).
+    pub canonical: bool,
 }
 
 /// The newest event of a room a destination has not been sent, for
@@ -145,6 +150,7 @@ fn decode_pdu(r: &SqliteRow) -> Result<PendingPdu, sqlx::Error> {
         event_id: r.try_get(1)?,
         room_id: r.try_get(2)?,
         pdu_json: r.try_get(3)?,
+        canonical: r.try_get::<i64, _>(4)? != 0,
     })
 }
 
@@ -167,7 +173,8 @@ impl Outbox {
         up_to: i64,
     ) -> Result<Vec<PendingPdu>, StoreError> {
         let rows = sqlx::query(
-            "SELECT p.stream_ordering, e.event_id, e.room_id, e.json FROM destination_pdus p \
+            "SELECT p.stream_ordering, e.event_id, e.room_id, e.json, e.canonical \
+             FROM destination_pdus p \
              JOIN outgoing_events e ON e.stream_ordering = p.stream_ordering \
              WHERE p.destination = ? AND p.stream_ordering <= ? \
              ORDER BY p.stream_ordering LIMIT ?",
@@ -197,7 +204,7 @@ impl Outbox {
         up_to: i64,
     ) -> Result<Vec<PendingEdu>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, edu_type, content FROM destination_edus WHERE destination = ? \
+            "SELECT id, edu_type, content, canonical FROM destination_edus WHERE destination = ? \
              AND id <= ? ORDER BY id LIMIT ?",
         )
         .bind(destination)
@@ -211,6 +218,7 @@ impl Outbox {
                     id: r.try_get(0)?,
                     edu_type: r.try_get(1)?,
                     content_json: r.try_get(2)?,
+                    canonical: r.try_get::<i64, _>(3)? != 0,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -226,7 +234,8 @@ impl Outbox {
         limit: u32,
     ) -> Result<Vec<CatchUpEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT r.stream_ordering, r.room_id, e.event_id, e.json FROM destination_rooms r \
+            "SELECT r.stream_ordering, r.room_id, e.event_id, e.json, e.canonical \
+             FROM destination_rooms r \
              LEFT JOIN outgoing_events e ON e.stream_ordering = r.stream_ordering \
              WHERE r.destination = ? AND r.stream_ordering > ? \
              ORDER BY r.stream_ordering LIMIT ?",
@@ -242,12 +251,14 @@ impl Outbox {
                 let room_id: String = r.try_get(1)?;
                 let event_id: Option<String> = r.try_get(2)?;
                 let json: Option<String> = r.try_get(3)?;
+                let canonical = r.try_get::<Option<i64>, _>(4)?.is_some_and(|c| c != 0);
                 Ok(CatchUpEvent {
                     pdu: event_id.zip(json).map(|(event_id, pdu_json)| PendingPdu {
                         stream_ordering,
                         event_id,
                         room_id: room_id.clone(),
                         pdu_json,
+                        canonical,
                     }),
                     stream_ordering,
                     room_id,

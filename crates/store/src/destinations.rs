@@ -222,6 +222,11 @@ impl Destinations {
 
     /// `reset_connection`: clears the backoff of a destination in backoff.
     pub async fn reset_retry_timings(&self, name: &str) -> Result<ResetOutcome, StoreError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        to_the_end(async move { this.reset_now(&name).await }).await
+    }
+
+    async fn reset_now(&self, name: &str) -> Result<ResetOutcome, StoreError> {
         let _writer = self.writer.lock().await;
         let Some(row) = self.destination(name).await? else {
             return Ok(ResetOutcome::Unknown);
@@ -271,6 +276,11 @@ impl Destinations {
         name: &str,
         timings: RetryTimings,
     ) -> Result<(), StoreError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        to_the_end(async move { this.set_timings_now(&name, timings).await }).await
+    }
+
+    async fn set_timings_now(&self, name: &str, timings: RetryTimings) -> Result<(), StoreError> {
         let _writer = self.writer.lock().await;
         sqlx::query(
             "INSERT INTO destinations (destination, failure_ts, retry_last_ts, retry_interval) \
@@ -294,6 +304,11 @@ impl Destinations {
     /// Inserts or replaces whole rows (demo data, imports, tests), in one
     /// transaction; later stream orderings start above the ones they name.
     pub async fn put_destinations(&self, rows: &[DestinationRow]) -> Result<(), StoreError> {
+        let (this, rows) = (self.clone(), rows.to_vec());
+        to_the_end(async move { this.put_now(&rows).await }).await
+    }
+
+    async fn put_now(&self, rows: &[DestinationRow]) -> Result<(), StoreError> {
         let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         for row in rows {
@@ -329,6 +344,15 @@ impl Destinations {
     /// Records the newest stream ordering of rooms for a destination
     /// (creating the destination row if needed), in one transaction.
     pub async fn put_destination_rooms(
+        &self,
+        destination: &str,
+        rooms: &[DestinationRoom],
+    ) -> Result<(), StoreError> {
+        let (this, destination, rooms) = (self.clone(), destination.to_owned(), rooms.to_vec());
+        to_the_end(async move { this.put_rooms_now(&destination, &rooms).await }).await
+    }
+
+    async fn put_rooms_now(
         &self,
         destination: &str,
         rooms: &[DestinationRoom],
@@ -377,6 +401,18 @@ impl Destinations {
     pub fn destination_count(&self) -> usize {
         self.index.len()
     }
+}
+
+/// Runs a write to its end in a task of its own: the commit, the index edit
+/// and the reset broadcast happen together even when the caller goes away
+/// (an HTTP client hanging up, a request timing out), so the index never
+/// misses a committed row nor applies two writes out of order.
+async fn to_the_end<T: Send + 'static>(
+    write: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(write)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
 }
 
 /// The federation client keeps each destination's backoff here.

@@ -58,6 +58,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("user {0} already exists")]
     UserExists(String),
+    #[error("a store task stopped: {0}")]
+    Task(String),
     #[error("unexpected value in the database: {what}")]
     Corrupt { what: String },
 }

@@ -41,7 +41,8 @@ const QUEUE_DEPTH: usize = 1024;
 pub struct NewEvent {
     pub event_id: String,
     pub room_id: String,
-    /// The PDU as JSON text.
+    /// The PDU as canonical JSON text (stored as such: the sender splices it
+    /// into transactions as it is).
     pub pdu_json: String,
     pub destinations: Vec<String>,
 }
@@ -50,7 +51,7 @@ pub struct NewEvent {
 #[derive(Debug, Clone)]
 pub struct NewEdu {
     pub edu_type: String,
-    /// The content as JSON text.
+    /// The content as canonical JSON text.
     pub content_json: String,
     pub destinations: Vec<String>,
 }
@@ -249,8 +250,8 @@ impl Outbox {
                         }
                         sqlx::query(
                             "INSERT INTO destination_edus \
-                             (destination, edu_type, content, received_ts) \
-                             SELECT value, ?, ?, ? FROM json_each(?)",
+                             (destination, edu_type, content, received_ts, canonical) \
+                             SELECT value, ?, ?, ?, 1 FROM json_each(?)",
                         )
                         .bind(&edu.edu_type)
                         .bind(&edu.content_json)
@@ -383,9 +384,9 @@ async fn insert_events(
     if new_rows.as_array().is_some_and(|rows| !rows.is_empty()) {
         // json_each walks the array in order, so orderings follow it.
         let inserted: Vec<(String, i64)> = sqlx::query_as(
-            "INSERT INTO outgoing_events (event_id, room_id, json, received_ts) \
+            "INSERT INTO outgoing_events (event_id, room_id, json, received_ts, canonical) \
              SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
-             json_extract(value, '$[2]'), ? FROM json_each(?) WHERE true \
+             json_extract(value, '$[2]'), ?, 1 FROM json_each(?) WHERE true \
              ON CONFLICT (event_id) DO NOTHING RETURNING event_id, stream_ordering",
         )
         .bind(now)

@@ -11,6 +11,13 @@
 //! wait at most for one hold of [`ROWS_PER_HOLD`] rows (tens of
 //! microseconds), never for a scan.
 //!
+//! Edits that would change nothing (a destination already known, a delivery
+//! older than the one recorded) are dropped under a read lock first, so the
+//! intake's commits for known destinations never wait for the write lock.
+//! A scan may run between two holds of one apply and see part of a commit
+//! (a `total` that moves while a large seed is applied); every single row it
+//! sees is one that was committed.
+//!
 //! Why not immutable snapshots (arc-swap): a snapshot per commit would copy
 //! the whole index (hundreds of MB at 1M rows) many times a second, and two
 //! copies kept in step (left-right) would double its memory.
@@ -71,13 +78,26 @@ impl SharedIndex {
 
     /// Applies `edits` in order on a blocking thread, [`ROWS_PER_HOLD`] at a
     /// time; returns once they are all visible. Callers serialise their
-    /// applies (the destinations writer lock) so the index sees commit order.
+    /// applies (the destinations writer lock, held until this returns, in a
+    /// task no caller can cancel) so the index sees commit order.
     pub async fn apply(&self, edits: Vec<Edit>) {
         if edits.is_empty() {
             return;
         }
         let inner = self.inner.clone();
         let work = move || {
+            // Rows are never removed and, but by a `Put`, never lowered: an
+            // edit that changes nothing now changes nothing after the ones
+            // before it either (batches with a `Put` are applied whole).
+            let edits: Vec<Edit> = if edits.iter().any(|e| matches!(e, Edit::Put(_))) {
+                edits
+            } else {
+                let index = inner.read_recursive();
+                edits
+                    .into_iter()
+                    .filter(|edit| changes(&index, edit))
+                    .collect()
+            };
             for chunk in edits.chunks(ROWS_PER_HOLD) {
                 let mut index = inner.write();
                 for edit in chunk {
@@ -88,6 +108,17 @@ impl SharedIndex {
         if tokio::task::spawn_blocking(work).await.is_err() {
             tracing::error!("applying writes to the destinations index panicked");
         }
+    }
+}
+
+/// Whether `edit` would change `index`.
+fn changes(index: &DestinationIndex, edit: &Edit) -> bool {
+    match edit {
+        Edit::Put(_) => true,
+        Edit::Known(name) => index.get(name).is_none(),
+        Edit::Delivered(name, ordering) => index
+            .get(name)
+            .is_none_or(|row| row.last_successful_stream_ordering < Some(*ordering)),
     }
 }
 

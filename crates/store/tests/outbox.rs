@@ -59,3 +59,42 @@ async fn an_event_queued_again_keeps_its_ordering_and_new_ones_follow_in_order()
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn an_event_twice_in_one_request_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("herald.db")).await.unwrap();
+    let got = store
+        .outbox
+        .enqueue_pdus(vec![
+            event("$twice", "!r:x", &["a.example"]),
+            event("$other", "!r:x", &["a.example"]),
+            event("$twice", "!r:x", &["b.example"]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got[0], got[2]);
+    assert!(got[0] < got[1]);
+    for destination in ["a.example", "b.example"] {
+        let queued = store.outbox.pending_pdus(destination, 10).await.unwrap();
+        assert_eq!(queued[0].event_id, "$twice", "{destination}");
+        assert!(queued[0].canonical);
+    }
+    let refused = store
+        .outbox
+        .enqueue_pdus(vec![
+            event("$new", "!r:x", &["c.example"]),
+            event("$new", "!s:x", &["c.example"]),
+        ])
+        .await;
+    assert!(
+        matches!(refused, Err(OutboxError::EventInAnotherRoom { .. })),
+        "{refused:?}"
+    );
+    assert!(store
+        .outbox
+        .pending_pdus("c.example", 10)
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -28,8 +28,10 @@ const DESTINATIONS_PER_EVENT: usize = 10;
 const DESTINATION_POOL: u64 = 5_000;
 const LOAD_SECONDS: u64 = 20;
 const MAX_REQUESTS: u64 = 200_000;
-/// Samples per case in each phase.
+/// Samples per case when quiet; rounds at most under load (each round asks
+/// every case once, for `LOAD_SECONDS`).
 const SAMPLES: usize = 100;
+const MAX_ROUNDS: usize = 5_000;
 
 /// One list request and its target (ms).
 pub struct ListCase {
@@ -56,17 +58,18 @@ fn latencies(mut ms: Vec<f64>) -> Latencies {
     }
 }
 
-/// Times each case `SAMPLES` times in turn (round-robin, so load changes
-/// over time reach every case alike), or until `deadline`.
+/// Times each case in turn (round-robin, so load changes over time reach
+/// every case alike), `rounds` times or until `deadline`.
 async fn sample(
     client: &reqwest::Client,
     base: &str,
     token: &str,
     cases: &[ListCase],
+    rounds: usize,
     deadline: Instant,
 ) -> Vec<Vec<f64>> {
     let mut out = vec![Vec::with_capacity(SAMPLES); cases.len()];
-    'rounds: for _ in 0..SAMPLES {
+    'rounds: for _ in 0..rounds {
         for (i, case) in cases.iter().enumerate() {
             if Instant::now() > deadline {
                 break 'rounds;
@@ -155,6 +158,7 @@ pub async fn run(db: &Path, admin: &str, password: &str, server_name: &str, case
         &base,
         &token,
         cases,
+        SAMPLES,
         Instant::now() + Duration::from_secs(60),
     )
     .await;
@@ -174,11 +178,13 @@ pub async fn run(db: &Path, admin: &str, password: &str, server_name: &str, case
             ))
         })
         .collect();
+    // Sampled for the whole load, however many rounds that takes.
     let loaded = sample(
         &client,
         &base,
         &token,
         cases,
+        MAX_ROUNDS,
         started + Duration::from_secs(LOAD_SECONDS),
     )
     .await;

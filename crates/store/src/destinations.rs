@@ -120,15 +120,23 @@ impl Destinations {
 
     /// One page of the destinations list, from the in-memory index.
     pub async fn list_destinations(&self, query: DestinationsQuery) -> DestinationsPage {
-        // A filter scans every name: off the async workers.
-        self.index
-            .scan(move |index| index.page(&query))
-            .await
-            .unwrap_or_else(|| DestinationsPage {
-                destinations: Vec::new(),
-                total: 0,
-                next_token: None,
-            })
+        // A page of at most this many rows without a filter is brief.
+        const BRIEF_PAGE: u64 = 1_000;
+        let brief = query.destination.is_none() && query.limit <= BRIEF_PAGE;
+        // A filter scans every name: in turn with writers. A short page
+        // without one is a seek and `limit` rows: it does not wait behind a
+        // writer that waits for someone else's scan.
+        let page = move |index: &DestinationIndex| index.page(&query);
+        let answer = if brief {
+            self.index.read_briefly(page).await
+        } else {
+            self.index.scan(page).await
+        };
+        answer.unwrap_or_else(|| DestinationsPage {
+            destinations: Vec::new(),
+            total: 0,
+            next_token: None,
+        })
     }
 
     /// Destinations per derived status, now.

@@ -64,8 +64,22 @@ impl SharedIndex {
         self.inner.read_recursive().len()
     }
 
-    /// Runs `f` over the index on a blocking thread; `None` if that thread
-    /// panicked.
+    /// Runs `f`, a short read (a page without a filter: a seek and `limit`
+    /// rows), over the index on a blocking thread without queueing behind a
+    /// waiting writer, as point reads do; `None` if that thread panicked.
+    /// Writers wait for it, so it must not be a scan of every row.
+    pub async fn read_briefly<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&DestinationIndex) -> R + Send + 'static,
+    ) -> Option<R> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner.read_recursive()))
+            .await
+            .ok()
+    }
+
+    /// Runs `f`, which may visit every row, over the index on a blocking
+    /// thread, in turn with writers; `None` if that thread panicked.
     pub async fn scan<R: Send + 'static>(
         &self,
         f: impl FnOnce(&DestinationIndex) -> R + Send + 'static,

@@ -836,8 +836,24 @@ fn rows_from_env() -> usize {
     env_number("HERALD_BENCH_ROWS", 1_000_000).max(1_000) as usize
 }
 
-async fn login(client: &reqwest::Client, base: &str) -> String {
-    login_as(client, base, ADMIN, ADMIN_PASSWORD).await
+/// Serves `store` on 127.0.0.1 as `config` says and signs `user` in: the
+/// address, a keep-alive client and the access token.
+async fn serve_and_sign_in(
+    store: &Store,
+    config: Config,
+    user: &str,
+    password: &str,
+) -> (std::net::SocketAddr, reqwest::Client, String) {
+    let addr = herald::serve::spawn(store.clone(), config)
+        .await
+        .expect("serve");
+    assert!(addr.ip().is_loopback());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("client");
+    let token = login_as(&client, &format!("http://{addr}"), user, password).await;
+    (addr, client, token)
 }
 
 async fn login_as(client: &reqwest::Client, base: &str, user: &str, password: &str) -> String {
@@ -908,16 +924,8 @@ async fn bench(n: usize) {
         Err(e) => panic!("create admin: {e}"),
     }
     let config = Config::loopback(SERVER_NAME, db.clone());
-    let addr = herald::serve::spawn(store.clone(), config)
-        .await
-        .expect("serve");
-    assert!(addr.ip().is_loopback());
+    let (addr, client, token) = serve_and_sign_in(&store, config, ADMIN, ADMIN_PASSWORD).await;
     let base = format!("http://{addr}");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()
-        .expect("client");
-    let token = login(&client, &base).await;
 
     let cases = cases(&expected);
     let started = Instant::now();

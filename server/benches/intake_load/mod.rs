@@ -142,16 +142,8 @@ pub async fn run(db: &Path, admin: &str, password: &str, server_name: &str, case
     let store = Store::open(&copy).await.expect("open the copy");
     let mut config = Config::loopback(server_name, copy.clone());
     config.sender_api_token = Some(TOKEN.into());
-    let addr = herald::serve::spawn(store.clone(), config)
-        .await
-        .expect("serve");
-    assert!(addr.ip().is_loopback());
+    let (addr, client, token) = super::serve_and_sign_in(&store, config, admin, password).await;
     let base = format!("http://{addr}");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()
-        .expect("client");
-    let token = super::login_as(&client, &base, admin, password).await;
 
     let quiet = sample(
         &client,

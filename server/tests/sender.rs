@@ -12,6 +12,8 @@
 //! `tests/crash.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,15 +29,6 @@ const TOKEN: &str = "sender-secret";
 
 fn now_ms() -> i64 {
     herald_store::now_ms()
-}
-
-/// The test's own connection to Herald's SQLite file, to look at rows.
-async fn sql_pool(path: &std::path::Path) -> sqlx::SqlitePool {
-    sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(path))
-        .await
-        .unwrap()
 }
 
 /// A temp directory and the certificate Herald and the receivers share.
@@ -760,7 +753,7 @@ async fn delivered_events_are_pruned_but_the_newest_of_each_room_stays() {
         .unwrap();
     let left: Vec<String> =
         sqlx::query_scalar("SELECT event_id FROM outgoing_events ORDER BY stream_ordering")
-            .fetch_all(&sql_pool(&herald.fixture.dir.path().join("herald.db")).await)
+            .fetch_all(&common::sql_pool(&herald.fixture.dir.path().join("herald.db")).await)
             .await
             .unwrap();
     // $p3 and $p4 are the newest of !b and !a for rx; $q1 is queued.

@@ -16,6 +16,8 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::sync::broadcast;
 
+use crate::clock::{system_clock, Clock};
+
 /// A destination's backoff, as the retry limiter reads and writes it (the
 /// three columns of Synapse's `destinations` table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -140,19 +142,19 @@ pub struct Timings {
 pub struct RetryLimiter {
     store: Arc<dyn BackoffStore>,
     policy: BackoffPolicy,
-    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    clock: Clock,
 }
 
 impl RetryLimiter {
     pub fn new(store: impl BackoffStore, policy: BackoffPolicy) -> RetryLimiter {
-        RetryLimiter::with_clock(store, policy, Arc::new(now_ms))
+        RetryLimiter::with_clock(store, policy, system_clock())
     }
 
     /// The same with a clock in ms since the epoch (tests).
     pub fn with_clock(
         store: impl BackoffStore,
         policy: BackoffPolicy,
-        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+        clock: Clock,
     ) -> RetryLimiter {
         RetryLimiter {
             store: Arc::new(store),
@@ -251,13 +253,6 @@ impl ResetSignal {
             }
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

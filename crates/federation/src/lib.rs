@@ -12,6 +12,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod clock;
 pub mod connect;
 pub mod dns;
 pub mod ip_filter;

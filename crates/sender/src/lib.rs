@@ -24,16 +24,10 @@ use herald_store::{Store, StoreError};
 use metrics::{SenderGauges, SenderMetrics};
 use scheduler::{Shared, Wake};
 
+/// Where the sender reads the time (due times, transaction timestamps):
+/// the same clock type as the retry limiter's, so tests drive both alike.
+pub use herald_federation::clock::{system_clock, Clock};
 pub use intake::{EdusBody, IntakeError, PdusBody};
-
-/// Milliseconds since the epoch: where the sender reads the time (due
-/// times, transaction timestamps). Tests may drive it by hand.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The wall clock.
-pub fn system_clock() -> Clock {
-    Arc::new(herald_store::now_ms)
-}
 
 /// What the sender is built from (the binary fills it from its config).
 #[derive(Debug, Clone, PartialEq)]

@@ -24,6 +24,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Row};
 
 pub use destinations::{Destinations, ResetOutcome};
+pub use herald_federation::clock::now_ms;
 pub use herald_federation::RetryTimings;
 pub use index::{DestinationIndex, DestinationRow};
 pub use outbox::{NewEdu, NewEvent, Outbox, OutboxError};
@@ -187,14 +188,6 @@ async fn check_identity(path: &Path) -> Result<(), StoreError> {
     }
     conn.close().await.map_err(open_err)?;
     Ok(())
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A JSON array of strings, for `json_each(?)`: one statement for many rows.

@@ -13,6 +13,10 @@ type Fixtures = {
   server: "read" | "mutable";
   expectedErrors: ExpectedError[];
   expectHttpError: (method: string, path: string, status: number) => void;
+  /** Console errors and failed requests a test provokes on purpose, by a
+   * pattern of their text (each must then appear). */
+  expectedConsole: { pattern: RegExp; seen: number }[];
+  expectConsoleError: (pattern: RegExp) => void;
   guard: void;
 };
 
@@ -33,8 +37,16 @@ export const test = base.extend<Fixtures>({
     await use((method, path, status) => expectedErrors.push({ method, path, status, seen: 0 }));
   },
 
+  expectedConsole: async ({}, use) => {
+    await use([]);
+  },
+
+  expectConsoleError: async ({ expectedConsole }, use) => {
+    await use((pattern) => expectedConsole.push({ pattern, seen: 0 }));
+  },
+
   guard: [
-    async ({ page, expectedErrors: expected }, use) => {
+    async ({ page, expectedErrors: expected, expectedConsole }, use) => {
       const problems: string[] = [];
       const match = (method: string | null, url: string, status: number | null) => {
         const { pathname } = new URL(url);
@@ -49,6 +61,11 @@ export const test = base.extend<Fixtures>({
         // Chromium logs every failed fetch; expected statuses are allowed.
         const failedLoad = /^Failed to load resource: the server responded with a status of (\d+)/.exec(msg.text());
         if (failedLoad && match(null, msg.location().url, Number(failedLoad[1]))) return;
+        const provoked = expectedConsole.find((e) => e.pattern.test(msg.text()));
+        if (provoked) {
+          provoked.seen++;
+          return;
+        }
         problems.push(`console error: ${msg.text()} (${msg.location().url})`);
       });
       page.on("response", (res) => {
@@ -61,13 +78,22 @@ export const test = base.extend<Fixtures>({
         const why = req.failure()?.errorText ?? "";
         // Navigations cancel what the previous page still had in flight.
         if (why === "net::ERR_ABORTED") return;
-        problems.push(`request failed: ${req.method()} ${req.url()}: ${why}`);
+        const text = `request failed: ${req.method()} ${req.url()}: ${why}`;
+        const provoked = expectedConsole.find((e) => e.pattern.test(text));
+        if (provoked) {
+          provoked.seen++;
+          return;
+        }
+        problems.push(text);
       });
 
       await use();
 
       for (const e of expected) {
         if (e.seen === 0) problems.push(`expected HTTP ${e.status} for ${e.method} ${e.path} did not happen`);
+      }
+      for (const e of expectedConsole) {
+        if (e.seen === 0) problems.push(`expected error ${e.pattern} did not happen`);
       }
       expect(problems, "errors seen by the page").toEqual([]);
     },

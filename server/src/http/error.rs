@@ -84,6 +84,27 @@ impl ApiError {
         .with("retry_after_ms", Value::from(retry_after_ms))
     }
 
+    /// The Matrix error for a bare HTTP status (an answer that was not
+    /// raised as an `ApiError`), with `message` or the status's own words.
+    pub fn for_status(status: StatusCode, message: Option<String>) -> Self {
+        let errcode = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "M_TOO_LARGE",
+            StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => "M_NOT_JSON",
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "M_UNRECOGNIZED",
+            StatusCode::UNAUTHORIZED => "M_MISSING_TOKEN",
+            StatusCode::FORBIDDEN => "M_FORBIDDEN",
+            StatusCode::TOO_MANY_REQUESTS => "M_LIMIT_EXCEEDED",
+            _ => "M_UNKNOWN",
+        };
+        let message = message.unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("Request failed")
+                .to_owned()
+        });
+        ApiError::new(status, errcode, message)
+    }
+
     pub fn internal() -> Self {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -13,7 +13,8 @@
 //! `?access_token=`), compared in constant time; admin access tokens are not
 //! accepted. With no `sender_api_token` configured the API does not exist:
 //! `404 M_UNRECOGNIZED`. A missing token is `401 M_MISSING_TOKEN`, a wrong
-//! one `401 M_UNKNOWN_TOKEN`; malformed JSON `400 M_NOT_JSON`; a missing
+//! one `401 M_UNKNOWN_TOKEN`; malformed JSON, or a body that breaks off
+//! (a broken chunked encoding), `400 M_NOT_JSON`; a missing
 //! field or a wrong type `400 M_BAD_JSON`; a body over 10 MiB `413
 //! M_TOO_LARGE`; what the sender refuses, as `herald_sender::IntakeError`
 //! says.
@@ -106,16 +107,33 @@ async fn authenticated_body<T: DeserializeOwned>(
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    // Past the limit, or the client went away: either way nothing is stored.
-    let bytes = to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| too_large())?;
+    // Past the limit, or a body that broke off: either way nothing is stored.
+    let bytes = to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        if is_length_limit(&e) {
+            too_large()
+        } else {
+            ApiError::bad_json(format!("Could not read the request body: {e}"))
+        }
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
             ApiError::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", e.to_string())
         }
         _ => ApiError::bad_json("Content not JSON."),
     })
+}
+
+/// True when reading a body failed because it passed the limit (rather than
+/// because the client sent a broken body or went away).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Compares digests so the time taken says nothing about the token.

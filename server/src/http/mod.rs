@@ -5,7 +5,10 @@
 //! error body they all answer with (`error`). Here: the admin listener's
 //! router and what Synapse does around every API request: CORS headers,
 //! `204` for any `OPTIONS`, JSON `404 M_UNRECOGNIZED` for unknown paths and
-//! `405` for wrong methods.
+//! `405` for wrong methods. Two layers wrap every answer: `json_errors`
+//! turns any error an API path answers without a Matrix body (an extractor's
+//! rejection, a body limit) into one, and `security_headers` adds the headers
+//! a browser needs to keep the console's token safe (see `security`).
 
 pub mod admin;
 pub mod error;
@@ -13,11 +16,13 @@ pub mod intake;
 pub mod key_server;
 pub mod login;
 pub mod metrics;
+pub mod openapi;
+pub mod security;
 pub mod site;
 
 use std::net::SocketAddr;
 
-use axum::body::Body;
+use axum::body::{to_bytes, Body};
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -51,17 +56,65 @@ pub fn leptos_options(listen: SocketAddr) -> LeptosOptions {
         .build()
 }
 
-/// The whole application.
-pub fn router(state: AppState, listen: SocketAddr) -> Router {
-    let api = Router::new()
+/// Every API route of the admin listener (what `openapi.json` documents).
+pub fn api_router() -> Router<AppState> {
+    Router::new()
         .merge(crate::http::admin::router())
         .merge(crate::http::login::router())
         .merge(metrics::router())
         .merge(intake::router())
+        .merge(openapi::router())
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .with_state(state);
+}
+
+/// The whole application.
+pub fn router(state: AppState, listen: SocketAddr) -> Router {
+    let api = api_router().with_state(state);
     api.merge(site::router(leptos_options(listen)))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(synapse_conventions))
+        .layer(middleware::from_fn(security::headers))
+}
+
+/// Every error on an API path is a Matrix JSON body, whoever raised it: a
+/// handler's `ApiError` already is one; anything else (axum's extractor
+/// rejections such as "Failed to buffer the request body", written as
+/// `text/plain`) is rewritten here with the errcode its status means, keeping
+/// the original text as the message.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let api = is_api_path(request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    if !api || !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = to_bytes(body, 1024)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let mut error = ApiError::for_status(status, text);
+    if let Some(retry) = parts.headers.get(header::RETRY_AFTER) {
+        if let Some(secs) = retry.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            error = error.with("retry_after_ms", secs.saturating_mul(1000).into());
+        }
+    }
+    let mut rewritten = error.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name, value.clone());
+        }
+    }
+    rewritten
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
 }
 
 /// Synapse's CORS headers on API responses, and `204` for every `OPTIONS`.

@@ -31,6 +31,7 @@ pub fn router(options: LeptosOptions) -> Router {
     let shell_options = options.clone();
     Router::new()
         .leptos_routes(&options, routes, move || {
+            super::security::set_page_policy();
             herald_app::shell(shell_options.clone())
         })
         .fallback(fallback)
@@ -57,7 +58,10 @@ async fn fallback(State(options): State<LeptosOptions>, req: Request) -> Respons
 
 /// The app rendered for a path it does not know: its 404 page, status 404.
 async fn not_found_page(options: LeptosOptions, req: Request) -> Response {
-    let render = leptos_axum::render_app_to_stream(move || herald_app::shell(options.clone()));
+    let render = leptos_axum::render_app_to_stream(move || {
+        super::security::set_page_policy();
+        herald_app::shell(options.clone())
+    });
     let mut response = render(req).await;
     *response.status_mut() = StatusCode::NOT_FOUND;
     response

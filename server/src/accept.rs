@@ -42,7 +42,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::server::Acceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::LazyConfigAcceptor;
 use tower::ServiceExt as _;
 
 use crate::config::Config;
@@ -114,7 +116,7 @@ pub fn open_files_limit() -> u64 {
 /// for them.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerConfig>>,
     app: Router,
     limits: Limits,
     name: &'static str,
@@ -223,7 +225,7 @@ struct Shared {
     builder: auto::Builder<TokioExecutor>,
     app: Router,
     limits: Limits,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerConfig>>,
     handshakes: Semaphore,
     /// The open connections, oldest first.
     conns: Mutex<BTreeMap<u64, Arc<Conn>>>,
@@ -331,12 +333,22 @@ impl Shared {
         conn: &Arc<Conn>,
         stop: watch::Receiver<bool>,
     ) {
-        let Some(acceptor) = &self.tls else {
+        let Some(config) = &self.tls else {
             return self.http(tcp, peer, conn, stop).await;
         };
         let handshake = async {
+            // Waiting for the ClientHello costs nothing but the socket (the
+            // cap bounds those); the cryptography takes a turn.
+            let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await;
+            let start = match start {
+                Ok(start) => start,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return None;
+                }
+            };
             let _turn = self.handshakes.acquire().await.ok()?;
-            match acceptor.accept(tcp).await {
+            match start.into_stream(config.clone()).await {
                 Ok(tls) => Some(tls),
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -454,7 +454,10 @@ impl Config {
             }
         }
         if c.max_tls_handshakes == 0 {
-            return invalid("connections.max_tls_handshakes", "must be at least 1".into());
+            return invalid(
+                "connections.max_tls_handshakes",
+                "must be at least 1".into(),
+            );
         }
         if c.max_connections.is_some_and(|n| n == 0 || n > 1 << 20) {
             return invalid(

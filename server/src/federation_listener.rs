@@ -192,7 +192,7 @@ impl FederationListener {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
         let (listener, tls) = match self {
-            FederationListener::Tls(l, config) => (l, Some(TlsAcceptor::from(config))),
+            FederationListener::Tls(l, config) => (l, Some(config)),
             FederationListener::Plain(l) => (l, None),
         };
         crate::accept::serve(listener, tls, app, limits, "federation", shutdown).await

@@ -131,14 +131,8 @@ impl Server {
             "connection limits per listener"
         );
         let app = crate::http::router(self.state.clone(), admin);
-        let admin_server = crate::accept::serve(
-            self.admin,
-            None,
-            app,
-            limits.clone(),
-            "admin",
-            stopped(),
-        );
+        let admin_server =
+            crate::accept::serve(self.admin, None, app, limits.clone(), "admin", stopped());
         match (self.federation, federation) {
             (Some(listener), Some(addr)) => {
                 let tls = listener.is_tls();

@@ -453,6 +453,38 @@ async fn trickled_heads_and_silent_clients_are_cut_off() {
         silent_until_closed(&mut federation, Duration::from_secs(20)).await,
         "federation, no TLS hello",
     );
+    // A kept-alive connection left idle after its answer.
+    let mut admin = TcpStream::connect(herald.admin).await.unwrap();
+    admin
+        .write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answered = loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), admin.read(&mut buf))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+        if answer.ends_with(b"}") {
+            break Instant::now();
+        }
+    };
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let idle = silent_until_closed(&mut admin, Duration::from_secs(20)).await;
+    assert!(idle.is_some(), "an idle kept-alive connection stayed open");
+    assert!(
+        answered.elapsed() <= Duration::from_secs(6),
+        "idle for {:?}",
+        answered.elapsed()
+    );
+
     eprintln!(
         "trickled heads cut off after {admin_took:.1?} (admin) and {federation_took:.1?} (federation)"
     );

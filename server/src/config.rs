@@ -774,6 +774,46 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits() {
+        let c = Config::parse("").unwrap();
+        let limits = crate::accept::Limits::from_config(&c, 1024);
+        assert_eq!(limits.max_connections, 256);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        let c = Config::parse(
+            "[connections]\nheader_read_timeout = \"2s\"\nmax_connections = 50\n\
+             max_tls_handshakes = 8\ntls_handshake_timeout = 3000",
+        )
+        .unwrap();
+        let limits = crate::accept::Limits::from_config(&c, 1024);
+        assert_eq!(limits.max_connections, 50);
+        assert_eq!(limits.max_tls_handshakes, 8);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(limits.tls_handshake_timeout, Duration::from_secs(3));
+        for (text, key) in [
+            (
+                "[connections]\nidle_timeout = \"0s\"",
+                "connections.idle_timeout",
+            ),
+            (
+                "[connections]\nmax_connections = 0",
+                "connections.max_connections",
+            ),
+            (
+                "[connections]\nmax_tls_handshakes = 0",
+                "connections.max_tls_handshakes",
+            ),
+            ("[connections]\nslowloris = 1", "slowloris"),
+        ] {
+            let e = Config::parse(text)
+                .and_then(|c| c.validate())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn federation_connect_timeout() {
         let c = Config::parse("").unwrap();
         assert_eq!(c.federation.connect_timeout.0, Duration::from_secs(5));

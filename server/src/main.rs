@@ -284,6 +284,7 @@ async fn demo(data_dir: &std::path::Path, listen: &str, count: usize) -> Result<
                 .with_context(|| format!("removing the old {}", file.display()))?;
         }
     }
+    herald::accept::raise_open_files_limit();
     let cert = LoopbackCert::generate(data_dir)?;
     // Herald's federation port (its name): a free one on loopback.
     let federation = std::net::TcpListener::bind("127.0.0.1:0")

@@ -38,9 +38,9 @@ impl Drop for Herald {
 
 impl Herald {
     /// `herald serve` with both listeners on loopback and `toml` appended to
-    /// its config; with `open_files`, started under that `RLIMIT_NOFILE`
-    /// (soft and hard) by `prlimit`.
-    fn start(dir: &Path, toml: &str, open_files: Option<u64>) -> Herald {
+    /// its config; with `open_files` (soft, hard), started under that
+    /// `RLIMIT_NOFILE` by `prlimit`.
+    fn start(dir: &Path, toml: &str, open_files: Option<(u64, u64)>) -> Herald {
         let certified =
             rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -58,9 +58,9 @@ impl Herald {
         )
         .unwrap();
         let mut command = match open_files {
-            Some(n) => {
+            Some((soft, hard)) => {
                 let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg(HERALD);
+                c.arg(format!("--nofile={soft}:{hard}")).arg(HERALD);
                 c
             }
             None => Command::new(HERALD),
@@ -161,6 +161,20 @@ impl std::ops::Deref for Herald {
     }
 }
 
+/// The soft and hard `Max open files` of a process, from /proc.
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
 /// One normal request to each listener, timed.
 async fn normal_requests(herald: &Probe, client: &reqwest::Client) -> Vec<Duration> {
     let mut took = Vec::new();
@@ -248,7 +262,7 @@ const SLOW_PER_LISTENER: usize = 5_000;
 async fn five_thousand_slow_connections_per_listener_under_1024_files_leave_both_answering() {
     raise_own_open_files(2 * SLOW_PER_LISTENER as u64 + 512);
     let dir = tempfile::tempdir().unwrap();
-    let herald = Herald::start(dir.path(), "", Some(1024));
+    let herald = Herald::start(dir.path(), "", Some((1024, 1024)));
     let client = herald.http_client();
     let quiet = normal_requests(&herald, &client).await;
     let tls = herald.tls_connector();
@@ -492,4 +506,19 @@ async fn trickled_heads_and_silent_clients_are_cut_off() {
     // A normal request still answers with these timeouts.
     let took = normal_requests(&herald, &herald.http_client()).await;
     assert_eq!(took.len(), 2);
+}
+
+#[tokio::test]
+async fn start_up_raises_the_soft_open_files_limit_to_the_hard_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), "", Some((256, 2048)));
+    assert_eq!(open_files_limits(herald.child.id()), (2048, 2048));
+    // And the caps follow: a quarter of 2,048 per listener.
+    let log = herald.log.lock().unwrap();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("connection limits per listener")
+                && l.contains("max_connections=512")),
+        "{log:?}"
+    );
 }

@@ -3,7 +3,8 @@
 //! `federation_tls = false`), serving only federation routes — the key server
 //! and version for now — with `404 M_UNRECOGNIZED` for anything else. It is a
 //! separate socket from the admin/console listener, as Synapse's federation
-//! port is.
+//! port is. Its connections, TLS handshakes included, run through
+//! `crate::accept` (timeouts, the connection cap, bounded handshakes).
 
 use std::future::Future;
 use std::io;

@@ -174,6 +174,42 @@ impl Default for FederationSection {
     }
 }
 
+/// `[connections]`: what one client may hold on either listener (the
+/// admin/console `listen` and `federation_listen`), so that slow or idle
+/// connections cannot use up the open-files limit (see `crate::accept`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsSection {
+    /// Time for a request's head (request line and headers) to arrive,
+    /// counted from when the connection opened (after its TLS handshake) or,
+    /// on a kept-alive HTTP/1.1 connection, from the previous answer.
+    pub header_read_timeout: ConfigDuration,
+    /// A connection with no request under way for this long is closed
+    /// (HTTP/2 ones too, which the header timeout does not cover).
+    pub idle_timeout: ConfigDuration,
+    /// Time for a client to finish its TLS handshake (`federation_listen`).
+    pub tls_handshake_timeout: ConfigDuration,
+    /// TLS handshakes under way at once; more wait their turn (within
+    /// `tls_handshake_timeout`).
+    pub max_tls_handshakes: usize,
+    /// Open connections per listener; absent = a quarter of the open-files
+    /// limit each, so both listeners together use at most half of it and
+    /// the rest stays for outbound connections, DNS and the database.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for ConnectionsSection {
+    fn default() -> Self {
+        ConnectionsSection {
+            header_read_timeout: ConfigDuration(Duration::from_secs(10)),
+            idle_timeout: ConfigDuration(Duration::from_secs(60)),
+            tls_handshake_timeout: ConfigDuration(Duration::from_secs(10)),
+            max_tls_handshakes: 64,
+            max_connections: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -219,6 +255,7 @@ pub struct Config {
     pub access_token_lifetime: Option<ConfigDuration>,
     pub federation: FederationSection,
     pub rc_login: RcLogin,
+    pub connections: ConnectionsSection,
 }
 
 impl Default for Config {
@@ -247,6 +284,7 @@ impl Default for Config {
             access_token_lifetime: None,
             federation: FederationSection::default(),
             rc_login: RcLogin::default(),
+            connections: ConnectionsSection::default(),
         }
     }
 }
@@ -404,6 +442,28 @@ impl Config {
                     message: "per_second must be above 0 and burst_count at least 1".into(),
                 });
             }
+        }
+        let c = &self.connections;
+        for (key, d) in [
+            ("connections.header_read_timeout", c.header_read_timeout),
+            ("connections.idle_timeout", c.idle_timeout),
+            ("connections.tls_handshake_timeout", c.tls_handshake_timeout),
+        ] {
+            if d.0.is_zero() {
+                return invalid(key, "must be above 0".into());
+            }
+        }
+        if c.max_tls_handshakes == 0 {
+            return invalid(
+                "connections.max_tls_handshakes",
+                "must be at least 1".into(),
+            );
+        }
+        if c.max_connections.is_some_and(|n| n == 0 || n > 1 << 20) {
+            return invalid(
+                "connections.max_connections",
+                "must be between 1 and 1048576".into(),
+            );
         }
         Ok(())
     }
@@ -709,6 +769,46 @@ mod tests {
             ),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn connection_limits() {
+        let c = Config::parse("").unwrap();
+        let limits = crate::accept::Limits::from_config(&c, 1024);
+        assert_eq!(limits.max_connections, 256);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        let c = Config::parse(
+            "[connections]\nheader_read_timeout = \"2s\"\nmax_connections = 50\n\
+             max_tls_handshakes = 8\ntls_handshake_timeout = 3000",
+        )
+        .unwrap();
+        let limits = crate::accept::Limits::from_config(&c, 1024);
+        assert_eq!(limits.max_connections, 50);
+        assert_eq!(limits.max_tls_handshakes, 8);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(limits.tls_handshake_timeout, Duration::from_secs(3));
+        for (text, key) in [
+            (
+                "[connections]\nidle_timeout = \"0s\"",
+                "connections.idle_timeout",
+            ),
+            (
+                "[connections]\nmax_connections = 0",
+                "connections.max_connections",
+            ),
+            (
+                "[connections]\nmax_tls_handshakes = 0",
+                "connections.max_tls_handshakes",
+            ),
+            ("[connections]\nslowloris = 1", "slowloris"),
+        ] {
+            let e = Config::parse(text)
+                .and_then(|c| c.validate())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
     }

@@ -3,7 +3,8 @@
 //! `federation_tls = false`), serving only federation routes — the key server
 //! and version for now — with `404 M_UNRECOGNIZED` for anything else. It is a
 //! separate socket from the admin/console listener, as Synapse's federation
-//! port is.
+//! port is. Its connections, TLS handshakes included, run through
+//! `crate::accept` (timeouts, the connection cap, bounded handshakes).
 
 use std::future::Future;
 use std::io;
@@ -21,11 +22,13 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::accept::Limits;
 use crate::config::{Config, ConfigError};
 use crate::http::error::ApiError;
 use crate::state::AppState;
 
-/// How long a client has to finish the TLS handshake.
+/// How long a client has to finish the TLS handshake on a [`TlsListener`]
+/// (the federation listener itself takes `connections.tls_handshake_timeout`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the TLS certificate or key could not be used.
@@ -113,7 +116,7 @@ pub fn router(state: AppState) -> Router {
 
 /// A bound federation listener, TLS or plain.
 pub enum FederationListener {
-    Tls(TlsListener),
+    Tls(TcpListener, Arc<rustls::ServerConfig>),
     Plain(TcpListener),
 }
 
@@ -166,46 +169,41 @@ impl FederationListener {
             .await
             .map_err(|source| FederationListenError::Bind { addr, source })?;
         Ok(Some(match tls {
-            Some(tls) => FederationListener::Tls(
-                TlsListener::new(listener, tls)
-                    .map_err(|source| FederationListenError::Bind { addr, source })?,
-            ),
+            Some(tls) => FederationListener::Tls(listener, tls),
             None => FederationListener::Plain(listener),
         }))
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
-            FederationListener::Tls(l) => Ok(l.local),
-            FederationListener::Plain(l) => l.local_addr(),
+            FederationListener::Tls(l, _) | FederationListener::Plain(l) => l.local_addr(),
         }
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self, FederationListener::Tls(_))
+        matches!(self, FederationListener::Tls(..))
     }
 
-    /// Serves `app` until `shutdown` completes (then finishes open requests).
+    /// Serves `app` until `shutdown` completes (then finishes open requests),
+    /// within `limits` (see `crate::accept`).
     pub async fn serve(
         self,
         app: Router,
+        limits: Limits,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        match self {
-            FederationListener::Tls(l) => {
-                axum::serve(l, app).with_graceful_shutdown(shutdown).await
-            }
-            FederationListener::Plain(l) => {
-                axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-        }
+        let (listener, tls) = match self {
+            FederationListener::Tls(l, config) => (l, Some(config)),
+            FederationListener::Plain(l) => (l, None),
+        };
+        crate::accept::serve(listener, tls, app, limits, "federation", shutdown).await
     }
 }
 
 /// A TCP listener that hands out connections once their TLS handshake is
-/// done. Handshakes run in their own tasks, so a slow client delays no other.
+/// done, for `axum::serve`: the demo's simulated homeservers and the tests'
+/// and benches' federation peers use it (Herald's own listeners use
+/// `crate::accept`).
 pub struct TlsListener {
     local: SocketAddr,
     incoming: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,

@@ -4,10 +4,11 @@
 //! The binary's library: the only crate that knows the TOML config (`config`
 //! turns it into each crate's settings), the HTTP layer for every route
 //! (`http`), who is asking (`auth`), the metrics registry (`metrics`), what
-//! handlers share (`state`), the listeners (`serve`, `federation_listener`)
+//! handlers share (`state`), the listeners (`serve`, `federation_listener`, `accept`)
 //! and, behind the `demo` feature, `herald demo`. Signing, the federation
 //! client, SQL and the sender live in their own crates (ARCHITECTURE.md).
 
+pub mod accept;
 pub mod auth;
 pub mod config;
 #[cfg(feature = "demo")]

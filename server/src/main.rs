@@ -141,10 +141,27 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("herald: {e:#}");
+            eprintln!("herald: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: a cause whose text its
+/// wrapper already shows (as `cannot open database …: {source}` does) is not
+/// repeated.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -155,6 +172,7 @@ async fn run(cli: Cli) -> Result<()> {
                 config.listen = listen;
             }
             config.validate()?;
+            herald::accept::raise_open_files_limit();
             let store = Store::open(&config.database).await?;
             let listener = herald::serve::bind(config.listen_addr()?).await?;
             herald::serve::run(listener, store, config).await?;
@@ -266,6 +284,7 @@ async fn demo(data_dir: &std::path::Path, listen: &str, count: usize) -> Result<
                 .with_context(|| format!("removing the old {}", file.display()))?;
         }
     }
+    herald::accept::raise_open_files_limit();
     let cert = LoopbackCert::generate(data_dir)?;
     // Herald's federation port (its name): a free one on loopback.
     let federation = std::net::TcpListener::bind("127.0.0.1:0")

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::accept::Limits;
 use crate::config::{Config, ConfigError};
 use crate::federation_listener::{FederationListenError, FederationListener};
 use crate::state::AppState;
@@ -123,22 +124,22 @@ impl Server {
             }
         };
         let store = self.state.store.clone();
+        let limits = Limits::from_config(&self.state.config, crate::accept::open_files_limit());
+        tracing::info!(
+            max_connections = limits.max_connections,
+            header_read_timeout = ?limits.header_read_timeout,
+            "connection limits per listener"
+        );
         let app = crate::http::router(self.state.clone(), admin);
-        let admin_server = async {
-            axum::serve(
-                self.admin,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stopped())
-            .await
-        };
+        let admin_server =
+            crate::accept::serve(self.admin, None, app, limits.clone(), "admin", stopped());
         match (self.federation, federation) {
             (Some(listener), Some(addr)) => {
                 let tls = listener.is_tls();
                 let app = crate::federation_listener::router(self.state.clone());
                 tracing::info!(federation = %addr, tls, "federation listening");
                 tracing::info!(address = %admin, "listening");
-                tokio::try_join!(admin_server, listener.serve(app, stopped()))?;
+                tokio::try_join!(admin_server, listener.serve(app, limits, stopped()))?;
             }
             _ => {
                 tracing::info!(address = %admin, "listening");

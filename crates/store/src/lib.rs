@@ -1,6 +1,8 @@
-//! All SQL lives here. The store opens (or creates) the SQLite file in WAL
-//! mode, refuses a file that is not Herald's or is from a newer version,
-//! runs the embedded migrations, and offers typed operations per table
+//! All SQL lives here. The store opens (or creates, owner-only: 0600 file,
+//! 0700 data directory) the SQLite file in WAL mode, refuses a file that is
+//! not Herald's, is from a newer version or is damaged (telling which, and
+//! leaving no `-wal`/`-shm` it created beside a refused file), runs the
+//! embedded migrations, and offers typed operations per table
 //! family: [`destinations`] (with the in-memory [`index`] that serves the
 //! admin list), [`users`] (accounts and access tokens) and [`outbox`] (the
 //! sender's accepted PDUs and EDUs, written by group commit).
@@ -50,6 +52,24 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error(
+        "{path} is damaged ({detail}); refusing to start on it. It is still Herald's \
+         database: do not replace it. Stop Herald, keep a copy, and let SQLite recover \
+         what it can into a new file: `sqlite3 {path} .recover | sqlite3 {path}.recovered`, \
+         then point `database` at the recovered file"
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
+        "{path} is not an SQLite database (it does not start with SQLite's header); \
+         refusing to touch it: point `database` at a new or Herald file (if it is Herald's \
+         and only its first page is damaged, try `sqlite3 {path} .recover`)"
+    )]
+    NotSqlite { path: PathBuf },
+    #[error("cannot create database {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("migrating {path}: {source}")]
     Migrate {
         path: PathBuf,
@@ -79,8 +99,39 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens `path`, creating and migrating it if needed.
+    /// Opens `path`, creating and migrating it if needed. A file that is
+    /// refused (foreign, newer, damaged) is left as it was, with no `-wal`
+    /// or `-shm` beside it that was not there before.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let before = Sidecars::present(path);
+        let created = create_private(path)?;
+        let mut opened = None;
+        match Store::open_existing(path, &mut opened).await {
+            Ok(store) => Ok(store),
+            Err(error) => {
+                if let Some(pool) = opened {
+                    pool.close().await;
+                }
+                let error = match error {
+                    StoreError::Foreign { .. } | StoreError::TooNew { .. } => error,
+                    other => diagnose(path).await.unwrap_or(other),
+                };
+                before.remove_new(path);
+                if created {
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// [`Store::open`] once the file exists (or may be created by SQLite);
+    /// `opened` receives the pool as soon as there is one, for the caller to
+    /// close on failure.
+    async fn open_existing(
+        path: &Path,
+        opened: &mut Option<SqlitePool>,
+    ) -> Result<Store, StoreError> {
         check_identity(path).await?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|source| StoreError::Open {
@@ -102,6 +153,7 @@ impl Store {
                 path: path.into(),
                 source,
             })?;
+        *opened = Some(pool.clone());
         MIGRATOR
             .run(&pool)
             .await
@@ -109,8 +161,10 @@ impl Store {
                 path: path.into(),
                 source,
             })?;
-        orderings::orderings_above_imported(&pool).await?;
+        // Reads before writes: damage found while loading leaves the file
+        // as it was.
         let destinations = Destinations::load(pool.clone()).await?;
+        orderings::orderings_above_imported(&pool).await?;
         Ok(Store {
             outbox: Outbox::new(pool.clone(), destinations.clone()),
             users: Users::new(pool.clone()),
@@ -135,13 +189,7 @@ async fn check_identity(path: &Path) -> Result<(), StoreError> {
         path: path.into(),
         source,
     };
-    let mut conn = SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .disable_statement_logging()
-        .connect()
-        .await
-        .map_err(open_err)?;
+    let mut conn = read_only(path).await.map_err(open_err)?;
     let tables: Vec<String> =
         sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
             .fetch_all(&mut conn)
@@ -150,14 +198,14 @@ async fn check_identity(path: &Path) -> Result<(), StoreError> {
     if tables.is_empty() {
         return Ok(());
     }
+    // A `herald_meta` that cannot be read is damage, not a foreign file.
     let ours = tables.iter().any(|t| t == "herald_meta")
         && sqlx::query_scalar::<_, String>(
             "SELECT value FROM herald_meta WHERE key = 'application'",
         )
         .fetch_optional(&mut conn)
         .await
-        .ok()
-        .flatten()
+        .map_err(open_err)?
         .as_deref()
             == Some("herald");
     if !ours {
@@ -188,6 +236,154 @@ async fn check_identity(path: &Path) -> Result<(), StoreError> {
     }
     conn.close().await.map_err(open_err)?;
     Ok(())
+}
+
+/// A read-only connection that creates nothing beside the file: without a
+/// `-wal` (so nothing waits to be checkpointed) it opens the file as
+/// immutable, which needs no `-shm` either.
+async fn read_only(path: &Path) -> Result<sqlx::SqliteConnection, sqlx::Error> {
+    let no_wal = !sidecar(path, "-wal").exists();
+    SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .immutable(no_wal)
+        .disable_statement_logging()
+        .connect()
+        .await
+}
+
+/// Why a file that failed to open failed, when it is the file itself:
+/// [`StoreError::NotSqlite`] without SQLite's header, [`StoreError::Damaged`]
+/// when `PRAGMA quick_check` finds damage (or cannot run for it). `None`:
+/// the file looks sound, the first error stands.
+async fn diagnose(path: &Path) -> Option<StoreError> {
+    use std::io::Read as _;
+    let mut header = [0u8; 16];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read(&mut header));
+    match read {
+        Ok(0) | Err(_) => return None,
+        Ok(n) if n < header.len() || &header != b"SQLite format 3\0" => {
+            return Some(StoreError::NotSqlite { path: path.into() })
+        }
+        Ok(_) => {}
+    }
+    let damaged = |detail: String| {
+        Some(StoreError::Damaged {
+            path: path.into(),
+            detail,
+        })
+    };
+    let mut conn = match read_only(path).await {
+        Ok(conn) => conn,
+        Err(e) if is_corruption(&e) => return damaged(sqlite_message(&e)),
+        Err(_) => return None,
+    };
+    let found = sqlx::query_scalar::<_, String>("PRAGMA quick_check(3)")
+        .fetch_all(&mut conn)
+        .await;
+    let _ = conn.close().await;
+    match found {
+        Ok(lines) if lines.iter().all(|l| l == "ok") => None,
+        Ok(lines) => {
+            let found: Vec<&str> = lines
+                .iter()
+                .flat_map(|l| l.lines())
+                .filter(|l| !l.starts_with("*** in database"))
+                .collect();
+            damaged(format!("PRAGMA quick_check: {}", found.join("; ")))
+        }
+        Err(e) if is_corruption(&e) => damaged(sqlite_message(&e)),
+        Err(_) => None,
+    }
+}
+
+/// SQLITE_CORRUPT or SQLITE_NOTADB, with any extended code.
+fn is_corruption(e: &sqlx::Error) -> bool {
+    let code = match e {
+        sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i32>().ok()),
+        _ => None,
+    };
+    matches!(code.map(|c| c & 0xff), Some(11 | 26))
+}
+
+fn sqlite_message(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// `path` with `suffix` appended (`herald.db-wal`).
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Which of SQLite's files beside the database were there before we opened
+/// it.
+struct Sidecars(Vec<(&'static str, bool)>);
+
+impl Sidecars {
+    const SUFFIXES: [&'static str; 3] = ["-wal", "-shm", "-journal"];
+
+    fn present(path: &Path) -> Sidecars {
+        Sidecars(
+            Self::SUFFIXES
+                .iter()
+                .map(|s| (*s, sidecar(path, s).exists()))
+                .collect(),
+        )
+    }
+
+    /// Removes those we created, once every connection of ours is closed.
+    /// (Another process that opened the file meanwhile would have found
+    /// them there; a refused file is not one Herald shares.)
+    fn remove_new(&self, path: &Path) {
+        for (suffix, existed) in &self.0 {
+            let file = sidecar(path, suffix);
+            if !existed && file.exists() {
+                if let Err(e) = std::fs::remove_file(&file) {
+                    tracing::warn!(file = %file.display(), error = %e, "cannot remove");
+                }
+            }
+        }
+    }
+}
+
+/// Creates a missing database file empty and owner-only (0600), and its
+/// missing directories 0700, before SQLite opens it: it holds password and
+/// token hashes. SQLite gives the `-wal` and `-shm` files the database's
+/// mode. Returns whether it created the file.
+fn create_private(path: &Path) -> Result<bool, StoreError> {
+    if path.exists() {
+        return Ok(false);
+    }
+    let create = |source| StoreError::Create {
+        path: path.into(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt as _;
+                builder.mode(0o700);
+            }
+            builder.create(dir).map_err(create)?;
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path).map_err(create)?;
+    Ok(true)
 }
 
 /// A JSON array of strings, for `json_each(?)`: one statement for many rows.

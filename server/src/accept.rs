@@ -1,0 +1,471 @@
+//! The accept loop both listeners share (the admin/console `listen` and
+//! `federation_listen`): hyper-util's HTTP/1.1 + HTTP/2 server per
+//! connection, with the limits that keep slow or idle clients from using up
+//! the open-files limit (issue 11, finding 2):
+//!
+//! - a request head must arrive within `header_read_timeout` (hyper's own
+//!   HTTP/1.1 timer, plus our watchdog for what hyper does not time: the
+//!   bytes before it knows the protocol, and HTTP/2);
+//! - a connection with no request under way for `idle_timeout` is closed;
+//! - at most `max_connections` per listener. At the cap, the connection that
+//!   has waited longest without a request under way (slow headers, an idle
+//!   keep-alive, an unfinished TLS handshake) is closed for the new one, as
+//!   nginx reuses idle keep-alive connections; when every connection has a
+//!   request under way, the loop stops accepting until one ends (the kernel
+//!   queues the rest);
+//! - TLS handshakes: at most `max_tls_handshakes` at once, each within
+//!   `tls_handshake_timeout`;
+//! - an accept that fails for want of file descriptors backs off briefly
+//!   instead of spinning.
+//!
+//! `axum::serve` has none of these knobs, hence this loop; the watchdog and
+//! the eviction are ours because neither hyper nor tower has them.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_rustls::rustls::server::Acceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::LazyConfigAcceptor;
+use tower::ServiceExt as _;
+
+use crate::config::Config;
+
+/// How long the loop waits after an accept failed for want of resources
+/// (file descriptors, memory) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How often a loop at the connection cap looks again for a connection to
+/// close when every one had a request under way.
+const CAP_RESCAN: Duration = Duration::from_millis(50);
+
+/// The limits of one listener.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub max_tls_handshakes: usize,
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The configured limits; without `max_connections`, each listener may
+    /// hold a quarter of `open_files` (the soft `RLIMIT_NOFILE`).
+    pub fn from_config(config: &Config, open_files: u64) -> Limits {
+        let c = &config.connections;
+        let derived = usize::try_from(open_files / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(16, 1 << 20);
+        Limits {
+            header_read_timeout: c.header_read_timeout.0,
+            idle_timeout: c.idle_timeout.0,
+            tls_handshake_timeout: c.tls_handshake_timeout.0,
+            max_tls_handshakes: c.max_tls_handshakes.max(1),
+            max_connections: c.max_connections.unwrap_or(derived).max(1),
+        }
+    }
+}
+
+/// Raises the soft open-files limit to the hard one, as Synapse does at
+/// start-up (`change_resource_limit`), and returns the soft limit now in
+/// force (`None` where it cannot be read).
+pub fn raise_open_files_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(limit, "open files limit");
+            Some(limit)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        }
+    }
+}
+
+/// The soft open-files limit in force (1,024 where it cannot be read).
+pub fn open_files_limit() -> u64 {
+    rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024)
+}
+
+/// Serves `app` on `listener` (TLS first when `tls` is given) until
+/// `shutdown` completes; then stops accepting, asks every connection to
+/// finish (HTTP/1.1 after its current answer, HTTP/2 with GOAWAY) and waits
+/// for them.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    app: Router,
+    limits: Limits,
+    name: &'static str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let shared = Arc::new(Shared {
+        builder,
+        app,
+        limits: limits.clone(),
+        tls,
+        handshakes: Semaphore::new(limits.max_tls_handshakes),
+        conns: Mutex::new(BTreeMap::new()),
+        next_id: AtomicU64::new(0),
+    });
+    let cap = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let slots = Arc::new(Semaphore::new(cap as usize));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    let mut failing = false;
+    let mut at_cap = false;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(connection) => {
+                    failing = false;
+                    connection
+                }
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors (or memory): the connection
+                    // stays queued in the kernel; try again shortly.
+                    if !failing {
+                        tracing::warn!(listener = name, error = %e, "accept failed; backing off");
+                        failing = true;
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                at_cap = false;
+                slot
+            }
+            Err(_) => {
+                if !at_cap {
+                    tracing::warn!(
+                        listener = name,
+                        max_connections = limits.max_connections,
+                        "connection cap reached: closing the longest-quiet connections"
+                    );
+                    at_cap = true;
+                }
+                let slot = tokio::select! {
+                    slot = shared.make_room(&slots) => slot,
+                    () = &mut shutdown => break,
+                };
+                match slot {
+                    Some(slot) => slot,
+                    None => break,
+                }
+            }
+        };
+        // Small answers go out at once, not after a delayed ACK.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let conn = shared.register();
+        let shared = shared.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _registered = Registered {
+                shared: &shared,
+                id: conn.id,
+            };
+            shared.connection(tcp, peer, &conn, stop).await;
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Every connection holds a slot until it ends.
+    let _ = slots.acquire_many(cap).await;
+    Ok(())
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// What every connection task of one listener shares.
+struct Shared {
+    builder: auto::Builder<TokioExecutor>,
+    app: Router,
+    limits: Limits,
+    tls: Option<Arc<ServerConfig>>,
+    handshakes: Semaphore,
+    /// The open connections, oldest first.
+    conns: Mutex<BTreeMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+}
+
+/// One open connection, as its watchdog and the cap see it.
+struct Conn {
+    id: u64,
+    /// Requests under way (until their answer's body is written).
+    busy: AtomicUsize,
+    /// Since when no request has been under way.
+    quiet_since: Mutex<Instant>,
+    /// Whether a request has come: before, the header timeout applies;
+    /// after, the idle timeout.
+    served: AtomicBool,
+    /// The cap asked this connection to close (if still quiet).
+    evicting: AtomicBool,
+    evict: Notify,
+}
+
+impl Conn {
+    fn is_quiet(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// Removes a connection from the registry when its task ends.
+struct Registered<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.shared.conns.lock().remove(&self.id);
+    }
+}
+
+/// A request under way; the connection is quiet again once every one is
+/// dropped (with its answer's body).
+struct Busy(Arc<Conn>);
+
+impl Busy {
+    fn start(conn: Arc<Conn>) -> Busy {
+        conn.busy.fetch_add(1, Ordering::SeqCst);
+        conn.served.store(true, Ordering::SeqCst);
+        Busy(conn)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *self.0.quiet_since.lock() = Instant::now();
+        }
+    }
+}
+
+impl Shared {
+    fn register(&self) -> Arc<Conn> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn {
+            id,
+            busy: AtomicUsize::new(0),
+            quiet_since: Mutex::new(Instant::now()),
+            served: AtomicBool::new(false),
+            evicting: AtomicBool::new(false),
+            evict: Notify::new(),
+        });
+        self.conns.lock().insert(id, conn.clone());
+        conn
+    }
+
+    /// At the cap: asks the oldest quiet connection to close and waits for a
+    /// slot; when none is quiet, waits for one to become so or to end.
+    /// `None` only if the semaphore was closed.
+    async fn make_room(&self, slots: &Arc<Semaphore>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        loop {
+            self.evict_one();
+            match tokio::time::timeout(CAP_RESCAN, slots.clone().acquire_owned()).await {
+                Ok(Ok(slot)) => return Some(slot),
+                Ok(Err(_)) => return None,
+                Err(_) => continue,
+            }
+        }
+    }
+
+    fn evict_one(&self) {
+        let conns = self.conns.lock();
+        let victim = conns
+            .values()
+            .find(|c| c.is_quiet() && !c.evicting.load(Ordering::SeqCst));
+        if let Some(conn) = victim {
+            conn.evicting.store(true, Ordering::SeqCst);
+            conn.evict.notify_one();
+        }
+    }
+
+    /// One connection, from its TLS handshake (if any) to its end.
+    async fn connection(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        conn: &Arc<Conn>,
+        stop: watch::Receiver<bool>,
+    ) {
+        let Some(config) = &self.tls else {
+            return self.http(tcp, peer, conn, stop).await;
+        };
+        let handshake = async {
+            // Waiting for the ClientHello costs nothing but the socket (the
+            // cap bounds those); the cryptography takes a turn.
+            let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await;
+            let start = match start {
+                Ok(start) => start,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return None;
+                }
+            };
+            let _turn = self.handshakes.acquire().await.ok()?;
+            match start.into_stream(config.clone()).await {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    None
+                }
+            }
+        };
+        let tls = tokio::select! {
+            done = tokio::time::timeout(self.limits.tls_handshake_timeout, handshake) => match done {
+                Ok(Some(tls)) => tls,
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            },
+            () = evicted(conn) => return,
+        };
+        // The header timeout counts from the end of the handshake.
+        *conn.quiet_since.lock() = Instant::now();
+        self.http(tls, peer, conn, stop).await;
+    }
+
+    /// HTTP/1.1 or HTTP/2 on `io` until the client or the watchdog ends it.
+    async fn http<I>(
+        &self,
+        io: I,
+        peer: SocketAddr,
+        conn: &Arc<Conn>,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let app = self.app.clone();
+        let owner = conn.clone();
+        let service = tower::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let busy = Busy::start(owner.clone());
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await?;
+                // The request stays under way until its body is written.
+                Ok::<_, std::convert::Infallible>(response.map(|body| {
+                    Body::new(body.map_frame(move |frame| {
+                        let _ = &busy;
+                        frame
+                    }))
+                }))
+            }
+        });
+        let http = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+        tokio::pin!(http);
+        let quiet = too_quiet(conn, &self.limits);
+        tokio::pin!(quiet);
+        let stopped = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        tokio::pin!(stopped);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                ended = http.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = &mut quiet => {
+                    tracing::debug!(%peer, "closing a quiet connection");
+                    return;
+                }
+                () = &mut stopped, if !stopping => {
+                    stopping = true;
+                    http.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Completes when the cap asks `conn` to close.
+async fn evicted(conn: &Conn) {
+    conn.evict.notified().await;
+}
+
+/// Completes when `conn` has had no request under way for its time (the
+/// header timeout before its first request, the idle timeout after), or the
+/// cap asks it to close while no request is under way.
+async fn too_quiet(conn: &Conn, limits: &Limits) {
+    let allowed = || {
+        if conn.served.load(Ordering::SeqCst) {
+            limits.idle_timeout
+        } else {
+            limits.header_read_timeout
+        }
+    };
+    loop {
+        // While a request is under way, look again a whole period later.
+        let deadline = if conn.is_quiet() {
+            *conn.quiet_since.lock() + allowed()
+        } else {
+            Instant::now() + allowed()
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {
+                if conn.is_quiet() && Instant::now() >= *conn.quiet_since.lock() + allowed() {
+                    return;
+                }
+            }
+            () = conn.evict.notified() => {
+                if conn.is_quiet() {
+                    return;
+                }
+                conn.evicting.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+}

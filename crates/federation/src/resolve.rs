@@ -202,7 +202,7 @@ impl ServerResolver {
                         match ServerName::parse(&d) {
                             Ok(d) => Some(d),
                             Err(e) => {
-                                warn!(server_name, error = %e, "ignoring well-known delegation");
+                                warn!(server_name, error = ?e.to_string(), "ignoring well-known delegation");
                                 None
                             }
                         }
@@ -268,7 +268,7 @@ impl ServerResolver {
                         match self.addresses(&t.target, t.port).await {
                             Ok(addrs) => candidates.extend(addrs),
                             Err(e) => {
-                                warn!(srv = srv_name, target = t.target, error = %e, "SRV target did not resolve");
+                                warn!(srv = srv_name, target = ?t.target, error = ?e.to_string(), "SRV target did not resolve");
                                 last_err = Some(e);
                             }
                         }

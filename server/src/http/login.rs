@@ -180,11 +180,11 @@ async fn login(
         None => None,
     };
     let hash = stored.as_ref().map(|u| u.password_hash.clone());
-    let matches = state
-        .passwords
-        .verify(password, hash)
-        .await
-        .map_err(|_| ApiError::limit_exceeded(BUSY_RETRY_MS))?;
+    let Ok(matches) = state.passwords.verify(password, hash).await else {
+        // Every password thread busy and the queue full: refused as a
+        // rate-limited login is, pause included, so a flood cannot spin.
+        return Err(limited(BUSY_RETRY_MS).await);
+    };
     let Some(user) = stored.filter(|_| matches) else {
         state.login_limits.failed(&account, &address);
         tracing::info!(user = ?name, %address, "failed login");

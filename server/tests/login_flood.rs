@@ -77,10 +77,7 @@ async fn a_user_name_cannot_forge_log_lines() {
     };
     // Logged lower-cased, as the account is looked up.
     let escaped = r#"user="x\nforged line 2026-01-01t00:00:00z  info herald: admin logged in\0""#;
-    let line = log
-        .lines()
-        .find(|l| l.contains("failed login"))
-        .unwrap();
+    let line = log.lines().find(|l| l.contains("failed login")).unwrap();
     assert!(line.contains(escaped), "{line}");
     assert!(
         !log.lines().any(|l| l.starts_with("forged")),

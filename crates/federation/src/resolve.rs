@@ -193,12 +193,11 @@ impl ServerResolver {
     /// Resolve `server_name` as the spec says.
     pub async fn resolve(&self, server_name: &str) -> Result<Resolution, ResolveError> {
         let name = ServerName::parse(server_name)?;
-        let resolution =
-            match &name.host {
-                Host::Ip(_) => self.resolve_name(&name, false).await?,
-                Host::Name(_) if name.port.is_some() => self.resolve_name(&name, false).await?,
-                Host::Name(host) => {
-                    let delegated = self.well_known.get(host).await.and_then(|d| {
+        let resolution = match &name.host {
+            Host::Ip(_) => self.resolve_name(&name, false).await?,
+            Host::Name(_) if name.port.is_some() => self.resolve_name(&name, false).await?,
+            Host::Name(host) => {
+                let delegated = self.well_known.get(host).await.and_then(|d| {
                         match ServerName::parse(&d) {
                             Ok(d) => Some(d),
                             Err(e) => {
@@ -207,12 +206,12 @@ impl ServerResolver {
                             }
                         }
                     });
-                    match delegated {
-                        Some(delegated) => self.resolve_name(&delegated, true).await?,
-                        None => self.resolve_name(&name, false).await?,
-                    }
+                match delegated {
+                    Some(delegated) => self.resolve_name(&delegated, true).await?,
+                    None => self.resolve_name(&name, false).await?,
                 }
-            };
+            }
+        };
         debug!(server_name, ?resolution, "resolved");
         Ok(resolution)
     }

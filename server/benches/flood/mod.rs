@@ -64,7 +64,11 @@ async fn seed_destinations(db: &Path, n: usize) {
         .bind(format!("matrix{i}.example.org"))
         .bind(1_750_000_000_000_i64 + i as i64)
         .bind(if i % 3 == 0 { 600_000_i64 } else { 0 })
-        .bind(if i % 3 == 0 { Some(1_749_000_000_000_i64) } else { None })
+        .bind(if i % 3 == 0 {
+            Some(1_749_000_000_000_i64)
+        } else {
+            None
+        })
         .bind(i as i64)
         .execute(&mut *tx)
         .await
@@ -91,7 +95,15 @@ impl Herald {
         )
         .unwrap();
         let mut add = Command::new(bin)
-            .args(["user", "add", ADMIN, "--admin", "--password", "-", "--config"])
+            .args([
+                "user",
+                "add",
+                ADMIN,
+                "--admin",
+                "--password",
+                "-",
+                "--config",
+            ])
             .arg(&config)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -150,7 +162,12 @@ impl Herald {
     }
 
     /// POST /login from `client`.
-    pub async fn login(&self, client: &reqwest::Client, user: &str, password: &str) -> (u16, Value) {
+    pub async fn login(
+        &self,
+        client: &reqwest::Client,
+        user: &str,
+        password: &str,
+    ) -> (u16, Value) {
         let body = serde_json::json!({
             "type": "m.login.password",
             "identifier": {"type": "m.id.user", "user": user},
@@ -354,7 +371,10 @@ pub async fn run(bin: &str, extra_config: &str, flood: &Flood, quiet_samples: us
             ADMIN_PASSWORD,
         )
         .await;
-    assert!(admin_after == 200 || admin_after == 429, "{admin_after} {body}");
+    assert!(
+        admin_after == 200 || admin_after == 429,
+        "{admin_after} {body}"
+    );
     Run {
         rss_start_kb,
         peak_kb,

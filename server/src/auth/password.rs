@@ -29,11 +29,12 @@ pub struct HashError(String);
 /// hash asking for more never matches rather than taking the memory.
 const MAX_BLOCKS: usize = 256 * 1024;
 
-/// Threads that verify passwords: at most two, fewer on a single core. Two
-/// verify about 60 passwords a second on this project's 2-core machine,
-/// far more than an admin tool's logins need.
+/// Threads that verify passwords: half the cores, at least one and at most
+/// two, so that a flood of logins leaves the other cores to the requests that
+/// matter (one on this project's 2-core machine, which verifies about 30
+/// passwords a second: far more than an admin tool's logins need).
 pub fn hashing_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 2))
 }
 
 /// Verifications that may wait for a thread; more are refused.

@@ -41,14 +41,27 @@ use crate::config::{RateLimit, RcLogin};
 /// while its bucket holds less than one action.
 pub struct Limiter {
     limit: RateLimit,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    buckets: Mutex<Buckets>,
 }
+
+/// Tokens and when they were counted, per key; and the size at which full
+/// buckets are next forgotten.
+struct Buckets {
+    map: HashMap<String, (f64, Instant)>,
+    sweep_at: usize,
+}
+
+/// Buckets kept before full ones are forgotten.
+const SWEEP_AT: usize = 100_000;
 
 impl Limiter {
     pub fn new(limit: RateLimit) -> Limiter {
         Limiter {
             limit,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                sweep_at: SWEEP_AT,
+            }),
         }
     }
 
@@ -68,13 +81,13 @@ impl Limiter {
     /// `Some(ms until allowed)` if `key` may not act now.
     pub fn check(&self, key: &str) -> Option<u64> {
         let buckets = self.buckets.lock();
-        self.wait_ms(self.level(buckets.get(key), Instant::now()))
+        self.wait_ms(self.level(buckets.map.get(key), Instant::now()))
     }
 
     /// True while `key` has spent any of its burst (its bucket is not full).
     pub fn has_acted(&self, key: &str) -> bool {
         let buckets = self.buckets.lock();
-        self.level(buckets.get(key), Instant::now()) < self.limit.burst_count
+        self.level(buckets.map.get(key), Instant::now()) < self.limit.burst_count
     }
 
     /// Spends one action of `key`.
@@ -88,22 +101,27 @@ impl Limiter {
     pub fn acquire(&self, key: &str) -> Result<(), u64> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
-        if let Some(wait) = self.wait_ms(self.level(buckets.get(key), now)) {
+        if let Some(wait) = self.wait_ms(self.level(buckets.map.get(key), now)) {
             return Err(wait);
         }
         self.spend(&mut buckets, key, now);
         Ok(())
     }
 
-    fn spend(&self, buckets: &mut HashMap<String, (f64, Instant)>, key: &str, now: Instant) {
-        let tokens = self.level(buckets.get(key), now);
-        buckets.insert(key.to_owned(), ((tokens - 1.0).max(0.0), now));
-        // Keep memory bounded: forget full buckets once the map grows.
-        if buckets.len() > 100_000 {
+    fn spend(&self, buckets: &mut Buckets, key: &str, now: Instant) {
+        let tokens = self.level(buckets.map.get(key), now);
+        buckets
+            .map
+            .insert(key.to_owned(), ((tokens - 1.0).max(0.0), now));
+        // Keep memory bounded: forget full buckets once the map grows, and
+        // sweep again only when it has doubled, so that many keys whose
+        // buckets are still refilling do not make every insert a sweep.
+        if buckets.map.len() > buckets.sweep_at {
             let limit = self.limit;
-            buckets.retain(|_, (t, at)| {
+            buckets.map.retain(|_, (t, at)| {
                 *t + now.duration_since(*at).as_secs_f64() * limit.per_second < limit.burst_count
             });
+            buckets.sweep_at = (buckets.map.len() * 2).max(SWEEP_AT);
         }
     }
 }

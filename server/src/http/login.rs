@@ -165,7 +165,10 @@ async fn login(
         .to_lowercase();
     let address = peer.ip().to_string();
     // Synapse keys the account's limits by the lower-cased user ID.
-    let account = format!("@{name}:{}", state.config.server_name);
+    let account = match user.starts_with('@') {
+        true => user.to_lowercase(),
+        false => format!("@{name}:{}", state.config.server_name),
+    };
     let limited = |wait| async move {
         // Synapse answers a rate-limited login after half a second.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -165,9 +165,10 @@ async fn login(
         .to_lowercase();
     let address = peer.ip().to_string();
     // Synapse keys the account's limits by the lower-cased user ID.
-    let account = match user.starts_with('@') {
-        true => user.to_lowercase(),
-        false => format!("@{name}:{}", state.config.server_name),
+    let account = if user.starts_with('@') {
+        user.to_lowercase()
+    } else {
+        format!("@{name}:{}", state.config.server_name)
     };
     let limited = |wait| async move {
         // Synapse answers a rate-limited login after half a second.

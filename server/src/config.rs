@@ -122,28 +122,85 @@ pub struct RateLimit {
     pub burst_count: f64,
 }
 
-/// `[rc_login]`: Synapse's login rate limits. Herald limits failed attempts
-/// per account and per client address.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// `[rc_login]`: Synapse's login rate limits, with Synapse's names, meanings
+/// and defaults, and one of Herald's own (`global_failed_attempts`). How they
+/// combine, and where Herald departs from Synapse (a correct password from an
+/// address that has not failed is not held back by the account's
+/// `failed_attempts`), is in `auth::ratelimit`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RcLogin {
-    pub failed_attempts: RateLimit,
+    /// Every login attempt, per client address.
     pub address: RateLimit,
+    /// Successful logins, per account.
+    pub account: RateLimit,
+    /// Failed logins, per account.
+    pub failed_attempts: RateLimit,
+    /// Failed logins, all accounts and addresses together (Herald's own).
+    pub global_failed_attempts: RateLimit,
 }
 
 impl Default for RcLogin {
     fn default() -> Self {
-        // Synapse's defaults for `rc_login.failed_attempts`, applied to both keys.
+        // Synapse 1.163's defaults (synapse/config/ratelimiting.py).
+        let synapse_login = RateLimit {
+            per_second: 0.003,
+            burst_count: 5.0,
+        };
         RcLogin {
+            address: synapse_login,
+            account: synapse_login,
             failed_attempts: RateLimit {
                 per_second: 0.17,
                 burst_count: 3.0,
             },
-            address: RateLimit {
-                per_second: 0.17,
-                burst_count: 3.0,
+            // About one failed login a second over any length of time:
+            // Argon2 work an attacker with many addresses can cause.
+            global_failed_attempts: RateLimit {
+                per_second: 1.0,
+                burst_count: 50.0,
             },
         }
+    }
+}
+
+/// A limit as written in the file: as in Synapse, a key left out takes that
+/// limit's default.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialRateLimit {
+    per_second: Option<f64>,
+    burst_count: Option<f64>,
+}
+
+impl PartialRateLimit {
+    fn or(self, default: RateLimit) -> RateLimit {
+        RateLimit {
+            per_second: self.per_second.unwrap_or(default.per_second),
+            burst_count: self.burst_count.unwrap_or(default.burst_count),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RcLogin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Default, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        struct Raw {
+            address: PartialRateLimit,
+            account: PartialRateLimit,
+            failed_attempts: PartialRateLimit,
+            global_failed_attempts: PartialRateLimit,
+        }
+        let raw = Raw::deserialize(d)?;
+        let default = RcLogin::default();
+        Ok(RcLogin {
+            address: raw.address.or(default.address),
+            account: raw.account.or(default.account),
+            failed_attempts: raw.failed_attempts.or(default.failed_attempts),
+            global_failed_attempts: raw
+                .global_failed_attempts
+                .or(default.global_failed_attempts),
+        })
     }
 }
 
@@ -303,8 +360,10 @@ impl Config {
             database,
             listen: "127.0.0.1:0".into(),
             rc_login: RcLogin {
-                failed_attempts: generous,
                 address: generous,
+                account: generous,
+                failed_attempts: generous,
+                global_failed_attempts: generous,
             },
             ..Config::default()
         }
@@ -432,8 +491,13 @@ impl Config {
             return invalid("federation.connect_timeout", "must be more than 0".into());
         }
         for (key, limit) in [
-            ("rc_login.failed_attempts", self.rc_login.failed_attempts),
             ("rc_login.address", self.rc_login.address),
+            ("rc_login.account", self.rc_login.account),
+            ("rc_login.failed_attempts", self.rc_login.failed_attempts),
+            (
+                "rc_login.global_failed_attempts",
+                self.rc_login.global_failed_attempts,
+            ),
         ] {
             if !(limit.per_second > 0.0 && limit.per_second.is_finite() && limit.burst_count >= 1.0)
             {
@@ -809,6 +873,52 @@ mod tests {
                 .and_then(|c| c.validate())
                 .unwrap_err()
                 .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn rc_login_takes_synapse_names_and_defaults() {
+        let c = Config::parse("").unwrap();
+        let limit = |per_second, burst_count| RateLimit {
+            per_second,
+            burst_count,
+        };
+        assert_eq!(c.rc_login.address, limit(0.003, 5.0));
+        assert_eq!(c.rc_login.account, limit(0.003, 5.0));
+        assert_eq!(c.rc_login.failed_attempts, limit(0.17, 3.0));
+        assert_eq!(c.rc_login.global_failed_attempts, limit(1.0, 50.0));
+        // As Synapse's homeserver.yaml `rc_login:` section, in TOML; a key
+        // left out keeps that limit's default.
+        let c = Config::parse(
+            r#"
+            [rc_login.address]
+            per_second = 0.5
+            burst_count = 20
+            [rc_login.account]
+            per_second = 2
+            [rc_login.failed_attempts]
+            burst_count = 10
+            [rc_login.global_failed_attempts]
+            per_second = 5.0
+            burst_count = 200
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.rc_login.address, limit(0.5, 20.0));
+        assert_eq!(c.rc_login.account, limit(2.0, 5.0));
+        assert_eq!(c.rc_login.failed_attempts, limit(0.17, 10.0));
+        assert_eq!(c.rc_login.global_failed_attempts, limit(5.0, 200.0));
+        for (text, key) in [
+            ("[rc_login.account]\nper_second = 0", "`rc_login.account`"),
+            (
+                "[rc_login.address]\nburst_count = 0.5",
+                "`rc_login.address`",
+            ),
+            ("[rc_login.failed_attempts]\nper_minute = 1", "per_minute"),
+            ("[rc_login.acount]\nper_second = 1", "acount"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
     }

@@ -1,10 +1,12 @@
 //! What every request handler can reach: the store, the configuration, the
-//! server's signing keys, the login rate limiters, the metrics and the
+//! server's signing keys, the login rate limiters and password threads, the
+//! metrics and the
 //! federation sender.
 
 use std::sync::Arc;
 
-use crate::auth::ratelimit::Limiter;
+use crate::auth::password::{self, Verifier};
+use crate::auth::ratelimit::LoginLimits;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use herald_federation::client::{FederationClient, SetupError};
@@ -19,8 +21,10 @@ pub struct AppState {
     /// Our signing keys: the key server publishes them, federation requests
     /// are signed with them.
     pub keys: Arc<ServerKeys>,
-    pub failed_logins_by_user: Arc<Limiter>,
-    pub failed_logins_by_address: Arc<Limiter>,
+    /// `rc_login`: the login rate limits.
+    pub login_limits: Arc<LoginLimits>,
+    /// The fixed threads that verify passwords (a bounded queue).
+    pub passwords: Verifier,
     /// The Prometheus series (`GET /metrics`).
     pub metrics: Arc<Metrics>,
     /// Delivers what the intake API accepted.
@@ -47,8 +51,8 @@ impl AppState {
             metrics.clone(),
         );
         Ok(AppState {
-            failed_logins_by_user: Arc::new(Limiter::new(config.rc_login.failed_attempts)),
-            failed_logins_by_address: Arc::new(Limiter::new(config.rc_login.address)),
+            login_limits: Arc::new(LoginLimits::new(&config.rc_login)),
+            passwords: Verifier::start(password::hashing_threads(), password::QUEUE),
             store,
             config: Arc::new(config),
             keys,

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use herald::config::RateLimit;
-use serde_json::json;
+use herald::config::{RateLimit, RcLogin};
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn versions_flows_and_server_version() {
@@ -239,23 +239,116 @@ async fn failed_logins_are_rate_limited_per_user() {
     assert_eq!(s.login(ADMIN, ADMIN_PASSWORD).await.len(), 47);
 }
 
+/// A client whose connections come from `address` (127.0.0.x): the server
+/// sees each as a different client address.
+fn client_from(address: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(address.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn login_from(s: &TestServer, address: &str, user: &str, password: &str) -> (u16, Value) {
+    let resp = client_from(address)
+        .post(s.url("/_matrix/client/v3/login"))
+        .json(&login_body(user, password))
+        .send()
+        .await
+        .unwrap();
+    into_json(resp).await
+}
+
 #[tokio::test]
-async fn failed_logins_are_rate_limited_per_address() {
+async fn every_login_attempt_counts_per_address() {
+    // Synapse's `rc_login.address`: successful logins count too.
     let s = TestServer::start_with(|c| {
         c.rc_login.address = RateLimit {
+            per_second: 0.01,
+            burst_count: 3.0,
+        };
+    })
+    .await;
+    for user in ["u1", "u2"] {
+        assert_eq!(login_from(&s, "127.0.0.4", user, "x").await.0, 403);
+    }
+    assert_eq!(
+        login_from(&s, "127.0.0.4", ADMIN, ADMIN_PASSWORD).await.0,
+        200
+    );
+    let (status, body) = login_from(&s, "127.0.0.4", ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(body["retry_after_ms"].as_u64().unwrap() > 1000, "{body}");
+    // Another address is not affected.
+    assert_eq!(
+        login_from(&s, "127.0.0.5", ADMIN, ADMIN_PASSWORD).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn successful_logins_are_rate_limited_per_account() {
+    // Synapse's `rc_login.account`.
+    let s = TestServer::start_with(|c| {
+        c.rc_login.account = RateLimit {
             per_second: 0.01,
             burst_count: 2.0,
         };
     })
     .await;
-    for user in ["u1", "u2"] {
-        let body = login_body(user, "x");
-        assert_eq!(
-            s.post_json("/_matrix/client/v3/login", None, body).await.0,
-            403
-        );
+    for address in ["127.0.0.6", "127.0.0.7"] {
+        assert_eq!(login_from(&s, address, USER, USER_PASSWORD).await.0, 200);
     }
-    let body = login_body("admin", ADMIN_PASSWORD);
-    let (status, body) = s.post_json("/_matrix/client/v3/login", None, body).await;
+    let (status, body) = login_from(&s, "127.0.0.8", USER, USER_PASSWORD).await;
     assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        login_from(&s, "127.0.0.8", ADMIN, ADMIN_PASSWORD).await.0,
+        200
+    );
+}
+
+/// The default limits (Synapse's `rc_login`): wrong passwords for `admin`
+/// from one address lock out that address, not the admin.
+#[tokio::test]
+async fn failures_from_elsewhere_do_not_lock_the_admin_out() {
+    let s = TestServer::start_with(|c| c.rc_login = RcLogin::default()).await;
+    for _ in 0..3 {
+        let (status, body) = login_from(&s, "127.0.0.2", ADMIN, "wrong").await;
+        assert_eq!(status, 403, "{body}");
+    }
+    // The failing address is held back, even with the right password.
+    let (status, body) = login_from(&s, "127.0.0.2", ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(body["retry_after_ms"].as_u64().unwrap() > 0, "{body}");
+    // The admin, from an address that has not failed, logs in.
+    let (status, body) = login_from(&s, "127.0.0.3", ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], "@admin:herald.test");
+    // A fresh address with a wrong password gets its answer, and is then
+    // held back too while the account's limit is spent.
+    assert_eq!(login_from(&s, "127.0.0.9", ADMIN, "wrong").await.0, 403);
+    assert_eq!(
+        login_from(&s, "127.0.0.9", ADMIN, ADMIN_PASSWORD).await.0,
+        429
+    );
+}
+
+#[tokio::test]
+async fn failed_logins_are_rate_limited_globally() {
+    let s = TestServer::start_with(|c| {
+        c.rc_login.global_failed_attempts = RateLimit {
+            per_second: 0.01,
+            burst_count: 4.0,
+        };
+    })
+    .await;
+    // Four failures, each from its own address and for its own account.
+    for i in 0..4 {
+        let (status, _) = login_from(&s, &format!("127.0.1.{i}"), &format!("u{i}"), "x").await;
+        assert_eq!(status, 403);
+    }
+    let (status, body) = login_from(&s, "127.0.1.9", "u9", "x").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
 }

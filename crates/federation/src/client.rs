@@ -645,7 +645,7 @@ impl FederationClient {
                 FederationError::Resolve(e) => options.retry_on_dns_fail && e.is_retryable(),
                 _ => false,
             };
-            info!(destination, %method, path_and_query, error = %error, "federation request failed");
+            info!(destination, %method, path_and_query, error = ?error.to_string(), "federation request failed");
             if !worth_retrying || retries_left == 0 || options.timeout.is_some() {
                 return Err(error);
             }
@@ -721,7 +721,7 @@ impl FederationClient {
                 None => match self.pool.connect(*addr, &tls_name).await {
                     Ok(conn) => conn,
                     Err(e) => {
-                        debug!(destination, %addr, error = %e, "could not connect");
+                        debug!(destination, %addr, error = ?e.to_string(), "could not connect");
                         last_error = Some(e);
                         continue;
                     }
@@ -735,7 +735,7 @@ impl FederationClient {
                 Ok(r) => r,
                 Err(e) if conn.reused && (e.is_canceled() || e.is_incomplete_message()) => {
                     // The server closed the idle connection: once more on a new one.
-                    debug!(destination, %addr, error = %e, "kept-alive connection was closed");
+                    debug!(destination, %addr, error = ?e.to_string(), "kept-alive connection was closed");
                     conn = self
                         .pool
                         .connect(*addr, &tls_name)

@@ -193,26 +193,25 @@ impl ServerResolver {
     /// Resolve `server_name` as the spec says.
     pub async fn resolve(&self, server_name: &str) -> Result<Resolution, ResolveError> {
         let name = ServerName::parse(server_name)?;
-        let resolution =
-            match &name.host {
-                Host::Ip(_) => self.resolve_name(&name, false).await?,
-                Host::Name(_) if name.port.is_some() => self.resolve_name(&name, false).await?,
-                Host::Name(host) => {
-                    let delegated = self.well_known.get(host).await.and_then(|d| {
+        let resolution = match &name.host {
+            Host::Ip(_) => self.resolve_name(&name, false).await?,
+            Host::Name(_) if name.port.is_some() => self.resolve_name(&name, false).await?,
+            Host::Name(host) => {
+                let delegated = self.well_known.get(host).await.and_then(|d| {
                         match ServerName::parse(&d) {
                             Ok(d) => Some(d),
                             Err(e) => {
-                                warn!(server_name, error = %e, "ignoring well-known delegation");
+                                warn!(server_name, error = ?e.to_string(), "ignoring well-known delegation");
                                 None
                             }
                         }
                     });
-                    match delegated {
-                        Some(delegated) => self.resolve_name(&delegated, true).await?,
-                        None => self.resolve_name(&name, false).await?,
-                    }
+                match delegated {
+                    Some(delegated) => self.resolve_name(&delegated, true).await?,
+                    None => self.resolve_name(&name, false).await?,
                 }
-            };
+            }
+        };
         debug!(server_name, ?resolution, "resolved");
         Ok(resolution)
     }
@@ -268,7 +267,7 @@ impl ServerResolver {
                         match self.addresses(&t.target, t.port).await {
                             Ok(addrs) => candidates.extend(addrs),
                             Err(e) => {
-                                warn!(srv = srv_name, target = t.target, error = %e, "SRV target did not resolve");
+                                warn!(srv = srv_name, target = ?t.target, error = ?e.to_string(), "SRV target did not resolve");
                                 last_err = Some(e);
                             }
                         }

@@ -300,10 +300,10 @@ impl WellKnownResolver {
             Ok(fetched) => (Some(fetched.server), fetched.cache_period),
             Err(e) => {
                 if let (Some(prev), true) = (&prev, e.is_temporary()) {
-                    info!(host, error = %e, "well-known fetch failed; keeping the previous answer");
+                    info!(host, error = ?e.to_string(), "well-known fetch failed; keeping the previous answer");
                     return Some(prev.clone());
                 }
-                info!(host, error = %e, "no valid well-known");
+                info!(host, error = ?e.to_string(), "no valid well-known");
                 let base = if self.had_valid(host) {
                     DOWN_CACHE_PERIOD
                 } else {
@@ -353,7 +353,7 @@ impl WellKnownResolver {
                 // A policy refusal: trying again would refuse again.
                 Err(e @ WellKnownError::Blocked { .. }) => return Err(e),
                 Err(e) if attempt < attempts => {
-                    info!(host, error = %e, "well-known fetch failed; retrying");
+                    info!(host, error = ?e.to_string(), "well-known fetch failed; retrying");
                 }
                 Err(e) => return Err(e),
             }

@@ -74,7 +74,7 @@ pub(super) async fn run(shared: Arc<Shared>, name: Arc<str>) {
         match step {
             Ok(Step::Sent) => {}
             Ok(Step::CaughtUp) => {
-                tracing::info!(destination = %name, "caught up");
+                tracing::info!(destination = ?name, "caught up");
                 shared.with(&name, |d| d.catching_up = false);
             }
             Ok(Step::Empty) => {
@@ -89,7 +89,7 @@ pub(super) async fn run(shared: Arc<Shared>, name: Arc<str>) {
                 return;
             }
             Err(e) => {
-                tracing::error!(destination = %name, error = %e, "sender queue: database error");
+                tracing::error!(destination = ?name, error = %e, "sender queue: database error");
                 shared.wait_until(&name, shared.now() + STORE_ERROR_WAIT_MS);
                 park.armed = false;
                 return;
@@ -133,7 +133,7 @@ async fn catch_up_step(shared: &Shared, name: &str) -> Result<Step, QueueError> 
         .unwrap_or(false);
     if drop_volatile {
         let dropped = shared.store.outbox.drop_volatile_edus(name).await?;
-        tracing::info!(destination = %name, dropped_edus = dropped, "catching up: presence, typing and receipts dropped");
+        tracing::info!(destination = ?name, dropped_edus = dropped, "catching up: presence, typing and receipts dropped");
     }
     let after = shared
         .store
@@ -224,7 +224,7 @@ async fn send(
         Ok(answer) => {
             let errors = transaction::pdu_errors(&answer);
             for (event_id, error) in &errors {
-                tracing::warn!(destination = %name, %event_id, %error, "destination refused a PDU");
+                tracing::warn!(destination = ?name, event_id = ?event_id, error = ?error, "destination refused a PDU");
             }
             shared
                 .store
@@ -244,7 +244,7 @@ async fn send(
                 edus.len() as u64,
                 errors.len() as u64,
             );
-            tracing::debug!(destination = %name, txn_id = txn.txn_id, pdus = pdus.len(), edus = edus.len(), "transaction sent");
+            tracing::debug!(destination = ?name, txn_id = txn.txn_id, pdus = pdus.len(), edus = edus.len(), "transaction sent");
             Ok(Step::Sent)
         }
         Err(e) => failed(shared, name, e, &txn.contents).await,
@@ -263,7 +263,7 @@ async fn failed(
     match &error {
         // Never sendable: the queue must not wait behind it forever.
         FederationError::InvalidRequest(reason) => {
-            tracing::error!(destination = %name, %reason, pdus = ?contents.pdus, edus = ?contents.edus, "transaction cannot be built; its PDUs and EDUs are dropped");
+            tracing::error!(destination = ?name, reason = ?reason, pdus = ?contents.pdus, edus = ?contents.edus, "transaction cannot be built; its PDUs and EDUs are dropped");
             shared
                 .store
                 .outbox
@@ -275,7 +275,7 @@ async fn failed(
         }
         FederationError::DeniedByWhitelist(_) => {
             let dropped = shared.store.outbox.drop_all_queued(name).await?;
-            tracing::warn!(destination = %name, dropped, "not in federation_domain_whitelist (any more): its queue is dropped");
+            tracing::warn!(destination = ?name, dropped, "not in federation_domain_whitelist (any more): its queue is dropped");
             shared.with(name, |d| d.in_flight = None);
             return Ok(Step::Sent);
         }
@@ -298,7 +298,7 @@ async fn failed(
         Some(t) if t.retry_last_ts.saturating_add(t.retry_interval) > now => {
             shared.metrics.transaction(TxnOutcome::Failed, 0, 0, 0);
             let due = t.retry_last_ts.saturating_add(t.retry_interval);
-            tracing::info!(destination = %name, error = %error, retry_in_ms = due.saturating_sub(now), "transaction failed; backing off");
+            tracing::info!(destination = ?name, error = ?error.to_string(), retry_in_ms = due.saturating_sub(now), "transaction failed; backing off");
             enter_catch_up_if_long(shared, name, t.retry_interval);
             Ok(Step::WaitUntil(due))
         }
@@ -308,7 +308,7 @@ async fn failed(
             // but not at once either.
             shared.metrics.transaction(TxnOutcome::Rejected, 0, 0, 0);
             let wait = i64::try_from(shared.retry_rejected_after.as_millis()).unwrap_or(i64::MAX);
-            tracing::warn!(destination = %name, error = %error, retry_in_ms = wait, "transaction rejected");
+            tracing::warn!(destination = ?name, error = ?error.to_string(), retry_in_ms = wait, "transaction rejected");
             Ok(Step::WaitUntil(now.saturating_add(wait)))
         }
     }
@@ -322,7 +322,7 @@ fn enter_catch_up_if_long(shared: &Shared, name: &str, retry_interval: i64) {
     }
     shared.with(name, |d| {
         if !d.catching_up {
-            tracing::info!(destination = %name, retry_interval_ms = retry_interval, "long backoff: catch-up from now on");
+            tracing::info!(destination = ?name, retry_interval_ms = retry_interval, "long backoff: catch-up from now on");
             d.catching_up = true;
             d.volatile_dropped = false;
             d.in_flight = None;

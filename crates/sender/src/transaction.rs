@@ -120,7 +120,7 @@ pub fn body(origin: &str, now_ms: i64, pdus: &[PendingPdu], edus: &[PendingEdu])
     let mut first = true;
     for pdu in pdus {
         let Some(text) = splice(&pdu.pdu_json, pdu.canonical) else {
-            tracing::error!(event_id = %pdu.event_id, "stored PDU is not JSON that can be sent; skipped");
+            tracing::error!(event_id = ?pdu.event_id, "stored PDU is not JSON that can be sent; skipped");
             continue;
         };
         if !first {

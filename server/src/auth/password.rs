@@ -1,38 +1,203 @@
-//! Password hashing with Argon2id (PHC strings in `users.password_hash`).
+//! Password hashing with Argon2id (PHC strings in `users.password_hash`),
+//! and the small fixed pool of threads every login's verification runs on.
+//!
+//! Argon2 is memory-hard by design: each hash fills `m_cost` KiB (19 MiB
+//! with the crate's defaults). Run on tokio's blocking pool, as it once was,
+//! a flood of failed logins spread the work over up to 512 threads, and
+//! glibc's malloc keeps a separate arena per thread whose memory it does not
+//! give back: 600 failed logins took the process to 5.3 GB. Now a fixed set
+//! of [`hashing_threads`] dedicated threads takes the work from a bounded
+//! queue ([`QUEUE`]) and each reuses its own Argon2 memory block, so memory
+//! is bounded by the number of threads whatever the load, and work beyond
+//! the queue is refused at once ([`Busy`]; the login route answers 429).
+//! Hand-written rather than a thread-pool crate: a `std` channel and two
+//! threads are the whole of it, and the memory reuse needs a long-lived
+//! buffer per thread, which a general-purpose pool does not give.
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::Argon2;
+use std::sync::Arc;
+
+use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error)]
 #[error("password hashing failed: {0}")]
 pub struct HashError(String);
 
-/// Hashes a password (blocking, ~tens of ms: call off the async workers).
-pub fn hash(password: &str) -> Result<String, HashError> {
+/// The most memory one hash may ask for (in 1 KiB blocks): 256 MiB. A stored
+/// hash asking for more never matches rather than taking the memory.
+const MAX_BLOCKS: usize = 256 * 1024;
+
+/// Threads that verify passwords: half the cores, at least one and at most
+/// two, so that a flood of logins leaves the other cores to the requests that
+/// matter (one on this project's 2-core machine, which verifies about 30
+/// passwords a second: far more than an admin tool's logins need).
+pub fn hashing_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 2))
+}
+
+/// Verifications that may wait for a thread; more are refused.
+pub const QUEUE: usize = 8;
+
+/// Hashes `password` with a new random salt and Argon2id's defaults, using
+/// (and growing if needed) `memory` for Argon2's blocks.
+fn hash_with(memory: &mut Vec<Block>, password: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| HashError(e.to_string()))
-}
-
-/// True if `password` matches the stored hash; a malformed hash never matches.
-pub fn verify(password: &str, stored: &str) -> bool {
-    match PasswordHash::new(stored) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
+    let params = Params::default();
+    let err = |e: &dyn std::fmt::Display| HashError(e.to_string());
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
     }
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(|e| err(&e))?;
+    let mut out = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, &mut memory[..])
+        .map_err(|e| err(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| err(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| err(&e))?),
+    };
+    Ok(phc.to_string())
 }
 
-/// A hash of a random password, verified against when the user does not
-/// exist so that both failures take the same time.
-pub fn dummy_hash() -> &'static str {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| hash(&crate::auth::token::password()).unwrap_or_default())
+/// True if `password` matches the stored PHC string, computed in `memory`
+/// (grown if needed, up to [`MAX_BLOCKS`]); a malformed hash never matches.
+fn verify_with(memory: &mut Vec<Block>, password: &str, stored: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let Ok(version) = parsed
+        .version
+        .map_or(Ok(Version::default()), Version::try_from)
+    else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if blocks > MAX_BLOCKS {
+        tracing::warn!(blocks, "a stored password hash asks for too much memory");
+        return false;
+    }
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, &mut memory[..])
+        .is_ok()
+        // `Output`'s equality is constant-time.
+        && Output::new(&out).is_ok_and(|out| out == expected)
+}
+
+/// Hashes a password (blocking, ~tens of ms: call off the async workers).
+/// For `herald user add` and tests: one hash at a time, its memory freed.
+pub fn hash(password: &str) -> Result<String, HashError> {
+    hash_with(&mut Vec::new(), password)
+}
+
+/// True if `password` matches the stored hash; a malformed hash never
+/// matches. Blocking, and allocates Argon2's memory: the server verifies
+/// through [`Verifier`] instead.
+pub fn verify(password: &str, stored: &str) -> bool {
+    verify_with(&mut Vec::new(), password, stored)
+}
+
+/// The pool is full: [`QUEUE`] verifications already wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many logins are being checked")]
+pub struct Busy;
+
+/// One verification: the password, the stored hash (`None`: a user that
+/// does not exist, checked against a dummy hash so that both failures take
+/// the same time), and where the answer goes.
+struct Job {
+    password: String,
+    stored: Option<String>,
+    reply: oneshot::Sender<bool>,
+}
+
+/// The fixed threads that verify passwords, fed by a bounded queue. Threads
+/// end when the last clone of the `Verifier` is dropped.
+#[derive(Clone)]
+pub struct Verifier {
+    queue: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl Verifier {
+    /// Starts `threads` threads (at least one) with room for `queue` waiting
+    /// verifications. A thread the system refuses to start is logged; with
+    /// none, every verification is refused as [`Busy`].
+    pub fn start(threads: usize, queue: usize) -> Verifier {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        // A random password's hash, made once by the first thread that needs
+        // it, for users that do not exist.
+        let dummy: Arc<std::sync::OnceLock<String>> = Arc::default();
+        for i in 0..threads.max(1) {
+            let (rx, dummy) = (rx.clone(), dummy.clone());
+            let started = std::thread::Builder::new()
+                .name(format!("herald-argon2-{i}"))
+                .spawn(move || {
+                    let mut memory = Vec::new();
+                    loop {
+                        // The lock is held only while waiting for a job.
+                        let job = rx.lock().recv();
+                        let Ok(job) = job else { return };
+                        if job.reply.is_closed() {
+                            continue; // the client went away while it waited
+                        }
+                        let stored = match job.stored {
+                            Some(stored) => stored,
+                            None => dummy
+                                .get_or_init(|| {
+                                    hash_with(&mut memory, &crate::auth::token::password())
+                                        .unwrap_or_default()
+                                })
+                                .clone(),
+                        };
+                        let matches = verify_with(&mut memory, &job.password, &stored);
+                        let _ = job.reply.send(matches);
+                    }
+                });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "cannot start a password hashing thread");
+            }
+        }
+        Verifier { queue: tx }
+    }
+
+    /// Whether `password` matches `stored` (`None`: no such user, never
+    /// matches), on one of the pool's threads; [`Busy`] at once when the
+    /// queue is full.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, Busy> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            password,
+            stored,
+            reply,
+        };
+        self.queue.try_send(job).map_err(|_| Busy)?;
+        // A thread that panicked dropped the reply: no match.
+        Ok(answer.await.unwrap_or(false))
+    }
 }
 
 #[cfg(test)]
@@ -42,9 +207,46 @@ mod tests {
     #[test]
     fn argon2id_round_trip() {
         let h = hash("correct horse").unwrap();
-        assert!(h.starts_with("$argon2id$"));
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
         assert!(verify("correct horse", &h));
         assert!(!verify("wrong", &h));
         assert!(!verify("x", "not a hash"));
+        // Hashes made by the crate's own API (as older Herald versions
+        // stored them) verify too, and ours verify with the crate's API.
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = Argon2::default()
+            .hash_password(b"old password", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify("old password", &theirs));
+        assert!(!verify("old passworD", &theirs));
+        let parsed = PasswordHash::new(&h).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_pool_verifies_and_refuses_beyond_its_queue() {
+        let h = hash("pw").unwrap();
+        let pool = Verifier::start(1, 2);
+        assert_eq!(pool.verify("pw".into(), Some(h.clone())).await, Ok(true));
+        assert_eq!(pool.verify("no".into(), Some(h.clone())).await, Ok(false));
+        assert_eq!(pool.verify("pw".into(), None).await, Ok(false));
+        // One thread busy, two waiting: the next is refused at once.
+        let waiting: Vec<_> = (0..8)
+            .map(|_| {
+                let (pool, h) = (pool.clone(), h.clone());
+                tokio::spawn(async move { pool.verify("pw".into(), Some(h)).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for w in waiting {
+            results.push(w.await.unwrap());
+        }
+        let busy = results.iter().filter(|r| **r == Err(Busy)).count();
+        assert!(busy >= 8 - 3, "{results:?}");
+        assert!(results.iter().all(|r| *r == Ok(true) || *r == Err(Busy)));
     }
 }

@@ -1,25 +1,67 @@
-//! Token-bucket rate limiting of failed logins, keyed by account and by
-//! client address (Synapse's `rc_login.failed_attempts` semantics).
+//! Login rate limits: Synapse's `rc_login` (`address`, `account`,
+//! `failed_attempts`, with its names, meanings and defaults) and Herald's
+//! `global_failed_attempts`, as token buckets in memory.
+//!
+//! What each limit counts, checked in this order by `POST /login`:
+//! 1. `address`: every login attempt from a client address, spent before
+//!    anything else (Synapse's `_address_ratelimiter`).
+//! 2. `failed_attempts`: failed logins of an account, checked (not spent)
+//!    before the password is verified and spent when it is wrong (Synapse's
+//!    `_failed_login_attempts_ratelimiter`, keyed by the user ID).
+//! 3. `global_failed_attempts` (Herald's own): failed logins of any account
+//!    from any address, checked and spent as `failed_attempts`. It bounds
+//!    the password guessing (and the Argon2 work) of an attacker with many
+//!    addresses, whom the per-address limit never slows.
+//! 4. `account`: successful logins of an account, spent after the password
+//!    matched (Synapse's `_account_ratelimiter`).
+//!
+//! Where Herald departs from Synapse: in Synapse, three wrong passwords for
+//! `admin` sent from anywhere make the right one answer 429 from everywhere,
+//! so anyone who can reach the login route can lock the admin out. Here the
+//! account's `failed_attempts` limit holds back only addresses that have
+//! failed a login themselves recently (any account; "recently" = their own
+//! bucket of failures, with the `failed_attempts` settings, is not full). An
+//! address that has not failed still has its password checked: right, it
+//! logs in; wrong, it has now failed and is held back like the others. The
+//! price is that a locked account still takes one guess from each fresh
+//! address; `address` (5, then one per 5.5 minutes each) and
+//! `global_failed_attempts` bound those. A global flood beyond
+//! `global_failed_attempts` does hold back every new login until it ebbs
+//! (tokens already issued keep working): that limit is the ceiling on what
+//! the whole server lets attackers try.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::config::RateLimit;
+use crate::config::{RateLimit, RcLogin};
 
 /// Buckets that fill at `per_second` up to `burst_count`; a key is limited
 /// while its bucket holds less than one action.
 pub struct Limiter {
     limit: RateLimit,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    buckets: Mutex<Buckets>,
 }
+
+/// Tokens and when they were counted, per key; and the size at which full
+/// buckets are next forgotten.
+struct Buckets {
+    map: HashMap<String, (f64, Instant)>,
+    sweep_at: usize,
+}
+
+/// Buckets kept before full ones are forgotten.
+const SWEEP_AT: usize = 100_000;
 
 impl Limiter {
     pub fn new(limit: RateLimit) -> Limiter {
         Limiter {
             limit,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                sweep_at: SWEEP_AT,
+            }),
         }
     }
 
@@ -32,27 +74,110 @@ impl Limiter {
         }
     }
 
+    fn wait_ms(&self, tokens: f64) -> Option<u64> {
+        (tokens < 1.0).then(|| (((1.0 - tokens) / self.limit.per_second) * 1000.0).ceil() as u64)
+    }
+
     /// `Some(ms until allowed)` if `key` may not act now.
     pub fn check(&self, key: &str) -> Option<u64> {
-        let now = Instant::now();
         let buckets = self.buckets.lock();
-        let tokens = self.level(buckets.get(key), now);
-        (tokens < 1.0).then(|| (((1.0 - tokens) / self.limit.per_second) * 1000.0).ceil() as u64)
+        self.wait_ms(self.level(buckets.map.get(key), Instant::now()))
+    }
+
+    /// True while `key` has spent any of its burst (its bucket is not full).
+    pub fn has_acted(&self, key: &str) -> bool {
+        let buckets = self.buckets.lock();
+        self.level(buckets.map.get(key), Instant::now()) < self.limit.burst_count
     }
 
     /// Spends one action of `key`.
     pub fn record(&self, key: &str) {
+        let mut buckets = self.buckets.lock();
+        self.spend(&mut buckets, key, Instant::now());
+    }
+
+    /// Spends one action of `key` if it may act now, else `Err(ms until
+    /// allowed)` and nothing is spent (Synapse's `ratelimit(update=True)`).
+    pub fn acquire(&self, key: &str) -> Result<(), u64> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
-        let tokens = self.level(buckets.get(key), now);
-        buckets.insert(key.to_owned(), ((tokens - 1.0).max(0.0), now));
-        // Keep memory bounded: forget full buckets once the map grows.
-        if buckets.len() > 100_000 {
+        if let Some(wait) = self.wait_ms(self.level(buckets.map.get(key), now)) {
+            return Err(wait);
+        }
+        self.spend(&mut buckets, key, now);
+        Ok(())
+    }
+
+    fn spend(&self, buckets: &mut Buckets, key: &str, now: Instant) {
+        let tokens = self.level(buckets.map.get(key), now);
+        buckets
+            .map
+            .insert(key.to_owned(), ((tokens - 1.0).max(0.0), now));
+        // Keep memory bounded: forget full buckets once the map grows, and
+        // sweep again only when it has doubled, so that many keys whose
+        // buckets are still refilling do not make every insert a sweep.
+        if buckets.map.len() > buckets.sweep_at {
             let limit = self.limit;
-            buckets.retain(|_, (t, at)| {
+            buckets.map.retain(|_, (t, at)| {
                 *t + now.duration_since(*at).as_secs_f64() * limit.per_second < limit.burst_count
             });
+            buckets.sweep_at = (buckets.map.len() * 2).max(SWEEP_AT);
         }
+    }
+}
+
+/// The key of the one global bucket.
+const EVERYONE: &str = "";
+
+/// Every login limit of the server; see the module comment for the order
+/// and for what each counts.
+pub struct LoginLimits {
+    address: Limiter,
+    account: Limiter,
+    failed_attempts: Limiter,
+    /// Failed logins per address, with `failed_attempts`' settings: only to
+    /// tell addresses that failed from those that did not.
+    failed_by_address: Limiter,
+    global_failed_attempts: Limiter,
+}
+
+impl LoginLimits {
+    pub fn new(rc: &RcLogin) -> LoginLimits {
+        LoginLimits {
+            address: Limiter::new(rc.address),
+            account: Limiter::new(rc.account),
+            failed_attempts: Limiter::new(rc.failed_attempts),
+            failed_by_address: Limiter::new(rc.failed_attempts),
+            global_failed_attempts: Limiter::new(rc.global_failed_attempts),
+        }
+    }
+
+    /// Before the password is verified: `Err(ms until allowed)` if this
+    /// attempt must be refused. Spends one of the address's attempts.
+    pub fn before_verify(&self, account: &str, address: &str) -> Result<(), u64> {
+        self.address.acquire(address)?;
+        if let Some(wait) = self.failed_attempts.check(account) {
+            if self.failed_by_address.has_acted(address) {
+                return Err(wait);
+            }
+        }
+        match self.global_failed_attempts.check(EVERYONE) {
+            Some(wait) => Err(wait),
+            None => Ok(()),
+        }
+    }
+
+    /// The password was wrong (or the user does not exist).
+    pub fn failed(&self, account: &str, address: &str) {
+        self.failed_attempts.record(account);
+        self.failed_by_address.record(address);
+        self.global_failed_attempts.record(EVERYONE);
+    }
+
+    /// The password matched: `Err(ms until allowed)` if the account has
+    /// logged in too often (Synapse's `rc_login.account`).
+    pub fn succeeded(&self, account: &str) -> Result<(), u64> {
+        self.account.acquire(account)
     }
 }
 
@@ -73,5 +198,64 @@ mod tests {
         let wait = l.check("a").expect("limited after the burst");
         assert!(wait > 1000 && wait <= 2000, "{wait}");
         assert_eq!(l.check("b"), None, "other keys are independent");
+        assert!(l.has_acted("a") && !l.has_acted("b"));
+        assert!(l.acquire("b").is_ok());
+        assert!(l.has_acted("b"));
+        let before = l.check("a");
+        assert!(l.acquire("a").is_err());
+        assert!(l.check("a") <= before, "a refused acquire spends nothing");
+    }
+
+    fn slow(burst_count: f64) -> RateLimit {
+        RateLimit {
+            per_second: 0.001,
+            burst_count,
+        }
+    }
+
+    #[test]
+    fn a_locked_account_still_lets_a_clean_address_try() {
+        let limits = LoginLimits::new(&RcLogin {
+            address: slow(100.0),
+            account: slow(100.0),
+            failed_attempts: slow(3.0),
+            global_failed_attempts: slow(100.0),
+        });
+        for _ in 0..3 {
+            assert!(limits.before_verify("admin", "10.0.0.2").is_ok());
+            limits.failed("admin", "10.0.0.2");
+        }
+        assert!(limits.before_verify("admin", "10.0.0.2").is_err());
+        assert!(limits.before_verify("admin", "10.0.0.3").is_ok());
+        // Once it fails, the new address is held back too.
+        limits.failed("admin", "10.0.0.3");
+        assert!(limits.before_verify("admin", "10.0.0.3").is_err());
+        // Other accounts are not locked for the failing address.
+        assert!(limits.before_verify("alice", "10.0.0.2").is_ok());
+    }
+
+    #[test]
+    fn global_and_address_and_account_limits() {
+        let limits = LoginLimits::new(&RcLogin {
+            address: slow(2.0),
+            account: slow(1.0),
+            failed_attempts: slow(100.0),
+            global_failed_attempts: slow(3.0),
+        });
+        // `address` counts every attempt, failed or not.
+        assert!(limits.before_verify("a", "10.0.0.1").is_ok());
+        assert!(limits.before_verify("b", "10.0.0.1").is_ok());
+        assert!(limits.before_verify("c", "10.0.0.1").is_err());
+        // `account` counts successful logins.
+        assert!(limits.succeeded("a").is_ok());
+        assert!(limits.succeeded("a").is_err());
+        assert!(limits.succeeded("b").is_ok());
+        // Three failures anywhere fill the global limit for everyone.
+        for i in 2..5 {
+            let address = format!("10.0.0.{i}");
+            assert!(limits.before_verify(&format!("u{i}"), &address).is_ok());
+            limits.failed(&format!("u{i}"), &address);
+        }
+        assert!(limits.before_verify("admin", "10.0.0.9").is_err());
     }
 }

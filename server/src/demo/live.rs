@@ -91,7 +91,8 @@ impl Federation {
 /// its key server over TLS (the simulated homeservers fetch its key there),
 /// loopback allowed and the demo certificate trusted, and short retry
 /// intervals: backoff from 5 s doubling to a minute, catch-up after 30 s of
-/// backoff, two quick retries inside a transaction.
+/// backoff, two quick retries inside a transaction; 100 logins per address
+/// and per account before `rc_login` holds them back.
 pub fn config(
     database: &Path,
     listen: &str,
@@ -117,5 +118,9 @@ pub fn config(
     config.federation.max_long_retries = 2;
     config.federation.max_long_retry_delay = ConfigDuration(Duration::from_secs(1));
     config.federation.client_timeout = ConfigDuration(Duration::from_secs(10));
+    // Whoever tries the demo may sign in and out more often than Synapse's
+    // five logins per address and per account allow.
+    config.rc_login.address.burst_count = 100.0;
+    config.rc_login.account.burst_count = 100.0;
     config
 }

@@ -175,7 +175,7 @@ async fn reset_connection(
         ResetOutcome::Reset => {
             // The store tells the sender (`Store::subscribe_resets`), which
             // tries the destination at once if anything is queued for it.
-            tracing::info!(%destination, "retry timings reset by an admin");
+            tracing::info!(destination = ?destination, "retry timings reset by an admin");
             Ok(Json(json!({})))
         }
     }

@@ -52,7 +52,7 @@ async fn server_keys_by_id(
     state: State<AppState>,
 ) -> ApiResult<Json<Value>> {
     tracing::warn!(
-        %key_id,
+        key_id = ?key_id,
         "request for our server key with a deprecated key id (dropped in Matrix 1.6)"
     );
     server_keys(state).await

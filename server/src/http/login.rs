@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use herald_shared::{LoginResponse, WhoAmI};
 use serde_json::{json, Value};
 
-use crate::auth::{authenticate, password, require_user, token};
+use crate::auth::{authenticate, require_user, token};
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -87,6 +87,9 @@ fn localpart<'a>(user: &'a str, server_name: &str) -> Option<&'a str> {
 
 const PASSWORD_LOGIN: &str = "m.login.password";
 
+/// `retry_after_ms` when every password thread is busy and the queue full.
+const BUSY_RETRY_MS: u64 = 1000;
+
 fn bad_request(errcode: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, errcode, message)
 }
@@ -161,34 +164,39 @@ async fn login(
         .unwrap_or(&user)
         .to_lowercase();
     let address = peer.ip().to_string();
-    for (limiter, key) in [
-        (&state.failed_logins_by_user, &name),
-        (&state.failed_logins_by_address, &address),
-    ] {
-        if let Some(wait) = limiter.check(key) {
-            // Synapse answers a rate-limited login after half a second.
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            return Err(ApiError::limit_exceeded(wait));
-        }
+    // Synapse keys the account's limits by the lower-cased user ID.
+    let account = if user.starts_with('@') {
+        user.to_lowercase()
+    } else {
+        format!("@{name}:{}", state.config.server_name)
+    };
+    let limited = |wait| async move {
+        // Synapse answers a rate-limited login after half a second.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        ApiError::limit_exceeded(wait)
+    };
+    if let Err(wait) = state.login_limits.before_verify(&account, &address) {
+        return Err(limited(wait).await);
     }
 
     let stored = match localpart(&user, &state.config.server_name) {
         Some(_) => state.store.users.user(&name).await?,
         None => None,
     };
-    let hash = stored
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| password::dummy_hash().to_owned());
-    let matches = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
-        .await
-        .unwrap_or(false);
+    let hash = stored.as_ref().map(|u| u.password_hash.clone());
+    let Ok(matches) = state.passwords.verify(password, hash).await else {
+        // Every password thread busy and the queue full: refused as a
+        // rate-limited login is, pause included, so a flood cannot spin.
+        return Err(limited(BUSY_RETRY_MS).await);
+    };
     let Some(user) = stored.filter(|_| matches) else {
-        state.failed_logins_by_user.record(&name);
-        state.failed_logins_by_address.record(&address);
-        tracing::info!(user = %name, %address, "failed login");
+        state.login_limits.failed(&account, &address);
+        tracing::info!(user = ?name, %address, "failed login");
         return Err(ApiError::forbidden("Invalid username or password"));
     };
+    if let Err(wait) = state.login_limits.succeeded(&account) {
+        return Err(limited(wait).await);
+    }
 
     let device_id = match body.get("device_id").and_then(Value::as_str) {
         Some(d) if d.chars().count() > 512 => {
@@ -210,7 +218,7 @@ async fn login(
         .users
         .insert_token(&token::hash(&access_token), &user.name, &device_id, expires)
         .await?;
-    tracing::info!(user = %user.name, %address, "logged in");
+    tracing::info!(user = ?user.name, %address, "logged in");
     Ok(Json(LoginResponse {
         access_token,
         user_id: format!("@{}:{}", user.name, state.config.server_name),

@@ -52,7 +52,12 @@ test("an injected script does not run", async ({ page, expectConsoleError }) => 
     div.innerHTML = `<img src="/favicon.ico" onload="window.injected = 'handler'">`;
     document.body.appendChild(div);
     await new Promise((resolve) => setTimeout(resolve, 0));
-    await new Promise((resolve) => (div.querySelector("img")!.complete ? resolve(null) : div.querySelector("img")!.addEventListener("load", resolve)));
+    const img = div.querySelector("img")!;
+    await new Promise((resolve) => {
+      if (img.complete) resolve(null);
+      img.addEventListener("load", resolve);
+      img.addEventListener("error", resolve);
+    });
     return { injected: w.injected ?? null, seen };
   });
   expect(violations.injected).toBeNull();

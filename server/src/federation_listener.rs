@@ -112,6 +112,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::unrecognized() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::http::json_errors))
+        .layer(axum::middleware::from_fn(crate::http::security::headers))
 }
 
 /// A bound federation listener, TLS or plain.

@@ -146,6 +146,16 @@ async fn key_server_over_tls_is_self_signed_and_fresh() {
     .await;
     assert_eq!(status, 200, "{legacy}");
     check_key_body(&legacy, &key_id);
+    // A key id that is not UTF-8 once decoded is only logged: same body,
+    // never a text/plain rejection.
+    let (status, content_type, legacy) = get(
+        &client,
+        format!("https://{federation}/_matrix/key/v2/server/%FF%FE"),
+    )
+    .await;
+    assert_eq!(status, 200, "{legacy}");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    check_key_body(&legacy, &key_id);
 
     // localhost is in the certificate too.
     let (status, _, _) = get(

@@ -89,7 +89,16 @@ impl ApiError {
     pub fn for_status(status: StatusCode, message: Option<String>) -> Self {
         let errcode = match status {
             StatusCode::PAYLOAD_TOO_LARGE => "M_TOO_LARGE",
-            StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => "M_NOT_JSON",
+            // axum's words for a body it could not read (a broken chunked
+            // encoding, a client gone mid-body).
+            StatusCode::BAD_REQUEST
+                if message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("request body")) =>
+            {
+                "M_NOT_JSON"
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "M_NOT_JSON",
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "M_UNRECOGNIZED",
             StatusCode::UNAUTHORIZED => "M_MISSING_TOKEN",
             StatusCode::FORBIDDEN => "M_FORBIDDEN",

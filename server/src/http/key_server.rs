@@ -5,7 +5,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+use axum::http::Uri;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -47,10 +48,10 @@ async fn server_keys(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         })
 }
 
-async fn server_keys_by_id(
-    Path(key_id): Path<String>,
-    state: State<AppState>,
-) -> ApiResult<Json<Value>> {
+/// The key id is only logged, as sent (still percent-encoded): decoding it
+/// could fail, and a request for our keys must not.
+async fn server_keys_by_id(uri: Uri, state: State<AppState>) -> ApiResult<Json<Value>> {
+    let key_id = uri.path().rsplit('/').next().unwrap_or_default();
     tracing::warn!(
         key_id = ?key_id,
         "request for our server key with a deprecated key id (dropped in Matrix 1.6)"

@@ -81,7 +81,7 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
 /// rejections such as "Failed to buffer the request body", written as
 /// `text/plain`) is rewritten here with the errcode its status means, keeping
 /// the original text as the message.
-async fn json_errors(request: Request, next: Next) -> Response {
+pub async fn json_errors(request: Request, next: Next) -> Response {
     let api = is_api_path(request.uri().path());
     let response = next.run(request).await;
     let status = response.status();

@@ -580,18 +580,64 @@ async fn answers_must_be_json_and_not_too_large() {
         .unwrap_err();
     assert!(matches!(e, FederationError::InvalidResponse { .. }), "{e}");
     assert!(!e.is_retryable());
+    // An answer that cannot be used is the destination failing: backoff.
+    let t = backoff(&env.store, &r.name()).await.unwrap();
+    assert!(t.failure_ts.is_some() && t.retry_interval > 0, "{t:?}");
     // A chunked body (no Content-Length) is cut off while streaming.
     r.then(Reply::Stream(300_000));
+    let ignore_backoff = RequestOptions {
+        ignore_backoff: true,
+        ..RequestOptions::default()
+    };
     let e = env
         .client
-        .get_json::<Value>(&r.name(), "/_matrix/b", RequestOptions::default())
+        .get_json::<Value>(&r.name(), "/_matrix/b", ignore_backoff)
         .await
         .unwrap_err();
     assert!(
         matches!(e, FederationError::TooLarge { limit: 100_000, .. }),
         "{e}"
     );
-    assert_eq!(r.seen().len(), 2);
+    // JSON but not the type asked for is no better.
+    r.then(Reply::Json(200, json!(["a", "list"])));
+    let e = env
+        .client
+        .get_json::<serde_json::Map<String, Value>>(&r.name(), "/_matrix/c", ignore_backoff)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FederationError::InvalidResponse { .. }), "{e}");
+    // A usable answer clears the backoff.
+    r.then(Reply::Json(200, json!({"ok": 1})));
+    let _: Value = env
+        .client
+        .get_json(&r.name(), "/_matrix/d", ignore_backoff)
+        .await
+        .unwrap();
+    let t = backoff(&env.store, &r.name()).await.unwrap_or_default();
+    assert_eq!((t.failure_ts, t.retry_interval), (None, 0), "{t:?}");
+    assert_eq!(r.seen().len(), 4);
+}
+
+/// The cap is per call: a caller asks for less than the client's
+/// `max_response_size` (the sender's `/send` answers: 64 KiB).
+#[tokio::test]
+async fn a_call_can_cap_the_answer_below_the_default() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Stream(70_000));
+    let capped = RequestOptions {
+        max_response_size: Some(herald_sender::SEND_ANSWER_MAX_SIZE),
+        ..RequestOptions::default()
+    };
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/a", capped)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, FederationError::TooLarge { limit, .. } if limit == 64 * 1024),
+        "{e}"
+    );
 }
 
 #[tokio::test]

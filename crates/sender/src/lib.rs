@@ -28,6 +28,7 @@ use scheduler::{Shared, Wake};
 /// the same clock type as the retry limiter's, so tests drive both alike.
 pub use herald_federation::clock::{system_clock, Clock};
 pub use intake::{EdusBody, IntakeError, PdusBody};
+pub use queue::SEND_ANSWER_MAX_SIZE;
 
 /// What the sender is built from (the binary fills it from its config).
 #[derive(Debug, Clone, PartialEq)]

@@ -284,8 +284,16 @@ async fn run() -> bool {
         );
     }
     let healthy_names: Vec<String> = healthy.iter().map(|r| r.name().to_owned()).collect();
-    post(vec![event("$warm", "!healthy:herald.bench", &healthy_names)]).await;
-    if wait_all(&healthy, 1, Duration::from_secs(30)).await.is_none() {
+    post(vec![event(
+        "$warm",
+        "!healthy:herald.bench",
+        &healthy_names,
+    )])
+    .await;
+    if wait_all(&healthy, 1, Duration::from_secs(30))
+        .await
+        .is_none()
+    {
         println!("hostile: warm-up timed out");
         return false;
     }

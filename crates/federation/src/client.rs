@@ -12,10 +12,14 @@
 //! whole body, so a body trickled forever ends with the try; a body over
 //! the call's cap is refused as it streams in, never buffered whole; a try
 //! that opens a connection holds one of the client's try slots
-//! ([`FederationClient::with_concurrent_tries`]) until its body is read, so
-//! memory held by answers is bounded by slots × cap; a try on a kept-alive
-//! connection needs no slot (its connection is open already), so healthy
-//! destinations are not queued behind thousands that never answer.
+//! ([`FederationClient::with_concurrent_tries`]) until its body is read; a
+//! try on a kept-alive connection needs no slot (its connection is open
+//! already), so healthy destinations are not queued behind thousands that
+//! never answer. Answers held in memory are thus bounded by (slots + the
+//! callers' own concurrency on kept-alive connections) × cap, and each
+//! connection reads at most 64 KiB ahead (`connect`). Server-name
+//! resolution (`.well-known` fetches included, capped at 50 KiB) runs
+//! before a slot is taken, within the try's deadline.
 //!
 //! Where Herald differs from Synapse 1.163, on purpose (DESIGN.md): 5xx
 //! answers are not retried within a request (only 429 and failures to get

@@ -57,6 +57,8 @@ enum Reply {
     /// A chunked body of this many bytes.
     Stream(usize),
     Slow(Duration),
+    /// Headers after the first delay, the body after the second.
+    SlowBody(Duration, Duration),
 }
 
 /// What a receiver got, and whether it checked out.
@@ -226,6 +228,18 @@ async fn receive(
         Reply::Slow(d) => {
             tokio::time::sleep(d).await;
             axum::Json(json!({"slow": true})).into_response()
+        }
+        Reply::SlowBody(headers, body) => {
+            tokio::time::sleep(headers).await;
+            let later = futures_util::stream::once(async move {
+                tokio::time::sleep(body).await;
+                Ok::<_, std::io::Error>(Bytes::from_static(br#"{"slow": true}"#))
+            });
+            (
+                [("content-type", "application/json")],
+                Body::from_stream(later),
+            )
+                .into_response()
         }
     }
 }
@@ -580,18 +594,64 @@ async fn answers_must_be_json_and_not_too_large() {
         .unwrap_err();
     assert!(matches!(e, FederationError::InvalidResponse { .. }), "{e}");
     assert!(!e.is_retryable());
+    // An answer that cannot be used is the destination failing: backoff.
+    let t = backoff(&env.store, &r.name()).await.unwrap();
+    assert!(t.failure_ts.is_some() && t.retry_interval > 0, "{t:?}");
     // A chunked body (no Content-Length) is cut off while streaming.
     r.then(Reply::Stream(300_000));
+    let ignore_backoff = RequestOptions {
+        ignore_backoff: true,
+        ..RequestOptions::default()
+    };
     let e = env
         .client
-        .get_json::<Value>(&r.name(), "/_matrix/b", RequestOptions::default())
+        .get_json::<Value>(&r.name(), "/_matrix/b", ignore_backoff)
         .await
         .unwrap_err();
     assert!(
         matches!(e, FederationError::TooLarge { limit: 100_000, .. }),
         "{e}"
     );
-    assert_eq!(r.seen().len(), 2);
+    // JSON but not the type asked for is no better.
+    r.then(Reply::Json(200, json!(["a", "list"])));
+    let e = env
+        .client
+        .get_json::<serde_json::Map<String, Value>>(&r.name(), "/_matrix/c", ignore_backoff)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FederationError::InvalidResponse { .. }), "{e}");
+    // A usable answer clears the backoff.
+    r.then(Reply::Json(200, json!({"ok": 1})));
+    let _: Value = env
+        .client
+        .get_json(&r.name(), "/_matrix/d", ignore_backoff)
+        .await
+        .unwrap();
+    let t = backoff(&env.store, &r.name()).await.unwrap_or_default();
+    assert_eq!((t.failure_ts, t.retry_interval), (None, 0), "{t:?}");
+    assert_eq!(r.seen().len(), 4);
+}
+
+/// The cap is per call: a caller asks for less than the client's
+/// `max_response_size` (the sender's `/send` answers: 64 KiB).
+#[tokio::test]
+async fn a_call_can_cap_the_answer_below_the_default() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Stream(70_000));
+    let capped = RequestOptions {
+        max_response_size: Some(herald_sender::SEND_ANSWER_MAX_SIZE),
+        ..RequestOptions::default()
+    };
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/a", capped)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, FederationError::TooLarge { limit, .. } if limit == 64 * 1024),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -866,4 +926,163 @@ async fn a_request_sleeping_between_retries_holds_no_try_slot() {
     );
     assert_eq!(first.await.unwrap().unwrap(), json!({"slow": true}));
     assert_eq!(slow.seen().len(), 2);
+}
+
+/// One deadline per try covers the answer's headers and its whole body:
+/// 0.7 s to the headers and 0.7 s more to the body is past a 1 s timeout
+/// (two separate 1 s timeouts would let it through, and a body trickled
+/// forever would get a fresh timeout after headers that took nearly one).
+#[tokio::test]
+async fn one_deadline_covers_the_headers_and_the_whole_body() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::SlowBody(
+        Duration::from_millis(700),
+        Duration::from_millis(700),
+    ));
+    let options = RequestOptions {
+        timeout: Some(Duration::from_secs(1)),
+        ..RequestOptions::default()
+    };
+    let started = Instant::now();
+    let e = env
+        .client
+        .get_json::<Value>(&r.name(), "/_matrix/a", options)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(e, FederationError::SendFailed { .. }), "{e}");
+    assert!(e.to_string().contains("within 1s"), "{e}");
+    assert!(took < Duration::from_millis(1300), "{took:?}");
+    // It counts against the destination.
+    let t = backoff(&env.store, &r.name()).await.unwrap();
+    assert!(t.retry_interval > 0, "{t:?}");
+}
+
+/// A server that accepts TCP connections and never says anything; counts
+/// them.
+async fn silent_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let name = tcp.local_addr().unwrap().to_string();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = tcp.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (name, accepted)
+}
+
+/// With one try slot, held by a connection to a server that accepts TCP
+/// and never answers (no TLS handshake: `connect_timeout` ends it), a
+/// destination with a kept-alive connection is still served at once: a try
+/// on an open connection needs no slot. A cold destination waits for the
+/// slot, which the silent one gives back after its connect timeout.
+#[tokio::test]
+async fn a_kept_alive_destination_does_not_wait_behind_one_that_never_answers() {
+    let env = env_with(|_, s| {
+        s.connect_timeout = Duration::from_secs(2);
+        s.max_short_retries = 0;
+    })
+    .await;
+    let client = Arc::new(
+        Arc::try_unwrap(env.client)
+            .ok()
+            .expect("only one handle")
+            .with_concurrent_tries(1),
+    );
+    let warm = Receiver::start(env.verify_key).await;
+    let cold = Receiver::start(env.verify_key).await;
+    let _: Value = client
+        .get_json(&warm.name(), "/_matrix/warm", RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(client.idle_connections(), 1);
+    let (silent, accepted) = silent_server().await;
+    let started = Instant::now();
+    let hanging = {
+        let (client, silent) = (client.clone(), silent.clone());
+        tokio::spawn(async move {
+            client
+                .get_json::<Value>(&silent, "/_matrix/x", RequestOptions::default())
+                .await
+        })
+    };
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let asked = Instant::now();
+    let got: Value = client
+        .get_json(&warm.name(), "/_matrix/warm", RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"ok": true}));
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "the kept-alive destination waited {:?}",
+        asked.elapsed()
+    );
+    // The cold one needs the slot: it gets it when the silent one's
+    // connect timeout ends.
+    let _: Value = client
+        .get_json(&cold.name(), "/_matrix/cold", RequestOptions::default())
+        .await
+        .unwrap();
+    let e = hanging.await.unwrap().unwrap_err();
+    assert!(matches!(e, FederationError::SendFailed { .. }), "{e}");
+    let took = started.elapsed();
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_secs(4)).contains(&took),
+        "{took:?}"
+    );
+    assert_eq!(warm.seen().len(), 2);
+    assert_eq!(cold.seen().len(), 1);
+}
+
+/// A try keeps its slot until its body is read, so answers being read at
+/// once (and the memory they hold) are bounded by the slots: with one
+/// slot, a cold destination waits while another's body is still coming.
+#[tokio::test]
+async fn a_try_holds_its_slot_until_its_body_is_read() {
+    let env = env().await;
+    let client = Arc::new(
+        Arc::try_unwrap(env.client)
+            .ok()
+            .expect("only one handle")
+            .with_concurrent_tries(1),
+    );
+    let slow = Receiver::start(env.verify_key).await;
+    slow.then(Reply::SlowBody(Duration::ZERO, Duration::from_millis(800)));
+    let other = Receiver::start(env.verify_key).await;
+    let reading = {
+        let (client, name) = (client.clone(), slow.name());
+        tokio::spawn(async move {
+            client
+                .get_json::<Value>(&name, "/_matrix/slow", RequestOptions::default())
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.seen().is_empty() {
+        assert!(Instant::now() < deadline, "the first request never arrived");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let asked = Instant::now();
+    let _: Value = client
+        .get_json(&other.name(), "/_matrix/b", RequestOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        asked.elapsed() >= Duration::from_millis(500),
+        "got a slot after {:?}, while the other body was still coming",
+        asked.elapsed()
+    );
+    assert_eq!(reading.await.unwrap().unwrap(), json!({"slow": true}));
 }

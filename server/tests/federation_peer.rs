@@ -614,17 +614,24 @@ async fn a_body_that_trickles_in_times_out() {
     );
     let trickled = peer.state.trickled.load(Ordering::SeqCst);
     assert!((3..100).contains(&trickled), "{trickled} bytes came");
+    // A body that never ends is the destination failing: it backs off.
+    let t = herald.backoff(&peer.name()).await.unwrap();
+    assert!(t.failure_ts.is_some() && t.retry_interval > 0, "{t:?}");
 
-    // The configured `federation.client_timeout` holds the same way.
+    // The configured `federation.client_timeout` holds the same way (for
+    // the headers and the body together).
     peer.then(trickle());
     let client = herald.client_with(herald.keys.clone(), |c| {
         c.federation.client_timeout = ConfigDuration(Duration::from_secs(1))
     });
     let started = Instant::now();
-    let e =
-        bounded(client.get_json::<Value>(&peer.name(), "/_matrix/slow", RequestOptions::default()))
-            .await
-            .unwrap_err();
+    let ignore_backoff = RequestOptions {
+        ignore_backoff: true,
+        ..Default::default()
+    };
+    let e = bounded(client.get_json::<Value>(&peer.name(), "/_matrix/slow", ignore_backoff))
+        .await
+        .unwrap_err();
     let elapsed = started.elapsed();
     assert!(matches!(e, FederationError::SendFailed { .. }), "{e}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");

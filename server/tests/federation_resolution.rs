@@ -215,6 +215,15 @@ fn loopback_allowed() -> IpFilter {
 /// A client resolving through a fresh DNS responder, fetching well-knowns
 /// on `well_known_port`, with short retry sleeps.
 async fn env(well_known_port: u16, tweak: impl FnOnce(&mut ClientSettings)) -> Env {
+    env_filtered(well_known_port, tweak, loopback_allowed()).await
+}
+
+/// [`env`] with another IP range filter.
+async fn env_filtered(
+    well_known_port: u16,
+    tweak: impl FnOnce(&mut ClientSettings),
+    ip_filter: IpFilter,
+) -> Env {
     let dns = DnsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let ca: PathBuf = dir.path().join("ca.pem");
@@ -230,7 +239,7 @@ async fn env(well_known_port: u16, tweak: impl FnOnce(&mut ClientSettings)) -> E
     let verify_key = key.verify_key();
     let keys = Arc::new(ServerKeys::new(ORIGIN, key));
     let tls = config.tls_client_config().unwrap();
-    let mut wk_config = WellKnownConfig::new(tls.clone()).with_ip_filter(loopback_allowed());
+    let mut wk_config = WellKnownConfig::new(tls.clone()).with_ip_filter(ip_filter.clone());
     wk_config.port = well_known_port;
     wk_config.timeout = Duration::from_secs(5);
     let well_known = WellKnownResolver::new(
@@ -243,7 +252,7 @@ async fn env(well_known_port: u16, tweak: impl FnOnce(&mut ClientSettings)) -> E
         well_known,
     ));
     let limiter = RetryLimiter::new(store.destinations.clone(), config.backoff_policy());
-    let client = FederationClient::new(keys, resolver, limiter, loopback_allowed(), tls, settings);
+    let client = FederationClient::new(keys, resolver, limiter, ip_filter, tls, settings);
     Env {
         dns,
         client,
@@ -509,6 +518,43 @@ async fn an_address_that_never_connects_is_given_up_after_connect_timeout() {
         receiver.addr,
         Some("twoaddr.example.test"),
         "twoaddr.example.test",
+    );
+}
+
+/// A name whose AAAA record is `64:ff9b::7f00:1`, 127.0.0.1 in the NAT64
+/// well-known prefix (on a network with NAT64 it reaches Herald's own
+/// loopback), is refused before any connection by the default blacklist,
+/// not tried (and retried) as an address that merely does not answer. The
+/// whitelist frees only the receiver's own address (127.0.0.64), not the
+/// rest of 127.0.0.0/8.
+#[tokio::test]
+async fn a_name_resolving_to_loopback_through_nat64_is_refused() {
+    let receiver = HttpsServer::start("127.0.0.64", 0).await.unwrap();
+    let filter = IpFilter::new(None, &["127.0.0.64/32"]).unwrap();
+    let e = env_filtered(1, |_| {}, filter).await;
+    e.dns.a("nat64.example.test", "64:ff9b::7f00:1");
+    let destination = format!("nat64.example.test:{}", receiver.addr.port());
+    let err = e
+        .get(&destination, RequestOptions::default())
+        .await
+        .unwrap_err();
+    let nat64: IpAddr = "64:ff9b::7f00:1".parse().unwrap();
+    assert!(
+        matches!(err, FederationError::BlockedIp { ip, .. } if ip == nat64),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert!(e.dns.queries("nat64.example.test") >= 1);
+    assert!(receiver.seen().is_empty());
+    // The same through an IP literal.
+    let literal = format!("[64:ff9b::7f00:1]:{}", receiver.addr.port());
+    let err = e
+        .get(&literal, RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, FederationError::BlockedIp { ip, .. } if ip == nat64),
+        "{err}"
     );
 }
 

@@ -482,6 +482,87 @@ async fn reset_connection_wakes_a_destination_in_backoff_at_once() {
     );
 }
 
+/// Finding 6 of issue 11: a destination answering `200` with an HTML page
+/// (not the JSON object a `/send` answer is) is failing, not healthy: the
+/// Synapse-style details show `failure_ts` and a `retry_interval` from its
+/// first failed try on, never a healthy row while it keeps failing, and its
+/// tries come further and further apart (backoff from 800 ms, × 2 × jitter).
+#[tokio::test]
+async fn a_destination_answering_200_with_a_body_that_is_not_json_backs_off() {
+    let herald = Herald::start(|_| {}).await;
+    let rx = herald
+        .receiver(Behaviour {
+            html_answers: true,
+            ..Behaviour::healthy()
+        })
+        .await;
+    herald
+        .send(vec![event("$html", "!r:herald.test", &[rx.name()])])
+        .await;
+    let token = herald.admin_token().await;
+    let details = || async {
+        let response = herald
+            .http
+            .get(format!(
+                "{}/_synapse/admin/v1/federation/destinations/{}",
+                herald.base,
+                rx.name()
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()
+    };
+    // Each try's arrival time, and the details as they stand after it.
+    let start = Instant::now();
+    let mut arrivals: Vec<Instant> = Vec::new();
+    let mut intervals: Vec<i64> = Vec::new();
+    while arrivals.len() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "only {} tries in 30 s",
+            arrivals.len()
+        );
+        let attempts = rx.received().attempts.len();
+        while arrivals.len() < attempts {
+            arrivals.push(Instant::now());
+        }
+        if !arrivals.is_empty() {
+            let d = details().await;
+            let interval = d["retry_interval"].as_i64().unwrap_or(0);
+            // Between a try and the client's record of it, the row may
+            // still show the previous one; after the first, never healthy.
+            if intervals.is_empty() && interval == 0 && d["failure_ts"].is_null() {
+                assert!(
+                    arrivals[0].elapsed() < Duration::from_secs(5),
+                    "still healthy 5 s after a failed try: {d}"
+                );
+            } else {
+                assert!(d["failure_ts"].as_i64().unwrap_or(0) > 0, "{d}");
+                assert!(interval > 0, "{d}");
+                assert!(d["retry_last_ts"].as_i64().unwrap_or(0) > 0, "{d}");
+                if intervals.last() != Some(&interval) {
+                    intervals.push(interval);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rx.received().transactions.is_empty());
+    assert_eq!(rx.received().statuses.get(&200), Some(&4));
+    // The backoff grows: 800 ms, then × 2 × 0.8–1.4 each time.
+    assert!(intervals.len() >= 3, "{intervals:?}");
+    assert!(intervals.windows(2).all(|w| w[1] > w[0]), "{intervals:?}");
+    let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] >= Duration::from_millis(700), "{gaps:?}");
+    assert!(gaps[2] > gaps[0], "{gaps:?}");
+    let view = herald.queue_view(rx.name()).await;
+    assert_eq!(view["state"], "backing_off", "{view}");
+    assert_eq!(view["queued_pdus"], 1, "{view}");
+}
+
 #[tokio::test]
 async fn catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus() {
     let herald = Herald::start(|_| {}).await;

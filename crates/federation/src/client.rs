@@ -4,12 +4,32 @@
 //! backoff ([`RetryLimiter`]), server-name resolution, the IP range filter
 //! on every resolved address, TLS, keep-alive connections, Synapse's retry
 //! schedule (woken early by an admin's `reset_connection`), response checks
-//! (`application/json`, 100 MiB) and typed errors.
+//! (`application/json`, a size cap per call: 100 MiB unless the caller
+//! asks for less) and typed errors.
+//!
+//! Bounds against hostile servers: each try has one deadline
+//! (`client_timeout`) for its connection, the answer's headers and its
+//! whole body, so a body trickled forever ends with the try; a body over
+//! the call's cap is refused as it streams in, never buffered whole; a try
+//! that opens a connection holds one of the client's try slots
+//! ([`FederationClient::with_concurrent_tries`]) until its body is read; a
+//! try on a kept-alive connection needs no slot (its connection is open
+//! already), so healthy destinations are not queued behind thousands that
+//! never answer. Answers held in memory are thus bounded by (slots + the
+//! callers' own concurrency on kept-alive connections) × cap, and each
+//! connection reads at most 64 KiB ahead (`connect`). Server-name
+//! resolution (`.well-known` fetches included, capped at 50 KiB) runs
+//! before a slot is taken, within the try's deadline.
 //!
 //! Where Herald differs from Synapse 1.163, on purpose (DESIGN.md): 5xx
 //! answers are not retried within a request (only 429 and failures to get
-//! an answer are), and an address outside the IP filter is refused even
-//! when given as an IP literal.
+//! an answer are); an address outside the IP filter is refused even when
+//! given as an IP literal; and the backoff is recorded once the answer's
+//! body is read and parsed, so a destination that answers 200 with a body
+//! that is not the JSON expected (or too large, or too slow) counts as
+//! failing and backs off. Synapse records success as soon as the headers
+//! say 2xx (its `_handle_response` runs after the retry limiter is left),
+//! so such a destination is tried again and again and looks healthy.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -26,9 +46,11 @@ use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::backoff::{BackoffError, BackoffStore, Outcome, RetryLimiter, StorageError};
+use super::backoff::{BackoffError, BackoffStore, Outcome, RetryLimiter, StorageError, Timings};
 use super::connect::{tls_name_text, Conn, Pool, PoolKey};
 use super::dns::Dns;
 use super::ip_filter::IpFilter;
@@ -66,6 +88,9 @@ pub struct RequestOptions {
     pub try_trailing_slash_on_400: bool,
     /// Retry when the name does not resolve.
     pub retry_on_dns_fail: bool,
+    /// Largest answer body accepted for this call (JSON calls);
+    /// `None` = `max_response_size` of the client's settings.
+    pub max_response_size: Option<u64>,
 }
 
 impl Default for RequestOptions {
@@ -77,6 +102,7 @@ impl Default for RequestOptions {
             backoff_on_404: false,
             try_trailing_slash_on_400: false,
             retry_on_dns_fail: true,
+            max_response_size: None,
         }
     }
 }
@@ -239,10 +265,22 @@ impl ClientSettings {
     }
 }
 
-/// A 2xx answer whose body is still to be read, with its connection.
+/// A 2xx answer whose body is still to be read, with its connection, the
+/// try slot it holds (when it opened a connection) and the try's deadline.
 struct Answer {
     response: Response<Incoming>,
     conn: Conn,
+    slot: Option<OwnedSemaphorePermit>,
+    deadline: Instant,
+    /// The try's time allowed (for messages).
+    timeout: Duration,
+}
+
+/// A 2xx answer and the backoff read before the request, to be recorded
+/// once the body is judged.
+struct Answered {
+    answer: Answer,
+    timings: Timings,
 }
 
 /// Sends signed requests to other servers. Share it (`Arc`): it holds the
@@ -255,9 +293,11 @@ pub struct FederationClient {
     pool: Pool,
     settings: ClientSettings,
     metrics: Option<Arc<dyn ClientMetrics>>,
-    /// Bounds the tries under way at once (connections being opened or
-    /// waiting for an answer); a request sleeping between retries holds
-    /// none, so destinations that do not answer cannot hold back the others.
+    /// Bounds the tries under way at once on connections they opened
+    /// (connecting, waiting for the answer, reading its body); a request
+    /// sleeping between retries holds none, nor does a try on a kept-alive
+    /// connection, so destinations that do not answer cannot hold back the
+    /// others.
     tries: Option<Arc<tokio::sync::Semaphore>>,
 }
 
@@ -445,23 +485,38 @@ impl FederationClient {
         body: Option<&str>,
         options: RequestOptions,
     ) -> Result<T, FederationError> {
-        let answer = self
+        let Answered { answer, timings } = self
             .send(method, destination, path_and_query, body, options)
             .await?;
-        check_content_type(destination, answer.response.headers())?;
-        let mut bytes = Vec::new();
-        self.read_body(
-            destination,
-            answer,
-            &mut bytes,
-            self.settings.max_response_size,
-            options,
-        )
-        .await?;
-        serde_json::from_slice(&bytes).map_err(|e| FederationError::InvalidResponse {
-            destination: destination.to_owned(),
-            reason: format!("the body is not the JSON expected: {e}"),
-        })
+        let limit = options
+            .max_response_size
+            .unwrap_or(self.settings.max_response_size);
+        let result = async {
+            check_content_type(destination, answer.response.headers())?;
+            let mut bytes = Vec::new();
+            self.read_body(destination, answer, &mut bytes, limit)
+                .await?;
+            serde_json::from_slice(&bytes).map_err(|e| FederationError::InvalidResponse {
+                destination: destination.to_owned(),
+                reason: format!("the body is not the JSON expected: {e}"),
+            })
+        }
+        .await;
+        // An answer that cannot be used is the destination failing (see
+        // the module comment): not a success that clears the backoff.
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        };
+        self.record(destination, timings, outcome).await;
+        result
+    }
+
+    /// Stores what a request did to the destination's backoff.
+    async fn record(&self, destination: &str, timings: Timings, outcome: Outcome) {
+        if let Err(e) = self.limiter.record(destination, timings, outcome).await {
+            warn!(destination, error = %e, "could not store the destination's backoff");
+        }
     }
 
     /// A GET whose body (any content type) is streamed to `out`, refused
@@ -474,17 +529,23 @@ impl FederationClient {
         max_size: u64,
         options: RequestOptions,
     ) -> Result<(u64, HeaderMap), FederationError> {
-        let answer = self
+        let Answered { answer, timings } = self
             .send(Method::GET, destination, path_and_query, None, options)
             .await?;
         let headers = answer.response.headers().clone();
-        let length = self
-            .read_body(destination, answer, out, max_size, options)
-            .await?;
-        Ok((length, headers))
+        let result = self.read_body(destination, answer, out, max_size).await;
+        // A file over the caller's limit says nothing of the server's
+        // health; a body that broke off or did not arrive in time does.
+        let outcome = match &result {
+            Err(FederationError::SendFailed { .. }) => Outcome::Failure,
+            _ => Outcome::Success,
+        };
+        self.record(destination, timings, outcome).await;
+        Ok((result?, headers))
     }
 
-    /// Whitelist, backoff, signed request with retries, backoff recorded;
+    /// Whitelist, backoff, signed request with retries, backoff recorded
+    /// for a failure (a 2xx answer's is recorded once its body is read);
     /// then once more with a trailing slash when asked and warranted.
     async fn send(
         &self,
@@ -493,7 +554,7 @@ impl FederationClient {
         path_and_query: &str,
         body: Option<&str>,
         options: RequestOptions,
-    ) -> Result<Answer, FederationError> {
+    ) -> Result<Answered, FederationError> {
         let first = self
             .send_limited(method.clone(), destination, path_and_query, body, options)
             .await;
@@ -522,7 +583,7 @@ impl FederationClient {
         path_and_query: &str,
         body: Option<&str>,
         options: RequestOptions,
-    ) -> Result<Answer, FederationError> {
+    ) -> Result<Answered, FederationError> {
         if let Some(allowed) = &self.settings.domain_whitelist {
             if !allowed.contains(destination) {
                 return Err(FederationError::DeniedByWhitelist(destination.to_owned()));
@@ -550,23 +611,21 @@ impl FederationClient {
         let result = self
             .send_with_retries(method, destination, path_and_query, body, options)
             .await;
-        let outcome = match &result {
-            Ok(answer) => Some(Outcome::of_status(
-                answer.response.status().as_u16(),
-                options.backoff_on_404,
-            )),
-            Err(FederationError::Http { status, .. }) => {
+        let error = match result {
+            Ok(answer) => return Ok(Answered { answer, timings }),
+            Err(e) => e,
+        };
+        let outcome = match &error {
+            FederationError::Http { status, .. } => {
                 Some(Outcome::of_status(*status, options.backoff_on_404))
             }
-            Err(FederationError::InvalidRequest(_)) => None,
-            Err(_) => Some(Outcome::Failure),
+            FederationError::InvalidRequest(_) => None,
+            _ => Some(Outcome::Failure),
         };
         if let Some(outcome) = outcome {
-            if let Err(e) = self.limiter.record(destination, timings, outcome).await {
-                warn!(destination, error = %e, "could not store the destination's backoff");
-            }
+            self.record(destination, timings, outcome).await;
         }
-        result
+        Err(error)
     }
 
     async fn send_with_retries(
@@ -611,30 +670,16 @@ impl FederationClient {
         };
         loop {
             debug!(destination, %method, path_and_query, ?timeout, "sending federation request");
-            let slot = match &self.tries {
-                Some(tries) => tries.clone().acquire_owned().await.ok(),
-                None => None,
-            };
-            let attempt = tokio::time::timeout(
-                timeout,
-                self.attempt(
+            let attempt = self
+                .attempt(
                     &method,
                     destination,
                     path_and_query,
                     content.clone(),
                     auth.as_ref(),
                     timeout,
-                ),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(FederationError::send_failed(
-                    destination,
-                    true,
-                    format!("no answer within {timeout:?}"),
-                ))
-            });
-            drop(slot);
+                )
+                .await;
             let error = match attempt {
                 Ok(answer) => return Ok(answer),
                 Err(e) => e,
@@ -664,8 +709,18 @@ impl FederationClient {
         }
     }
 
+    /// A try slot, when the client has a bound (waits for one).
+    async fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.tries {
+            Some(tries) => tries.clone().acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+
     /// One try: resolve, filter, connect, send, and take the answer's
-    /// headers (an error answer's body too).
+    /// headers (an error answer's body too), all within `timeout` (the
+    /// time spent waiting for a try slot aside); a 2xx answer carries what
+    /// is left of it for its body.
     async fn attempt(
         &self,
         method: &Method,
@@ -675,7 +730,13 @@ impl FederationClient {
         auth: Option<&HeaderValue>,
         timeout: Duration,
     ) -> Result<Answer, FederationError> {
-        let resolution = self.resolver.resolve(destination).await?;
+        let mut deadline = Instant::now() + timeout;
+        let late = |what: &str| {
+            FederationError::send_failed(destination, true, format!("{what} within {timeout:?}"))
+        };
+        let resolution = tokio::time::timeout_at(deadline, self.resolver.resolve(destination))
+            .await
+            .map_err(|_| late("no resolution"))??;
         if let Some(ip) = resolution
             .candidates
             .iter()
@@ -716,35 +777,59 @@ impl FederationClient {
                 addr: *addr,
                 tls_name: tls_name_text(&tls_name),
             };
-            let mut conn = match self.pool.take(&key) {
-                Some(conn) => conn,
-                None => match self.pool.connect(*addr, &tls_name).await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        debug!(destination, %addr, error = ?e.to_string(), "could not connect");
-                        last_error = Some(e);
-                        continue;
+            // A kept-alive connection needs no slot; opening one does, and
+            // the wait for it does not count against the deadline.
+            let (mut conn, mut slot) = match self.pool.take(&key) {
+                Some(conn) => (conn, None),
+                None => {
+                    let waiting = Instant::now();
+                    let slot = self.try_slot().await;
+                    deadline += waiting.elapsed();
+                    let connect =
+                        tokio::time::timeout_at(deadline, self.pool.connect(*addr, &tls_name));
+                    match connect.await {
+                        Ok(Ok(conn)) => (conn, slot),
+                        Ok(Err(e)) => {
+                            debug!(destination, %addr, error = ?e.to_string(), "could not connect");
+                            last_error = Some(e);
+                            continue;
+                        }
+                        Err(_) => return Err(late("no connection")),
                     }
-                },
+                }
             };
             if let Some(m) = &self.metrics {
                 m.request_sent(method.as_str());
             }
             let sent_at = std::time::Instant::now();
-            let response = match conn.sender.send_request(build()?).await {
+            let first = tokio::time::timeout_at(deadline, conn.sender.send_request(build()?))
+                .await
+                .map_err(|_| late("no answer"))?;
+            let response = match first {
                 Ok(r) => r,
                 Err(e) if conn.reused && (e.is_canceled() || e.is_incomplete_message()) => {
                     // The server closed the idle connection: once more on a new one.
                     debug!(destination, %addr, error = ?e.to_string(), "kept-alive connection was closed");
-                    conn = self
-                        .pool
-                        .connect(*addr, &tls_name)
+                    if slot.is_none() {
+                        let waiting = Instant::now();
+                        slot = self.try_slot().await;
+                        deadline += waiting.elapsed();
+                    }
+                    let again = async {
+                        let mut conn = self.pool.connect(*addr, &tls_name).await?;
+                        let response = conn
+                            .sender
+                            .send_request(build().map_err(std::io::Error::other)?)
+                            .await
+                            .map_err(std::io::Error::other)?;
+                        Ok::<_, std::io::Error>((conn, response))
+                    };
+                    let (fresh, response) = tokio::time::timeout_at(deadline, again)
                         .await
+                        .map_err(|_| late("no answer"))?
                         .map_err(|e| FederationError::send_failed(destination, true, e))?;
-                    conn.sender
-                        .send_request(build()?)
-                        .await
-                        .map_err(|e| FederationError::send_failed(destination, true, e))?
+                    conn = fresh;
+                    response
                 }
                 Err(e) => return Err(FederationError::send_failed(destination, true, e)),
             };
@@ -753,15 +838,21 @@ impl FederationClient {
             if let Some(m) = &self.metrics {
                 m.response_received(method.as_str(), status, sent_at.elapsed());
             }
+            let answer = Answer {
+                response,
+                conn,
+                slot,
+                deadline,
+                timeout,
+            };
             if (200..300).contains(&status) {
-                return Ok(Answer { response, conn });
+                return Ok(answer);
             }
-            let answer = Answer { response, conn };
             let mut body = Vec::new();
             // The error body is best effort (as Synapse): a failure to read
             // it leaves it empty.
-            let _ = tokio::time::timeout(
-                timeout,
+            let _ = tokio::time::timeout_at(
+                deadline,
                 self.read_raw(destination, answer, &mut body, MAX_ERROR_BODY),
             )
             .await;
@@ -779,22 +870,23 @@ impl FederationClient {
         })
     }
 
-    /// Reads a 2xx answer's body into `out` within the request's timeout.
+    /// Reads a 2xx answer's body into `out` by the try's deadline.
     async fn read_body<W: AsyncWrite + Unpin + Send>(
         &self,
         destination: &str,
         answer: Answer,
         out: &mut W,
         limit: u64,
-        options: RequestOptions,
     ) -> Result<u64, FederationError> {
-        let timeout = options.timeout.unwrap_or(self.settings.client_timeout);
-        match tokio::time::timeout(timeout, self.read_raw(destination, answer, out, limit)).await {
+        let (deadline, timeout) = (answer.deadline, answer.timeout);
+        match tokio::time::timeout_at(deadline, self.read_raw(destination, answer, out, limit))
+            .await
+        {
             Ok(result) => result,
             Err(_) => Err(FederationError::send_failed(
                 destination,
                 true,
-                format!("the body did not arrive within {timeout:?}"),
+                format!("the whole answer did not arrive within {timeout:?}"),
             )),
         }
     }
@@ -808,7 +900,13 @@ impl FederationClient {
         out: &mut W,
         limit: u64,
     ) -> Result<u64, FederationError> {
-        let Answer { response, conn } = answer;
+        // The slot is given back when the body is read or abandoned.
+        let Answer {
+            response,
+            conn,
+            slot: _slot,
+            ..
+        } = answer;
         let too_large = || FederationError::TooLarge {
             destination: destination.to_owned(),
             limit,

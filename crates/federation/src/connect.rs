@@ -37,6 +37,11 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
+/// The most a connection buffers of what the server sends (hyper's read
+/// buffer; its default grows to about 400 KiB): an answer's headers must
+/// fit, and a thousand connections streaming a body at once stay bounded.
+const MAX_BUFFER: usize = 64 * 1024;
+
 /// Why the TLS client configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
@@ -268,7 +273,9 @@ impl Pool {
                 ))
             }
         };
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(MAX_BUFFER)
+            .handshake(TokioIo::new(tls))
             .await
             .map_err(io::Error::other)?;
         tokio::spawn(async move {

@@ -4,14 +4,34 @@
 //! `DEFAULT_IP_RANGE_BLOCKLIST` when unset, plus `0.0.0.0` and `::` always)
 //! and `ip_range_whitelist`, which wins over the blacklist.
 //!
-//! As Synapse's `generate_ip_set`, every IPv4 range also covers its
-//! IPv4-compatible (`::a.b.c.d`), IPv4-mapped (`::ffff:a.b.c.d`) and 6to4
-//! (`2002:aabb:ccdd::/48`) IPv6 forms.
+//! Every IPv4 range also covers the IPv6 addresses that carry an IPv4
+//! address a packet may end up at (the embedded address is checked against
+//! the IPv4 ranges):
+//!
+//! - IPv4-compatible `::a.b.c.d`, IPv4-mapped `::ffff:a.b.c.d` and 6to4
+//!   `2002:aabb:ccdd::/48`, as Synapse's `generate_ip_set`;
+//! - beyond Synapse, the NAT64 well-known prefix `64:ff9b::a.b.c.d`
+//!   (RFC 6052: on a network with NAT64, `[64:ff9b::7f00:1]` reaches
+//!   127.0.0.1), SIIT's IPv4-translated `::ffff:0:a.b.c.d` (RFC 2765) and
+//!   Teredo `2001:0::/32` (RFC 4380; both its server address and its
+//!   de-obfuscated client address are checked).
+//!
+//! The embedded address is checked rather than the whole prefix blocked, so
+//! a public IPv4 server stays reachable from an IPv6-only host through DNS64
+//! and NAT64 (RFC 6052 forbids the well-known prefix for non-global IPv4).
+//! The NAT64 local-use prefix `64:ff9b:1::/48` (RFC 8215) is blocked
+//! outright in the default list instead: where its IPv4 address sits
+//! depends on the operator's prefix length, so it cannot be read back, and
+//! its translator is on the local network by definition. ISATAP interface
+//! identifiers (`…:0:5efe:a.b.c.d` under any prefix) are not decoded: they
+//! need an ISATAP router configured on Herald's own host.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Synapse 1.163's `DEFAULT_IP_RANGE_BLOCKLIST` (synapse/config/server.py).
+/// Synapse 1.163's `DEFAULT_IP_RANGE_BLOCKLIST` (synapse/config/server.py),
+/// plus the NAT64 local-use prefix (Herald's addition, see the module
+/// comment).
 pub const DEFAULT_IP_RANGE_BLACKLIST: &[&str] = &[
     // Localhost.
     "127.0.0.0/8",
@@ -46,6 +66,8 @@ pub const DEFAULT_IP_RANGE_BLACKLIST: &[&str] = &[
     "ff00::/8",
     // Site-local addresses.
     "fec0::/10",
+    // NAT64 local-use prefix (RFC 8215); not in Synapse's list.
+    "64:ff9b:1::/48",
 ];
 
 /// Always blocked, whatever `ip_range_blacklist` says (as Synapse).
@@ -151,28 +173,48 @@ impl IpSet {
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         match ip {
-            IpAddr::V4(v4) => self.ranges.iter().any(|r| r.contains_v4(v4)),
+            IpAddr::V4(v4) => self.contains_v4(v4),
             IpAddr::V6(v6) => {
                 self.ranges.iter().any(|r| r.contains_v6(v6))
                     || embedded_v4(v6)
-                        .is_some_and(|v4| self.ranges.iter().any(|r| r.contains_v4(v4)))
+                        .into_iter()
+                        .flatten()
+                        .any(|v4| self.contains_v4(v4))
             }
         }
     }
+
+    fn contains_v4(&self, ip: Ipv4Addr) -> bool {
+        self.ranges.iter().any(|r| r.contains_v4(ip))
+    }
 }
 
-/// The IPv4 address an IPv6 address stands for: IPv4-mapped
-/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`) or 6to4
-/// (`2002:aabb:ccdd::/48`).
-fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+/// The NAT64 well-known prefix, `64:ff9b::/96` (RFC 6052): its 96 bits.
+const NAT64_WELL_KNOWN_96: u128 = 0x0064_ff9b_0000_0000_0000_0000;
+/// Teredo, `2001:0::/32` (RFC 4380).
+const TEREDO: u128 = 0x2001_0000;
+
+/// The IPv4 addresses an IPv6 address carries (at most two: Teredo has a
+/// server and a client): IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible
+/// (`::a.b.c.d`), IPv4-translated (`::ffff:0:a.b.c.d`), NAT64 well-known
+/// prefix (`64:ff9b::a.b.c.d`), 6to4 (`2002:aabb:ccdd::/48`) and Teredo
+/// (`2001:0:<server>:<flags>:<port>:<client XOR ffff:ffff>`).
+fn embedded_v4(ip: Ipv6Addr) -> [Option<Ipv4Addr>; 2] {
     let bits = u128::from(ip);
-    if bits >> 32 == 0xffff || bits >> 32 == 0 {
-        return Some(Ipv4Addr::from(bits as u32));
+    let low = Ipv4Addr::from(bits as u32);
+    let high96 = bits >> 32;
+    if high96 == 0xffff || high96 == 0 || high96 == 0xffff_0000 || high96 == NAT64_WELL_KNOWN_96 {
+        return [Some(low), None];
     }
     if bits >> 112 == 0x2002 {
-        return Some(Ipv4Addr::from((bits >> 80) as u32));
+        return [Some(Ipv4Addr::from((bits >> 80) as u32)), None];
     }
-    None
+    if bits >> 96 == TEREDO {
+        let server = Ipv4Addr::from((bits >> 64) as u32);
+        let client = Ipv4Addr::from(!(bits as u32));
+        return [Some(server), Some(client)];
+    }
+    [None, None]
 }
 
 /// `ip_range_blacklist` with `ip_range_whitelist` applied.
@@ -273,6 +315,54 @@ mod tests {
         ] {
             assert!(f.is_allowed(ip(allowed)), "{allowed}");
         }
+    }
+
+    /// Every IPv6 form that carries an IPv4 address is checked against the
+    /// IPv4 ranges: the loopback, private and link-local forms are refused,
+    /// the public ones allowed.
+    #[test]
+    fn ipv6_forms_that_embed_an_ipv4_address() {
+        let f = IpFilter::new::<&str>(None, &[]).unwrap();
+        for (form, blocked, allowed) in [
+            ("mapped", "::ffff:127.0.0.1", "::ffff:8.8.8.8"),
+            ("compatible", "::7f00:1", "::808:808"),
+            ("translated", "::ffff:0:7f00:1", "::ffff:0:808:808"),
+            ("NAT64", "64:ff9b::7f00:1", "64:ff9b::808:808"),
+            ("NAT64 private", "64:ff9b::a00:1", "64:ff9b::101:101"),
+            ("NAT64 metadata", "64:ff9b::a9fe:a9fe", "64:ff9b::102:304"),
+            ("6to4", "2002:7f00:1::1", "2002:808:808::1"),
+            ("6to4 private", "2002:c0a8:101::", "2002:101:101::"),
+            // Teredo: server 127.0.0.1, client 8.8.8.8 (stored inverted).
+            (
+                "Teredo server",
+                "2001:0:7f00:1:0:0:f7f7:f7f7",
+                "2001:0:808:808:0:0:fefe:fefe",
+            ),
+            // Teredo: server 8.8.8.8, client 127.0.0.1 (inverted 80ff:fffe).
+            (
+                "Teredo client",
+                "2001:0:808:808:0:0:80ff:fffe",
+                "2001:0:101:101::f7f7:f7f7",
+            ),
+        ] {
+            assert!(!f.is_allowed(ip(blocked)), "{form}: {blocked}");
+            assert!(f.is_allowed(ip(allowed)), "{form}: {allowed}");
+        }
+        // The NAT64 local-use prefix is blocked whatever it embeds.
+        for local_use in ["64:ff9b:1::808:808", "64:ff9b:1:ffff::1"] {
+            assert!(!f.is_allowed(ip(local_use)), "{local_use}");
+        }
+        // Next to the prefixes, nothing is decoded.
+        for plain in ["64:ff9b:2::7f00:1", "2001:1::7f00:1", "2003:7f00:1::1"] {
+            assert!(f.is_allowed(ip(plain)), "{plain}");
+        }
+        // A custom list covers the embedded forms of its IPv4 ranges too,
+        // and the whitelist frees them as it frees the IPv4 range.
+        let custom = IpFilter::new(Some(&["203.0.113.0/24"]), &[]).unwrap();
+        assert!(!custom.is_allowed(ip("64:ff9b::cb00:7101")));
+        assert!(custom.is_allowed(ip("64:ff9b::7f00:1")));
+        let freed = IpFilter::new(None, &["127.0.0.0/8"]).unwrap();
+        assert!(freed.is_allowed(ip("64:ff9b::7f00:1")));
     }
 
     #[test]

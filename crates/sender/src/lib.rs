@@ -28,6 +28,7 @@ use scheduler::{Shared, Wake};
 /// the same clock type as the retry limiter's, so tests drive both alike.
 pub use herald_federation::clock::{system_clock, Clock};
 pub use intake::{EdusBody, IntakeError, PdusBody};
+pub use queue::SEND_ANSWER_MAX_SIZE;
 
 /// What the sender is built from (the binary fills it from its config).
 #[derive(Debug, Clone, PartialEq)]
@@ -50,9 +51,11 @@ pub struct SenderSettings {
 /// slot.
 const MAX_SENDING: usize = 4096;
 
-/// Federation requests actually under way at once (connecting or waiting
-/// for an answer), set on the client: a destination sleeping between
-/// retries holds none, so unreachable servers cannot hold back healthy ones.
+/// Federation tries on new connections under way at once (connecting,
+/// waiting for the answer, reading its body), set on the client: a
+/// destination sleeping between retries holds none, nor does a try on a
+/// kept-alive connection, so unreachable servers cannot hold back healthy
+/// ones; with `SEND_ANSWER_MAX_SIZE` it bounds what answers hold in memory.
 pub const MAX_CONCURRENT_TRIES: usize = 1024;
 
 /// How often delivered events are pruned, and how many at most per round.

@@ -17,6 +17,14 @@ use herald_federation::client::{FederationError, RequestOptions};
 use herald_store::delivery::{Delivery, PendingEdu, PendingPdu, Superseded};
 use herald_store::{OutboxError, StoreError};
 
+/// The largest `/send` answer accepted. The answer is
+/// `{"pdus": {"<event ID>": {} or {"error": "<text>"}}}` for at most 50
+/// PDUs: 64 KiB leaves over 1 KiB per PDU for an event ID (≤ 255 bytes)
+/// and its error text. Larger, it is refused as it streams in and counts as
+/// the destination failing; the cap bounds what a hostile destination can
+/// make Herald buffer (with `MAX_CONCURRENT_TRIES` answers at once).
+pub const SEND_ANSWER_MAX_SIZE: u64 = 64 * 1024;
+
 /// How long the queue waits after a database error before trying again.
 const STORE_ERROR_WAIT_MS: i64 = 5_000;
 
@@ -214,15 +222,19 @@ async fn send(
         long_retries: true,
         backoff_on_404: true,
         try_trailing_slash_on_400: true,
+        max_response_size: Some(SEND_ANSWER_MAX_SIZE),
         ..RequestOptions::default()
     };
+    // The answer must be a JSON object (as Synapse's `JsonParser`); any
+    // other body fails the request, and the client counts it against the
+    // destination's backoff.
     match shared
         .client
-        .put_canonical_json::<Value>(name, &path, &body, options)
+        .put_canonical_json::<serde_json::Map<String, Value>>(name, &path, &body, options)
         .await
     {
         Ok(answer) => {
-            let errors = transaction::pdu_errors(&answer);
+            let errors = transaction::pdu_errors(&Value::Object(answer));
             for (event_id, error) in &errors {
                 tracing::warn!(destination = ?name, event_id = ?event_id, error = ?error, "destination refused a PDU");
             }
@@ -304,8 +316,9 @@ async fn failed(
         }
         _ => {
             // Answered, but not with success (a 4xx that says nothing
-            // about its health, or not a transaction response): no backoff,
-            // but not at once either.
+            // about its health): no backoff, but not at once either. (An
+            // answer that is not a transaction response is a failure: the
+            // client has put the destination in backoff.)
             shared.metrics.transaction(TxnOutcome::Rejected, 0, 0, 0);
             let wait = i64::try_from(shared.retry_rejected_after.as_millis()).unwrap_or(i64::MAX);
             tracing::warn!(destination = ?name, error = ?error.to_string(), retry_in_ms = wait, "transaction rejected");

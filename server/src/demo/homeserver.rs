@@ -44,6 +44,9 @@ pub struct Behaviour {
     pub rate_limit_every: Option<u64>,
     /// Every transaction is answered `401` (as if our key were wrong).
     pub reject_all: bool,
+    /// Every transaction is answered `200` with an HTML page, not JSON (as
+    /// a misconfigured reverse proxy does).
+    pub html_answers: bool,
     /// Not listening for this long after start (connections refused).
     pub down_for: Duration,
     /// PDUs (by `event_id`) acknowledged with an error.
@@ -279,6 +282,12 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if inner.behaviour.lock().html_answers {
+        let mut received = inner.received.lock();
+        received.attempts.push(txn_id);
+        *received.statuses.entry(200).or_default() += 1;
+        return axum::response::Html("<html><body>Welcome to nginx!</body></html>").into_response();
+    }
     let (status, answer) = answer(&inner, &txn_id, &uri, &headers, &body).await;
     *inner.received.lock().statuses.entry(status).or_default() += 1;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

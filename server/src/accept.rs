@@ -66,6 +66,10 @@ use crate::config::Config;
 /// (file descriptors, memory) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long a quiet connection that has answered may take to close: hyper
+/// may still be writing the end of its last answer when the body is done.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// The most connections per listener when `max_connections` is not set,
 /// whatever the open-files limit (the cap's scan for a connection to close
 /// is linear).
@@ -585,8 +589,14 @@ impl Shared {
                     }
                     return;
                 }
-                () = &mut quiet => {
-                    tracing::debug!(%peer, "closing a quiet connection");
+                why = &mut quiet => {
+                    if why == Close::Quiet && conn.served.load(Ordering::SeqCst) {
+                        // Let hyper finish writing the last answer (a body
+                        // ends before its last bytes are flushed), briefly.
+                        http.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(CLOSE_GRACE, http.as_mut()).await;
+                    }
+                    tracing::debug!(%peer, ?why, "closing a connection");
                     return;
                 }
                 () = &mut stopped, if !stopping => {
@@ -603,11 +613,20 @@ async fn evicted(conn: &Conn) {
     conn.evict.notified().await;
 }
 
+/// Why the watchdog closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// No request under way for its time, or the cap needs its slot.
+    Quiet,
+    /// The client took no frame of an answer for `body_timeout`.
+    Stalled,
+}
+
 /// Completes when `conn` has had no request under way for its time (the
 /// header timeout before its first request, the idle timeout after), or the
 /// cap asks it to close while no request is under way, or the client has
 /// taken no frame of an answer for `body_timeout`.
-async fn too_quiet(conn: &Conn, limits: &Limits) {
+async fn too_quiet(conn: &Conn, limits: &Limits) -> Close {
     let allowed = || {
         if conn.served.load(Ordering::SeqCst) {
             limits.idle_timeout
@@ -632,17 +651,16 @@ async fn too_quiet(conn: &Conn, limits: &Limits) {
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {
                 if conn.is_quiet() && Instant::now() >= *conn.quiet_since.lock() + allowed() {
-                    return;
+                    return Close::Quiet;
                 }
                 if stalled() {
-                    tracing::debug!("closing a connection whose client does not take its answer");
-                    return;
+                    return Close::Stalled;
                 }
             }
             () = conn.wake.notified() => {}
             () = conn.evict.notified() => {
                 if conn.is_quiet() {
-                    return;
+                    return Close::Quiet;
                 }
                 conn.evicting.store(false, Ordering::SeqCst);
             }

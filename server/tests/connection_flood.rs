@@ -127,8 +127,8 @@ async fn five_thousand_slow_connections_per_listener_under_1024_files_leave_both
     eprintln!(
         "{} slow connections opened in {:.1?} (5,000 per listener, under a 1,024-file limit); \
          normal requests before: {quiet:.1?}; while opening: {} with median {median:.1?}; \
-         once open: {}; slowest of all {slowest:.1?}; {still_open} slow connections still \
-         open on the server at the end; at most {most_files} files open in herald",
+         once open: {}; slowest of all {slowest:.1?}; {still_open} slow connections not \
+         closed at the end (held by herald or queued in the kernel); at most {most_files} files open in herald",
         held.len(),
         opened_in,
         during.len(),
@@ -145,11 +145,13 @@ async fn five_thousand_slow_connections_per_listener_under_1024_files_leave_both
         most_files <= 1024 * 3 / 4,
         "herald held {most_files} files open under a 1,024 limit"
     );
-    // Each listener holds at most its cap (256 under 1,024 files); a few
-    // more may be closing as the test looks.
+    // Each listener holds at most its cap (256 under 1,024 files); past it,
+    // connections wait in the kernel's accept queue (1,024 per listener, as
+    // tokio binds), open to the client though herald has not accepted them;
+    // a few more may be closing as the test looks.
     assert!(
-        still_open <= 2 * 256 + 32,
-        "{still_open} slow connections still open; the caps are 2 × 256"
+        still_open <= 2 * (256 + 1024) + 32,
+        "{still_open} slow connections still open; caps 2 × 256 plus 2 × 1,024 queued"
     );
     let log = herald.log.lock().unwrap();
     assert!(

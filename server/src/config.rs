@@ -858,9 +858,15 @@ mod tests {
         assert_eq!(limits.max_connections, 256);
         assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
         assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(limits.body_timeout, Duration::from_secs(30));
+        assert_eq!(limits.drain_timeout, Duration::from_secs(10));
+        // A high hard limit does not make the derived cap huge.
+        let limits = crate::accept::Limits::from_config(&c, 1 << 20);
+        assert_eq!(limits.max_connections, 16_384);
         let c = Config::parse(
             "[connections]\nheader_read_timeout = \"2s\"\nmax_connections = 50\n\
-             max_tls_handshakes = 8\ntls_handshake_timeout = 3000",
+             max_tls_handshakes = 8\ntls_handshake_timeout = 3000\nbody_timeout = \"5s\"\n\
+             drain_timeout = \"1s\"",
         )
         .unwrap();
         let limits = crate::accept::Limits::from_config(&c, 1024);
@@ -868,6 +874,8 @@ mod tests {
         assert_eq!(limits.max_tls_handshakes, 8);
         assert_eq!(limits.header_read_timeout, Duration::from_secs(2));
         assert_eq!(limits.tls_handshake_timeout, Duration::from_secs(3));
+        assert_eq!(limits.body_timeout, Duration::from_secs(5));
+        assert_eq!(limits.drain_timeout, Duration::from_secs(1));
         for (text, key) in [
             (
                 "[connections]\nidle_timeout = \"0s\"",
@@ -876,6 +884,10 @@ mod tests {
             (
                 "[connections]\nmax_connections = 0",
                 "connections.max_connections",
+            ),
+            (
+                "[connections]\nbody_timeout = \"0s\"",
+                "connections.body_timeout",
             ),
             (
                 "[connections]\nmax_tls_handshakes = 0",

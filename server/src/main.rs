@@ -168,47 +168,6 @@ fn error_chain(e: &anyhow::Error) -> String {
     text
 }
 
-#[cfg(test)]
-mod tests {
-    use super::error_chain;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("{text}")]
-    struct Wrapper {
-        text: String,
-        #[source]
-        source: std::io::Error,
-    }
-
-    #[test]
-    fn a_cause_is_dropped_only_when_its_wrapper_ends_with_it() {
-        let io = || std::io::Error::other("locked");
-        // The wrapper shows its source: said once.
-        let e = anyhow::Error::new(Wrapper {
-            text: "cannot open database x: locked".into(),
-            source: io(),
-        });
-        assert_eq!(error_chain(&e), "cannot open database x: locked");
-        // The cause's text appears in the wrapper, but not as its end:
-        // still said.
-        let e = anyhow::Error::new(Wrapper {
-            text: "database locked by another process".into(),
-            source: io(),
-        });
-        assert_eq!(
-            error_chain(&e),
-            "database locked by another process: locked"
-        );
-        // A context above: each level compared with its own wrapper.
-        let e = anyhow::Error::new(Wrapper {
-            text: "migrating: locked".into(),
-            source: io(),
-        })
-        .context("locked");
-        assert_eq!(error_chain(&e), "locked: migrating: locked");
-    }
-}
-
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { common, listen } => {
@@ -417,4 +376,45 @@ async fn federation_request(
         .request_json(method, server_name, path, body.as_ref(), options)
         .await
         .with_context(|| format!("federation request to {server_name} failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Wrapper {
+        text: String,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_is_dropped_only_when_its_wrapper_ends_with_it() {
+        let io = || std::io::Error::other("locked");
+        // The wrapper shows its source: said once.
+        let e = anyhow::Error::new(Wrapper {
+            text: "cannot open database x: locked".into(),
+            source: io(),
+        });
+        assert_eq!(error_chain(&e), "cannot open database x: locked");
+        // The cause's text appears in the wrapper, but not as its end:
+        // still said.
+        let e = anyhow::Error::new(Wrapper {
+            text: "database locked by another process".into(),
+            source: io(),
+        });
+        assert_eq!(
+            error_chain(&e),
+            "database locked by another process: locked"
+        );
+        // A context above: each level compared with its own wrapper.
+        let e = anyhow::Error::new(Wrapper {
+            text: "migrating: locked".into(),
+            source: io(),
+        })
+        .context("locked");
+        assert_eq!(error_chain(&e), "locked: migrating: locked");
+    }
 }

@@ -6,8 +6,8 @@
 //! request bodies that never finish and HTTP/2 clients that open no window
 //! hold the listener at most `body_timeout`, a request under way survives,
 //! the longest-quiet connection is the one closed; SIGTERM with an answer
-//! stalled exits within `drain_timeout`. The 5,000-connection flood is in
-//! `connection_flood.rs`.
+//! stalled exits within `drain_timeout`, with a TLS handshake waiting at
+//! once. The 5,000-connection flood is in `connection_flood.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod listener;
@@ -316,15 +316,9 @@ async fn the_cap_closes_the_longest_quiet_connection_not_the_oldest() {
     versions(&mut first).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_with_a_stalled_answer_exits_within_the_drain_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut herald = Herald::start(
-        dir.path(),
-        "[connections]\nbody_timeout = \"600s\"\ndrain_timeout = \"2s\"\n",
-        None,
-    );
-    let _stalled = h2_get_request(herald.admin, "/_matrix/client/versions", 0).await;
+/// Sends SIGTERM to `herald`; how long it took to exit (successfully),
+/// failing past `within`.
+async fn terminate(herald: &mut Herald, within: Duration) -> Duration {
     let status = std::process::Command::new("kill")
         .args(["-TERM", &herald.child.id().to_string()])
         .status()
@@ -336,12 +330,46 @@ async fn sigterm_with_a_stalled_answer_exits_within_the_drain_timeout() {
             break exit;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "herald still running 15 s after SIGTERM (drain_timeout 2 s)"
+            started.elapsed() < within,
+            "herald still running {within:?} after SIGTERM"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    eprintln!("exited {:.1?} after SIGTERM: {exited}", started.elapsed());
     assert!(exited.success(), "{exited}");
-    assert!(started.elapsed() >= Duration::from_millis(1500));
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_an_unfinished_tls_handshake_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut herald = Herald::start(
+        dir.path(),
+        "[connections]\ntls_handshake_timeout = \"600s\"\ndrain_timeout = \"600s\"\n",
+        None,
+    );
+    // A client that sends no TLS hello, once herald has accepted it (one
+    // more file open).
+    let files = herald.open_files();
+    let _silent = TcpStream::connect(herald.federation).await.unwrap();
+    let started = Instant::now();
+    while herald.open_files() <= files {
+        assert!(started.elapsed() < Duration::from_secs(10), "not accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = terminate(&mut herald, Duration::from_secs(10)).await;
+    eprintln!("exited {took:.1?} after SIGTERM with a TLS handshake waiting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_stalled_answer_exits_within_the_drain_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut herald = Herald::start(
+        dir.path(),
+        "[connections]\nbody_timeout = \"600s\"\ndrain_timeout = \"2s\"\n",
+        None,
+    );
+    let _stalled = h2_get_request(herald.admin, "/_matrix/client/versions", 0).await;
+    let took = terminate(&mut herald, Duration::from_secs(15)).await;
+    eprintln!("exited {took:.1?} after SIGTERM with a stalled answer (drain_timeout 2 s)");
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
 }

@@ -255,7 +255,7 @@ async fn a_request_under_way_survives_at_the_cap() {
     let dir = tempfile::tempdir().unwrap();
     let herald = Herald::start(
         dir.path(),
-        "[connections]\nmax_connections = 2\nbody_timeout = \"3s\"\n",
+        "[connections]\nmax_connections = 2\nbody_timeout = \"10s\"\n",
         None,
     );
     let mut busy = login_with_an_unfinished_body(herald.admin).await;

@@ -6,34 +6,47 @@
 //! - a request head must arrive within `header_read_timeout` (hyper's own
 //!   HTTP/1.1 timer, plus our watchdog for what hyper does not time: the
 //!   bytes before it knows the protocol, and HTTP/2);
-//! - a connection with no request under way for `idle_timeout` is closed;
+//!   hyper also times the wait for every later HTTP/1.1 head, so an idle
+//!   kept-alive HTTP/1.1 connection closes after `header_read_timeout`;
+//! - an HTTP/2 connection with no request under way for `idle_timeout` is
+//!   closed;
+//! - a request under way cannot pin its connection: each frame of its body
+//!   must arrive within `body_timeout` (else reading the body fails, and the
+//!   handler answers `400 M_NOT_JSON`), and the client must take each frame
+//!   of the answer within `body_timeout` (else the connection is closed: a
+//!   client that stops reading, or an HTTP/2 client that opens no window);
 //! - at most `max_connections` per listener. At the cap, the connection that
 //!   has waited longest without a request under way (slow headers, an idle
 //!   keep-alive, an unfinished TLS handshake) is closed for the new one, as
 //!   nginx reuses idle keep-alive connections; when every connection has a
-//!   request under way, the loop stops accepting until one ends (the kernel
-//!   queues the rest);
+//!   request under way, the loop stops accepting until one becomes quiet or
+//!   ends (the kernel queues the rest), which the body deadlines bound;
 //! - TLS handshakes: at most `max_tls_handshakes` at once, each within
-//!   `tls_handshake_timeout`;
+//!   `tls_handshake_timeout`, and abandoned at shutdown;
 //! - an accept that fails for want of file descriptors backs off briefly
-//!   instead of spinning.
+//!   instead of spinning;
+//! - at shutdown the requests under way get `drain_timeout` to finish.
 //!
-//! `axum::serve` has none of these knobs, hence this loop; the watchdog and
-//! the eviction are ours because neither hyper nor tower has them.
+//! `axum::serve` has none of these knobs, hence this loop; the watchdog, the
+//! eviction and the body deadlines are ours because neither hyper nor tower
+//! has them (tower-http's `RequestBodyTimeoutLayer` bounds the whole body,
+//! not a stall, and is not among our features; nothing bounds a stalled
+//! answer).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
-use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -53,9 +66,14 @@ use crate::config::Config;
 /// (file descriptors, memory) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// How often a loop at the connection cap looks again for a connection to
-/// close when every one had a request under way.
-const CAP_RESCAN: Duration = Duration::from_millis(50);
+/// How long a quiet connection that has answered may take to close: hyper
+/// may still be writing the end of its last answer when the body is done.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The most connections per listener when `max_connections` is not set,
+/// whatever the open-files limit (the cap's scan for a connection to close
+/// is linear).
+const DERIVED_CAP_MAX: usize = 16_384;
 
 /// The limits of one listener.
 #[derive(Debug, Clone)]
@@ -65,22 +83,27 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     pub max_tls_handshakes: usize,
     pub max_connections: usize,
+    pub body_timeout: Duration,
+    pub drain_timeout: Duration,
 }
 
 impl Limits {
     /// The configured limits; without `max_connections`, each listener may
-    /// hold a quarter of `open_files` (the soft `RLIMIT_NOFILE`).
+    /// hold a quarter of `open_files` (the soft `RLIMIT_NOFILE`), at most
+    /// 16,384.
     pub fn from_config(config: &Config, open_files: u64) -> Limits {
         let c = &config.connections;
         let derived = usize::try_from(open_files / 4)
             .unwrap_or(usize::MAX)
-            .clamp(16, 1 << 20);
+            .clamp(16, DERIVED_CAP_MAX);
         Limits {
             header_read_timeout: c.header_read_timeout.0,
             idle_timeout: c.idle_timeout.0,
             tls_handshake_timeout: c.tls_handshake_timeout.0,
             max_tls_handshakes: c.max_tls_handshakes.max(1),
             max_connections: c.max_connections.unwrap_or(derived).max(1),
+            body_timeout: c.body_timeout.0,
+            drain_timeout: c.drain_timeout.0,
         }
     }
 }
@@ -113,7 +136,8 @@ pub fn open_files_limit() -> u64 {
 /// Serves `app` on `listener` (TLS first when `tls` is given) until
 /// `shutdown` completes; then stops accepting, asks every connection to
 /// finish (HTTP/1.1 after its current answer, HTTP/2 with GOAWAY) and waits
-/// for them.
+/// for them, at most `drain_timeout` (the rest are dropped with the
+/// runtime).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
@@ -136,6 +160,7 @@ pub async fn serve(
         handshakes: Semaphore::new(limits.max_tls_handshakes),
         conns: Mutex::new(BTreeMap::new()),
         next_id: AtomicU64::new(0),
+        quieted: Arc::new(Notify::new()),
     });
     let cap = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let slots = Arc::new(Semaphore::new(cap as usize));
@@ -207,7 +232,16 @@ pub async fn serve(
     drop(listener);
     let _ = stop_tx.send(true);
     // Every connection holds a slot until it ends.
-    let _ = slots.acquire_many(cap).await;
+    let drained = tokio::time::timeout(limits.drain_timeout, slots.acquire_many(cap)).await;
+    if drained.is_err() {
+        let left = cap as usize - slots.available_permits();
+        tracing::warn!(
+            listener = name,
+            connections = left,
+            drain_timeout = ?limits.drain_timeout,
+            "stopping with requests still under way"
+        );
+    }
     Ok(())
 }
 
@@ -230,6 +264,8 @@ struct Shared {
     /// The open connections, oldest first.
     conns: Mutex<BTreeMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
+    /// Fired when a connection becomes quiet (for a loop at the cap).
+    quieted: Arc<Notify>,
 }
 
 /// One open connection, as its watchdog and the cap see it.
@@ -245,6 +281,14 @@ struct Conn {
     /// The cap asked this connection to close (if still quiet).
     evicting: AtomicBool,
     evict: Notify,
+    /// Answers whose body is being written.
+    writing: AtomicUsize,
+    /// When the client last took a frame of an answer (or an answer began).
+    last_write: Mutex<Instant>,
+    /// Wakes the watchdog when an answer begins.
+    wake: Notify,
+    /// The listener's [`Shared::quieted`].
+    quieted: Arc<Notify>,
 }
 
 impl Conn {
@@ -281,7 +325,119 @@ impl Drop for Busy {
     fn drop(&mut self) {
         if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
             *self.0.quiet_since.lock() = Instant::now();
+            self.0.quieted.notify_waiters();
         }
+    }
+}
+
+/// A request body whose every frame must arrive within `timeout` of asking.
+struct TimedBody<B> {
+    inner: B,
+    timeout: Duration,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("no part of the request body came for {0:?}")]
+    Stalled(Duration),
+    #[error(transparent)]
+    Read(#[from] hyper::Error),
+}
+
+impl<B> HttpBody for TimedBody<B>
+where
+    B: HttpBody<Error = hyper::Error> + Unpin,
+{
+    type Data = B::Data;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.stall = None;
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match stall.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.stall = None;
+                        Poll::Ready(Some(Err(BodyError::Stalled(timeout))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An answer's body being written: its request stays under way until the
+/// body is dropped, and the watchdog closes the connection when the client
+/// takes no frame of it for `body_timeout`.
+struct Answer {
+    inner: Body,
+    conn: Arc<Conn>,
+    _busy: Busy,
+}
+
+impl Answer {
+    fn new(inner: Body, busy: Busy) -> Answer {
+        let conn = busy.0.clone();
+        *conn.last_write.lock() = Instant::now();
+        conn.writing.fetch_add(1, Ordering::SeqCst);
+        conn.wake.notify_one();
+        Answer {
+            inner,
+            conn,
+            _busy: busy,
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.conn.writing.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl HttpBody for Answer {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_ready() {
+            *self.conn.last_write.lock() = Instant::now();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -295,30 +451,41 @@ impl Shared {
             served: AtomicBool::new(false),
             evicting: AtomicBool::new(false),
             evict: Notify::new(),
+            writing: AtomicUsize::new(0),
+            last_write: Mutex::new(Instant::now()),
+            wake: Notify::new(),
+            quieted: self.quieted.clone(),
         });
         self.conns.lock().insert(id, conn.clone());
         conn
     }
 
-    /// At the cap: asks the oldest quiet connection to close and waits for a
-    /// slot; when none is quiet, waits for one to become so or to end.
+    /// At the cap: asks the longest-quiet connection to close and waits for
+    /// a slot; when none is quiet, waits for one to become so or to end.
     /// `None` only if the semaphore was closed.
     async fn make_room(&self, slots: &Arc<Semaphore>) -> Option<tokio::sync::OwnedSemaphorePermit> {
         loop {
+            let quieted = self.quieted.notified();
+            tokio::pin!(quieted);
+            // Registered before the scan, so a connection that becomes
+            // quiet after it is not missed.
+            quieted.as_mut().enable();
             self.evict_one();
-            match tokio::time::timeout(CAP_RESCAN, slots.clone().acquire_owned()).await {
-                Ok(Ok(slot)) => return Some(slot),
-                Ok(Err(_)) => return None,
-                Err(_) => continue,
+            tokio::select! {
+                slot = slots.clone().acquire_owned() => return slot.ok(),
+                () = quieted => {}
             }
         }
     }
 
+    /// Asks the quiet connection with the oldest `quiet_since` (not already
+    /// asked) to close.
     fn evict_one(&self) {
         let conns = self.conns.lock();
         let victim = conns
             .values()
-            .find(|c| c.is_quiet() && !c.evicting.load(Ordering::SeqCst));
+            .filter(|c| c.is_quiet() && !c.evicting.load(Ordering::SeqCst))
+            .min_by_key(|c| *c.quiet_since.lock());
         if let Some(conn) = victim {
             conn.evicting.store(true, Ordering::SeqCst);
             conn.evict.notify_one();
@@ -331,7 +498,7 @@ impl Shared {
         tcp: TcpStream,
         peer: SocketAddr,
         conn: &Arc<Conn>,
-        stop: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
     ) {
         let Some(config) = &self.tls else {
             return self.http(tcp, peer, conn, stop).await;
@@ -366,6 +533,7 @@ impl Shared {
                 }
             },
             () = evicted(conn) => return,
+            _ = stop.wait_for(|stop| *stop) => return,
         };
         // The header timeout counts from the end of the handshake.
         *conn.quiet_since.lock() = Instant::now();
@@ -384,19 +552,22 @@ impl Shared {
     {
         let app = self.app.clone();
         let owner = conn.clone();
-        let service = tower::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let body_timeout = self.limits.body_timeout;
+        let service = tower::service_fn(move |request: hyper::Request<Incoming>| {
             let busy = Busy::start(owner.clone());
+            let mut request = request.map(|inner| TimedBody {
+                inner,
+                timeout: body_timeout,
+                stall: None,
+            });
             request.extensions_mut().insert(ConnectInfo(peer));
             let app = app.clone();
             async move {
                 let response = app.oneshot(request).await?;
                 // The request stays under way until its body is written.
-                Ok::<_, std::convert::Infallible>(response.map(|body| {
-                    Body::new(body.map_frame(move |frame| {
-                        let _ = &busy;
-                        frame
-                    }))
-                }))
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| Body::new(Answer::new(body, busy))),
+                )
             }
         });
         let http = self
@@ -418,8 +589,14 @@ impl Shared {
                     }
                     return;
                 }
-                () = &mut quiet => {
-                    tracing::debug!(%peer, "closing a quiet connection");
+                why = &mut quiet => {
+                    if why == Close::Quiet && conn.served.load(Ordering::SeqCst) {
+                        // Let hyper finish writing the last answer (a body
+                        // ends before its last bytes are flushed), briefly.
+                        http.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(CLOSE_GRACE, http.as_mut()).await;
+                    }
+                    tracing::debug!(%peer, ?why, "closing a connection");
                     return;
                 }
                 () = &mut stopped, if !stopping => {
@@ -436,10 +613,20 @@ async fn evicted(conn: &Conn) {
     conn.evict.notified().await;
 }
 
+/// Why the watchdog closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// No request under way for its time, or the cap needs its slot.
+    Quiet,
+    /// The client took no frame of an answer for `body_timeout`.
+    Stalled,
+}
+
 /// Completes when `conn` has had no request under way for its time (the
 /// header timeout before its first request, the idle timeout after), or the
-/// cap asks it to close while no request is under way.
-async fn too_quiet(conn: &Conn, limits: &Limits) {
+/// cap asks it to close while no request is under way, or the client has
+/// taken no frame of an answer for `body_timeout`.
+async fn too_quiet(conn: &Conn, limits: &Limits) -> Close {
     let allowed = || {
         if conn.served.load(Ordering::SeqCst) {
             limits.idle_timeout
@@ -447,22 +634,33 @@ async fn too_quiet(conn: &Conn, limits: &Limits) {
             limits.header_read_timeout
         }
     };
+    let stalled = || {
+        conn.writing.load(Ordering::SeqCst) > 0
+            && Instant::now() >= *conn.last_write.lock() + limits.body_timeout
+    };
     loop {
-        // While a request is under way, look again a whole period later.
+        // While a request is under way, look again a whole period later,
+        // or when its answer's writing stalls.
         let deadline = if conn.is_quiet() {
             *conn.quiet_since.lock() + allowed()
+        } else if conn.writing.load(Ordering::SeqCst) > 0 {
+            *conn.last_write.lock() + limits.body_timeout
         } else {
             Instant::now() + allowed()
         };
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {
                 if conn.is_quiet() && Instant::now() >= *conn.quiet_since.lock() + allowed() {
-                    return;
+                    return Close::Quiet;
+                }
+                if stalled() {
+                    return Close::Stalled;
                 }
             }
+            () = conn.wake.notified() => {}
             () = conn.evict.notified() => {
                 if conn.is_quiet() {
-                    return;
+                    return Close::Quiet;
                 }
                 conn.evicting.store(false, Ordering::SeqCst);
             }

@@ -239,10 +239,13 @@ impl Default for FederationSection {
 pub struct ConnectionsSection {
     /// Time for a request's head (request line and headers) to arrive,
     /// counted from when the connection opened (after its TLS handshake) or,
-    /// on a kept-alive HTTP/1.1 connection, from the previous answer.
+    /// on a kept-alive HTTP/1.1 connection, from the previous answer: hyper
+    /// times the wait for every HTTP/1.1 head, so an idle kept-alive
+    /// HTTP/1.1 connection is closed after this, not after `idle_timeout`.
     pub header_read_timeout: ConfigDuration,
-    /// A connection with no request under way for this long is closed
-    /// (HTTP/2 ones too, which the header timeout does not cover).
+    /// An HTTP/2 connection with no request under way for this long is
+    /// closed (HTTP/1.1 ones wait at most `header_read_timeout` for their
+    /// next request).
     pub idle_timeout: ConfigDuration,
     /// Time for a client to finish its TLS handshake (`federation_listen`).
     pub tls_handshake_timeout: ConfigDuration,
@@ -253,6 +256,14 @@ pub struct ConnectionsSection {
     /// limit each, so both listeners together use at most half of it and
     /// the rest stays for outbound connections, DNS and the database.
     pub max_connections: Option<usize>,
+    /// Time for each piece of a request body to arrive, and for the client
+    /// to take each piece of an answer: a body that stalls longer fails (the
+    /// request gets `400 M_NOT_JSON`), an answer the client stops reading
+    /// ends its connection.
+    pub body_timeout: ConfigDuration,
+    /// On shutdown, how long the requests under way may take to finish
+    /// before Herald stops anyway (and closes its database).
+    pub drain_timeout: ConfigDuration,
 }
 
 impl Default for ConnectionsSection {
@@ -263,6 +274,8 @@ impl Default for ConnectionsSection {
             tls_handshake_timeout: ConfigDuration(Duration::from_secs(10)),
             max_tls_handshakes: 64,
             max_connections: None,
+            body_timeout: ConfigDuration(Duration::from_secs(30)),
+            drain_timeout: ConfigDuration(Duration::from_secs(10)),
         }
     }
 }
@@ -512,6 +525,7 @@ impl Config {
             ("connections.header_read_timeout", c.header_read_timeout),
             ("connections.idle_timeout", c.idle_timeout),
             ("connections.tls_handshake_timeout", c.tls_handshake_timeout),
+            ("connections.body_timeout", c.body_timeout),
         ] {
             if d.0.is_zero() {
                 return invalid(key, "must be above 0".into());
@@ -844,9 +858,15 @@ mod tests {
         assert_eq!(limits.max_connections, 256);
         assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
         assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(limits.body_timeout, Duration::from_secs(30));
+        assert_eq!(limits.drain_timeout, Duration::from_secs(10));
+        // A high hard limit does not make the derived cap huge.
+        let limits = crate::accept::Limits::from_config(&c, 1 << 20);
+        assert_eq!(limits.max_connections, 16_384);
         let c = Config::parse(
             "[connections]\nheader_read_timeout = \"2s\"\nmax_connections = 50\n\
-             max_tls_handshakes = 8\ntls_handshake_timeout = 3000",
+             max_tls_handshakes = 8\ntls_handshake_timeout = 3000\nbody_timeout = \"5s\"\n\
+             drain_timeout = \"1s\"",
         )
         .unwrap();
         let limits = crate::accept::Limits::from_config(&c, 1024);
@@ -854,6 +874,8 @@ mod tests {
         assert_eq!(limits.max_tls_handshakes, 8);
         assert_eq!(limits.header_read_timeout, Duration::from_secs(2));
         assert_eq!(limits.tls_handshake_timeout, Duration::from_secs(3));
+        assert_eq!(limits.body_timeout, Duration::from_secs(5));
+        assert_eq!(limits.drain_timeout, Duration::from_secs(1));
         for (text, key) in [
             (
                 "[connections]\nidle_timeout = \"0s\"",
@@ -862,6 +884,10 @@ mod tests {
             (
                 "[connections]\nmax_connections = 0",
                 "connections.max_connections",
+            ),
+            (
+                "[connections]\nbody_timeout = \"0s\"",
+                "connections.body_timeout",
             ),
             (
                 "[connections]\nmax_tls_handshakes = 0",

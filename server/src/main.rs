@@ -148,18 +148,22 @@ fn main() -> std::process::ExitCode {
 }
 
 /// The error and its causes, each said once: a cause whose text its
-/// wrapper already shows (as `cannot open database …: {source}` does) is not
-/// repeated.
+/// immediate wrapper already ends with (as `cannot open database …:
+/// {source}` does) is not repeated; any other cause is, even if its text
+/// happens to appear earlier.
 fn error_chain(e: &anyhow::Error) -> String {
     let mut text = String::new();
+    let mut wrapper: Option<String> = None;
     for cause in e.chain() {
         let cause = cause.to_string();
-        if !text.contains(&cause) {
+        let shown = wrapper.as_deref().is_some_and(|w| w.ends_with(&cause));
+        if !shown {
             if !text.is_empty() {
                 text.push_str(": ");
             }
             text.push_str(&cause);
         }
+        wrapper = Some(cause);
     }
     text
 }
@@ -372,4 +376,45 @@ async fn federation_request(
         .request_json(method, server_name, path, body.as_ref(), options)
         .await
         .with_context(|| format!("federation request to {server_name} failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Wrapper {
+        text: String,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_is_dropped_only_when_its_wrapper_ends_with_it() {
+        let io = || std::io::Error::other("locked");
+        // The wrapper shows its source: said once.
+        let e = anyhow::Error::new(Wrapper {
+            text: "cannot open database x: locked".into(),
+            source: io(),
+        });
+        assert_eq!(error_chain(&e), "cannot open database x: locked");
+        // The cause's text appears in the wrapper, but not as its end:
+        // still said.
+        let e = anyhow::Error::new(Wrapper {
+            text: "database locked by another process".into(),
+            source: io(),
+        });
+        assert_eq!(
+            error_chain(&e),
+            "database locked by another process: locked"
+        );
+        // A context above: each level compared with its own wrapper.
+        let e = anyhow::Error::new(Wrapper {
+            text: "migrating: locked".into(),
+            source: io(),
+        })
+        .context("locked");
+        assert_eq!(error_chain(&e), "locked: migrating: locked");
+    }
 }

@@ -1,392 +1,26 @@
-//! Slow and silent clients against the real `herald serve` (issue 11,
-//! finding 2): under a 1,024-file limit, 5,000 connections that send nothing
-//! or half a request head on each listener (the admin port, the federation
-//! port before and after its TLS handshake) leave both answering normal
-//! requests with file descriptors to spare; a request head trickled one byte a
-//! second is cut off after `header_read_timeout`, a silent TLS client after
-//! `tls_handshake_timeout`.
+//! Slow and stalling clients against the real `herald serve` (issue 11,
+//! finding 2): a request head trickled one byte a second is cut off after
+//! `header_read_timeout`, a silent TLS client after `tls_handshake_timeout`;
+//! an idle kept-alive HTTP/1.1 connection closes after the header timeout,
+//! an HTTP/2 one only after `idle_timeout`; at a small `max_connections`,
+//! request bodies that never finish and HTTP/2 clients that open no window
+//! hold the listener at most `body_timeout`, a request under way survives,
+//! the longest-quiet connection is the one closed; SIGTERM with an answer
+//! stalled exits within `drain_timeout`, with a TLS handshake waiting at
+//! once. The 5,000-connection flood is in `connection_flood.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod listener;
+
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 
-const HERALD: &str = env!("CARGO_BIN_EXE_herald");
-
-/// A running `herald serve`, killed on drop, with its standard error lines.
-struct Herald {
-    child: Child,
-    probe: Probe,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Herald {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Herald {
-    /// `herald serve` with both listeners on loopback and `toml` appended to
-    /// its config; with `open_files` (soft, hard), started under that
-    /// `RLIMIT_NOFILE` by `prlimit`.
-    fn start(dir: &Path, toml: &str, open_files: Option<(u64, u64)>) -> Herald {
-        let certified =
-            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cert, certified.cert.pem()).unwrap();
-        std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
-        let config = dir.join("herald.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "server_name = \"slow.test\"\ndatabase = {:?}\nlisten = \"127.0.0.1:0\"\n\
-                 federation_listen = \"127.0.0.1:0\"\ntls_certificate_path = {cert:?}\n\
-                 tls_private_key_path = {key:?}\n{toml}",
-                dir.join("herald.db"),
-            ),
-        )
-        .unwrap();
-        let mut command = match open_files {
-            Some((soft, hard)) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={soft}:{hard}")).arg(HERALD);
-                c
-            }
-            None => Command::new(HERALD),
-        };
-        let mut child = command
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn herald (and prlimit, from util-linux)");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for key in ["federation=", "address="] {
-                    if let Some(i) = line.find(key) {
-                        let addr = line[i + key.len()..].split_whitespace().next();
-                        if let Some(addr) = addr.and_then(|a| a.parse::<SocketAddr>().ok()) {
-                            let _ = tx.send((key, addr));
-                        }
-                    }
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let (mut admin, mut federation) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while admin.is_none() || federation.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(("federation=", addr)) => federation = Some(addr),
-                Ok((_, addr)) => admin = Some(addr),
-                Err(e) => panic!("herald did not start listening ({e}): {:?}", log.lock()),
-            }
-        }
-        Herald {
-            child,
-            probe: Probe {
-                admin: admin.unwrap(),
-                federation: federation.unwrap(),
-                cert_pem: certified.cert.pem(),
-            },
-            log,
-        }
-    }
-
-    /// File descriptors the server holds open now.
-    fn open_files(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    fn tls_connector(&self) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        let der = rustls::pki_types::pem::PemObject::from_pem_slice(self.cert_pem.as_bytes())
-            .map(|c: CertificateDer<'static>| c)
-            .unwrap();
-        roots.add(der).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-    }
-}
-
-/// Where to send normal requests, and the certificate to trust.
-struct Probe {
-    admin: SocketAddr,
-    federation: SocketAddr,
-    cert_pem: String,
-}
-
-impl Probe {
-    fn http_client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).unwrap())
-            // A new connection for every request: each must get through.
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap()
-    }
-}
-
-impl std::ops::Deref for Herald {
-    type Target = Probe;
-    fn deref(&self) -> &Probe {
-        &self.probe
-    }
-}
-
-/// The soft and hard `Max open files` of a process, from /proc.
-fn open_files_limits(pid: u32) -> (u64, u64) {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
-    let numbers: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (numbers[0], numbers[1])
-}
-
-/// One normal request to each listener, timed.
-async fn normal_requests(herald: &Probe, client: &reqwest::Client) -> Vec<Duration> {
-    let mut took = Vec::new();
-    for url in [
-        format!("http://{}/_matrix/client/versions", herald.admin),
-        format!("https://{}/_matrix/key/v2/server", herald.federation),
-    ] {
-        let started = Instant::now();
-        let response = client.get(&url).send().await;
-        let status = response.as_ref().map(|r| r.status().as_u16());
-        assert_eq!(
-            status.as_ref().ok(),
-            Some(&200),
-            "{url} while slow connections are open: {response:?}"
-        );
-        took.push(started.elapsed());
-    }
-    took
-}
-
-/// Raises this process's soft open-files limit to the hard one; the slow
-/// connections' client ends live here.
-fn raise_own_open_files(needed: u64) {
-    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap();
-    assert!(
-        limit >= needed,
-        "this test opens {needed} sockets; the hard open-files limit is {limit}"
-    );
-}
-
-/// How the slow clients behave once connected.
-#[derive(Clone, Copy)]
-enum Slow {
-    /// Connects and sends nothing.
-    Silent,
-    /// Sends half a request head and no more.
-    HalfHead,
-    /// Finishes the TLS handshake, then sends nothing.
-    TlsThenSilent,
-}
-
-/// A slow connection, held open by the test until dropped.
-enum Held {
-    Tcp(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-async fn open_slow(addr: SocketAddr, how: Slow, tls: tokio_rustls::TlsConnector) -> Option<Held> {
-    let connect = async {
-        let mut tcp = TcpStream::connect(addr).await.ok()?;
-        match how {
-            Slow::Silent => Some(Held::Tcp(tcp)),
-            Slow::HalfHead => {
-                tcp.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-                    .await
-                    .ok()?;
-                Some(Held::Tcp(tcp))
-            }
-            Slow::TlsThenSilent => {
-                let name = ServerName::IpAddress(addr.ip().into());
-                let stream = tls.connect(name, tcp).await.ok()?;
-                Some(Held::Tls(Box::new(stream)))
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(15), connect)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Whether the server closed `stream`: a read that ends or fails (never
-/// blocking: a connection with nothing to read is open).
-async fn closed_by_server<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
-    let mut byte = [0u8; 1];
-    match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut byte)).await {
-        Ok(Ok(0)) | Ok(Err(_)) => true,
-        Ok(Ok(_)) | Err(_) => false,
-    }
-}
-
-const SLOW_PER_LISTENER: usize = 5_000;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_thousand_slow_connections_per_listener_under_1024_files_leave_both_answering() {
-    raise_own_open_files(2 * SLOW_PER_LISTENER as u64 + 512);
-    let dir = tempfile::tempdir().unwrap();
-    let herald = Herald::start(dir.path(), "", Some((1024, 1024)));
-    let client = herald.http_client();
-    let quiet = normal_requests(&herald, &client).await;
-    let tls = herald.tls_connector();
-
-    // Both listeners at once: silent clients and half request heads on the
-    // admin port; silent TCP (no TLS hello) and silent clients past their
-    // handshake on the federation port.
-    // Normal requests all along, one pair at a time, while the slow
-    // connections open.
-    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let during = {
-        let flooding = flooding.clone();
-        let (admin, federation, cert_pem) =
-            (herald.admin, herald.federation, herald.cert_pem.clone());
-        tokio::spawn(async move {
-            let probe = Probe {
-                admin,
-                federation,
-                cert_pem,
-            };
-            let client = probe.http_client();
-            let mut took = Vec::new();
-            for _ in 0..1_000 {
-                if !flooding.load(std::sync::atomic::Ordering::SeqCst) {
-                    break;
-                }
-                took.extend(normal_requests(&probe, &client).await);
-            }
-            took
-        })
-    };
-    let started = Instant::now();
-    let plan: Vec<(SocketAddr, Slow)> = (0..SLOW_PER_LISTENER)
-        .flat_map(|i| {
-            let admin = if i % 2 == 0 {
-                Slow::Silent
-            } else {
-                Slow::HalfHead
-            };
-            let federation = if i % 10 == 0 {
-                Slow::TlsThenSilent
-            } else {
-                Slow::Silent
-            };
-            [(herald.admin, admin), (herald.federation, federation)]
-        })
-        .collect();
-    let mut held = Vec::with_capacity(plan.len());
-    let mut opened = futures_util::stream::iter(plan)
-        .map(|(addr, how)| open_slow(addr, how, tls.clone()))
-        .buffer_unordered(256);
-    let mut most_files = 0;
-    while let Some(connection) = opened.next().await {
-        held.extend(connection);
-        if held.len() % 500 == 0 {
-            most_files = most_files.max(herald.open_files());
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "opening the slow connections took over 2 minutes ({} open)",
-            held.len()
-        );
-    }
-    drop(opened);
-    let opened_in = started.elapsed();
-    flooding.store(false, std::sync::atomic::Ordering::SeqCst);
-    let during = during.await.unwrap();
-    assert!(
-        held.len() >= 2 * SLOW_PER_LISTENER * 9 / 10,
-        "only {} of {} slow connections could be opened",
-        held.len(),
-        2 * SLOW_PER_LISTENER
-    );
-
-    // While the attackers hold on: normal requests on both listeners.
-    let mut under_load = Vec::new();
-    for _ in 0..5 {
-        under_load.extend(normal_requests(&herald, &client).await);
-        most_files = most_files.max(herald.open_files());
-    }
-    let mut still_open = 0;
-    for connection in &mut held {
-        let closed = match connection {
-            Held::Tcp(s) => closed_by_server(s).await,
-            Held::Tls(s) => closed_by_server(s).await,
-        };
-        still_open += usize::from(!closed);
-    }
-    let slowest = under_load
-        .iter()
-        .chain(&during)
-        .max()
-        .copied()
-        .unwrap_or_default();
-    let mut sorted = during.clone();
-    sorted.sort();
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
-    eprintln!(
-        "{} slow connections opened in {:.1?} (5,000 per listener, under a 1,024-file limit); \
-         normal requests before: {quiet:.1?}; while opening: {} with median {median:.1?}; \
-         once open: {}; slowest of all {slowest:.1?}; {still_open} slow connections still \
-         open on the server at the end; at most {most_files} files open in herald",
-        held.len(),
-        opened_in,
-        during.len(),
-        under_load.len(),
-    );
-    assert!(!during.is_empty(), "no normal request ran during the flood");
-    assert!(
-        slowest < Duration::from_secs(5),
-        "a normal request took {slowest:?} under slow connections"
-    );
-    // Both listeners take at most half of the limit; the rest stays free for
-    // outbound connections, DNS and the database.
-    assert!(
-        most_files <= 1024 * 3 / 4,
-        "herald held {most_files} files open under a 1,024 limit"
-    );
-    let log = herald.log.lock().unwrap();
-    assert!(
-        !log.iter().any(|l| l.contains("Too many open files")),
-        "herald ran out of file descriptors: {log:?}"
-    );
-}
+use listener::{
+    h2_get_request, normal_requests, open_files_limits, read_answer, until_closed, Herald,
+};
 
 /// Sends `head` one byte a second until the server closes the connection;
 /// returns how long that took (`None`: still open after the whole head).
@@ -431,7 +65,7 @@ async fn trickled_heads_and_silent_clients_are_cut_off() {
     let herald = Herald::start(
         dir.path(),
         "[connections]\nheader_read_timeout = \"2s\"\ntls_handshake_timeout = \"2s\"\n\
-         idle_timeout = \"3s\"\n",
+         idle_timeout = \"30s\"\n",
         None,
     );
     let head = b"GET /_matrix/client/versions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
@@ -491,12 +125,22 @@ async fn trickled_heads_and_silent_clients_are_cut_off() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
+    // hyper times the wait for every HTTP/1.1 head: the header timeout
+    // (2 s), not the idle timeout (30 s), closes it.
     let idle = silent_until_closed(&mut admin, Duration::from_secs(20)).await;
     assert!(idle.is_some(), "an idle kept-alive connection stayed open");
     assert!(
         answered.elapsed() <= Duration::from_secs(6),
         "idle for {:?}",
         answered.elapsed()
+    );
+    // An HTTP/2 connection after its answer: the idle timeout (30 s) holds
+    // it, not the header timeout.
+    let mut h2 = h2_get_request(herald.admin, "/_matrix/client/versions", 65_535).await;
+    let closed = until_closed(&mut h2, Duration::from_secs(5)).await;
+    assert!(
+        closed.is_none(),
+        "an idle HTTP/2 connection closed after {closed:?}, before its 30 s idle timeout"
     );
 
     eprintln!(
@@ -521,4 +165,211 @@ async fn start_up_raises_the_soft_open_files_limit_to_the_hard_one() {
                 && l.contains("max_connections=512")),
         "{log:?}"
     );
+}
+
+/// A `POST /login` that announces 100 bytes and sends one: returns once
+/// the server asked for the body (`100 Continue`: its head is parsed and the
+/// handler reads the body).
+async fn login_with_an_unfinished_body(addr: std::net::SocketAddr) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\
+          Expect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let go_on = read_answer(&mut tcp, Duration::from_secs(10)).await;
+    assert!(
+        go_on
+            .as_deref()
+            .is_some_and(|a| a.starts_with("HTTP/1.1 100")),
+        "{go_on:?}"
+    );
+    tcp.write_all(b"{").await.unwrap();
+    tcp
+}
+
+const SMALL_CAP: &str = "[connections]\nmax_connections = 4\nbody_timeout = \"2s\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_request_bodies_do_not_pin_a_listener_at_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), SMALL_CAP, None);
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        slow.push(login_with_an_unfinished_body(herald.admin).await);
+    }
+    // Every slot has a request under way; a normal request still gets in.
+    let started = Instant::now();
+    let client = herald.http_client();
+    let took = normal_requests(&herald, &client).await;
+    assert!(
+        took[0] < Duration::from_secs(8),
+        "admin request took {took:?}"
+    );
+    // Each unfinished body got its Matrix error.
+    for tcp in &mut slow {
+        let answer = read_answer(tcp, Duration::from_secs(10)).await;
+        let answer = answer.expect("no answer to an unfinished body");
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("\"errcode\":\"M_NOT_JSON\""), "{answer}");
+    }
+    eprintln!(
+        "4 unfinished bodies at max_connections = 4: a normal request answered in {:.1?}",
+        took[0]
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_that_open_no_window_do_not_pin_a_listener_at_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), SMALL_CAP, None);
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(h2_get_request(herald.admin, "/_matrix/client/versions", 0).await);
+    }
+    let client = herald.http_client();
+    let took = normal_requests(&herald, &client).await;
+    assert!(
+        took[0] < Duration::from_secs(8),
+        "admin request took {took:?}"
+    );
+    // The stalled ones are closed once the body timeout (2 s) has passed.
+    for tcp in &mut stalled {
+        let closed = until_closed(tcp, Duration::from_secs(10)).await;
+        assert!(
+            closed.is_some(),
+            "a stalled HTTP/2 answer kept its connection"
+        );
+    }
+    eprintln!(
+        "4 zero-window HTTP/2 clients at max_connections = 4: a normal request answered in {:.1?}",
+        took[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_under_way_survives_at_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(
+        dir.path(),
+        "[connections]\nmax_connections = 2\nbody_timeout = \"10s\"\n",
+        None,
+    );
+    let mut busy = login_with_an_unfinished_body(herald.admin).await;
+    let body = br#""type":"m.login.password","user":"nobody","password":"wrong"}"#;
+    let client = herald.http_client();
+    // Normal requests and silent connections take the other slot in turn
+    // while the body comes, a byte at a time within the body timeout.
+    let mut silent = Vec::new();
+    for chunk in body.chunks(body.len().div_ceil(4)) {
+        silent.push(TcpStream::connect(herald.admin).await.unwrap());
+        normal_requests(&herald, &client).await;
+        busy.write_all(chunk).await.unwrap();
+    }
+    busy.write_all(&vec![b' '; 100 - 1 - body.len()])
+        .await
+        .unwrap();
+    let answer = read_answer(&mut busy, Duration::from_secs(10)).await;
+    let answer = answer.expect("the request under way was cut off");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("M_FORBIDDEN"), "{answer}");
+}
+
+/// `GET /versions` on a kept-alive HTTP/1.1 connection, answered.
+async fn versions(tcp: &mut TcpStream) {
+    tcp.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_answer(tcp, Duration::from_secs(10)).await;
+    assert!(
+        answer
+            .as_deref()
+            .is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_closes_the_longest_quiet_connection_not_the_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(
+        dir.path(),
+        "[connections]\nmax_connections = 2\nheader_read_timeout = \"60s\"\n\
+         idle_timeout = \"60s\"\n",
+        None,
+    );
+    // `first` opened first but answered last: `second` has been quiet
+    // longest.
+    let mut first = TcpStream::connect(herald.admin).await.unwrap();
+    versions(&mut first).await;
+    let mut second = TcpStream::connect(herald.admin).await.unwrap();
+    versions(&mut second).await;
+    versions(&mut first).await;
+    let mut third = TcpStream::connect(herald.admin).await.unwrap();
+    versions(&mut third).await;
+    let closed = until_closed(&mut second, Duration::from_secs(10)).await;
+    assert!(closed.is_some(), "the longest-quiet connection stayed open");
+    // `first` is still served.
+    versions(&mut first).await;
+}
+
+/// Sends SIGTERM to `herald`; how long it took to exit (successfully),
+/// failing past `within`.
+async fn terminate(herald: &mut Herald, within: Duration) -> Duration {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &herald.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let exited = loop {
+        if let Some(exit) = herald.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < within,
+            "herald still running {within:?} after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exited.success(), "{exited}");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_an_unfinished_tls_handshake_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut herald = Herald::start(
+        dir.path(),
+        "[connections]\ntls_handshake_timeout = \"600s\"\ndrain_timeout = \"600s\"\n",
+        None,
+    );
+    // A client that sends no TLS hello, once herald has accepted it (one
+    // more file open).
+    let files = herald.open_files();
+    let _silent = TcpStream::connect(herald.federation).await.unwrap();
+    let started = Instant::now();
+    while herald.open_files() <= files {
+        assert!(started.elapsed() < Duration::from_secs(10), "not accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = terminate(&mut herald, Duration::from_secs(10)).await;
+    eprintln!("exited {took:.1?} after SIGTERM with a TLS handshake waiting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_stalled_answer_exits_within_the_drain_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut herald = Herald::start(
+        dir.path(),
+        "[connections]\nbody_timeout = \"600s\"\ndrain_timeout = \"2s\"\n",
+        None,
+    );
+    let _stalled = h2_get_request(herald.admin, "/_matrix/client/versions", 0).await;
+    let took = terminate(&mut herald, Duration::from_secs(15)).await;
+    eprintln!("exited {took:.1?} after SIGTERM with a stalled answer (drain_timeout 2 s)");
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
 }

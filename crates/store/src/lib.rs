@@ -1,7 +1,8 @@
 //! All SQL lives here. The store opens (or creates, owner-only: 0600 file,
 //! 0700 data directory) the SQLite file in WAL mode, refuses a file that is
 //! not Herald's, is from a newer version or is damaged (telling which, and
-//! leaving no `-wal`/`-shm` it created beside a refused file), runs the
+//! leaving no `-wal`/`-shm` it created beside a refused file; an open that
+//! fails otherwise, e.g. locked by another process, removes nothing), runs the
 //! embedded migrations, and offers typed operations per table
 //! family: [`destinations`] (with the in-memory [`index`] that serves the
 //! admin list), [`users`] (accounts and access tokens) and [`outbox`] (the
@@ -100,8 +101,10 @@ pub struct Store {
 
 impl Store {
     /// Opens `path`, creating and migrating it if needed. A file that is
-    /// refused (foreign, newer, damaged) is left as it was, with no `-wal`
-    /// or `-shm` beside it that was not there before.
+    /// refused (foreign, newer, damaged, not SQLite) is left as it was, with
+    /// no `-wal` or `-shm` beside it that was not there before. Any other
+    /// failure (locked, unreadable) removes nothing: what appeared meanwhile
+    /// may be another process's.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         let before = Sidecars::present(path);
         let created = create_private(path)?;
@@ -113,12 +116,23 @@ impl Store {
                     pool.close().await;
                 }
                 let error = match error {
-                    StoreError::Foreign { .. } | StoreError::TooNew { .. } => error,
-                    other => diagnose(path).await.unwrap_or(other),
+                    other if may_be_damage(&other) => diagnose(path).await.unwrap_or(other),
+                    other => other,
                 };
-                before.remove_new(path);
-                if created {
-                    let _ = std::fs::remove_file(path);
+                if matches!(
+                    error,
+                    StoreError::Foreign { .. }
+                        | StoreError::TooNew { .. }
+                        | StoreError::Damaged { .. }
+                        | StoreError::NotSqlite { .. }
+                ) {
+                    before.remove_new(path);
+                    // Only the empty file this open made: anything more was
+                    // written by someone else.
+                    let empty = std::fs::metadata(path).is_ok_and(|m| m.len() == 0);
+                    if created && empty {
+                        let _ = std::fs::remove_file(path);
+                    }
                 }
                 Err(error)
             }
@@ -239,14 +253,15 @@ async fn check_identity(path: &Path) -> Result<(), StoreError> {
 }
 
 /// A read-only connection that creates nothing beside the file: without a
-/// `-wal` (so nothing waits to be checkpointed) it opens the file as
-/// immutable, which needs no `-shm` either.
+/// `-wal` (so nothing waits to be checkpointed) or a `-journal` (which may
+/// be hot: a rollback to replay first) it opens the file as immutable,
+/// which needs no `-shm` either.
 async fn read_only(path: &Path) -> Result<sqlx::SqliteConnection, sqlx::Error> {
-    let no_wal = !sidecar(path, "-wal").exists();
+    let immutable = !sidecar(path, "-wal").exists() && !sidecar(path, "-journal").exists();
     SqliteConnectOptions::new()
         .filename(path)
         .read_only(true)
-        .immutable(no_wal)
+        .immutable(immutable)
         .disable_statement_logging()
         .connect()
         .await
@@ -294,6 +309,25 @@ async fn diagnose(path: &Path) -> Option<StoreError> {
         }
         Err(e) if is_corruption(&e) => damaged(sqlite_message(&e)),
         Err(_) => None,
+    }
+}
+
+/// Whether a failed open may come from the file itself (SQLite said
+/// corrupt or not a database, or a value read back made no sense), so that
+/// [`diagnose`] should look: not for a lock or a permission.
+fn may_be_damage(error: &StoreError) -> bool {
+    match error {
+        StoreError::Open { source, .. } | StoreError::Sql(source) => is_corruption(source),
+        StoreError::Migrate {
+            source: sqlx::migrate::MigrateError::Execute(source),
+            ..
+        } => is_corruption(source),
+        StoreError::Migrate {
+            source: sqlx::migrate::MigrateError::ExecuteMigration(source, _),
+            ..
+        } => is_corruption(source),
+        StoreError::Corrupt { .. } => true,
+        _ => false,
     }
 }
 

@@ -217,3 +217,29 @@ async fn a_new_database_and_its_directory_are_owner_only() {
     assert_eq!(mode(&existing), 0o755);
     assert_eq!(mode(&existing.join("herald.db")), 0o600);
 }
+
+#[tokio::test]
+async fn an_open_that_fails_for_another_reason_removes_nothing() {
+    // `-wal` cannot be opened (here a directory; in life, a file of another
+    // process or one without permission): the open fails, but not because
+    // of the database file, so nothing beside it, and not the file it
+    // created, is removed: it may already be another Herald's.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    std::fs::create_dir(sidecar(&path, "-wal")).unwrap();
+    let Err(e) = Store::open(&path).await else {
+        panic!("opened with a directory for -wal");
+    };
+    assert!(
+        !matches!(
+            e,
+            StoreError::Damaged { .. }
+                | StoreError::NotSqlite { .. }
+                | StoreError::Foreign { .. }
+                | StoreError::TooNew { .. }
+        ),
+        "{e:?}"
+    );
+    assert!(path.exists(), "the database file was removed after {e}");
+    assert!(sidecar(&path, "-wal").is_dir());
+}

@@ -245,7 +245,9 @@ pub async fn serve(
     Ok(())
 }
 
-fn is_connection_error(e: &io::Error) -> bool {
+/// An accept error that concerns one client only (it went away): not a
+/// reason to slow down.
+pub(crate) fn is_connection_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused

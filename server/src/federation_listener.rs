@@ -225,7 +225,7 @@ impl TlsListener {
                         // As axum's own listener: per-connection errors are
                         // the client's; others (out of file descriptors)
                         // pass with time.
-                        if !is_connection_error(&e) {
+                        if !crate::accept::is_connection_error(&e) {
                             tracing::error!(error = %e, "federation listener: accept failed");
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
@@ -255,15 +255,6 @@ impl TlsListener {
             accept_task,
         })
     }
-}
-
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
 }
 
 impl Drop for TlsListener {

@@ -312,6 +312,11 @@ pub struct Config {
     pub access_token_lifetime: Option<ConfigDuration>,
     pub federation: FederationSection,
     pub rc_login: RcLogin,
+    /// Synapse's listener option `x_forwarded`: take the client address of a
+    /// request on `listen` from the first (leftmost) `X-Forwarded-For` value
+    /// instead of the TCP peer, for the login limits and the logs. Only for a
+    /// reverse proxy that sets that header itself (default false).
+    pub x_forwarded: bool,
     pub connections: ConnectionsSection,
 }
 
@@ -341,6 +346,7 @@ impl Default for Config {
             access_token_lifetime: None,
             federation: FederationSection::default(),
             rc_login: RcLogin::default(),
+            x_forwarded: false,
             connections: ConnectionsSection::default(),
         }
     }

@@ -884,6 +884,16 @@ mod tests {
     }
 
     #[test]
+    fn x_forwarded_is_off_unless_set() {
+        assert!(!Config::parse("").unwrap().x_forwarded);
+        assert!(Config::parse("x_forwarded = true").unwrap().x_forwarded);
+        let e = Config::parse("x_forwarded = \"yes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x_forwarded"), "{e}");
+    }
+
+    #[test]
     fn rc_login_takes_synapse_names_and_defaults() {
         let c = Config::parse("").unwrap();
         let limit = |per_second, burst_count| RateLimit {

@@ -325,6 +325,11 @@ pub struct Config {
     pub access_token_lifetime: Option<ConfigDuration>,
     pub federation: FederationSection,
     pub rc_login: RcLogin,
+    /// Synapse's listener option `x_forwarded`: take the client address of a
+    /// request on `listen` from the first (leftmost) `X-Forwarded-For` value
+    /// instead of the TCP peer, for the login limits and the logs. Only for a
+    /// reverse proxy that sets that header itself (default false).
+    pub x_forwarded: bool,
     pub connections: ConnectionsSection,
 }
 
@@ -354,6 +359,7 @@ impl Default for Config {
             access_token_lifetime: None,
             federation: FederationSection::default(),
             rc_login: RcLogin::default(),
+            x_forwarded: false,
             connections: ConnectionsSection::default(),
         }
     }
@@ -901,6 +907,16 @@ mod tests {
                 .to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn x_forwarded_is_off_unless_set() {
+        assert!(!Config::parse("").unwrap().x_forwarded);
+        assert!(Config::parse("x_forwarded = true").unwrap().x_forwarded);
+        let e = Config::parse("x_forwarded = \"yes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x_forwarded"), "{e}");
     }
 
     #[test]

@@ -352,3 +352,54 @@ async fn failed_logins_are_rate_limited_globally() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
 }
+
+async fn login_forwarded_for(
+    s: &TestServer,
+    forwarded_for: &str,
+    user: &str,
+    password: &str,
+) -> (u16, Value) {
+    // Every request from the same TCP source, as behind a reverse proxy.
+    let resp = client_from("127.0.0.1")
+        .post(s.url("/_matrix/client/v3/login"))
+        .header("X-Forwarded-For", forwarded_for)
+        .json(&login_body(user, password))
+        .send()
+        .await
+        .unwrap();
+    into_json(resp).await
+}
+
+/// Behind a reverse proxy every login comes from one address: with
+/// `x_forwarded`, the limits count the client named first in
+/// `X-Forwarded-For`, so failures from one client do not lock out another.
+#[tokio::test]
+async fn x_forwarded_counts_the_forwarded_client() {
+    let s = TestServer::start_with(|c| {
+        c.rc_login = RcLogin::default();
+        c.x_forwarded = true;
+    })
+    .await;
+    for _ in 0..3 {
+        let (status, body) = login_forwarded_for(&s, "10.0.0.1", ADMIN, "wrong").await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let (status, body) = login_forwarded_for(&s, "10.0.0.1", ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(status, 429, "{body}");
+    // The first value is the client's (Synapse's reading).
+    let (status, body) = login_forwarded_for(&s, "10.0.0.2, 10.0.0.1", ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Without `x_forwarded` (the default) the header is ignored: the TCP
+/// source that failed is held back whatever the header says.
+#[tokio::test]
+async fn without_x_forwarded_the_header_is_ignored() {
+    let s = TestServer::start_with(|c| c.rc_login = RcLogin::default()).await;
+    for _ in 0..3 {
+        let (status, body) = login_forwarded_for(&s, "10.0.0.1", ADMIN, "wrong").await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let (status, body) = login_forwarded_for(&s, "10.0.0.2", ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(status, 429, "{body}");
+}

@@ -9,11 +9,14 @@
 //! of [`hashing_threads`] dedicated threads takes the work from a bounded
 //! queue ([`QUEUE`]) and each reuses its own Argon2 memory block, so memory
 //! is bounded by the number of threads whatever the load, and work beyond
-//! the queue is refused at once ([`Busy`]; the login route answers 429).
+//! the queue is refused at once ([`VerifyError::Busy`]; the login route
+//! answers 429). A check that panics is caught: the thread lives on and the
+//! login answers 500 ([`VerifyError::Failed`]), not "wrong password".
 //! Hand-written rather than a thread-pool crate: a `std` channel and two
 //! threads are the whole of it, and the memory reuse needs a long-lived
 //! buffer per thread, which a general-purpose pool does not give.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
@@ -120,10 +123,17 @@ pub fn verify(password: &str, stored: &str) -> bool {
     verify_with(&mut Vec::new(), password, stored)
 }
 
-/// The pool is full: [`QUEUE`] verifications already wait.
+/// Why a verification gave no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("too many logins are being checked")]
-pub struct Busy;
+pub enum VerifyError {
+    /// The pool is full: [`QUEUE`] verifications already wait.
+    #[error("too many logins are being checked")]
+    Busy,
+    /// The check panicked (Argon2 should not, but a bug must not read as a
+    /// wrong password): logged, and the thread goes on with the next job.
+    #[error("the password check failed")]
+    Failed,
+}
 
 /// One verification: the password, the stored hash (`None`: a user that
 /// does not exist, checked against a dummy hash so that both failures take
@@ -131,8 +141,12 @@ pub struct Busy;
 struct Job {
     password: String,
     stored: Option<String>,
-    reply: oneshot::Sender<bool>,
+    reply: oneshot::Sender<Result<bool, VerifyError>>,
 }
+
+/// How a thread checks a password against a PHC string in its memory:
+/// [`verify_with`]; the tests give one that panics.
+type Check = fn(&mut Vec<Block>, &str, &str) -> bool;
 
 /// The fixed threads that verify passwords, fed by a bounded queue. Threads
 /// end when the last clone of the `Verifier` is dropped.
@@ -144,8 +158,12 @@ pub struct Verifier {
 impl Verifier {
     /// Starts `threads` threads (at least one) with room for `queue` waiting
     /// verifications. A thread the system refuses to start is logged; with
-    /// none, every verification is refused as [`Busy`].
+    /// none, every verification is refused as [`VerifyError::Busy`].
     pub fn start(threads: usize, queue: usize) -> Verifier {
+        Verifier::start_with(threads, queue, verify_with)
+    }
+
+    fn start_with(threads: usize, queue: usize, check: Check) -> Verifier {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
         // A random password's hash, made once by the first thread that needs
@@ -164,17 +182,32 @@ impl Verifier {
                         if job.reply.is_closed() {
                             continue; // the client went away while it waited
                         }
-                        let stored = match job.stored {
-                            Some(stored) => stored,
-                            None => dummy
-                                .get_or_init(|| {
+                        // A panic is caught here so that the thread lives on
+                        // (with none left, every login would be refused as
+                        // busy) and the login answers an error, not "wrong
+                        // password".
+                        let checked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            let stored = match &job.stored {
+                                Some(stored) => stored.as_str(),
+                                None => dummy.get_or_init(|| {
                                     hash_with(&mut memory, &crate::auth::token::password())
                                         .unwrap_or_default()
-                                })
-                                .clone(),
-                        };
-                        let matches = verify_with(&mut memory, &job.password, &stored);
-                        let _ = job.reply.send(matches);
+                                }),
+                            };
+                            check(&mut memory, &job.password, stored)
+                        }));
+                        let answer = checked.map_err(|panic| {
+                            let message = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            tracing::error!(panic = ?message, "a password check panicked");
+                            // Whatever state the panic left it in, start afresh.
+                            memory = Vec::new();
+                            VerifyError::Failed
+                        });
+                        let _ = job.reply.send(answer);
                     }
                 });
             if let Err(e) = started {
@@ -185,18 +218,22 @@ impl Verifier {
     }
 
     /// Whether `password` matches `stored` (`None`: no such user, never
-    /// matches), on one of the pool's threads; [`Busy`] at once when the
-    /// queue is full.
-    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, Busy> {
+    /// matches), on one of the pool's threads; [`VerifyError::Busy`] at once
+    /// when the queue is full, [`VerifyError::Failed`] if the check did not
+    /// complete.
+    pub async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, VerifyError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             password,
             stored,
             reply,
         };
-        self.queue.try_send(job).map_err(|_| Busy)?;
-        // A thread that panicked dropped the reply: no match.
-        Ok(answer.await.unwrap_or(false))
+        self.queue.try_send(job).map_err(|_| VerifyError::Busy)?;
+        answer.await.unwrap_or(Err(VerifyError::Failed))
     }
 }
 
@@ -245,8 +282,34 @@ mod tests {
         for w in waiting {
             results.push(w.await.unwrap());
         }
-        let busy = results.iter().filter(|r| **r == Err(Busy)).count();
+        let busy = results
+            .iter()
+            .filter(|r| **r == Err(VerifyError::Busy))
+            .count();
         assert!(busy >= 8 - 3, "{results:?}");
-        assert!(results.iter().all(|r| *r == Ok(true) || *r == Err(Busy)));
+        assert!(results
+            .iter()
+            .all(|r| *r == Ok(true) || *r == Err(VerifyError::Busy)));
+    }
+
+    /// Panics for the password "panic", else checks as the server does.
+    fn panicking(memory: &mut Vec<Block>, password: &str, stored: &str) -> bool {
+        assert_ne!(password, "panic", "an injected panic");
+        verify_with(memory, password, stored)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_check_is_an_error_and_the_thread_lives_on() {
+        let h = hash("pw").unwrap();
+        let pool = Verifier::start_with(1, 2, panicking);
+        for _ in 0..3 {
+            assert_eq!(
+                pool.verify("panic".into(), Some(h.clone())).await,
+                Err(VerifyError::Failed)
+            );
+            // The one thread still answers.
+            assert_eq!(pool.verify("pw".into(), Some(h.clone())).await, Ok(true));
+            assert_eq!(pool.verify("no".into(), Some(h.clone())).await, Ok(false));
+        }
     }
 }

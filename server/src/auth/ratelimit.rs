@@ -3,8 +3,13 @@
 //! `global_failed_attempts`, as token buckets in memory.
 //!
 //! What each limit counts, checked in this order by `POST /login`:
-//! 1. `address`: every login attempt from a client address, spent before
-//!    anything else (Synapse's `_address_ratelimiter`).
+//! 1. `address`: every login attempt from a client address (Synapse's
+//!    `_address_ratelimiter`). It is spent first, but given back when the
+//!    attempt is refused for a reason that is not the client's: the global
+//!    limit below, or every password thread busy ([`LoginLimits::refund_attempt`]).
+//!    The client address is the TCP peer's, or with `x_forwarded` the first
+//!    `X-Forwarded-For` value (see `http::login`); an IPv6 address counts as
+//!    its /64 ([`address_key`]), since one host is usually given a whole /64.
 //! 2. `failed_attempts`: failed logins of an account, checked (not spent)
 //!    before the password is verified and spent when it is wrong (Synapse's
 //!    `_failed_login_attempts_ratelimiter`, keyed by the user ID).
@@ -31,6 +36,7 @@
 //! the whole server lets attackers try.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -96,6 +102,17 @@ impl Limiter {
         self.spend(&mut buckets, key, Instant::now());
     }
 
+    /// Gives back one action of `key` (spent by [`Limiter::acquire`] for an
+    /// action that then did not happen), up to the burst.
+    pub fn refund(&self, key: &str) {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock();
+        if let Some(stored) = buckets.map.get(key).copied() {
+            let tokens = (self.level(Some(&stored), now) + 1.0).min(self.limit.burst_count);
+            buckets.map.insert(key.to_owned(), (tokens, now));
+        }
+    }
+
     /// Spends one action of `key` if it may act now, else `Err(ms until
     /// allowed)` and nothing is spent (Synapse's `ratelimit(update=True)`).
     pub fn acquire(&self, key: &str) -> Result<(), u64> {
@@ -129,6 +146,23 @@ impl Limiter {
 /// The key of the one global bucket.
 const EVERYONE: &str = "";
 
+/// The bucket key of a client address: an IPv4 address as itself (also
+/// when written IPv4-mapped, `::ffff:a.b.c.d`), an IPv6 address as its /64
+/// (`2001:db8:1:2::/64`): a host is commonly given a whole /64, so counting
+/// each of its addresses apart would give it unlimited fresh ones.
+pub fn address_key(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// Every login limit of the server; see the module comment for the order
 /// and for what each counts.
 pub struct LoginLimits {
@@ -153,24 +187,36 @@ impl LoginLimits {
     }
 
     /// Before the password is verified: `Err(ms until allowed)` if this
-    /// attempt must be refused. Spends one of the address's attempts.
-    pub fn before_verify(&self, account: &str, address: &str) -> Result<(), u64> {
-        self.address.acquire(address)?;
+    /// attempt must be refused. Spends one of the address's attempts, unless
+    /// the global limit refuses it; if the attempt then does not reach the
+    /// password check (every thread busy), give it back with
+    /// [`LoginLimits::refund_attempt`].
+    pub fn before_verify(&self, account: &str, address: IpAddr) -> Result<(), u64> {
+        // Not the client's fault: checked first, so that it spends nothing.
+        if let Some(wait) = self.global_failed_attempts.check(EVERYONE) {
+            return Err(wait);
+        }
+        let address = address_key(address);
+        self.address.acquire(&address)?;
         if let Some(wait) = self.failed_attempts.check(account) {
-            if self.failed_by_address.has_acted(address) {
+            if self.failed_by_address.has_acted(&address) {
                 return Err(wait);
             }
         }
-        match self.global_failed_attempts.check(EVERYONE) {
-            Some(wait) => Err(wait),
-            None => Ok(()),
-        }
+        Ok(())
+    }
+
+    /// The attempt `before_verify` let through was refused before its
+    /// password was checked, for a reason not the client's: its address
+    /// gets the attempt back.
+    pub fn refund_attempt(&self, address: IpAddr) {
+        self.address.refund(&address_key(address));
     }
 
     /// The password was wrong (or the user does not exist).
-    pub fn failed(&self, account: &str, address: &str) {
+    pub fn failed(&self, account: &str, address: IpAddr) {
         self.failed_attempts.record(account);
-        self.failed_by_address.record(address);
+        self.failed_by_address.record(&address_key(address));
         self.global_failed_attempts.record(EVERYONE);
     }
 
@@ -206,6 +252,10 @@ mod tests {
         assert!(l.check("a") <= before, "a refused acquire spends nothing");
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     fn slow(burst_count: f64) -> RateLimit {
         RateLimit {
             per_second: 0.001,
@@ -222,16 +272,16 @@ mod tests {
             global_failed_attempts: slow(100.0),
         });
         for _ in 0..3 {
-            assert!(limits.before_verify("admin", "10.0.0.2").is_ok());
-            limits.failed("admin", "10.0.0.2");
+            assert!(limits.before_verify("admin", ip("127.0.0.2")).is_ok());
+            limits.failed("admin", ip("127.0.0.2"));
         }
-        assert!(limits.before_verify("admin", "10.0.0.2").is_err());
-        assert!(limits.before_verify("admin", "10.0.0.3").is_ok());
+        assert!(limits.before_verify("admin", ip("127.0.0.2")).is_err());
+        assert!(limits.before_verify("admin", ip("127.0.0.3")).is_ok());
         // Once it fails, the new address is held back too.
-        limits.failed("admin", "10.0.0.3");
-        assert!(limits.before_verify("admin", "10.0.0.3").is_err());
+        limits.failed("admin", ip("127.0.0.3"));
+        assert!(limits.before_verify("admin", ip("127.0.0.3")).is_err());
         // Other accounts are not locked for the failing address.
-        assert!(limits.before_verify("alice", "10.0.0.2").is_ok());
+        assert!(limits.before_verify("alice", ip("127.0.0.2")).is_ok());
     }
 
     #[test]
@@ -243,19 +293,78 @@ mod tests {
             global_failed_attempts: slow(3.0),
         });
         // `address` counts every attempt, failed or not.
-        assert!(limits.before_verify("a", "10.0.0.1").is_ok());
-        assert!(limits.before_verify("b", "10.0.0.1").is_ok());
-        assert!(limits.before_verify("c", "10.0.0.1").is_err());
+        assert!(limits.before_verify("a", ip("127.0.0.1")).is_ok());
+        assert!(limits.before_verify("b", ip("127.0.0.1")).is_ok());
+        assert!(limits.before_verify("c", ip("127.0.0.1")).is_err());
         // `account` counts successful logins.
         assert!(limits.succeeded("a").is_ok());
         assert!(limits.succeeded("a").is_err());
         assert!(limits.succeeded("b").is_ok());
         // Three failures anywhere fill the global limit for everyone.
         for i in 2..5 {
-            let address = format!("10.0.0.{i}");
-            assert!(limits.before_verify(&format!("u{i}"), &address).is_ok());
-            limits.failed(&format!("u{i}"), &address);
+            let address = ip(&format!("127.0.0.{i}"));
+            assert!(limits.before_verify(&format!("u{i}"), address).is_ok());
+            limits.failed(&format!("u{i}"), address);
         }
-        assert!(limits.before_verify("admin", "10.0.0.9").is_err());
+        assert!(limits.before_verify("admin", ip("127.0.0.9")).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_address_counts_as_its_64() {
+        // Keys only: no packet is sent (documentation prefixes).
+        assert_eq!(address_key(ip("192.0.2.7")), "192.0.2.7");
+        assert_eq!(address_key(ip("::ffff:192.0.2.7")), "192.0.2.7");
+        assert_eq!(address_key(ip("2001:db8:1:2:3:4:5:6")), "2001:db8:1:2::/64");
+        assert_eq!(address_key(ip("::1")), "::/64");
+        let limits = LoginLimits::new(&RcLogin {
+            address: slow(2.0),
+            account: slow(100.0),
+            failed_attempts: slow(1.0),
+            global_failed_attempts: slow(100.0),
+        });
+        // Two attempts from two addresses of one /64 spend its allowance.
+        assert!(limits.before_verify("a", ip("2001:db8:1:2::1")).is_ok());
+        assert!(limits.before_verify("b", ip("2001:db8:1:2::2")).is_ok());
+        assert!(limits
+            .before_verify("c", ip("2001:db8:1:2:ffff::3"))
+            .is_err());
+        assert!(limits.before_verify("c", ip("2001:db8:1:3::1")).is_ok());
+        // A failure from one address of the /64 holds back the others.
+        limits.failed("admin", ip("2001:db8:1:3::1"));
+        assert!(limits
+            .before_verify("admin", ip("2001:db8:1:3::9"))
+            .is_err());
+    }
+
+    #[test]
+    fn a_refusal_that_is_not_the_clients_fault_keeps_its_allowance() {
+        let limits = LoginLimits::new(&RcLogin {
+            address: slow(2.0),
+            account: slow(100.0),
+            failed_attempts: slow(100.0),
+            global_failed_attempts: slow(1.0),
+        });
+        let client = ip("127.0.0.5");
+        // The global limit refuses: the client's address spends nothing.
+        assert!(limits.before_verify("u1", ip("127.0.0.1")).is_ok());
+        limits.failed("u1", ip("127.0.0.1"));
+        for _ in 0..5 {
+            assert!(limits.before_verify("admin", client).is_err());
+        }
+        assert!(!limits.address.has_acted(&address_key(client)));
+        // Let through, then refused as busy: the attempt is given back.
+        let limits = LoginLimits::new(&RcLogin {
+            address: slow(1.0),
+            account: slow(100.0),
+            failed_attempts: slow(100.0),
+            global_failed_attempts: slow(100.0),
+        });
+        for _ in 0..5 {
+            assert!(limits.before_verify("admin", client).is_ok());
+            limits.refund_attempt(client);
+        }
+        assert!(!limits.address.has_acted(&address_key(client)));
+        assert!(limits.before_verify("admin", client).is_ok());
+        assert!(limits.before_verify("admin", client).is_err());
     }
 }

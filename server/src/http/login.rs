@@ -1,7 +1,9 @@
 //! The Matrix login routes an admin tool needs: versions, login (password),
 //! whoami, logout, and Synapse's `server_version`. `r0` paths answer as `v3`.
+//! A login's client address (for its rate limits and logs) is the TCP peer's,
+//! or with `x_forwarded` the first `X-Forwarded-For` value, as Synapse.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -11,6 +13,7 @@ use axum::{Json, Router};
 use herald_shared::{LoginResponse, WhoAmI};
 use serde_json::{json, Value};
 
+use crate::auth::password::VerifyError;
 use crate::auth::{authenticate, require_user, token};
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -85,6 +88,39 @@ fn localpart<'a>(user: &'a str, server_name: &str) -> Option<&'a str> {
     }
 }
 
+/// The client address of a request: the TCP peer's, or with `x_forwarded`
+/// the first (leftmost) value of the first `X-Forwarded-For` header, as
+/// Synapse's `XForwardedForRequest` takes it. A header whose first value is
+/// not an IP address leaves the peer's address (Synapse would key by the raw
+/// text; an address is what the limits and logs need).
+fn client_address(peer: SocketAddr, headers: &HeaderMap, x_forwarded: bool) -> IpAddr {
+    let forwarded = x_forwarded
+        .then(|| headers.get("x-forwarded-for"))
+        .flatten()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .and_then(|first| first.trim().parse::<IpAddr>().ok());
+    match forwarded {
+        Some(address) => address,
+        None => {
+            if x_forwarded && headers.contains_key("x-forwarded-for") {
+                tracing::debug!(%peer, "an X-Forwarded-For without an IP address first");
+            }
+            peer.ip()
+        }
+    }
+}
+
+/// The key of an account's login limits: the user ID, lower-cased whole
+/// (server name included), as Synapse's `qualified_user_id.lower()`.
+fn account_key(user: &str, server_name: &str) -> String {
+    if user.starts_with('@') {
+        user.to_lowercase()
+    } else {
+        format!("@{user}:{server_name}").to_lowercase()
+    }
+}
+
 const PASSWORD_LOGIN: &str = "m.login.password";
 
 /// `retry_after_ms` when every password thread is busy and the queue full.
@@ -156,6 +192,7 @@ fn parse_login(body: &serde_json::Map<String, Value>) -> ApiResult<LoginRequest>
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<LoginResponse>> {
     let body = json_object(&body)?;
@@ -163,34 +200,47 @@ async fn login(
     let name = localpart(&user, &state.config.server_name)
         .unwrap_or(&user)
         .to_lowercase();
-    let address = peer.ip().to_string();
-    // Synapse keys the account's limits by the lower-cased user ID.
-    let account = if user.starts_with('@') {
-        user.to_lowercase()
-    } else {
-        format!("@{name}:{}", state.config.server_name)
-    };
+    let address = client_address(peer, &headers, state.config.x_forwarded);
+    let account = account_key(&user, &state.config.server_name);
     let limited = |wait| async move {
         // Synapse answers a rate-limited login after half a second.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         ApiError::limit_exceeded(wait)
     };
-    if let Err(wait) = state.login_limits.before_verify(&account, &address) {
+    if let Err(wait) = state.login_limits.before_verify(&account, address) {
         return Err(limited(wait).await);
     }
 
     let stored = match localpart(&user, &state.config.server_name) {
-        Some(_) => state.store.users.user(&name).await?,
+        Some(_) => match state.store.users.user(&name).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                state.login_limits.refund_attempt(address);
+                return Err(e.into());
+            }
+        },
         None => None,
     };
     let hash = stored.as_ref().map(|u| u.password_hash.clone());
-    let Ok(matches) = state.passwords.verify(password, hash).await else {
-        // Every password thread busy and the queue full: refused as a
-        // rate-limited login is, pause included, so a flood cannot spin.
-        return Err(limited(BUSY_RETRY_MS).await);
+    let matches = match state.passwords.verify(password, hash).await {
+        Ok(matches) => matches,
+        Err(VerifyError::Busy) => {
+            // Every password thread busy and the queue full: not the
+            // client's fault, so its address gets the attempt back; refused
+            // as a rate-limited login is, pause included, so a flood cannot
+            // spin.
+            state.login_limits.refund_attempt(address);
+            return Err(limited(BUSY_RETRY_MS).await);
+        }
+        Err(VerifyError::Failed) => {
+            // Logged by the password thread; not a wrong password.
+            state.login_limits.refund_attempt(address);
+            tracing::error!(user = ?name, %address, "login failed: the password check failed");
+            return Err(ApiError::internal());
+        }
     };
     let Some(user) = stored.filter(|_| matches) else {
-        state.login_limits.failed(&account, &address);
+        state.login_limits.failed(&account, address);
         tracing::info!(user = ?name, %address, "failed login");
         return Err(ApiError::forbidden("Invalid username or password"));
     };
@@ -260,5 +310,48 @@ mod tests {
         assert_eq!(localpart("@admin:h.test", "h.test"), Some("admin"));
         assert_eq!(localpart("@admin:other.test", "h.test"), None);
         assert_eq!(localpart("@admin", "h.test"), None);
+    }
+
+    #[test]
+    fn the_account_key_is_the_whole_user_id_lower_cased() {
+        use super::account_key;
+        for user in ["admin", "ADMIN", "@admin:herald.test", "@Admin:HERALD.test"] {
+            assert_eq!(account_key(user, "Herald.Test"), "@admin:herald.test");
+        }
+        assert_eq!(account_key("@a:Other.Test", "h.test"), "@a:other.test");
+    }
+
+    #[test]
+    fn the_client_address_follows_x_forwarded() {
+        use super::client_address;
+        use axum::http::{HeaderMap, HeaderValue};
+        let peer: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let with = |value: &'static [u8]| {
+            let mut headers = HeaderMap::new();
+            headers.append("x-forwarded-for", HeaderValue::from_bytes(value).unwrap());
+            headers
+        };
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // Off: the header is ignored.
+        assert_eq!(
+            client_address(peer, &with(b"10.0.0.1"), false),
+            ip("127.0.0.1")
+        );
+        // On: the first value of the first header, as Synapse.
+        let mut two = with(b" 10.0.0.1 , 10.0.0.2");
+        two.append("x-forwarded-for", HeaderValue::from_static("10.0.0.3"));
+        assert_eq!(client_address(peer, &two, true), ip("10.0.0.1"));
+        assert_eq!(
+            client_address(peer, &with(b"2001:db8::1"), true),
+            ip("2001:db8::1")
+        );
+        // Absent, or not an address: the peer's.
+        assert_eq!(
+            client_address(peer, &HeaderMap::new(), true),
+            ip("127.0.0.1")
+        );
+        for bad in [&b"unknown"[..], b"", b"10.0.0.1\xff"] {
+            assert_eq!(client_address(peer, &with(bad), true), ip("127.0.0.1"));
+        }
     }
 }

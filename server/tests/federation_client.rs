@@ -402,6 +402,89 @@ async fn post_and_delete_and_get_file() {
     r.assert_all_verified();
 }
 
+/// A writer whose every write fails (a full disk, say).
+struct FailingWriter;
+
+impl tokio::io::AsyncWrite for FailingWriter {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(std::io::Error::other("disk full")))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A file over the caller's limit says nothing of the server's health
+/// (its backoff is neither cleared nor grown), and a failure to write the
+/// file here is no failure of the server's.
+#[tokio::test]
+async fn get_file_counts_neither_a_too_large_file_nor_a_local_write_error() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    let name = r.name();
+    // In backoff but due: the request goes ahead, and a success would clear it.
+    let long_ago = chrono_ms() - 3_600_000;
+    let due = RetryTimings {
+        failure_ts: Some(long_ago),
+        retry_last_ts: long_ago,
+        retry_interval: 1_000,
+    };
+    env.store
+        .destinations
+        .set_retry_timings(&name, due)
+        .await
+        .unwrap();
+    r.then(Reply::Raw(200, "image/png", vec![7u8; 5000]));
+    let e = env
+        .client
+        .get_file(
+            &name,
+            "/_matrix/media/big",
+            &mut Vec::new(),
+            100,
+            RequestOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FederationError::TooLarge { .. }), "{e}");
+    assert_eq!(backoff(&env.store, &name).await, Some(due));
+    // Healthy, and the local write fails: the backoff stays clear.
+    env.store
+        .destinations
+        .set_retry_timings(&name, RetryTimings::default())
+        .await
+        .unwrap();
+    r.then(Reply::Raw(200, "image/png", vec![7u8; 5000]));
+    let e = env
+        .client
+        .get_file(
+            &name,
+            "/_matrix/media/z",
+            &mut FailingWriter,
+            10_000,
+            RequestOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("disk full"), "{e}");
+    let after = backoff(&env.store, &name).await.unwrap_or_default();
+    assert_eq!(after.retry_interval, 0, "{after:?}");
+    assert_eq!(r.seen().len(), 2);
+}
+
 #[tokio::test]
 async fn a_429_is_retried_then_succeeds() {
     let env = env().await;
@@ -953,7 +1036,10 @@ async fn one_deadline_covers_the_headers_and_the_whole_body() {
     let took = started.elapsed();
     assert!(matches!(e, FederationError::SendFailed { .. }), "{e}");
     assert!(e.to_string().contains("within 1s"), "{e}");
-    assert!(took < Duration::from_millis(1300), "{took:?}");
+    // The error (not a late success) and its "within 1s" are what catch two
+    // separate timeouts; the time only bounds the wait, loosely, since it
+    // also holds TLS setup and the SQLite write on a loaded machine.
+    assert!(took < Duration::from_secs(3), "{took:?}");
     // It counts against the destination.
     let t = backoff(&env.store, &r.name()).await.unwrap();
     assert!(t.retry_interval > 0, "{t:?}");

@@ -157,6 +157,14 @@ pub enum FederationError {
     InvalidRequest(String),
     #[error("backoff store: {0}")]
     Store(#[from] StorageError),
+    /// Writing the answer's body here failed (`get_file`'s writer): no
+    /// fault of the destination's.
+    #[error("could not write the answer from {destination}: {source}")]
+    LocalWrite {
+        destination: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn matrix_error_suffix(error: &Option<MatrixError>) -> String {
@@ -179,7 +187,9 @@ impl FederationError {
             | FederationError::TooLarge { .. }
             | FederationError::InvalidResponse { .. }
             | FederationError::InvalidRequest(_) => false,
-            FederationError::NotRetrying { .. } | FederationError::Store(_) => true,
+            FederationError::NotRetrying { .. }
+            | FederationError::Store(_)
+            | FederationError::LocalWrite { .. } => true,
             FederationError::Http { status, .. } => *status == 429 || *status >= 500,
             FederationError::SendFailed { retryable, .. } => *retryable,
             FederationError::Resolve(e) => e.is_retryable(),
@@ -535,10 +545,15 @@ impl FederationClient {
         let headers = answer.response.headers().clone();
         let result = self.read_body(destination, answer, out, max_size).await;
         // A file over the caller's limit says nothing of the server's
-        // health; a body that broke off or did not arrive in time does.
+        // health (its backoff is neither cleared nor grown), nor does a
+        // failure to write it here; a body that broke off or did not
+        // arrive in time is the server failing.
         let outcome = match &result {
-            Err(FederationError::SendFailed { .. }) => Outcome::Failure,
-            _ => Outcome::Success,
+            Ok(_) => Outcome::Success,
+            Err(FederationError::TooLarge { .. } | FederationError::LocalWrite { .. }) => {
+                Outcome::NotCounted
+            }
+            Err(_) => Outcome::Failure,
         };
         self.record(destination, timings, outcome).await;
         Ok((result?, headers))
@@ -911,6 +926,10 @@ impl FederationClient {
             destination: destination.to_owned(),
             limit,
         };
+        let local = |source| FederationError::LocalWrite {
+            destination: destination.to_owned(),
+            source,
+        };
         let declared = response
             .headers()
             .get(CONTENT_LENGTH)
@@ -931,13 +950,9 @@ impl FederationClient {
                 warn!(destination, limit, "answer too large");
                 return Err(too_large());
             }
-            out.write_all(&data)
-                .await
-                .map_err(|e| FederationError::send_failed(destination, false, e))?;
+            out.write_all(&data).await.map_err(local)?;
         }
-        out.flush()
-            .await
-            .map_err(|e| FederationError::send_failed(destination, false, e))?;
+        out.flush().await.map_err(local)?;
         self.pool.put(conn);
         Ok(length)
     }

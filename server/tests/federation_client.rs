@@ -716,23 +716,37 @@ async fn answers_must_be_json_and_not_too_large() {
 }
 
 /// The cap is per call: a caller asks for less than the client's
-/// `max_response_size` (the sender's `/send` answers: 64 KiB).
+/// `max_response_size` (the sender's `/send` answers: 1 MiB, so a long but
+/// honest answer — a receiver replays it for the same transaction ID —
+/// passes, and cannot wedge the destination).
 #[tokio::test]
 async fn a_call_can_cap_the_answer_below_the_default() {
     let env = env().await;
     let r = Receiver::start(env.verify_key).await;
-    r.then(Reply::Stream(70_000));
     let capped = RequestOptions {
         max_response_size: Some(herald_sender::SEND_ANSWER_MAX_SIZE),
         ..RequestOptions::default()
     };
+    // 50 PDUs with 2 KB error texts each: about 100 KB, accepted.
+    let pdus: serde_json::Map<String, Value> = (0..50)
+        .map(|i| (format!("$event{i}"), json!({"error": "x".repeat(2_000)})))
+        .collect();
+    let long = json!({ "pdus": pdus });
+    r.then(Reply::Json(200, long.clone()));
+    let got: Value = env
+        .client
+        .get_json(&r.name(), "/_matrix/a", capped)
+        .await
+        .unwrap();
+    assert_eq!(got, long);
+    r.then(Reply::Stream(1_100_000));
     let e = env
         .client
         .get_json::<Value>(&r.name(), "/_matrix/a", capped)
         .await
         .unwrap_err();
     assert!(
-        matches!(e, FederationError::TooLarge { limit, .. } if limit == 64 * 1024),
+        matches!(e, FederationError::TooLarge { limit, .. } if limit == 1024 * 1024),
         "{e}"
     );
 }

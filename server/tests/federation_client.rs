@@ -870,6 +870,61 @@ async fn trailing_slash_on_400_unrecognized() {
     r.assert_all_verified();
 }
 
+/// An admin's reset while a try is under way is not undone when that try
+/// fails later: the failure is recorded as a first failure after the reset
+/// (a fresh backoff at `destination_min_retry_interval`, as Synapse starts
+/// one after a reset), not grown from the timings read before it.
+#[tokio::test]
+async fn a_reset_during_a_slow_failing_answer_is_not_overwritten() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    let name = r.name();
+    // An hour of backoff, due: the request goes ahead.
+    let long_ago = chrono_ms() - 7_200_000;
+    env.store
+        .destinations
+        .set_retry_timings(
+            &name,
+            RetryTimings {
+                failure_ts: Some(long_ago),
+                retry_last_ts: long_ago,
+                retry_interval: 3_600_000,
+            },
+        )
+        .await
+        .unwrap();
+    // Headers at once, the body too late for the 2 s deadline.
+    r.then(Reply::SlowBody(Duration::ZERO, Duration::from_secs(5)));
+    let options = RequestOptions {
+        timeout: Some(Duration::from_secs(2)),
+        ..RequestOptions::default()
+    };
+    let request = tokio::spawn({
+        let (client, name) = (env.client.clone(), name.clone());
+        async move {
+            client
+                .get_json::<Value>(&name, "/_matrix/slow", options)
+                .await
+        }
+    });
+    let waiting = Instant::now();
+    while r.seen().is_empty() {
+        assert!(waiting.elapsed() < Duration::from_secs(5), "no request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reset_at = chrono_ms();
+    env.store
+        .destinations
+        .reset_retry_timings(&name)
+        .await
+        .unwrap();
+    let e = request.await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("within 2s"), "{e}");
+    let t = backoff(&env.store, &name).await.unwrap();
+    assert!(t.failure_ts.unwrap() >= reset_at, "{t:?}");
+    assert!(t.retry_interval < 3_600_000, "grown from before the reset: {t:?}");
+}
+
 #[tokio::test]
 async fn a_reset_wakes_a_retry_sleep() {
     // Real delays: long retries sleep 4 s × 0.8..1.4 before the second try.

@@ -83,6 +83,9 @@ pub struct Received {
     /// The transaction ID of every `PUT /send` that reached it, answered
     /// or not, in arrival order.
     pub attempts: Vec<String>,
+    /// When each of `attempts` arrived (tests measure the gaps between
+    /// tries by these, not by polling).
+    pub attempt_times: Vec<std::time::Instant>,
     /// Requests refused because the signature did not check out.
     pub unauthenticated: u64,
     /// Answers it gave, by status.
@@ -285,6 +288,7 @@ async fn receive(
     if inner.behaviour.lock().html_answers {
         let mut received = inner.received.lock();
         received.attempts.push(txn_id);
+        received.attempt_times.push(std::time::Instant::now());
         *received.statuses.entry(200).or_default() += 1;
         return axum::response::Html("<html><body>Welcome to nginx!</body></html>").into_response();
     }
@@ -301,7 +305,11 @@ async fn answer(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (u16, Value) {
-    inner.received.lock().attempts.push(txn_id.to_owned());
+    {
+        let mut received = inner.received.lock();
+        received.attempts.push(txn_id.to_owned());
+        received.attempt_times.push(std::time::Instant::now());
+    }
     let behaviour = inner.behaviour.lock().clone();
     if !behaviour.delay.is_zero() {
         tokio::time::sleep(behaviour.delay).await;

@@ -59,6 +59,12 @@ enum Reply {
     Slow(Duration),
     /// Headers after the first delay, the body after the second.
     SlowBody(Duration, Duration),
+    /// `200 {"ok": true}` with `Connection: close`: the connection is not
+    /// kept alive.
+    Closing,
+    /// This many bytes of body at once, then nothing for this long, then
+    /// `{}` (JSON: spaces, then the object).
+    Stall(usize, Duration),
 }
 
 /// What a receiver got, and whether it checked out.
@@ -228,6 +234,22 @@ async fn receive(
         Reply::Slow(d) => {
             tokio::time::sleep(d).await;
             axum::Json(json!({"slow": true})).into_response()
+        }
+        Reply::Closing => {
+            ([("connection", "close")], axum::Json(json!({"ok": true}))).into_response()
+        }
+        Reply::Stall(n, pause) => {
+            let first =
+                futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(vec![b' '; n]))]);
+            let rest = futures_util::stream::once(async move {
+                tokio::time::sleep(pause).await;
+                Ok::<_, std::io::Error>(Bytes::from_static(b"{}"))
+            });
+            (
+                [("content-type", "application/json")],
+                Body::from_stream(futures_util::StreamExt::chain(first, rest)),
+            )
+                .into_response()
         }
         Reply::SlowBody(headers, body) => {
             tokio::time::sleep(headers).await;
@@ -922,7 +944,10 @@ async fn a_reset_during_a_slow_failing_answer_is_not_overwritten() {
     assert!(e.to_string().contains("within 2s"), "{e}");
     let t = backoff(&env.store, &name).await.unwrap();
     assert!(t.failure_ts.unwrap() >= reset_at, "{t:?}");
-    assert!(t.retry_interval < 3_600_000, "grown from before the reset: {t:?}");
+    assert!(
+        t.retry_interval < 3_600_000,
+        "grown from before the reset: {t:?}"
+    );
 }
 
 #[tokio::test]
@@ -1240,4 +1265,141 @@ async fn a_try_holds_its_slot_until_its_body_is_read() {
         asked.elapsed()
     );
     assert_eq!(reading.await.unwrap().unwrap(), json!({"slow": true}));
+}
+
+/// Finding M4 of the review: with every ordinary try slot held by tries to
+/// servers that never answer (and more such tries queued for them), a
+/// destination that answered well last time but whose connection was
+/// closed (remotes close idle connections before our pool does) takes a
+/// reserved slot at once instead of queueing behind them.
+#[tokio::test]
+async fn a_cold_healthy_destination_gets_a_reserved_slot_while_silent_servers_hold_the_others() {
+    let env = env_with(|_, s| {
+        s.connect_timeout = Duration::from_secs(10);
+        s.max_short_retries = 0;
+    })
+    .await;
+    // 4 slots: 3 ordinary, 1 reserved.
+    let client = Arc::new(
+        Arc::try_unwrap(env.client)
+            .ok()
+            .expect("only one handle")
+            .with_concurrent_tries(4),
+    );
+    let healthy = Receiver::start(env.verify_key).await;
+    healthy.then(Reply::Closing);
+    let _: Value = client
+        .get_json(&healthy.name(), "/_matrix/first", RequestOptions::default())
+        .await
+        .unwrap();
+    let mut silent = Vec::new();
+    let mut hanging = Vec::new();
+    for _ in 0..6 {
+        let (name, accepted) = silent_server().await;
+        silent.push(accepted);
+        let client = client.clone();
+        hanging.push(tokio::spawn(async move {
+            client
+                .get_json::<Value>(&name, "/_matrix/x", RequestOptions::default())
+                .await
+        }));
+    }
+    let connected = || {
+        silent
+            .iter()
+            .map(|a| a.load(std::sync::atomic::Ordering::SeqCst))
+            .sum::<usize>()
+    };
+    let started = Instant::now();
+    while connected() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the silent servers got {} connections",
+            connected()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The ordinary slots are all held; the other silent tries wait for one
+    // and never take the reserved slot.
+    assert_eq!(connected(), 3);
+    let asked = Instant::now();
+    let got: Value = tokio::time::timeout(
+        Duration::from_secs(8),
+        client.get_json(&healthy.name(), "/_matrix/again", RequestOptions::default()),
+    )
+    .await
+    .expect("the healthy destination waited for a slot held by a silent server")
+    .unwrap();
+    assert_eq!(got, json!({"ok": true}));
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(connected(), 3);
+    assert_eq!(healthy.seen().len(), 2);
+    for task in hanging {
+        task.abort();
+    }
+}
+
+/// Answer bodies held in memory are bounded by the client's byte budget,
+/// whatever the slots: with a 100 kB budget, one answer stalled after
+/// 60 kB holds that much, and a second 60 kB answer (on a kept-alive
+/// connection, which takes no slot) waits until the first one's deadline
+/// gives the bytes back.
+#[tokio::test]
+async fn answer_bodies_share_one_byte_budget() {
+    let env = env().await;
+    let client = Arc::new(
+        Arc::try_unwrap(env.client)
+            .ok()
+            .expect("only one handle")
+            .with_answer_budget(100_000),
+    );
+    let stalling = Receiver::start(env.verify_key).await;
+    stalling.then(Reply::Stall(60_000, Duration::from_secs(10)));
+    let other = Receiver::start(env.verify_key).await;
+    // Warm: the second request runs on a kept-alive connection.
+    let _: Value = client
+        .get_json(&other.name(), "/_matrix/warm", RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(client.answer_budget_available(), 100_000);
+    let options = RequestOptions {
+        timeout: Some(Duration::from_millis(1500)),
+        ..RequestOptions::default()
+    };
+    let stalled = {
+        let (client, name) = (client.clone(), stalling.name());
+        tokio::spawn(async move {
+            client
+                .get_json::<Value>(&name, "/_matrix/stall", options)
+                .await
+        })
+    };
+    let started = Instant::now();
+    while client.answer_budget_available() > 40_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stalled body never took its bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    other.then(Reply::Stream(60_000));
+    let asked = Instant::now();
+    let e = client
+        .get_json::<Value>(&other.name(), "/_matrix/big", RequestOptions::default())
+        .await
+        .unwrap_err();
+    // A body of spaces is not JSON: read whole, it fails to parse.
+    assert!(matches!(e, FederationError::InvalidResponse { .. }), "{e}");
+    let waited = asked.elapsed();
+    let e = stalled.await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("within 1.5s"), "{e}");
+    assert!(
+        waited >= Duration::from_millis(800),
+        "the second body did not wait for the budget: {waited:?}"
+    );
+    assert_eq!(client.answer_budget_available(), 100_000);
 }

@@ -47,6 +47,10 @@ pub struct Behaviour {
     /// Every transaction is answered `200` with an HTML page, not JSON (as
     /// a misconfigured reverse proxy does).
     pub html_answers: bool,
+    /// Every transaction's answer carries `Connection: close`, so each
+    /// one comes over a new connection (as from a server that closes idle
+    /// connections before the sender's pool does).
+    pub close_connections: bool,
     /// Not listening for this long after start (connections refused).
     pub down_for: Duration,
     /// PDUs (by `event_id`) acknowledged with an error.
@@ -295,7 +299,14 @@ async fn receive(
     let (status, answer) = answer(&inner, &txn_id, &uri, &headers, &body).await;
     *inner.received.lock().statuses.entry(status).or_default() += 1;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(answer)).into_response()
+    let mut response = (status, Json(answer)).into_response();
+    if inner.behaviour.lock().close_connections {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 async fn answer(

@@ -299,6 +299,14 @@ struct Answer {
     timeout: Duration,
 }
 
+/// What one try may take: its time, and whether it may take a reserved
+/// try slot.
+#[derive(Debug, Clone, Copy)]
+struct TryTerms {
+    timeout: Duration,
+    priority: bool,
+}
+
 /// A 2xx answer and the backoff read before the request, to be recorded
 /// once the body is judged.
 struct Answered {
@@ -774,8 +782,7 @@ impl FederationClient {
                     path_and_query,
                     content.clone(),
                     auth.as_ref(),
-                    timeout,
-                    priority,
+                    TryTerms { timeout, priority },
                 )
                 .await;
             let error = match attempt {
@@ -840,9 +847,9 @@ impl FederationClient {
         path_and_query: &str,
         content: Option<Bytes>,
         auth: Option<&HeaderValue>,
-        timeout: Duration,
-        priority: bool,
+        terms: TryTerms,
     ) -> Result<Answer, FederationError> {
+        let TryTerms { timeout, priority } = terms;
         let mut deadline = Instant::now() + timeout;
         let late = |what: &str| {
             FederationError::send_failed(destination, true, format!("{what} within {timeout:?}"))

@@ -6,7 +6,9 @@
 //! by `destination_retry_multiplier` × a random 0.8–1.4 up to
 //! `destination_max_retry_interval`, and answers that say nothing about the
 //! server's health (4xx but 401 and 429, and 404 unless asked) change
-//! nothing. Timings live wherever a [`BackoffStore`] keeps them (Herald's
+//! nothing. A failure recorded after an admin's reset (the try began
+//! before it) starts a fresh backoff instead of undoing the reset.
+//! Timings live wherever a [`BackoffStore`] keeps them (Herald's
 //! store puts them in `destinations`); an admin's `reset_connection` wakes
 //! whoever waits on [`RetryLimiter::reset_signal`].
 
@@ -190,12 +192,34 @@ impl RetryLimiter {
 
     /// Stores what a request's outcome does to the backoff read by
     /// [`check`](Self::check).
+    ///
+    /// A failure may come long after the check (up to `client_timeout` for
+    /// the body). When the destination was backing off and its backoff has
+    /// been cleared meanwhile (an admin's `reset_connection`, or another
+    /// request's success), the failure is counted from the cleared timings:
+    /// a fresh backoff at `min_interval`, as a failure right after a reset
+    /// starts one in Synapse, rather than one grown from the timings read
+    /// before the reset (which would undo it). Synapse grows it from the
+    /// timings its limiter read on entry, reset or not.
     pub async fn record(
         &self,
         destination: &str,
-        timings: Timings,
+        mut timings: Timings,
         outcome: Outcome,
     ) -> Result<(), BackoffError> {
+        if outcome == Outcome::Failure
+            && timings.backoff_on_failure
+            && timings.retry.retry_interval != 0
+        {
+            let now = self
+                .store
+                .retry_timings(destination)
+                .await?
+                .unwrap_or_default();
+            if now.retry_interval == 0 {
+                timings.retry = now;
+            }
+        }
         let jitter = rand::thread_rng().gen_range(0.8..1.4);
         if let Some(next) = next_timings(&self.policy, timings, outcome, (self.clock)(), jitter) {
             self.store.set_retry_timings(destination, next).await?;

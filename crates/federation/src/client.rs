@@ -15,11 +15,16 @@
 //! ([`FederationClient::with_concurrent_tries`]) until its body is read; a
 //! try on a kept-alive connection needs no slot (its connection is open
 //! already), so healthy destinations are not queued behind thousands that
-//! never answer. Answers held in memory are thus bounded by (slots + the
-//! callers' own concurrency on kept-alive connections) × cap, and each
-//! connection reads at most 64 KiB ahead (`connect`). Server-name
-//! resolution (`.well-known` fetches included, capped at 50 KiB) runs
-//! before a slot is taken, within the try's deadline.
+//! never answer. A quarter of the slots are reserved for destinations that
+//! answered well last time and are not in backoff, so one whose kept-alive
+//! connection was closed (remotes close idle ones, nginx after 75 s) is not
+//! queued behind them either. Answer bodies held in memory, all requests
+//! together, are bounded by a byte budget
+//! ([`FederationClient::with_answer_budget`], 64 MiB by default) whatever
+//! the slots and the callers' concurrency, and each connection reads at
+//! most 64 KiB ahead (`connect`). Server-name resolution (`.well-known`
+//! fetches included, capped at 50 KiB) runs before a slot is taken, within
+//! the try's deadline.
 //!
 //! Where Herald differs from Synapse 1.163, on purpose (DESIGN.md): 5xx
 //! answers are not retried within a request (only 429 and failures to get
@@ -46,7 +51,7 @@ use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -65,6 +70,14 @@ pub const MAX_RESPONSE_SIZE: u64 = 100 * 1024 * 1024;
 
 /// How much of an error answer's body is kept.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// Bytes of answer bodies held in memory at once, all requests together
+/// ([`FederationClient::with_answer_budget`]): 64 MiB.
+pub const DEFAULT_ANSWER_BUDGET: usize = 64 * 1024 * 1024;
+
+/// The share of try slots reserved for destinations that answered well
+/// last time: one in four.
+const RESERVED_SHARE: usize = 4;
 
 /// The `User-Agent` of every request.
 pub const USER_AGENT_VALUE: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
@@ -157,6 +170,14 @@ pub enum FederationError {
     InvalidRequest(String),
     #[error("backoff store: {0}")]
     Store(#[from] StorageError),
+    /// Writing the answer's body here failed (`get_file`'s writer): no
+    /// fault of the destination's.
+    #[error("could not write the answer from {destination}: {source}")]
+    LocalWrite {
+        destination: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn matrix_error_suffix(error: &Option<MatrixError>) -> String {
@@ -179,7 +200,9 @@ impl FederationError {
             | FederationError::TooLarge { .. }
             | FederationError::InvalidResponse { .. }
             | FederationError::InvalidRequest(_) => false,
-            FederationError::NotRetrying { .. } | FederationError::Store(_) => true,
+            FederationError::NotRetrying { .. }
+            | FederationError::Store(_)
+            | FederationError::LocalWrite { .. } => true,
             FederationError::Http { status, .. } => *status == 429 || *status >= 500,
             FederationError::SendFailed { retryable, .. } => *retryable,
             FederationError::Resolve(e) => e.is_retryable(),
@@ -276,6 +299,14 @@ struct Answer {
     timeout: Duration,
 }
 
+/// What one try may take: its time, and whether it may take a reserved
+/// try slot.
+#[derive(Debug, Clone, Copy)]
+struct TryTerms {
+    timeout: Duration,
+    priority: bool,
+}
+
 /// A 2xx answer and the backoff read before the request, to be recorded
 /// once the body is judged.
 struct Answered {
@@ -298,7 +329,23 @@ pub struct FederationClient {
     /// sleeping between retries holds none, nor does a try on a kept-alive
     /// connection, so destinations that do not answer cannot hold back the
     /// others.
-    tries: Option<Arc<tokio::sync::Semaphore>>,
+    tries: Option<TrySlots>,
+    /// Bytes of answer bodies held at once (one permit a byte).
+    answer_budget: Arc<Semaphore>,
+    answer_budget_total: usize,
+    /// Destinations whose last request here ended well (a usable 2xx
+    /// answer) and has not failed since: their tries may take reserved
+    /// slots. One name per destination that ever answered well.
+    answered_well: parking_lot::Mutex<HashSet<String>>,
+}
+
+/// The try slots: ordinary ones, for every try, and a reserve only tries
+/// to destinations that answered well last time (and are not in backoff)
+/// may take, so that thousands of never-answering destinations cannot queue
+/// a healthy one whose kept-alive connection was closed.
+struct TrySlots {
+    ordinary: Arc<Semaphore>,
+    reserved: Option<Arc<Semaphore>>,
 }
 
 /// Why the client could not be built from the config.
@@ -333,6 +380,9 @@ impl FederationClient {
             settings,
             metrics: None,
             tries: None,
+            answer_budget: Arc::new(Semaphore::new(DEFAULT_ANSWER_BUDGET)),
+            answer_budget_total: DEFAULT_ANSWER_BUDGET,
+            answered_well: parking_lot::Mutex::new(HashSet::new()),
         }
     }
 
@@ -370,11 +420,40 @@ impl FederationClient {
         self
     }
 
-    /// At most `n` tries under way at once (the sender's bound on open
-    /// connections); the others wait for a slot.
+    /// At most `n` tries on new connections under way at once (the
+    /// sender's bound on open connections); the others wait for a slot. A
+    /// quarter of them (`n / 4`) are reserved for the first try of a
+    /// request to a destination that answered well last time and is not
+    /// in backoff: such a try takes an ordinary slot when one is free, a
+    /// reserved one otherwise, so it is not queued behind every try to
+    /// servers that never answer (which, failing, never take reserved
+    /// ones). A destination first contacted takes ordinary slots only.
     pub fn with_concurrent_tries(mut self, n: usize) -> FederationClient {
-        self.tries = Some(Arc::new(tokio::sync::Semaphore::new(n.max(1))));
+        let n = n.max(1);
+        let reserved = n / RESERVED_SHARE;
+        self.tries = Some(TrySlots {
+            ordinary: Arc::new(Semaphore::new(n - reserved)),
+            reserved: (reserved > 0).then(|| Arc::new(Semaphore::new(reserved))),
+        });
         self
+    }
+
+    /// At most `bytes` of answer bodies held in memory at once, all
+    /// requests together (default [`DEFAULT_ANSWER_BUDGET`]): a body's bytes
+    /// are counted as they stream in and until the answer is parsed (a
+    /// file's until each piece is written), and a try past the budget
+    /// waits, within its deadline, for others to give bytes back. A JSON
+    /// answer larger than the whole budget is refused as too large.
+    pub fn with_answer_budget(mut self, bytes: usize) -> FederationClient {
+        let bytes = bytes.clamp(1, Semaphore::MAX_PERMITS);
+        self.answer_budget = Arc::new(Semaphore::new(bytes));
+        self.answer_budget_total = bytes;
+        self
+    }
+
+    /// Bytes of the answer budget free now (for tests and metrics).
+    pub fn answer_budget_available(&self) -> usize {
+        self.answer_budget.available_permits()
     }
 
     pub fn settings(&self) -> &ClientSettings {
@@ -494,7 +573,9 @@ impl FederationClient {
         let result = async {
             check_content_type(destination, answer.response.headers())?;
             let mut bytes = Vec::new();
-            self.read_body(destination, answer, &mut bytes, limit)
+            // The body's share of the answer budget, given back once parsed.
+            let mut held = None;
+            self.read_body(destination, answer, &mut bytes, limit, Some(&mut held))
                 .await?;
             serde_json::from_slice(&bytes).map_err(|e| FederationError::InvalidResponse {
                 destination: destination.to_owned(),
@@ -514,6 +595,18 @@ impl FederationClient {
 
     /// Stores what a request did to the destination's backoff.
     async fn record(&self, destination: &str, timings: Timings, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => {
+                let mut well = self.answered_well.lock();
+                if !well.contains(destination) {
+                    well.insert(destination.to_owned());
+                }
+            }
+            Outcome::Failure => {
+                self.answered_well.lock().remove(destination);
+            }
+            Outcome::NotCounted => {}
+        }
         if let Err(e) = self.limiter.record(destination, timings, outcome).await {
             warn!(destination, error = %e, "could not store the destination's backoff");
         }
@@ -533,12 +626,19 @@ impl FederationClient {
             .send(Method::GET, destination, path_and_query, None, options)
             .await?;
         let headers = answer.response.headers().clone();
-        let result = self.read_body(destination, answer, out, max_size).await;
+        let result = self
+            .read_body(destination, answer, out, max_size, None)
+            .await;
         // A file over the caller's limit says nothing of the server's
-        // health; a body that broke off or did not arrive in time does.
+        // health (its backoff is neither cleared nor grown), nor does a
+        // failure to write it here; a body that broke off or did not
+        // arrive in time is the server failing.
         let outcome = match &result {
-            Err(FederationError::SendFailed { .. }) => Outcome::Failure,
-            _ => Outcome::Success,
+            Ok(_) => Outcome::Success,
+            Err(FederationError::TooLarge { .. } | FederationError::LocalWrite { .. }) => {
+                Outcome::NotCounted
+            }
+            Err(_) => Outcome::Failure,
         };
         self.record(destination, timings, outcome).await;
         Ok((result?, headers))
@@ -608,8 +708,12 @@ impl FederationClient {
             }
             Err(BackoffError::Store(e)) => return Err(FederationError::Store(e)),
         };
+        // Reserved slots are for destinations that answered well last time
+        // and are not backing off.
+        let priority =
+            timings.retry.retry_interval == 0 && self.answered_well.lock().contains(destination);
         let result = self
-            .send_with_retries(method, destination, path_and_query, body, options)
+            .send_with_retries(method, destination, path_and_query, body, options, priority)
             .await;
         let error = match result {
             Ok(answer) => return Ok(Answered { answer, timings }),
@@ -635,6 +739,7 @@ impl FederationClient {
         path_and_query: &str,
         body: Option<&str>,
         options: RequestOptions,
+        mut priority: bool,
     ) -> Result<Answer, FederationError> {
         let bad = |m: String| FederationError::InvalidRequest(m);
         if !path_and_query.starts_with('/')
@@ -677,13 +782,15 @@ impl FederationClient {
                     path_and_query,
                     content.clone(),
                     auth.as_ref(),
-                    timeout,
+                    TryTerms { timeout, priority },
                 )
                 .await;
             let error = match attempt {
                 Ok(answer) => return Ok(answer),
                 Err(e) => e,
             };
+            // Failing now: its next tries take ordinary slots.
+            priority = false;
             let worth_retrying = match &error {
                 FederationError::SendFailed { retryable, .. } => *retryable,
                 FederationError::Http { status: 429, .. } => true,
@@ -709,11 +816,23 @@ impl FederationClient {
         }
     }
 
-    /// A try slot, when the client has a bound (waits for one).
-    async fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
-        match &self.tries {
-            Some(tries) => tries.clone().acquire_owned().await.ok(),
-            None => None,
+    /// A try slot, when the client has a bound (waits for one): an
+    /// ordinary one, or for a `priority` try whichever of an ordinary and
+    /// a reserved one comes first.
+    async fn try_slot(&self, priority: bool) -> Option<OwnedSemaphorePermit> {
+        let slots = self.tries.as_ref()?;
+        let ordinary = slots.ordinary.clone();
+        match &slots.reserved {
+            Some(reserved) if priority => {
+                if let Ok(slot) = ordinary.clone().try_acquire_owned() {
+                    return Some(slot);
+                }
+                tokio::select! {
+                    slot = reserved.clone().acquire_owned() => slot.ok(),
+                    slot = ordinary.acquire_owned() => slot.ok(),
+                }
+            }
+            _ => ordinary.acquire_owned().await.ok(),
         }
     }
 
@@ -728,8 +847,9 @@ impl FederationClient {
         path_and_query: &str,
         content: Option<Bytes>,
         auth: Option<&HeaderValue>,
-        timeout: Duration,
+        terms: TryTerms,
     ) -> Result<Answer, FederationError> {
+        let TryTerms { timeout, priority } = terms;
         let mut deadline = Instant::now() + timeout;
         let late = |what: &str| {
             FederationError::send_failed(destination, true, format!("{what} within {timeout:?}"))
@@ -783,7 +903,7 @@ impl FederationClient {
                 Some(conn) => (conn, None),
                 None => {
                     let waiting = Instant::now();
-                    let slot = self.try_slot().await;
+                    let slot = self.try_slot(priority).await;
                     deadline += waiting.elapsed();
                     let connect =
                         tokio::time::timeout_at(deadline, self.pool.connect(*addr, &tls_name));
@@ -812,7 +932,7 @@ impl FederationClient {
                     debug!(destination, %addr, error = ?e.to_string(), "kept-alive connection was closed");
                     if slot.is_none() {
                         let waiting = Instant::now();
-                        slot = self.try_slot().await;
+                        slot = self.try_slot(priority).await;
                         deadline += waiting.elapsed();
                     }
                     let again = async {
@@ -853,7 +973,7 @@ impl FederationClient {
             // it leaves it empty.
             let _ = tokio::time::timeout_at(
                 deadline,
-                self.read_raw(destination, answer, &mut body, MAX_ERROR_BODY),
+                self.read_raw(destination, answer, &mut body, MAX_ERROR_BODY, None),
             )
             .await;
             let error = serde_json::from_slice::<MatrixError>(&body).ok();
@@ -870,17 +990,22 @@ impl FederationClient {
         })
     }
 
-    /// Reads a 2xx answer's body into `out` by the try's deadline.
+    /// Reads a 2xx answer's body into `out` by the try's deadline (see
+    /// [`read_raw`](Self::read_raw) for `held`).
     async fn read_body<W: AsyncWrite + Unpin + Send>(
         &self,
         destination: &str,
         answer: Answer,
         out: &mut W,
         limit: u64,
+        held: Option<&mut Option<OwnedSemaphorePermit>>,
     ) -> Result<u64, FederationError> {
         let (deadline, timeout) = (answer.deadline, answer.timeout);
-        match tokio::time::timeout_at(deadline, self.read_raw(destination, answer, out, limit))
-            .await
+        match tokio::time::timeout_at(
+            deadline,
+            self.read_raw(destination, answer, out, limit, held),
+        )
+        .await
         {
             Ok(result) => result,
             Err(_) => Err(FederationError::send_failed(
@@ -893,12 +1018,16 @@ impl FederationClient {
 
     /// Streams a body to `out`, refusing more than `limit` bytes; the
     /// connection goes back to the pool when the body was read to its end.
+    /// Each piece takes its bytes from the answer budget first: given back
+    /// once written to `out` when `held` is `None` (a file), kept in `held`
+    /// (for the caller to give back once done with the bytes) otherwise.
     async fn read_raw<W: AsyncWrite + Unpin + Send>(
         &self,
         destination: &str,
         answer: Answer,
         out: &mut W,
         limit: u64,
+        mut held: Option<&mut Option<OwnedSemaphorePermit>>,
     ) -> Result<u64, FederationError> {
         // The slot is given back when the body is read or abandoned.
         let Answer {
@@ -910,6 +1039,10 @@ impl FederationClient {
         let too_large = || FederationError::TooLarge {
             destination: destination.to_owned(),
             limit,
+        };
+        let local = |source| FederationError::LocalWrite {
+            destination: destination.to_owned(),
+            source,
         };
         let declared = response
             .headers()
@@ -931,13 +1064,32 @@ impl FederationClient {
                 warn!(destination, limit, "answer too large");
                 return Err(too_large());
             }
-            out.write_all(&data)
+            let budget = self.answer_budget_total as u64;
+            if held.is_some() && length > budget {
+                warn!(
+                    destination,
+                    budget, "answer larger than the whole answer budget"
+                );
+                return Err(FederationError::TooLarge {
+                    destination: destination.to_owned(),
+                    limit: budget,
+                });
+            }
+            let bytes = u32::try_from(data.len().min(self.answer_budget_total)).unwrap_or(u32::MAX);
+            let permit = self
+                .answer_budget
+                .clone()
+                .acquire_many_owned(bytes)
                 .await
-                .map_err(|e| FederationError::send_failed(destination, false, e))?;
+                .map_err(|e| FederationError::send_failed(destination, true, e))?;
+            out.write_all(&data).await.map_err(local)?;
+            match held.as_deref_mut() {
+                Some(Some(kept)) => kept.merge(permit),
+                Some(slot) => *slot = Some(permit),
+                None => drop(permit),
+            }
         }
-        out.flush()
-            .await
-            .map_err(|e| FederationError::send_failed(destination, false, e))?;
+        out.flush().await.map_err(local)?;
         self.pool.put(conn);
         Ok(length)
     }

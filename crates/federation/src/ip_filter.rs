@@ -187,6 +187,11 @@ impl IpSet {
     fn contains_v4(&self, ip: Ipv4Addr) -> bool {
         self.ranges.iter().any(|r| r.contains_v4(ip))
     }
+
+    /// Whether an IPv6 range holds `ip` itself (embedded addresses aside).
+    fn contains_v6_range(&self, ip: Ipv6Addr) -> bool {
+        self.ranges.iter().any(|r| r.contains_v6(ip))
+    }
 }
 
 /// The NAT64 well-known prefix, `64:ff9b::/96` (RFC 6052): its 96 bits.
@@ -260,9 +265,32 @@ impl IpFilter {
     }
 
     /// Whether Herald may connect to `ip`: blocked when in the blacklist and
-    /// not in the whitelist (Synapse's `_is_ip_blocked`).
+    /// not in the whitelist (Synapse's `_is_ip_blocked`). An IPv6 address
+    /// is checked part by part: the address itself against the IPv6 ranges,
+    /// and each IPv4 address it carries on its own, so whitelisting one of
+    /// a Teredo address's two (its server's, say) does not free the other.
+    /// An IPv6 whitelist range holding the whole address frees it all.
     pub fn is_allowed(&self, ip: IpAddr) -> bool {
-        !self.blacklist.contains(ip) || self.whitelist.contains(ip)
+        let v6 = match ip {
+            IpAddr::V4(_) => {
+                return !self.blacklist.contains(ip) || self.whitelist.contains(ip);
+            }
+            IpAddr::V6(v6) => v6,
+        };
+        if self.whitelist.contains_v6_range(v6) {
+            return true;
+        }
+        let embedded = embedded_v4(v6);
+        let itself_blocked = self.blacklist.contains_v6_range(v6)
+            && !embedded
+                .iter()
+                .flatten()
+                .any(|v4| self.whitelist.contains_v4(*v4));
+        let embedded_blocked = embedded
+            .iter()
+            .flatten()
+            .any(|v4| self.blacklist.contains_v4(*v4) && !self.whitelist.contains_v4(*v4));
+        !itself_blocked && !embedded_blocked
     }
 }
 
@@ -379,6 +407,26 @@ mod tests {
         assert!(!f.is_allowed(ip("::")));
         let f = IpFilter::new::<&str>(Some(&[]), &[]).unwrap();
         assert!(f.is_allowed(ip("10.0.0.1")));
+    }
+
+    /// A Teredo address carries two IPv4 addresses: whitelisting one (its
+    /// server's, 127.0.0.1 here) does not free the other (a blocked client
+    /// address); each is checked on its own.
+    #[test]
+    fn whitelisting_one_teredo_address_does_not_free_the_other() {
+        let f = IpFilter::new(None, &["127.0.0.1"]).unwrap();
+        // Server 127.0.0.1, client 10.0.0.1 (inverted f5ff:fffe).
+        assert!(!f.is_allowed(ip("2001:0:7f00:1:0:0:f5ff:fffe")));
+        // Server 10.0.0.1, client 127.0.0.1 (inverted 80ff:fffe).
+        assert!(!f.is_allowed(ip("2001:0:a00:1:0:0:80ff:fffe")));
+        // Server 127.0.0.1, client 8.8.8.8: the whitelist frees the server.
+        assert!(f.is_allowed(ip("2001:0:7f00:1:0:0:f7f7:f7f7")));
+        // Both whitelisted: allowed.
+        let both = IpFilter::new(None, &["127.0.0.1", "10.0.0.0/8"]).unwrap();
+        assert!(both.is_allowed(ip("2001:0:7f00:1:0:0:f5ff:fffe")));
+        // An IPv6 range in the whitelist that covers the whole address frees it.
+        let whole = IpFilter::new(None, &["2001:0:7f00:1::/64"]).unwrap();
+        assert!(whole.is_allowed(ip("2001:0:7f00:1:0:0:f5ff:fffe")));
     }
 
     #[test]

@@ -55,7 +55,7 @@ const MAX_SENDING: usize = 4096;
 /// waiting for the answer, reading its body), set on the client: a
 /// destination sleeping between retries holds none, nor does a try on a
 /// kept-alive connection, so unreachable servers cannot hold back healthy
-/// ones; with `SEND_ANSWER_MAX_SIZE` it bounds what answers hold in memory.
+/// ones (answers held in memory are bounded by the client's byte budget).
 pub const MAX_CONCURRENT_TRIES: usize = 1024;
 
 /// How often delivered events are pruned, and how many at most per round.

@@ -17,13 +17,16 @@ use herald_federation::client::{FederationError, RequestOptions};
 use herald_store::delivery::{Delivery, PendingEdu, PendingPdu, Superseded};
 use herald_store::{OutboxError, StoreError};
 
-/// The largest `/send` answer accepted. The answer is
+/// The largest `/send` answer accepted: 1 MiB. The answer is
 /// `{"pdus": {"<event ID>": {} or {"error": "<text>"}}}` for at most 50
-/// PDUs: 64 KiB leaves over 1 KiB per PDU for an event ID (≤ 255 bytes)
-/// and its error text. Larger, it is refused as it streams in and counts as
-/// the destination failing; the cap bounds what a hostile destination can
-/// make Herald buffer (with `MAX_CONCURRENT_TRIES` answers at once).
-pub const SEND_ANSWER_MAX_SIZE: u64 = 64 * 1024;
+/// PDUs, a few KiB when all goes well, but a receiver may put long error
+/// texts in it, and it replays its cached answer when the same transaction
+/// ID is sent again: a cap an honest answer can pass would wedge the
+/// destination for good (the same over-cap answer, a growing backoff). So
+/// the cap is generous; larger, the answer is refused as it streams in and
+/// counts as the destination failing. Memory is bounded by the client's
+/// byte budget for answer bodies, whatever the cap and the concurrency.
+pub const SEND_ANSWER_MAX_SIZE: u64 = 1024 * 1024;
 
 /// How long the queue waits after a database error before trying again.
 const STORE_ERROR_WAIT_MS: i64 = 5_000;

@@ -47,6 +47,10 @@ pub struct Behaviour {
     /// Every transaction is answered `200` with an HTML page, not JSON (as
     /// a misconfigured reverse proxy does).
     pub html_answers: bool,
+    /// Every transaction's answer carries `Connection: close`, so each
+    /// one comes over a new connection (as from a server that closes idle
+    /// connections before the sender's pool does).
+    pub close_connections: bool,
     /// Not listening for this long after start (connections refused).
     pub down_for: Duration,
     /// PDUs (by `event_id`) acknowledged with an error.
@@ -83,6 +87,9 @@ pub struct Received {
     /// The transaction ID of every `PUT /send` that reached it, answered
     /// or not, in arrival order.
     pub attempts: Vec<String>,
+    /// When each of `attempts` arrived (tests measure the gaps between
+    /// tries by these, not by polling).
+    pub attempt_times: Vec<std::time::Instant>,
     /// Requests refused because the signature did not check out.
     pub unauthenticated: u64,
     /// Answers it gave, by status.
@@ -285,13 +292,21 @@ async fn receive(
     if inner.behaviour.lock().html_answers {
         let mut received = inner.received.lock();
         received.attempts.push(txn_id);
+        received.attempt_times.push(std::time::Instant::now());
         *received.statuses.entry(200).or_default() += 1;
         return axum::response::Html("<html><body>Welcome to nginx!</body></html>").into_response();
     }
     let (status, answer) = answer(&inner, &txn_id, &uri, &headers, &body).await;
     *inner.received.lock().statuses.entry(status).or_default() += 1;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(answer)).into_response()
+    let mut response = (status, Json(answer)).into_response();
+    if inner.behaviour.lock().close_connections {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 async fn answer(
@@ -301,7 +316,11 @@ async fn answer(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (u16, Value) {
-    inner.received.lock().attempts.push(txn_id.to_owned());
+    {
+        let mut received = inner.received.lock();
+        received.attempts.push(txn_id.to_owned());
+        received.attempt_times.push(std::time::Instant::now());
+    }
     let behaviour = inner.behaviour.lock().clone();
     if !behaviour.delay.is_zero() {
         tokio::time::sleep(behaviour.delay).await;

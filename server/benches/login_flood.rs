@@ -13,6 +13,8 @@
 
 mod flood;
 mod host;
+#[path = "../tests/process/mod.rs"]
+mod process;
 
 use flood::Flood;
 use host::{env_number, machine};

@@ -2,9 +2,12 @@
 //! request`, and refusing databases and configs it must not use.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
+mod process;
+
+use process::{free_port, Process};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -16,20 +19,10 @@ fn herald(args: &[&str]) -> std::process::Output {
         .expect("run herald")
 }
 
-/// A running `herald` child, killed on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `herald ARGS` and waits for its "listening" log line and, when
 /// `stdout_until` is given, for a line of its standard output containing it;
 /// returns the address and the standard output read so far.
-fn spawn_listening(args: &[&str], stdout_until: Option<&str>) -> (Running, String, Vec<String>) {
+fn spawn_listening(args: &[&str], stdout_until: Option<&str>) -> (Process, String, Vec<String>) {
     let mut child = Command::new(HERALD)
         .args(args)
         .env("RUST_LOG", "info")
@@ -74,7 +67,7 @@ fn spawn_listening(args: &[&str], stdout_until: Option<&str>) -> (Running, Strin
             }
         }
     }
-    (Running(child), addr, out)
+    (Process(child), addr, out)
 }
 
 fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
@@ -464,14 +457,6 @@ fn demo_prints_a_login_that_works_and_serves_every_state() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("retried {:?} after the reset", reset_at.elapsed());
-}
-
-/// A free port on 127.0.0.1 (bound and released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 #[test]

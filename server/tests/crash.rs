@@ -6,9 +6,12 @@
 //! was failing, and `kill -9` at random moments while events pour in.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
+mod process;
+
+use process::{free_port, Process};
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,24 +37,6 @@ fn test_seed() -> u64 {
         });
     eprintln!("random seed {seed} (replay with HERALD_TEST_SEED={seed})");
     seed
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `herald serve` process; killed (SIGKILL) when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Herald's config and files, started and killed as the test says.

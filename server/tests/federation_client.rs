@@ -273,6 +273,17 @@ struct Env {
     _dir: tempfile::TempDir,
 }
 
+/// The environment's client rebuilt with other limits (it must be the only
+/// handle to it).
+fn reconfigured(
+    client: Arc<FederationClient>,
+    change: impl FnOnce(FederationClient) -> FederationClient,
+) -> Arc<FederationClient> {
+    Arc::new(change(
+        Arc::try_unwrap(client).ok().expect("only one handle"),
+    ))
+}
+
 async fn env_with(tweak: impl FnOnce(&mut Config, &mut ClientSettings)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let ca: PathBuf = dir.path().join("ca.pem");
@@ -1053,12 +1064,7 @@ async fn certificates_are_verified_unless_turned_off() {
 async fn a_request_sleeping_between_retries_holds_no_try_slot() {
     // One try at a time; the sleep before the retry is 0.8–1.4 s.
     let env = env_with(|_, s| s.retry_delay_scale = 2.0).await;
-    let client = Arc::new(
-        Arc::try_unwrap(env.client)
-            .ok()
-            .expect("only one handle")
-            .with_concurrent_tries(1),
-    );
+    let client = reconfigured(env.client, |c| c.with_concurrent_tries(1));
     let slow = Receiver::start(env.verify_key).await;
     slow.then(Reply::Json(429, json!({"errcode": "M_LIMIT_EXCEEDED"})))
         .then(Reply::Json(200, json!({"slow": true})));
@@ -1168,12 +1174,7 @@ async fn a_kept_alive_destination_does_not_wait_behind_one_that_never_answers() 
         s.max_short_retries = 0;
     })
     .await;
-    let client = Arc::new(
-        Arc::try_unwrap(env.client)
-            .ok()
-            .expect("only one handle")
-            .with_concurrent_tries(1),
-    );
+    let client = reconfigured(env.client, |c| c.with_concurrent_tries(1));
     let warm = Receiver::start(env.verify_key).await;
     let cold = Receiver::start(env.verify_key).await;
     let _: Value = client
@@ -1232,12 +1233,7 @@ async fn a_kept_alive_destination_does_not_wait_behind_one_that_never_answers() 
 #[tokio::test]
 async fn a_try_holds_its_slot_until_its_body_is_read() {
     let env = env().await;
-    let client = Arc::new(
-        Arc::try_unwrap(env.client)
-            .ok()
-            .expect("only one handle")
-            .with_concurrent_tries(1),
-    );
+    let client = reconfigured(env.client, |c| c.with_concurrent_tries(1));
     let slow = Receiver::start(env.verify_key).await;
     slow.then(Reply::SlowBody(Duration::ZERO, Duration::from_millis(800)));
     let other = Receiver::start(env.verify_key).await;
@@ -1280,12 +1276,7 @@ async fn a_cold_healthy_destination_gets_a_reserved_slot_while_silent_servers_ho
     })
     .await;
     // 4 slots: 3 ordinary, 1 reserved.
-    let client = Arc::new(
-        Arc::try_unwrap(env.client)
-            .ok()
-            .expect("only one handle")
-            .with_concurrent_tries(4),
-    );
+    let client = reconfigured(env.client, |c| c.with_concurrent_tries(4));
     let healthy = Receiver::start(env.verify_key).await;
     healthy.then(Reply::Closing);
     let _: Value = client
@@ -1351,12 +1342,7 @@ async fn a_cold_healthy_destination_gets_a_reserved_slot_while_silent_servers_ho
 #[tokio::test]
 async fn answer_bodies_share_one_byte_budget() {
     let env = env().await;
-    let client = Arc::new(
-        Arc::try_unwrap(env.client)
-            .ok()
-            .expect("only one handle")
-            .with_answer_budget(100_000),
-    );
+    let client = reconfigured(env.client, |c| c.with_answer_budget(100_000));
     let stalling = Receiver::start(env.verify_key).await;
     stalling.then(Reply::Stall(60_000, Duration::from_secs(10)));
     let other = Receiver::start(env.verify_key).await;

@@ -7,8 +7,11 @@
 //! user name, from a client, is covered in `tests/login_flood.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
+mod process;
+
+use process::{free_port, Process};
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use herald::demo::homeserver::{Behaviour, Homeserver};
@@ -17,24 +20,6 @@ use serde_json::json;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const TOKEN: &str = "log-injection-secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `herald serve` process; killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test]
 async fn a_remote_answer_cannot_forge_log_lines() {

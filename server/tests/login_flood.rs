@@ -7,6 +7,7 @@
 
 #[path = "../benches/flood/mod.rs"]
 mod flood;
+mod process;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

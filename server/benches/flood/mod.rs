@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::process::free_port;
+
 pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "flood-admin-secret";
 const SERVER_NAME: &str = "herald.flood";
@@ -37,14 +39,6 @@ impl Drop for Herald {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Seeds `destinations` rows as an admin's `sqlite3` would.

@@ -41,17 +41,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod host;
+mod sending;
 
 use host::{env_number, machine, status_kb};
+use sending::{sending_herald, Sending};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald::config::Config;
 use herald::demo::homeserver::{Behaviour, Homeserver};
-use herald::demo::tls::LoopbackCert;
-use herald_store::Store;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -241,22 +240,12 @@ async fn run() -> bool {
         return false;
     }
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cert = LoopbackCert::generate(dir.path()).expect("certificate");
-    let db = dir.path().join("herald.db");
-    let store = Store::open(&db).await.expect("store");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let name = format!("127.0.0.1:{port}");
-    let mut config = Config::loopback(&name, db);
-    config.federation_listen = Some(name);
-    config.tls_certificate_path = Some(cert.cert_path.clone());
-    config.tls_private_key_path = Some(cert.key_path.clone());
-    config.ip_range_whitelist = vec!["127.0.0.0/8".into()];
-    config.federation_custom_ca_list = Some(vec![cert.cert_path.clone()]);
-    config.sender_api_token = Some(TOKEN.into());
+    let Sending {
+        dir: _dir,
+        cert,
+        store,
+        config,
+    } = sending_herald(TOKEN).await;
     // Everything else as shipped: 60 s request deadline, 5 s connect
     // timeout, 10 long retries, a 10 min first backoff.
     let addresses = herald::serve::spawn_all(store.clone(), config)

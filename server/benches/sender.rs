@@ -26,8 +26,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod host;
+mod sending;
 
 use host::{env_number, machine};
+use sending::{sending_herald, Sending};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -54,22 +56,12 @@ struct Bench {
 impl Bench {
     /// A store and config; Herald is started by [`Bench::serve`].
     async fn new() -> Bench {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let cert = LoopbackCert::generate(dir.path()).expect("certificate");
-        let db = dir.path().join("herald.db");
-        let store = Store::open(&db).await.expect("store");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let name = format!("127.0.0.1:{port}");
-        let mut config = Config::loopback(&name, db);
-        config.federation_listen = Some(name);
-        config.tls_certificate_path = Some(cert.cert_path.clone());
-        config.tls_private_key_path = Some(cert.key_path.clone());
-        config.ip_range_whitelist = vec!["127.0.0.0/8".into()];
-        config.federation_custom_ca_list = Some(vec![cert.cert_path.clone()]);
-        config.sender_api_token = Some(TOKEN.into());
+        let Sending {
+            dir,
+            cert,
+            store,
+            mut config,
+        } = sending_herald(TOKEN).await;
         config.federation.max_long_retries = 0;
         config.destination_min_retry_interval = ConfigDuration(Duration::from_secs(1));
         Bench {

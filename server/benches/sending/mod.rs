@@ -1,0 +1,42 @@
+//! The Herald that the sending benchmarks (`sender`, `hostile`) run in
+//! their own process: a fresh SQLite file, the federation listener on a free
+//! loopback port with the shared loopback certificate (which the simulated
+//! homeservers trust and Herald trusts back), loopback whitelisted, and the
+//! intake API on with `token`. Each bench then changes what it measures.
+
+use herald::config::Config;
+use herald::demo::tls::LoopbackCert;
+use herald_store::Store;
+
+pub struct Sending {
+    /// Holds the database and the certificate; removed when dropped.
+    pub dir: tempfile::TempDir,
+    pub cert: LoopbackCert,
+    pub store: Store,
+    pub config: Config,
+}
+
+pub async fn sending_herald(token: &str) -> Sending {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cert = LoopbackCert::generate(dir.path()).expect("certificate");
+    let db = dir.path().join("herald.db");
+    let store = Store::open(&db).await.expect("store");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let name = format!("127.0.0.1:{port}");
+    let mut config = Config::loopback(&name, db);
+    config.federation_listen = Some(name);
+    config.tls_certificate_path = Some(cert.cert_path.clone());
+    config.tls_private_key_path = Some(cert.key_path.clone());
+    config.ip_range_whitelist = vec!["127.0.0.0/8".into()];
+    config.federation_custom_ca_list = Some(vec![cert.cert_path.clone()]);
+    config.sender_api_token = Some(token.into());
+    Sending {
+        dir,
+        cert,
+        store,
+        config,
+    }
+}

@@ -805,18 +805,41 @@ async fn the_default_limit_is_100_mib_by_content_length() {
     let name = tcp.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (stream, _) = tcp.accept().await.unwrap();
-        let mut tls = acceptor.accept(stream).await.unwrap();
-        let mut buf = [0u8; 4096];
-        let _ = tls.read(&mut buf).await;
-        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 209715200\r\n\r\n";
-        let _ = tls.write_all(head.as_bytes()).await;
-        let _ = tls.write_all(&[b' '; 1024]).await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Two connections: one per client below.
+        for _ in 0..2 {
+            let (stream, _) = tcp.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut tls = acceptor.accept(stream).await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 209715200\r\n\r\n";
+                let _ = tls.write_all(head.as_bytes()).await;
+                let _ = tls.write_all(&[b' '; 1024]).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
     });
+    // With the default 64 MiB answer budget, a JSON answer is capped at
+    // the budget (it is held whole in it).
     let e = env
         .client
         .get_json::<Value>(&name, "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, FederationError::TooLarge { limit, .. } if limit == 64 * 1024 * 1024),
+        "{e}"
+    );
+    // With a budget larger than 100 MiB, the cap is the 100 MiB limit (the
+    // first refusal put the server in backoff).
+    let client = reconfigured(env.client, |c| c.with_answer_budget(128 * 1024 * 1024));
+    let options = RequestOptions {
+        ignore_backoff: true,
+        ..RequestOptions::default()
+    };
+    let e = client
+        .get_json::<Value>(&name, "/_matrix/a", options)
         .await
         .unwrap_err();
     assert!(
@@ -1387,5 +1410,81 @@ async fn answer_bodies_share_one_byte_budget() {
         waited >= Duration::from_millis(800),
         "the second body did not wait for the budget: {waited:?}"
     );
+    assert_eq!(client.answer_budget_available(), 100_000);
+}
+
+/// Waiting for the answer budget is a local shortage, not the destination
+/// failing: the wait does not count against the answer's deadline, and a
+/// wait past `client_timeout` fails without touching the backoff.
+#[tokio::test]
+async fn a_wait_for_the_answer_budget_is_not_charged_to_the_destination() {
+    let env = env_with(|_, s| s.client_timeout = Duration::from_secs(2)).await;
+    let client = reconfigured(env.client, |c| c.with_answer_budget(100_000));
+    let stalling = Receiver::start(env.verify_key).await;
+    stalling.then(Reply::Stall(60_000, Duration::from_secs(10)));
+    let healthy = Receiver::start(env.verify_key).await;
+    let _: Value = client
+        .get_json(&healthy.name(), "/_matrix/warm", RequestOptions::default())
+        .await
+        .unwrap();
+    let stalled = {
+        let (client, name) = (client.clone(), stalling.name());
+        let options = RequestOptions {
+            timeout: Some(Duration::from_secs(3)),
+            ..RequestOptions::default()
+        };
+        tokio::spawn(async move {
+            client
+                .get_json::<Value>(&name, "/_matrix/stall", options)
+                .await
+        })
+    };
+    let started = Instant::now();
+    while client.answer_budget_available() > 40_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stalled body never took its bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // 60 kB of valid JSON, more than the 40 kB left.
+    let big = json!({"pad": " ".repeat(60_000)});
+    let short = RequestOptions {
+        timeout: Some(Duration::from_millis(300)),
+        ..RequestOptions::default()
+    };
+    // The budget stays held past client_timeout (2 s): the request fails,
+    // and the healthy destination is not put in backoff for it.
+    healthy.then(Reply::Json(200, big.clone()));
+    let e = client
+        .get_json::<Value>(&healthy.name(), "/_matrix/starved", short)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FederationError::AnswerBudget { .. }), "{e:?}");
+    assert!(e.is_retryable());
+    let after = backoff(&env.store, &healthy.name())
+        .await
+        .unwrap_or_default();
+    assert_eq!(after.retry_interval, 0, "{after:?}");
+    assert!(
+        client.answer_budget_available() <= 40_000,
+        "the stalled body gave its bytes back too early for this test"
+    );
+    // The stalled body gives its bytes back at 3 s, within this request's
+    // client_timeout but long after its own 300 ms: it gets them and
+    // succeeds.
+    healthy.then(Reply::Json(200, big.clone()));
+    let answer: Value = client
+        .get_json(&healthy.name(), "/_matrix/waits", short)
+        .await
+        .unwrap();
+    assert_eq!(answer, big);
+    let e = stalled.await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("within 3s"), "{e}");
+    let after = backoff(&env.store, &healthy.name())
+        .await
+        .unwrap_or_default();
+    assert_eq!(after.retry_interval, 0, "{after:?}");
+    assert_eq!(healthy.seen().len(), 3);
     assert_eq!(client.answer_budget_available(), 100_000);
 }

@@ -4,8 +4,8 @@
 //! backoff ([`RetryLimiter`]), server-name resolution, the IP range filter
 //! on every resolved address, TLS, keep-alive connections, Synapse's retry
 //! schedule (woken early by an admin's `reset_connection`), response checks
-//! (`application/json`, a size cap per call: 100 MiB unless the caller
-//! asks for less) and typed errors.
+//! (`application/json`, a size cap per call: 100 MiB, within the answer
+//! budget, unless the caller asks for less) and typed errors.
 //!
 //! Bounds against hostile servers: each try has one deadline
 //! (`client_timeout`) for its connection, the answer's headers and its
@@ -21,8 +21,11 @@
 //! queued behind them either. Answer bodies held in memory, all requests
 //! together, are bounded by a byte budget
 //! ([`FederationClient::with_answer_budget`], 64 MiB by default) whatever
-//! the slots and the callers' concurrency, and each connection reads at
-//! most 64 KiB ahead (`connect`). Server-name resolution (`.well-known`
+//! the slots and the callers' concurrency (time spent waiting for it is
+//! added to the try's deadline, up to `client_timeout` in all, and a body
+//! that gets none in that time fails without counting against the
+//! destination's backoff), and each connection reads at most 64 KiB ahead
+//! (`connect`). Server-name resolution (`.well-known`
 //! fetches included, capped at 50 KiB) runs before a slot is taken, within
 //! the try's deadline.
 //!
@@ -102,7 +105,8 @@ pub struct RequestOptions {
     /// Retry when the name does not resolve.
     pub retry_on_dns_fail: bool,
     /// Largest answer body accepted for this call (JSON calls);
-    /// `None` = `max_response_size` of the client's settings.
+    /// `None` = `max_response_size` of the client's settings. Either way
+    /// at most the client's whole answer budget.
     pub max_response_size: Option<u64>,
 }
 
@@ -170,6 +174,14 @@ pub enum FederationError {
     InvalidRequest(String),
     #[error("backoff store: {0}")]
     Store(#[from] StorageError),
+    /// The answer's body waited `client_timeout` for room in the answer
+    /// budget, held by other answers: a local shortage, no fault of the
+    /// destination's (its backoff is left as it is).
+    #[error("no room in the answer budget for the answer from {destination} within {waited:?}")]
+    AnswerBudget {
+        destination: String,
+        waited: Duration,
+    },
     /// Writing the answer's body here failed (`get_file`'s writer): no
     /// fault of the destination's.
     #[error("could not write the answer from {destination}: {source}")]
@@ -202,6 +214,7 @@ impl FederationError {
             | FederationError::InvalidRequest(_) => false,
             FederationError::NotRetrying { .. }
             | FederationError::Store(_)
+            | FederationError::AnswerBudget { .. }
             | FederationError::LocalWrite { .. } => true,
             FederationError::Http { status, .. } => *status == 429 || *status >= 500,
             FederationError::SendFailed { retryable, .. } => *retryable,
@@ -442,8 +455,11 @@ impl FederationClient {
     /// requests together (default [`DEFAULT_ANSWER_BUDGET`]): a body's bytes
     /// are counted as they stream in and until the answer is parsed (a
     /// file's until each piece is written), and a try past the budget
-    /// waits, within its deadline, for others to give bytes back. A JSON
-    /// answer larger than the whole budget is refused as too large.
+    /// waits for others to give bytes back: the wait does not count
+    /// against the try's deadline, and past `client_timeout` of waiting
+    /// the call fails with [`FederationError::AnswerBudget`], which leaves
+    /// the destination's backoff alone (the shortage is local). A JSON
+    /// answer's cap is at most the whole budget.
     pub fn with_answer_budget(mut self, bytes: usize) -> FederationClient {
         let bytes = bytes.clamp(1, Semaphore::MAX_PERMITS);
         self.answer_budget = Arc::new(Semaphore::new(bytes));
@@ -567,9 +583,11 @@ impl FederationClient {
         let Answered { answer, timings } = self
             .send(method, destination, path_and_query, body, options)
             .await?;
+        // A body is held whole in the answer budget: none can be larger.
         let limit = options
             .max_response_size
-            .unwrap_or(self.settings.max_response_size);
+            .unwrap_or(self.settings.max_response_size)
+            .min(self.answer_budget_total as u64);
         let result = async {
             check_content_type(destination, answer.response.headers())?;
             let mut bytes = Vec::new();
@@ -584,9 +602,11 @@ impl FederationClient {
         }
         .await;
         // An answer that cannot be used is the destination failing (see
-        // the module comment): not a success that clears the backoff.
+        // the module comment): not a success that clears the backoff. A
+        // body that found no room in the answer budget says nothing of it.
         let outcome = match &result {
             Ok(_) => Outcome::Success,
+            Err(FederationError::AnswerBudget { .. }) => Outcome::NotCounted,
             Err(_) => Outcome::Failure,
         };
         self.record(destination, timings, outcome).await;
@@ -635,9 +655,11 @@ impl FederationClient {
         // arrive in time is the server failing.
         let outcome = match &result {
             Ok(_) => Outcome::Success,
-            Err(FederationError::TooLarge { .. } | FederationError::LocalWrite { .. }) => {
-                Outcome::NotCounted
-            }
+            Err(
+                FederationError::TooLarge { .. }
+                | FederationError::LocalWrite { .. }
+                | FederationError::AnswerBudget { .. },
+            ) => Outcome::NotCounted,
             Err(_) => Outcome::Failure,
         };
         self.record(destination, timings, outcome).await;
@@ -970,10 +992,11 @@ impl FederationClient {
             }
             let mut body = Vec::new();
             // The error body is best effort (as Synapse): a failure to read
-            // it leaves it empty.
+            // it leaves it empty, and it waits for the budget within the
+            // deadline.
             let _ = tokio::time::timeout_at(
                 deadline,
-                self.read_raw(destination, answer, &mut body, MAX_ERROR_BODY, None),
+                self.read_body(destination, answer, &mut body, MAX_ERROR_BODY, None),
             )
             .await;
             let error = serde_json::from_slice::<MatrixError>(&body).ok();
@@ -990,38 +1013,17 @@ impl FederationClient {
         })
     }
 
-    /// Reads a 2xx answer's body into `out` by the try's deadline (see
-    /// [`read_raw`](Self::read_raw) for `held`).
+    /// Streams an answer's body to `out` by the try's deadline,
+    /// refusing more than `limit` bytes; the connection goes back to the
+    /// pool when the body was read to its end. Each piece takes its bytes
+    /// from the answer budget first: given back once written to `out` when
+    /// `held` is `None` (a file), kept in `held` (for the caller to give
+    /// back once done with the bytes) otherwise. Time spent waiting for the
+    /// budget (other answers' bytes, not this destination's doing) moves
+    /// the deadline on by as much; that wait is bounded in all by
+    /// `client_timeout`, past which the body fails with
+    /// [`FederationError::AnswerBudget`].
     async fn read_body<W: AsyncWrite + Unpin + Send>(
-        &self,
-        destination: &str,
-        answer: Answer,
-        out: &mut W,
-        limit: u64,
-        held: Option<&mut Option<OwnedSemaphorePermit>>,
-    ) -> Result<u64, FederationError> {
-        let (deadline, timeout) = (answer.deadline, answer.timeout);
-        match tokio::time::timeout_at(
-            deadline,
-            self.read_raw(destination, answer, out, limit, held),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(FederationError::send_failed(
-                destination,
-                true,
-                format!("the whole answer did not arrive within {timeout:?}"),
-            )),
-        }
-    }
-
-    /// Streams a body to `out`, refusing more than `limit` bytes; the
-    /// connection goes back to the pool when the body was read to its end.
-    /// Each piece takes its bytes from the answer budget first: given back
-    /// once written to `out` when `held` is `None` (a file), kept in `held`
-    /// (for the caller to give back once done with the bytes) otherwise.
-    async fn read_raw<W: AsyncWrite + Unpin + Send>(
         &self,
         destination: &str,
         answer: Answer,
@@ -1034,8 +1036,16 @@ impl FederationClient {
             response,
             conn,
             slot: _slot,
-            ..
+            mut deadline,
+            timeout,
         } = answer;
+        let late = || {
+            FederationError::send_failed(
+                destination,
+                true,
+                format!("the whole answer did not arrive within {timeout:?}"),
+            )
+        };
         let too_large = || FederationError::TooLarge {
             destination: destination.to_owned(),
             limit,
@@ -1052,9 +1062,16 @@ impl FederationClient {
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large());
         }
+        let budget_wait = self.settings.client_timeout;
+        let mut budget_waited = Duration::ZERO;
         let mut body = response.into_body();
         let mut length: u64 = 0;
-        while let Some(frame) = body.frame().await {
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => return Err(late()),
+                Ok(None) => break,
+                Ok(Some(frame)) => frame,
+            };
             let frame = frame.map_err(|e| FederationError::send_failed(destination, true, e))?;
             let Ok(data) = frame.into_data() else {
                 continue;
@@ -1064,32 +1081,42 @@ impl FederationClient {
                 warn!(destination, limit, "answer too large");
                 return Err(too_large());
             }
-            let budget = self.answer_budget_total as u64;
-            if held.is_some() && length > budget {
-                warn!(
-                    destination,
-                    budget, "answer larger than the whole answer budget"
-                );
-                return Err(FederationError::TooLarge {
-                    destination: destination.to_owned(),
-                    limit: budget,
-                });
-            }
             let bytes = u32::try_from(data.len().min(self.answer_budget_total)).unwrap_or(u32::MAX);
-            let permit = self
-                .answer_budget
-                .clone()
-                .acquire_many_owned(bytes)
+            let asked = Instant::now();
+            let permit = tokio::time::timeout(
+                budget_wait.saturating_sub(budget_waited),
+                self.answer_budget.clone().acquire_many_owned(bytes),
+            )
+            .await;
+            let waited = asked.elapsed();
+            budget_waited += waited;
+            deadline += waited;
+            let permit = match permit {
+                Ok(permit) => {
+                    permit.map_err(|e| FederationError::send_failed(destination, true, e))?
+                }
+                Err(_) => {
+                    warn!(destination, waited = ?budget_waited, "no room in the answer budget");
+                    return Err(FederationError::AnswerBudget {
+                        destination: destination.to_owned(),
+                        waited: budget_waited,
+                    });
+                }
+            };
+            tokio::time::timeout_at(deadline, out.write_all(&data))
                 .await
-                .map_err(|e| FederationError::send_failed(destination, true, e))?;
-            out.write_all(&data).await.map_err(local)?;
+                .map_err(|_| late())?
+                .map_err(local)?;
             match held.as_deref_mut() {
                 Some(Some(kept)) => kept.merge(permit),
                 Some(slot) => *slot = Some(permit),
                 None => drop(permit),
             }
         }
-        out.flush().await.map_err(local)?;
+        tokio::time::timeout_at(deadline, out.flush())
+            .await
+            .map_err(|_| late())?
+            .map_err(local)?;
         self.pool.put(conn);
         Ok(length)
     }

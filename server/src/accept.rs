@@ -11,8 +11,12 @@
 //! - an HTTP/2 connection with no request under way for `idle_timeout` is
 //!   closed;
 //! - a request under way cannot pin its connection: each frame of its body
-//!   must arrive within `body_timeout` (else reading the body fails, and the
-//!   handler answers `400 M_NOT_JSON`), and the client must take each frame
+//!   must arrive within `body_timeout`, and once the first `body_timeout`
+//!   has passed the body must keep an average of `MIN_BODY_RATE` (1 KiB/s):
+//!   it must be complete by `started + body_timeout + received bytes /
+//!   MIN_BODY_RATE`, so a byte every `body_timeout` does not hold it forever
+//!   (else reading the body fails, and the handler answers
+//!   `400 M_NOT_JSON`), and the client must take each frame
 //!   of the answer within `body_timeout` (else the connection is closed: a
 //!   client that stops reading, or an HTTP/2 client that opens no window);
 //! - at most `max_connections` per listener. At the cap, the connection that
@@ -46,7 +50,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::body::{Body as HttpBody, Buf, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -332,11 +336,46 @@ impl Drop for Busy {
     }
 }
 
-/// A request body whose every frame must arrive within `timeout` of asking.
+/// The least average rate a request body must keep once its first
+/// `body_timeout` has passed: 1 KiB/s (see the module comment).
+pub const MIN_BODY_RATE: u32 = 1024;
+
+/// A deadline that never comes in practice (what tokio's `sleep` uses).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// A request body whose every frame must arrive within `timeout` of asking,
+/// and which must be complete by `started + timeout + received /
+/// MIN_BODY_RATE`: one timer, reset to the nearer of the two deadlines.
 struct TimedBody<B> {
     inner: B,
     timeout: Duration,
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the request head was parsed.
+    started: Instant,
+    /// Bytes of the body received so far.
+    received: u64,
+    /// Since when the body has been waited for without a frame.
+    waiting_since: Option<Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> TimedBody<B> {
+    fn new(inner: B, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            started: Instant::now(),
+            received: 0,
+            waiting_since: None,
+            timer: None,
+        }
+    }
+
+    /// When the body must be complete at the rate floor (`None`: too far
+    /// to represent, so only the stall deadline counts).
+    fn rate_deadline(&self) -> Option<Instant> {
+        let earned = Duration::from_secs(self.received) / MIN_BODY_RATE;
+        self.started.checked_add(self.timeout)?.checked_add(earned)
+    }
 }
 
 /// Why a request body could not be read.
@@ -344,6 +383,8 @@ struct TimedBody<B> {
 pub enum BodyError {
     #[error("no part of the request body came for {0:?}")]
     Stalled(Duration),
+    #[error("the request body came slower than {MIN_BODY_RATE} bytes/s ({0} bytes so far)")]
+    TooSlow(u64),
     #[error(transparent)]
     Read(#[from] hyper::Error),
 }
@@ -362,18 +403,36 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.stall = None;
+                this.waiting_since = None;
+                if let Some(Ok(data)) = &frame {
+                    let len = data.data_ref().map_or(0, |d| d.remaining() as u64);
+                    this.received = this.received.saturating_add(len);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
             }
             Poll::Pending => {
-                let timeout = this.timeout;
-                let stall = this
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                match stall.as_mut().poll(cx) {
+                let since = *this.waiting_since.get_or_insert_with(Instant::now);
+                // An absurd `body_timeout` means no stall deadline to speak
+                // of: 30 years, as tokio's own `sleep` saturates.
+                let stall_at = since
+                    .checked_add(this.timeout)
+                    .unwrap_or_else(|| since + FAR_FUTURE);
+                let rate_at = this.rate_deadline();
+                let deadline = rate_at.map_or(stall_at, |r| r.min(stall_at));
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
-                        this.stall = None;
-                        Poll::Ready(Some(Err(BodyError::Stalled(timeout))))
+                        this.waiting_since = None;
+                        if rate_at.is_some_and(|r| r < stall_at) {
+                            Poll::Ready(Some(Err(BodyError::TooSlow(this.received))))
+                        } else {
+                            Poll::Ready(Some(Err(BodyError::Stalled(this.timeout))))
+                        }
                     }
                     Poll::Pending => Poll::Pending,
                 }
@@ -557,11 +616,7 @@ impl Shared {
         let body_timeout = self.limits.body_timeout;
         let service = tower::service_fn(move |request: hyper::Request<Incoming>| {
             let busy = Busy::start(owner.clone());
-            let mut request = request.map(|inner| TimedBody {
-                inner,
-                timeout: body_timeout,
-                stall: None,
-            });
+            let mut request = request.map(|inner| TimedBody::new(inner, body_timeout));
             request.extensions_mut().insert(ConnectInfo(peer));
             let app = app.clone();
             async move {

@@ -3,8 +3,9 @@
 //! `header_read_timeout`, a silent TLS client after `tls_handshake_timeout`;
 //! an idle kept-alive HTTP/1.1 connection closes after the header timeout,
 //! an HTTP/2 one only after `idle_timeout`; at a small `max_connections`,
-//! request bodies that never finish and HTTP/2 clients that open no window
-//! hold the listener at most `body_timeout`, a request under way survives,
+//! request bodies that never finish (or trickle in a byte within each
+//! `body_timeout`) and HTTP/2 clients that open no window hold the listener
+//! at most about `body_timeout`, a request under way survives,
 //! the longest-quiet connection is the one closed; SIGTERM with an answer
 //! stalled exits within `drain_timeout`, with a TLS handshake waiting at
 //! once. The 5,000-connection flood is in `connection_flood.rs`.
@@ -171,14 +172,19 @@ async fn start_up_raises_the_soft_open_files_limit_to_the_hard_one() {
 /// the server asked for the body (`100 Continue`: its head is parsed and the
 /// handler reads the body).
 async fn login_with_an_unfinished_body(addr: std::net::SocketAddr) -> TcpStream {
+    login_announcing(addr, 100).await
+}
+
+/// A `POST /login` that announces `length` bytes and sends one, once the
+/// server answered `100 Continue`.
+async fn login_announcing(addr: std::net::SocketAddr, length: usize) -> TcpStream {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-          Content-Type: application/json\r\nContent-Length: 100\r\n\
-          Expect: 100-continue\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let head = format!(
+        "POST /_matrix/client/v3/login HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\
+         Expect: 100-continue\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
     let go_on = read_answer(&mut tcp, Duration::from_secs(10)).await;
     assert!(
         go_on
@@ -220,6 +226,62 @@ async fn unfinished_request_bodies_do_not_pin_a_listener_at_its_cap() {
         took[0]
     );
     assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+/// Sends the rest of a body a byte every half second (each byte well within
+/// the 2 s body timeout) until the server answers, for at most 20 s; how
+/// long the answer took and the answer.
+async fn trickle_body(tcp: TcpStream) -> (Duration, Option<String>) {
+    let started = Instant::now();
+    let (mut read, mut write) = tcp.into_split();
+    let writer = async {
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if write.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        answer = read_answer(&mut read, Duration::from_secs(20)) => (started.elapsed(), answer),
+        () = writer => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_trickled_within_the_body_timeout_do_not_pin_a_listener_at_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::start(dir.path(), SMALL_CAP, None);
+    let mut tricklers = Vec::new();
+    for _ in 0..4 {
+        let tcp = login_announcing(herald.admin, 2_000_000).await;
+        tricklers.push(tokio::spawn(trickle_body(tcp)));
+    }
+    // Every slot has a request under way whose body keeps coming; a normal
+    // request still gets in once they fall below the rate floor.
+    let client = herald.http_client();
+    let took = normal_requests(&herald, &client).await;
+    assert!(
+        took[0] < Duration::from_secs(8),
+        "admin request took {took:?}"
+    );
+    // Each trickled body was cut off soon after the body timeout (2 s),
+    // with its Matrix error.
+    let mut slowest = Duration::ZERO;
+    for trickler in tricklers {
+        let (after, answer) = trickler.await.unwrap();
+        slowest = slowest.max(after);
+        let answer = answer.expect("a trickled body was never cut off");
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("\"errcode\":\"M_NOT_JSON\""), "{answer}");
+        assert!(after < Duration::from_secs(6), "cut off after {after:?}");
+    }
+    eprintln!(
+        "4 trickled bodies at max_connections = 4: a normal request answered in {:.1?}, \
+         the last body cut off after {slowest:.1?}",
+        took[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

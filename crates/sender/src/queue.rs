@@ -17,6 +17,11 @@ use herald_federation::client::{FederationError, RequestOptions};
 use herald_store::delivery::{Delivery, PendingEdu, PendingPdu, Superseded};
 use herald_store::{OutboxError, StoreError};
 
+/// How soon a transaction is tried again when its answer found no room in
+/// the client's answer budget in time (a shortage here, not the
+/// destination's fault: no backoff).
+const LOCAL_SHORTAGE_RETRY_MS: i64 = 5_000;
+
 /// The largest `/send` answer accepted: 1 MiB. The answer is
 /// `{"pdus": {"<event ID>": {} or {"error": "<text>"}}}` for at most 50
 /// PDUs, a few KiB when all goes well, but a receiver may put long error
@@ -306,6 +311,13 @@ async fn failed(
         return Ok(Step::WaitUntil(
             retry_last_ts.saturating_add(retry_interval),
         ));
+    }
+    if let FederationError::AnswerBudget { .. } = error {
+        // Our own shortage (the answers held in memory), not the
+        // destination's: the same transaction again shortly, no backoff.
+        shared.metrics.transaction(TxnOutcome::Failed, 0, 0, 0);
+        tracing::info!(destination = ?name, error = ?error.to_string(), retry_in_ms = LOCAL_SHORTAGE_RETRY_MS, "transaction answer found no memory in time; trying again shortly");
+        return Ok(Step::WaitUntil(now.saturating_add(LOCAL_SHORTAGE_RETRY_MS)));
     }
     // The client has stored what this failure does to the backoff.
     let backoff = shared.store.destinations.retry_timings(name).await?;

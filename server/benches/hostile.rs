@@ -44,7 +44,7 @@ mod host;
 mod sending;
 
 use host::{env_number, machine, status_kb};
-use sending::{sending_herald, Sending};
+use sending::{event, sending_herald, Sending};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -185,17 +185,6 @@ async fn silent_server(counters: Arc<Counters>) -> String {
         }
     });
     name
-}
-
-fn event(id: &str, room: &str, destinations: &[String]) -> Value {
-    json!({
-        "event_id": id,
-        "room_id": room,
-        "pdu": {"event_id": id, "room_id": room, "type": "m.room.message",
-                "sender": "@bench:herald.bench", "origin_server_ts": 0,
-                "content": {"msgtype": "m.text", "body": "benchmark message, about the size of a short chat line"}},
-        "destinations": destinations,
-    })
 }
 
 fn rss_mb() -> f64 {

@@ -29,7 +29,7 @@ mod host;
 mod sending;
 
 use host::{env_number, machine};
-use sending::{sending_herald, Sending};
+use sending::{event, sending_herald, Sending};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -111,17 +111,6 @@ impl Bench {
             .expect("intake reachable");
         assert_eq!(response.status(), 200, "intake refused a request");
     }
-}
-
-fn event(id: &str, room: &str, destinations: &[String]) -> Value {
-    json!({
-        "event_id": id,
-        "room_id": room,
-        "pdu": {"event_id": id, "room_id": room, "type": "m.room.message",
-                "sender": "@bench:herald.bench", "origin_server_ts": 0,
-                "content": {"msgtype": "m.text", "body": "benchmark message, about the size of a short chat line"}},
-        "destinations": destinations,
-    })
 }
 
 /// Waits until every receiver has at least `n` PDUs; false on timeout.

@@ -8,7 +8,7 @@
 
 mod process;
 
-use process::{free_port, Process};
+use process::{free_port, sending_config, Process};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -56,22 +56,16 @@ impl Setup {
         let config = dir.path().join("herald.toml");
         std::fs::write(
             &config,
-            format!(
-                "server_name = \"127.0.0.1:{federation_port}\"\n\
-                 database = {db:?}\n\
-                 listen = \"127.0.0.1:{admin_port}\"\n\
-                 federation_listen = \"127.0.0.1:{federation_port}\"\n\
-                 tls_certificate_path = {cert:?}\n\
-                 tls_private_key_path = {key:?}\n\
-                 ip_range_whitelist = [\"127.0.0.0/8\"]\n\
-                 federation_custom_ca_list = [{cert:?}]\n\
-                 sender_api_token = \"{TOKEN}\"\n\
-                 destination_min_retry_interval = \"{min_retry}\"\n\
-                 [federation]\n\
-                 max_long_retries = 0\n",
-                db = dir.path().join("herald.db"),
-                cert = cert.cert_path,
-                key = cert.key_path,
+            sending_config(
+                dir.path(),
+                (&cert.cert_path, &cert.key_path),
+                (admin_port, federation_port),
+                TOKEN,
+                &format!(
+                    "destination_min_retry_interval = \"{min_retry}\"\n\
+                     [federation]\n\
+                     max_long_retries = 0\n"
+                ),
             ),
         )
         .unwrap();

@@ -2,11 +2,13 @@
 //! their own process: a fresh SQLite file, the federation listener on a free
 //! loopback port with the shared loopback certificate (which the simulated
 //! homeservers trust and Herald trusts back), loopback whitelisted, and the
-//! intake API on with `token`. Each bench then changes what it measures.
+//! intake API on with `token`; and the chat message they hand it. Each bench
+//! then changes what it measures.
 
 use herald::config::Config;
 use herald::demo::tls::LoopbackCert;
 use herald_store::Store;
+use serde_json::{json, Value};
 
 pub struct Sending {
     /// Holds the database and the certificate; removed when dropped.
@@ -39,4 +41,16 @@ pub async fn sending_herald(token: &str) -> Sending {
         store,
         config,
     }
+}
+
+/// One intake entry: a short chat message `id` in `room` for `destinations`.
+pub fn event(id: &str, room: &str, destinations: &[String]) -> Value {
+    json!({
+        "event_id": id,
+        "room_id": room,
+        "pdu": {"event_id": id, "room_id": room, "type": "m.room.message",
+                "sender": "@bench:herald.bench", "origin_server_ts": 0,
+                "content": {"msgtype": "m.text", "body": "benchmark message, about the size of a short chat line"}},
+        "destinations": destinations,
+    })
 }

@@ -36,9 +36,10 @@ use crate::state::AppState;
 /// True for paths that belong to an API rather than to the console; unknown
 /// ones answer `404 M_UNRECOGNIZED` in JSON instead of the console's 404 page.
 pub fn is_api_path(path: &str) -> bool {
-    ["/_matrix", "/_synapse", "/_herald"]
-        .iter()
-        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    ["/_matrix", "/_synapse", "/_herald"].iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
 }
 
 /// Synapse's answer for an unknown API path.
@@ -156,4 +157,30 @@ async fn synapse_conventions(request: Request, next: Next) -> Response {
         }
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_api_path;
+
+    #[test]
+    fn api_paths_are_the_three_prefixes_and_what_is_below_them() {
+        for path in [
+            "/_matrix",
+            "/_matrix/client/versions",
+            "/_synapse/admin",
+            "/_herald/",
+        ] {
+            assert!(is_api_path(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/_matrixx",
+            "/_heraldic/x",
+            "/destinations",
+            "/pkg/herald.js",
+        ] {
+            assert!(!is_api_path(path), "{path}");
+        }
+    }
 }

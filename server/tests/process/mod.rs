@@ -24,3 +24,28 @@ impl Drop for Process {
         let _ = self.0.wait();
     }
 }
+
+/// The config of a `herald serve` that sends: federation over TLS with the
+/// loopback certificate `cert_path` (its key `key_path`), loopback
+/// whitelisted, the intake API on with `token`, its database in `dir`;
+/// `extra` is appended (more top-level keys, then any sections).
+pub fn sending_config(
+    dir: &std::path::Path,
+    (cert_path, key_path): (&std::path::Path, &std::path::Path),
+    (admin_port, federation_port): (u16, u16),
+    token: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "server_name = \"127.0.0.1:{federation_port}\"\n\
+         database = {db:?}\n\
+         listen = \"127.0.0.1:{admin_port}\"\n\
+         federation_listen = \"127.0.0.1:{federation_port}\"\n\
+         tls_certificate_path = {cert_path:?}\n\
+         tls_private_key_path = {key_path:?}\n\
+         ip_range_whitelist = [\"127.0.0.0/8\"]\n\
+         federation_custom_ca_list = [{cert_path:?}]\n\
+         sender_api_token = \"{token}\"\n{extra}",
+        db = dir.join("herald.db"),
+    )
+}

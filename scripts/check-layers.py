@@ -15,7 +15,7 @@ import sys
 ALLOWED = {
     "herald-shared": set(),
     "herald-keys": set(),
-    "herald-federation": {"herald-keys"},
+    "herald-federation": {"herald-keys", "herald-shared"},
     "herald-store": {"herald-shared", "herald-federation"},
     "herald-sender": {"herald-shared", "herald-keys", "herald-federation", "herald-store"},
     "herald-app": {"herald-shared"},

@@ -971,7 +971,7 @@ async fn a_reset_during_a_slow_failing_answer_is_not_overwritten() {
     let reset_at = chrono_ms();
     env.store
         .destinations
-        .reset_retry_timings(&name)
+        .reset_retry_timings(&name, None)
         .await
         .unwrap();
     let e = request.await.unwrap().unwrap_err();
@@ -1031,7 +1031,7 @@ async fn a_reset_wakes_a_retry_sleep() {
     }
     env.store
         .destinations
-        .reset_retry_timings(&name)
+        .reset_retry_timings(&name, None)
         .await
         .unwrap();
     let got = tokio::time::timeout(Duration::from_secs(3), request)

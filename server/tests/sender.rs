@@ -600,7 +600,7 @@ async fn catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus() 
     herald
         .store
         .destinations
-        .reset_retry_timings(rx.name())
+        .reset_retry_timings(rx.name(), None)
         .await
         .unwrap();
     wait_for("catch-up", Duration::from_secs(10), || {

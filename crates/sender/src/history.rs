@@ -21,12 +21,31 @@ pub(super) async fn note(shared: &Shared, name: &str, event: HistoryEvent, entry
     }
 }
 
-/// The same from code that cannot wait.
-pub(super) fn note_later(shared: &Shared, name: &str, event: HistoryEvent, entry: NewEntry) {
+/// `name` enters catch-up (its backoff ends at `due`), noted in a task of
+/// its own, once: not again while the last catch-up noted has not ended.
+pub(super) fn entered_catch_up(shared: &Shared, name: &str, due: Option<i64>) {
     let (destinations, name) = (shared.store.destinations.clone(), name.to_owned());
+    let minutes = due.map(|due| ((due - shared.now()) / 60_000).max(0));
+    let entry = NewEntry {
+        message: Some(match minutes {
+            Some(m) => format!(
+                "long outage: the newest event of each room goes when it is tried again in {m} min"
+            ),
+            None => "long outage: the newest event of each room goes next".to_owned(),
+        }),
+        ..NewEntry::default()
+    };
     tokio::spawn(async move {
-        if let Err(e) = destinations.add_history(&name, event, entry).await {
-            tracing::warn!(destination = ?name, event = event.as_str(), error = %e, "could not note the destination's history");
+        let noted = destinations
+            .add_history_once(
+                &name,
+                HistoryEvent::CatchUpEntered,
+                HistoryEvent::CatchUpLeft,
+                entry,
+            )
+            .await;
+        if let Err(e) = noted {
+            tracing::warn!(destination = ?name, error = %e, "could not note the destination's history");
         }
     });
 }

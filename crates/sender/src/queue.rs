@@ -381,13 +381,6 @@ fn enter_catch_up_if_long(shared: &Shared, name: &str, retry_interval: i64) {
         }
     });
     if entered == Some(true) {
-        let entry = NewEntry {
-            message: Some(format!(
-                "backing off for {} min: the newest event of each room will be sent",
-                retry_interval / 60_000
-            )),
-            ..NewEntry::default()
-        };
-        history::note_later(shared, name, HistoryEvent::CatchUpEntered, entry);
+        history::entered_catch_up(shared, name, Some(shared.now() + retry_interval));
     }
 }

@@ -30,14 +30,15 @@ impl Destinations {
         let _writer = self.writer.lock().await;
         let _history = self.outages.writer.lock().await;
         let mut tx = self.pool.begin().await?;
-        let known = sqlx::query("DELETE FROM destinations WHERE destination = ?")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if known == 0 {
+        let known: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM destinations WHERE destination = ?")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if known.is_none() {
             return Ok(None);
         }
+        // Rows that name it first (foreign keys), then the row itself.
         let mut counts = [0u64; 3];
         for (i, table) in ["destination_rooms", "destination_pdus", "destination_edus"]
             .into_iter()
@@ -49,10 +50,12 @@ impl Destinations {
                 .await?
                 .rows_affected();
         }
-        sqlx::query("DELETE FROM destination_health WHERE destination = ?")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        for table in ["destination_health", "destinations"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE destination = ?"))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         let [rooms, queued_pdus, queued_edus] = counts;
         self.index.apply(vec![Edit::Remove(name.to_owned())]).await;

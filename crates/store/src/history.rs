@@ -104,8 +104,9 @@ fn decode_entry(row: &SqliteRow) -> Result<Option<HistoryEntry>, sqlx::Error> {
 }
 
 impl Destinations {
-    /// Records a failure: the last error, and — when `outage` (the failure
-    /// counts against the destination's health) — the open outage.
+    /// Records a failure: the last error, and in the history the open
+    /// outage's count, or — when `outage` (the failure counts against the
+    /// destination's backoff) — a new outage.
     pub async fn record_failure(
         &self,
         name: &str,
@@ -144,8 +145,8 @@ impl Destinations {
         .execute(&mut *tx)
         .await?;
         let mut opened = None;
-        if outage {
-            let open = self.outages.open.lock().get(name).copied();
+        let open = self.outages.open.lock().get(name).copied();
+        if outage || open.is_some() {
             match open {
                 Some((id, _)) => {
                     sqlx::query(
@@ -220,6 +221,35 @@ impl Destinations {
         let (this, name) = (self.clone(), name.to_owned());
         super::destinations::to_the_end(async move {
             let _writer = this.outages.writer.lock().await;
+            this.add_entry_now(&name, now_ms(), event, entry).await
+        })
+        .await
+    }
+
+    /// Adds `event` unless the newest of `event` and `closing` in `name`'s
+    /// history is already `event` (a catch-up noted and not yet left).
+    pub async fn add_history_once(
+        &self,
+        name: &str,
+        event: HistoryEvent,
+        closing: HistoryEvent,
+        entry: NewEntry,
+    ) -> Result<(), StoreError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        super::destinations::to_the_end(async move {
+            let _writer = this.outages.writer.lock().await;
+            let newest: Option<String> = sqlx::query_scalar(
+                "SELECT event FROM destination_history WHERE destination = ? \
+                 AND event IN (?, ?) ORDER BY id DESC LIMIT 1",
+            )
+            .bind(&name)
+            .bind(event.as_str())
+            .bind(closing.as_str())
+            .fetch_optional(&this.pool)
+            .await?;
+            if newest.as_deref() == Some(event.as_str()) {
+                return Ok(());
+            }
             this.add_entry_now(&name, now_ms(), event, entry).await
         })
         .await

@@ -7,8 +7,11 @@
 //! ignored; a missing or mistyped one is an error that names it.
 
 use herald_shared::{
-    Destination, DestinationDetails, DestinationQueue, DestinationRoom, DestinationsPage,
-    FederationSummary, LoginResponse, MatrixError, RoomsPage, SenderState,
+    Destination, DestinationDetails, DestinationExtras, DestinationHealth,
+    DestinationHealthPage, DestinationHealthRow, DestinationQueue, DestinationRoom,
+    DestinationStatus, DestinationsPage, FailureKind, FederationSummary, Forgotten,
+    HistoryEntry, HistoryEvent, HistoryPage, LastError, LoginResponse, MatrixError, RoomsPage,
+    SenderState,
 };
 use js_sys::{Array, Reflect};
 use wasm_bindgen::JsValue;
@@ -71,6 +74,27 @@ impl Obj<'_> {
         u64::try_from(self.int(key)?).map_err(|_| Obj::bad(key, "a count"))
     }
 
+    fn opt_string(&self, key: &str) -> Option<String> {
+        self.get(key).as_string()
+    }
+
+    /// A wire name read with `parse`, or `None` when absent or null.
+    fn opt_name<T>(&self, key: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Option<T>, String> {
+        let v = self.get(key);
+        if v.is_null() || v.is_undefined() {
+            return Ok(None);
+        }
+        let text = v.as_string().ok_or_else(|| Obj::bad(key, "a string"))?;
+        parse(&text)
+            .map(Some)
+            .ok_or_else(|| format!("field `{key}` has an unknown value {text:?}"))
+    }
+
+    fn name<T>(&self, key: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, String> {
+        self.opt_name(key, parse)?
+            .ok_or_else(|| Obj::bad(key, "a string"))
+    }
+
     fn list<T: FromJs>(&self, key: &str) -> Result<Vec<T>, String> {
         let v = self.get(key);
         if !Array::is_array(&v) {
@@ -116,6 +140,113 @@ impl FromJs for DestinationDetails {
             failure_ts: o.opt_int("failure_ts")?,
             retry_last_ts: o.int("retry_last_ts")?,
             retry_interval: o.opt_int("retry_interval")?,
+        })
+    }
+}
+
+fn status(text: &str) -> Option<DestinationStatus> {
+    DestinationStatus::ALL.into_iter().find(|s| s.key() == text)
+}
+
+impl FromJs for LastError {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(LastError {
+            ts: o.int("ts")?,
+            kind: o.name("kind", FailureKind::parse)?,
+            message: o.string("message")?,
+            address: o.opt_string("address"),
+        })
+    }
+}
+
+impl FromJs for DestinationExtras {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        let last_error = o.get("last_error");
+        Ok(DestinationExtras {
+            last_error: if last_error.is_null() || last_error.is_undefined() {
+                None
+            } else {
+                Some(LastError::from_js(&last_error).map_err(|e| format!("last_error: {e}"))?)
+            },
+            last_delivered_ts: o.opt_int("last_delivered_ts")?,
+        })
+    }
+}
+
+impl FromJs for DestinationHealthRow {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(DestinationHealthRow {
+            row: Destination::from_js(v)?,
+            status: o.name("status", status)?,
+            next_retry_ts: o.opt_int("next_retry_ts")?,
+            extras: DestinationExtras::from_js(v)?,
+        })
+    }
+}
+
+impl FromJs for DestinationHealthPage {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(DestinationHealthPage {
+            destinations: o.list("destinations")?,
+            total: o.count("total")?,
+            next_token: o.opt_string("next_token"),
+        })
+    }
+}
+
+impl FromJs for DestinationHealth {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(DestinationHealth {
+            details: DestinationDetails::from_js(v)?,
+            status: o.name("status", status)?,
+            next_retry_ts: o.opt_int("next_retry_ts")?,
+            extras: DestinationExtras::from_js(v)?,
+            queue: DestinationQueue::from_js(&o.get("queue")).map_err(|e| format!("queue: {e}"))?,
+        })
+    }
+}
+
+impl FromJs for HistoryEntry {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(HistoryEntry {
+            id: o.int("id")?,
+            ts: o.int("ts")?,
+            event: o.name("event", HistoryEvent::parse)?,
+            last_ts: o.opt_int("last_ts")?,
+            count: o.opt_int("count")?,
+            kind: o.opt_name("kind", FailureKind::parse)?,
+            message: o.opt_string("message"),
+            outage_ms: o.opt_int("outage_ms")?,
+            actor: o.opt_string("actor"),
+        })
+    }
+}
+
+impl FromJs for HistoryPage {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(HistoryPage {
+            destination: o.string("destination")?,
+            entries: o.list("entries")?,
+            next_token: o.opt_string("next_token"),
+        })
+    }
+}
+
+impl FromJs for Forgotten {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(Forgotten {
+            destination: o.string("destination")?,
+            rooms: o.count("rooms")?,
+            queued_pdus: o.count("queued_pdus")?,
+            queued_edus: o.count("queued_edus")?,
         })
     }
 }

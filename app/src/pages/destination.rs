@@ -1,6 +1,10 @@
-//! `/destinations/:name`: one destination — its health with the list's
-//! derived status, the Reset connection button (enabled in backoff, asking
-//! first), and the rooms Herald has sent it events in, a page at a time.
+//! `/destinations/:name`: one destination — its health from Herald's details
+//! endpoint (the list's columns, the last error in full, the last delivery,
+//! the next retry, the sender's queue), the Reset connection button (enabled
+//! in backoff, asking first), the Forget button
+//! ([`crate::components::forget`]), its history
+//! ([`crate::components::history`]), and the rooms Herald has sent it
+//! events in, a page at a time.
 //!
 //! The name is the path's last segment, percent-decoded (`[::1]:8448` is
 //! `/destinations/%5B%3A%3A1%5D%3A8448`). The rooms table's paging and
@@ -8,7 +12,7 @@
 //! API spells them).
 
 use herald_shared::{
-    percent_decode_path, DestinationDetails, DestinationQueue, DestinationStatus, RoomsPage,
+    next_retry_ts, percent_decode_path, DestinationHealth, DestinationStatus, RoomsPage,
     RoomsQuery,
 };
 use leptos::prelude::*;
@@ -18,6 +22,8 @@ use leptos_router::hooks::{use_location, use_navigate};
 
 use crate::api;
 use crate::components::destinations_table::sort_header;
+use crate::components::forget::{Counts, Forget};
+use crate::components::history::History;
 use crate::components::pager::{self, pager};
 use crate::session::use_session;
 use crate::{dom, format, html};
@@ -50,15 +56,41 @@ enum Reset {
     Done(Result<(), String>),
 }
 
+/// The last error in full (kind, message, address, when), the last
+/// delivery and the next retry. The message comes from a remote server:
+/// escaped text only.
+fn health_html(h: &DestinationHealth, now: i64) -> String {
+    let error = match &h.extras.last_error {
+        None => r#"<dd id="last-error" data-kind="">None recorded</dd>"#.to_owned(),
+        Some(e) => format!(
+            r#"<dd id="last-error" data-kind="{}"><strong>{}</strong>: <span class="msg">{}</span><br><span class="muted">{}{} ({})</span></dd>"#,
+            e.kind.as_str(),
+            e.kind.label(),
+            html::escape(&e.message),
+            e.address
+                .as_deref()
+                .map(|a| format!("Address tried: {} · ", html::escape(a)))
+                .unwrap_or_default(),
+            format::timestamp(e.ts),
+            format::relative(e.ts, now)
+        ),
+    };
+    let delivered = h.extras.last_delivered_ts;
+    let next = next_retry_ts(&h.details.as_row());
+    format!(
+        r#"<dl id="destination-health" class="facts"><dt>Last error</dt>{error}<dt>Last delivered</dt><dd id="last-delivered" data-value="{}" title="{}">{}</dd><dt>Next retry</dt><dd id="next-retry" title="{}">{}</dd></dl>"#,
+        delivered.map(|t| t.to_string()).unwrap_or_default(),
+        format::optional_timestamp(delivered),
+        format::optional_relative(delivered, now),
+        format::optional_timestamp(next),
+        format::next_retry(next, now),
+    )
+}
+
 /// The details table and the Reset connection button, enabled in backoff
 /// while no reset is under way.
-fn details_html(
-    d: &DestinationDetails,
-    queue: Option<&DestinationQueue>,
-    now: i64,
-    running: bool,
-) -> String {
-    let row = d.as_row();
+fn details_html(h: &DestinationHealth, now: i64, running: bool) -> String {
+    let row = h.details.as_row();
     let status = DestinationStatus::of(&row, now);
     let (disabled, hint) = match (status.in_backoff(), running) {
         (true, false) => (
@@ -69,9 +101,10 @@ fn details_html(
         (false, _) => (" disabled", "Not in backoff: there is nothing to reset."),
     };
     format!(
-        r#"<div class="table-wrap">{}</div>{}<div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="{ResetAsk}"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>"#,
-        html::details(&row, now),
-        queue.map(|q| html::queue(q, now)).unwrap_or_default(),
+        r#"<div class="table-wrap">{}</div>{}{}<div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="{ResetAsk}"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>"#,
+        html::details(h, now),
+        health_html(h, now),
+        html::queue(&h.queue, now),
         status.key()
     )
 }
@@ -144,12 +177,7 @@ pub fn DestinationPage() -> impl IntoView {
         reloads.track();
         async move {
             let token = token?;
-            let (details, queue) = futures_util::future::join(
-                api::destination(&token, &name),
-                api::queue(&token, &name),
-            )
-            .await;
-            Some((details, queue.ok(), dom::now_ms()))
+            Some((api::health(&token, &name).await, dom::now_ms()))
         }
     });
     let rooms = LocalResource::new(move || {
@@ -171,7 +199,7 @@ pub fn DestinationPage() -> impl IntoView {
         }
     });
     Effect::new(move |_| {
-        let d = details.get().flatten().and_then(|(r, _, _)| r.err());
+        let d = details.get().flatten().and_then(|(r, _)| r.err());
         let r = rooms.get().flatten().and_then(|(r, _)| r.err());
         if [d, r].iter().flatten().any(|e| e.is_unauthorized()) {
             session.clear();
@@ -233,12 +261,30 @@ pub fn DestinationPage() -> impl IntoView {
     };
 
     let details_view = move || match details.get() {
-        Some(Some((Ok(d), q, now))) => details_html(&d, q.as_ref(), now, running()),
-        Some(Some((Err(e), _, _))) => {
+        Some(Some((Ok(d), now))) => details_html(&d, now, running()),
+        Some(Some((Err(e), _))) => {
             html::error("destination-error", &api::admin_error_message(&e))
         }
         _ => html::loading("destination-loading"),
     };
+    // What Forget names, and whether an open outage runs until now.
+    let counts = Signal::derive(move || Counts {
+        rooms: rooms
+            .get()
+            .flatten()
+            .and_then(|(r, _)| r.ok().map(|p| p.total)),
+        queued: details
+            .get()
+            .flatten()
+            .and_then(|(r, _)| r.ok())
+            .map(|h| (h.queue.queued_pdus, h.queue.queued_edus)),
+    });
+    let failing = Signal::derive(move || {
+        details.get().flatten().is_some_and(|(r, now)| {
+            r.is_ok_and(|h| DestinationStatus::of(&h.details.as_row(), now).in_backoff())
+        })
+    });
+
     let rooms_view = move || match rooms.get() {
         Some(Some((Ok(p), q))) => rooms_html(&p, &q),
         Some(Some((Err(e), _))) => html::error("rooms-error", &api::admin_error_message(&e)),
@@ -255,6 +301,8 @@ pub fn DestinationPage() -> impl IntoView {
             <h1 id="destination-name">{name}</h1>
             <div id="destination-region" inner_html=details_view></div>
             <div id="reset-outcome" inner_html=move || reset.with(outcome_html)></div>
+            <Forget name counts />
+            <History name failing reloads />
             <h2>"Rooms"</h2>
             <div id="rooms-region" inner_html=rooms_view></div>
             <dialog
@@ -270,7 +318,7 @@ pub fn DestinationPage() -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_shared::{DestinationRoom, Direction};
+    use herald_shared::{DestinationQueue, DestinationRoom, Direction};
 
     #[test]
     fn the_name_comes_from_the_path_decoded() {
@@ -301,24 +349,38 @@ mod tests {
         );
     }
 
-    fn details(retry_last_ts: i64) -> DestinationDetails {
-        DestinationDetails {
+    fn details(retry_last_ts: i64) -> DestinationHealth {
+        let details = herald_shared::DestinationDetails {
             destination: "a.org".into(),
             last_successful_stream_ordering: Some(3),
             failure_ts: (retry_last_ts != 0).then_some(retry_last_ts),
             retry_last_ts,
             retry_interval: Some(60_000),
+        };
+        let row = details.as_row();
+        DestinationHealth {
+            status: DestinationStatus::of(&row, retry_last_ts),
+            next_retry_ts: next_retry_ts(&row),
+            details,
+            extras: Default::default(),
+            queue: DestinationQueue {
+                destination: "a.org".into(),
+                state: herald_shared::SenderState::Idle,
+                queued_pdus: 0,
+                queued_edus: 0,
+                oldest_queued_ts: None,
+            },
         }
     }
 
     #[test]
     fn reset_is_offered_only_in_backoff_and_not_twice() {
         let now = 1_700_000_000_000;
-        let html = details_html(&details(now - 1000), None, now, false);
+        let html = details_html(&details(now - 1000), now, false);
         assert!(html.contains(r#"data-status="backing_off" data-action="reset-ask">"#));
-        let html = details_html(&details(now - 1000), None, now, true);
+        let html = details_html(&details(now - 1000), now, true);
         assert!(html.contains(r#"data-action="reset-ask" disabled>"#));
-        let html = details_html(&details(0), None, now, false);
+        let html = details_html(&details(0), now, false);
         assert!(html.contains(r#"data-status="healthy" data-action="reset-ask" disabled>"#));
         assert!(html.contains("nothing to reset"));
     }
@@ -333,7 +395,9 @@ mod tests {
             queued_edus: 3,
             oldest_queued_ts: Some(now - 5 * 60_000),
         };
-        let html = details_html(&details(now - 1000), Some(&queue), now, false);
+        let mut h = details(now - 1000);
+        h.queue = queue.clone();
+        let html = details_html(&h, now, false);
         assert!(
             html.contains(r#"<p id="destination-queue" data-state="catching_up">"#),
             "{html}"
@@ -350,8 +414,31 @@ mod tests {
             oldest_queued_ts: None,
             ..queue
         };
-        let html = details_html(&details(0), Some(&idle), now, false);
+        let mut h = details(0);
+        h.queue = idle;
+        let html = details_html(&h, now, false);
         assert!(html.contains("Idle · nothing queued."), "{html}");
+    }
+
+    #[test]
+    fn the_last_error_is_shown_whole_with_the_last_delivery_and_next_retry() {
+        let now = 1_700_000_000_000;
+        let mut h = details(now - 1000);
+        h.extras.last_error = Some(herald_shared::LastError {
+            ts: now - 3_000,
+            kind: herald_shared::FailureKind::Connect,
+            message: "Connection refused <script>".into(),
+            address: Some("127.0.0.1:1".into()),
+        });
+        h.extras.last_delivered_ts = Some(now - 5 * 60_000);
+        let html = details_html(&h, now, false);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains(r#"<dd id="last-error" data-kind="connect"><strong>Connection</strong>: <span class="msg">Connection refused &lt;script&gt;</span><br><span class="muted">Address tried: 127.0.0.1:1 · 2023-11-14 22:13:17 UTC (3 s ago)</span></dd>"#), "{html}");
+        assert!(html.contains(r#"<dd id="last-delivered" data-value="1699999700000" title="2023-11-14 22:08:20 UTC">5 min ago</dd>"#), "{html}");
+        assert!(html.contains(r#"<dd id="next-retry" title="2023-11-14 22:14:19 UTC">in 59 s</dd>"#), "{html}");
+        let html = details_html(&details(0), now, false);
+        assert!(html.contains(r#"<dd id="last-error" data-kind="">None recorded</dd>"#));
+        assert!(html.contains(r#"<dd id="last-delivered" data-value="" title="—">—</dd>"#));
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! there, since data is fetched after hydration.
 
 use herald_shared::{
-    percent_encode, DestinationDetails, DestinationHealth, DestinationHealthPage,
-    DestinationQueue, DestinationsPage, DestinationsQuery, FederationSummary, Forgotten,
-    HistoryPage, LoginResponse, MatrixError, PasswordLogin, RoomsPage, RoomsQuery,
+    percent_encode, DestinationDetails, DestinationHealth, DestinationHealthPage, DestinationQueue,
+    DestinationsPage, DestinationsQuery, FederationSummary, Forgotten, HistoryPage, LoginResponse,
+    MatrixError, PasswordLogin, RoomsPage, RoomsQuery,
 };
 
 pub const LOGIN_PATH: &str = "/_matrix/client/v3/login";
@@ -245,15 +245,27 @@ mod http {
         let req = authorized(Request::post(url), token)
             .json(body)
             .map_err(|e| ApiError::Decode(e.to_string()))?;
-        read(req.send().await).await
+        decode(send(req.send()).await?)
     }
 
     pub async fn get_json<T: FromJs>(url: &str, token: &str) -> Result<T, ApiError> {
-        read(authorized(Request::get(url), Some(token)).send().await).await
+        decode(send(authorized(Request::get(url), Some(token)).send()).await?)
     }
 
     pub async fn delete_json<T: FromJs>(url: &str, token: &str) -> Result<T, ApiError> {
-        read(authorized(Request::delete(url), Some(token)).send().await).await
+        decode(send(authorized(Request::delete(url), Some(token)).send()).await?)
+    }
+
+    fn decode<T: FromJs>(body: wasm_bindgen::JsValue) -> Result<T, ApiError> {
+        T::from_js(&body).map_err(ApiError::Decode)
+    }
+
+    /// The parsed body of a success answer. Not generic, so that the
+    /// WASM holds its state machine once rather than once per answer type.
+    async fn send(
+        sent: impl std::future::Future<Output = Result<Response, gloo_net::Error>>,
+    ) -> Result<wasm_bindgen::JsValue, ApiError> {
+        read(sent.await).await
     }
 
     /// The body parsed by the browser, or `None` if it is not JSON.
@@ -262,13 +274,14 @@ mod http {
         wasm_bindgen_futures::JsFuture::from(promise).await.ok()
     }
 
-    async fn read<T: FromJs>(resp: Result<Response, gloo_net::Error>) -> Result<T, ApiError> {
+    async fn read(
+        resp: Result<Response, gloo_net::Error>,
+    ) -> Result<wasm_bindgen::JsValue, ApiError> {
         let resp = resp.map_err(|e| ApiError::Network(e.to_string()))?;
         let (ok, status) = (resp.ok(), resp.status());
         let body = parsed(resp.into()).await;
         if ok {
-            let body = body.ok_or_else(|| ApiError::Decode("the answer is not JSON".into()))?;
-            return T::from_js(&body).map_err(ApiError::Decode);
+            return body.ok_or_else(|| ApiError::Decode("the answer is not JSON".into()));
         }
         Err(match body.map(|b| MatrixError::from_js(&b)) {
             Some(Ok(error)) => ApiError::Matrix { status, error },

@@ -9,8 +9,8 @@ use std::fmt::Write;
 
 use herald_shared::{
     next_retry_ts, percent_encode, Destination, DestinationExtras, DestinationHealth,
-    DestinationHealthRow, DestinationQueue, DestinationRoom, DestinationStatus,
-    FederationSummary, LastError, SenderState,
+    DestinationHealthRow, DestinationQueue, DestinationRoom, DestinationStatus, FederationSummary,
+    LastError, SenderState,
 };
 
 use crate::components::destinations_table::COLUMNS;
@@ -111,7 +111,9 @@ pub fn last_error_title(e: &LastError, now: i64) -> String {
 /// comes from a remote server: it is only ever escaped text.
 fn last_error_cell(out: &mut String, e: Option<&LastError>, now: i64) {
     match e {
-        None => out.push_str(r#"<td data-col="last_error" data-value="" class="last-error">—</td>"#),
+        None => {
+            out.push_str(r#"<td data-col="last_error" data-value="" class="last-error">—</td>"#)
+        }
         Some(e) => {
             let _ = write!(
                 out,
@@ -410,8 +412,12 @@ Address: 127.0.0.1:8448
 At: 2023-11-14 22:10:20 UTC (3 min ago)" class="last-error"><span class="kind">HTTP error</span> <span class="msg">401 M_UNAUTHORIZED: Invalid signature &lt;script&gt;</span></td>"#), "{html}");
         assert!(html.contains(r#"<td data-col="last_delivered_ts" data-value="1699999997000" title="2023-11-14 22:13:17 UTC" class="num">3 s ago</td>"#), "{html}");
         let html = rows(&[dest("b.org")], now, false, 10, &BTreeSet::new());
-        assert!(html.contains(r#"<td data-col="last_error" data-value="" class="last-error">—</td>"#));
-        assert!(html.contains(r#"<td data-col="last_delivered_ts" data-value="" class="num">—</td>"#));
+        assert!(
+            html.contains(r#"<td data-col="last_error" data-value="" class="last-error">—</td>"#)
+        );
+        assert!(
+            html.contains(r#"<td data-col="last_delivered_ts" data-value="" class="num">—</td>"#)
+        );
     }
 
     #[test]

@@ -7,11 +7,10 @@
 //! ignored; a missing or mistyped one is an error that names it.
 
 use herald_shared::{
-    Destination, DestinationDetails, DestinationExtras, DestinationHealth,
-    DestinationHealthPage, DestinationHealthRow, DestinationQueue, DestinationRoom,
-    DestinationStatus, DestinationsPage, FailureKind, FederationSummary, Forgotten,
-    HistoryEntry, HistoryEvent, HistoryPage, LastError, LoginResponse, MatrixError, RoomsPage,
-    SenderState,
+    Destination, DestinationDetails, DestinationExtras, DestinationHealth, DestinationHealthPage,
+    DestinationHealthRow, DestinationQueue, DestinationRoom, DestinationStatus, DestinationsPage,
+    FailureKind, FederationSummary, Forgotten, HistoryEntry, HistoryEvent, HistoryPage, LastError,
+    LoginResponse, MatrixError, RoomsPage, SenderState,
 };
 use js_sys::{Array, Reflect};
 use wasm_bindgen::JsValue;
@@ -79,7 +78,11 @@ impl Obj<'_> {
     }
 
     /// A wire name read with `parse`, or `None` when absent or null.
-    fn opt_name<T>(&self, key: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Option<T>, String> {
+    fn opt_name<T>(
+        &self,
+        key: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, String> {
         let v = self.get(key);
         if v.is_null() || v.is_undefined() {
             return Ok(None);

@@ -15,9 +15,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write;
 use std::rc::Rc;
 
-use herald_shared::{
-    Action, DestinationStatus, DestinationsQuery, Direction, Forgotten, OrderBy,
-};
+use herald_shared::{Action, DestinationStatus, DestinationsQuery, Direction, Forgotten, OrderBy};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -85,13 +83,13 @@ async fn in_backoff(token: &str, filter: Option<String>) -> Result<BTreeSet<Stri
         destination: filter,
     };
     loop {
-        let page = api::destinations(token, &query).await?;
+        let page = api::health_list(token, &query).await?;
         let shown = page.destinations.len();
         for d in page.destinations {
-            if !DestinationStatus::of(&d, now).in_backoff() || names.len() == SELECT_AT_MOST {
+            if !DestinationStatus::of(&d.row, now).in_backoff() || names.len() == SELECT_AT_MOST {
                 return Ok(names);
             }
-            names.insert(d.destination);
+            names.insert(d.row.destination);
         }
         if shown == 0 || page.next_token.is_none() {
             return Ok(names);
@@ -121,7 +119,7 @@ pub fn dialog(mode: Mode, count: usize, progress: Option<&Progress>) -> String {
         Mode::Reset => "Reset connections",
         Mode::Forget => "Forget destinations",
     };
-    let mut out = format!(r#"<h2 id="bulk-title" data-mode="{mode:?}">{title}</h2>"#);
+    let mut out = format!(r#"<h2 id="bulk-title">{title}</h2>"#);
     let Some(p) = progress else {
         let n = format::plural(count, "destination");
         let (question, verb) = match mode {
@@ -222,13 +220,8 @@ impl BulkReset {
 
     /// The dialog's markup (tracked).
     pub fn dialog(&self) -> String {
-        self.progress.with(|p| {
-            dialog(
-                self.mode.get(),
-                self.selected.with(|s| s.len()),
-                p.as_ref(),
-            )
-        })
+        self.progress
+            .with(|p| dialog(self.mode.get(), self.selected.with(|s| s.len()), p.as_ref()))
     }
 
     /// Runs control `action` if it is one of bulk reset's; `checked` is a
@@ -389,7 +382,9 @@ mod tests {
         assert!(html.contains("1,234 selected"));
         assert!(html.contains(r#"data-action="bulk-select-all" disabled>Select all in backoff<"#));
         assert!(html.contains(r#"data-action="bulk-ask">"#));
-        assert!(html.contains(r#"id="bulk-forget" class="danger" data-action="bulk-forget-ask">Forget selected…<"#));
+        assert!(html.contains(
+            r#"id="bulk-forget" class="danger" data-action="bulk-forget-ask">Forget selected…<"#
+        ));
     }
 
     #[test]
@@ -406,7 +401,9 @@ mod tests {
         };
         let html = dialog(Mode::Forget, 0, Some(&p));
         assert!(
-            html.contains("Done: 2 forgotten, 0 failed; removed 3 rooms, 1,200 queued PDUs and 1 queued EDU."),
+            html.contains(
+                "Done: 2 forgotten, 0 failed; removed 3 rooms, 1,200 queued PDUs and 1 queued EDU."
+            ),
             "{html}"
         );
     }

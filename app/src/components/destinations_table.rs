@@ -138,6 +138,8 @@ mod tests {
         assert!(html.contains(r#"<th data-col="status" scope="col">Status</th>"#));
         assert!(html.contains(r#"colspan="10""#));
         assert!(html.contains(r#"<th data-col="last_error" scope="col">Last error</th>"#));
-        assert!(html.contains(r#"<th data-col="last_delivered_ts" scope="col">Last delivered</th>"#));
+        assert!(
+            html.contains(r#"<th data-col="last_delivered_ts" scope="col">Last delivered</th>"#)
+        );
     }
 }

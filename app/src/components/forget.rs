@@ -3,18 +3,15 @@
 //! the rooms list's total, and the PDUs and EDUs queued for it, from the
 //! queue view), Herald's `DELETE /_herald/admin/v1/federation/destinations/<d>`,
 //! then back to the list, which shows what was removed
-//! ([`take_notice`]). Bulk forget lives with bulk reset
+//! ([`take_notice`]). Markup only: the destination page runs it with its
+//! other controls. Bulk forget lives with bulk reset
 //! ([`crate::components::bulk_reset`]), sharing its selection and dialog.
 
 use std::cell::RefCell;
 
-use herald_shared::{Action, Forgotten};
-use leptos::prelude::*;
-use leptos::task::spawn_local;
-use leptos_router::hooks::use_navigate;
+use herald_shared::Forgotten;
 
-use crate::session::use_session;
-use crate::{api, dom, format, html};
+use crate::{format, html};
 use herald_shared::Action::{ForgetAsk, ForgetCancel, ForgetConfirm};
 
 /// The dialog's id.
@@ -79,74 +76,12 @@ pub fn dialog_html(name: &str, counts: Counts, running: bool) -> String {
     )
 }
 
-/// The button and a failed forget's error.
-pub fn button_html(running: bool, error: Option<&str>) -> String {
+/// The Forget button (disabled while a forget is under way).
+pub fn button_html(running: bool) -> String {
     let disabled = if running { " disabled" } else { "" };
-    let mut out = format!(
+    format!(
         r#"<div class="toolbar"><button type="button" id="forget" class="danger" data-action="{ForgetAsk}"{disabled}>Forget…</button><span class="muted">Removes it, its rooms and its queues.</span></div>"#
-    );
-    if let Some(e) = error {
-        out.push_str(&html::error("forget-error", e));
-    }
-    out
-}
-
-/// The Forget button and its dialog for destination `name`; `counts` says
-/// what the dialog names.
-#[component]
-pub fn Forget(name: Memo<String>, #[prop(into)] counts: Signal<Counts>) -> impl IntoView {
-    let session = use_session();
-    let navigate = use_navigate();
-    let running = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
-    let go_list = StoredValue::new_local(move || navigate("/destinations", Default::default()));
-
-    let confirm = move || {
-        let Some(token) = session.token_untracked() else {
-            return;
-        };
-        running.set(true);
-        error.set(None);
-        let name = name.get_untracked();
-        spawn_local(async move {
-            let result = api::forget(&token, &name).await;
-            dom::close_modal(DIALOG);
-            running.set(false);
-            match result {
-                Ok(removed) => {
-                    leave_notice(removed);
-                    go_list.with_value(|go| go());
-                }
-                Err(e) if e.is_unauthorized() => session.clear(),
-                Err(e) => error.set(Some(api::admin_error_message(&e))),
-            }
-        });
-    };
-    let act = move |action: Action, _arg: String, _ev: &leptos::ev::Event| match action {
-        ForgetAsk => dom::show_modal(DIALOG),
-        ForgetConfirm => confirm(),
-        ForgetCancel => dom::close_modal(DIALOG),
-        _ => {}
-    };
-    let (on_click, _) = dom::delegate(act);
-    // Escape cancels the question, not a forget under way.
-    let on_cancel = move |ev: leptos::ev::Event| {
-        if running.get_untracked() {
-            ev.prevent_default();
-        }
-    };
-
-    view! {
-        <div id="forget-region" on:click=on_click>
-            <div inner_html=move || button_html(running.get(), error.get().as_deref())></div>
-            <dialog
-                id=DIALOG
-                aria-labelledby="forget-title"
-                on:cancel=on_cancel
-                inner_html=move || dialog_html(&name.get(), counts.get(), running.get())
-            ></dialog>
-        </div>
-    }
+    )
 }
 
 #[cfg(test)]
@@ -161,7 +96,9 @@ mod tests {
         };
         let html = dialog_html("<x>.org", counts, false);
         assert!(html.contains("Herald removes <strong>&lt;x&gt;.org</strong>, the 30 rooms recorded for it and the 1,200 PDUs and 1 EDU queued for it."), "{html}");
-        assert!(html.contains(r#"id="forget-confirm" class="danger" data-action="forget-confirm">Forget<"#));
+        assert!(html.contains(
+            r#"id="forget-confirm" class="danger" data-action="forget-confirm">Forget<"#
+        ));
         let html = dialog_html("a.org", Counts::default(), true);
         assert!(html.contains("the rooms recorded for it and the PDUs and EDUs queued for it"));
         assert!(html.contains(r#"data-action="forget-confirm" disabled>Forgetting…<"#));
@@ -182,6 +119,6 @@ mod tests {
             notice_html(&f),
             r#"<p id="forget-notice" class="notice" role="status">Forgot <strong>a.org</strong>: removed 1 room, 2 queued PDUs and 0 queued EDUs.</p>"#
         );
-        assert!(button_html(false, Some("<no>")).contains("&lt;no&gt;"));
+        assert!(button_html(true).contains(r#"data-action="forget-ask" disabled>"#));
     }
 }

@@ -1,8 +1,10 @@
 //! A destination's history on its page: two timelines of up and down (the
 //! last 24 hours and the last 30 days, hand-drawn SVG with a text
-//! alternative) and the entries as text, newest first, an "Older entries"
-//! button loading the next page from Herald's
-//! `GET /_herald/admin/v1/federation/destinations/<d>/history`.
+//! alternative) and the entries as text, newest first, with an "Older
+//! entries" button for the next page of Herald's
+//! `GET /_herald/admin/v1/federation/destinations/<d>/history`. Markup only:
+//! the page fetches (with its details) and handles the button, like its
+//! other controls, which keeps the WASM small.
 //!
 //! The timelines are computed from the entries loaded so far ([`outages`],
 //! [`segments`]): a `failing` entry opens an outage at its `ts`, the next
@@ -16,12 +18,8 @@
 use std::fmt::Write;
 
 use herald_shared::{HistoryEntry, HistoryEvent, HistoryPage};
-use leptos::prelude::*;
-use leptos::task::spawn_local;
 
-use crate::api::{self, ApiError};
-use crate::session::use_session;
-use crate::{dom, format, html};
+use crate::{format, html};
 use herald_shared::Action::HistoryOlder;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -34,11 +32,13 @@ pub const WINDOWS: [(&str, i64, &str); 2] = [
 ];
 
 /// The SVG's width in user units (the drawing is stretched to the page).
-const WIDTH: i64 = 1000;
+/// Coordinates are integers: formatting floats would cost the WASM more
+/// than the rest of this module.
+const WIDTH: i64 = 10_000;
 
 /// The narrowest a down segment is drawn, in user units, so that a minute's
 /// outage still shows on a 30-day timeline.
-const MIN_DOWN_WIDTH: f64 = 2.0;
+const MIN_DOWN_WIDTH: i64 = 20;
 
 /// The outages the entries (newest first, as the API gives them) tell of,
 /// oldest first, as `(start, end)` in ms; `failing_now` is whether the
@@ -162,10 +162,16 @@ pub fn summary(label: &str, segments: &[(i64, i64, State)]) -> String {
 
 /// One timeline: a heading, the SVG (its `aria-label` is the summary) and
 /// the summary as text, with its start and end times.
-pub fn timeline(id: &str, label: &str, segments: &[(i64, i64, State)], from: i64, to: i64) -> String {
+pub fn timeline(
+    id: &str,
+    label: &str,
+    segments: &[(i64, i64, State)],
+    from: i64,
+    to: i64,
+) -> String {
     let text = summary(label, segments);
-    let span = (to - from).max(1) as f64;
-    let x = |t: i64| (t - from) as f64 * WIDTH as f64 / span;
+    let span = (to - from).max(1);
+    let x = |t: i64| (t - from).clamp(0, span).saturating_mul(WIDTH) / span;
     let mut out = format!(
         r#"<figure class="timeline" id="{id}"><svg viewBox="0 0 {WIDTH} 10" preserveAspectRatio="none" role="img" aria-label="{}">"#,
         html::escape(&text)
@@ -177,10 +183,9 @@ pub fn timeline(id: &str, label: &str, segments: &[(i64, i64, State)], from: i64
         }
         let _ = write!(
             out,
-            r#"<rect class="tl-{}" data-start="{start}" data-end="{end}" x="{:.2}" y="0" width="{:.2}" height="10"></rect>"#,
+            r#"<rect class="tl-{}" data-start="{start}" data-end="{end}" x="{}" y="0" width="{width}" height="10"></rect>"#,
             state.key(),
-            x(start).min(WIDTH as f64 - width),
-            width
+            x(start).min(WIDTH - width)
         );
     }
     let _ = write!(
@@ -299,111 +304,50 @@ pub fn history_html(
     out
 }
 
-/// What the older pages loaded so far hold.
+/// The older pages loaded so far, for destination `name`.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Older {
-    entries: Vec<HistoryEntry>,
+pub struct Older {
+    pub name: String,
+    pub entries: Vec<HistoryEntry>,
     /// `None`: no older page loaded yet (the first page's token applies).
-    next: Option<Option<String>>,
-    loading: bool,
-    error: Option<String>,
+    pub next: Option<Option<String>>,
+    pub loading: bool,
+    pub error: Option<String>,
 }
 
-/// The History section of a destination's page. `failing` says whether the
-/// destination fails now (an open outage runs until now); bumping `reloads`
-/// loads the newest page again.
-#[component]
-pub fn History(
-    name: Memo<String>,
-    #[prop(into)] failing: Signal<bool>,
-    reloads: RwSignal<u32>,
-) -> impl IntoView {
-    let session = use_session();
-    let older = RwSignal::new(Older::default());
-    let first = LocalResource::new(move || {
-        let token = session.token();
-        let name = name.get();
-        reloads.track();
-        async move {
-            let token = token?;
-            Some((api::history(&token, &name, None).await, dom::now_ms()))
-        }
-    });
-    // A new first page starts the older ones over.
-    Effect::new(move |_| {
-        if let Some(Some((result, _))) = first.get() {
-            if result.as_ref().is_err_and(ApiError::is_unauthorized) {
-                session.clear();
-            }
-            older.set(Older::default());
-        }
-    });
-
-    let load_older = move || {
-        let Some(token) = session.token_untracked() else {
-            return;
-        };
-        let from = older.with_untracked(|o| match &o.next {
+impl Older {
+    /// The token of the next older page after `first` and these, if any.
+    pub fn next_token(&self, first: &HistoryPage) -> Option<String> {
+        match &self.next {
             Some(next) => next.clone(),
-            None => first.with_untracked(|f| match f {
-                Some(Some((Ok(p), _))) => p.next_token.clone(),
-                _ => None,
-            }),
-        });
-        let Some(from) = from else { return };
-        older.update(|o| {
-            o.loading = true;
-            o.error = None;
-        });
-        let name = name.get_untracked();
-        spawn_local(async move {
-            let result: Result<HistoryPage, ApiError> =
-                api::history(&token, &name, Some(&from)).await;
-            if result.as_ref().is_err_and(ApiError::is_unauthorized) {
-                session.clear();
-            }
-            older.update(|o| {
-                o.loading = false;
-                match result {
-                    Ok(p) => {
-                        o.entries.extend(p.entries);
-                        o.next = Some(p.next_token);
-                    }
-                    Err(e) => o.error = Some(api::admin_error_message(&e)),
-                }
-            });
-        });
-    };
-    let act = move |action: herald_shared::Action, _arg: String, _ev: &leptos::ev::Event| {
-        if action == HistoryOlder {
-            load_older();
+            None => first.next_token.clone(),
         }
-    };
-    let (on_click, _) = dom::delegate(act);
+    }
 
-    let view = move || match first.get() {
-        Some(Some((Ok(p), now))) => older.with(|o| {
-            let more = match &o.next {
-                Some(next) => next.is_some(),
-                None => p.next_token.is_some(),
-            };
-            let mut entries = p.entries.clone();
-            entries.extend(o.entries.iter().cloned());
-            let mut out = history_html(&entries, more, o.loading, failing.get(), now);
-            if let Some(e) = &o.error {
-                out.push_str(&html::error("history-older-error", e));
-            }
-            out
-        }),
-        Some(Some((Err(e), _))) => html::error("history-error", &api::admin_error_message(&e)),
-        _ => html::loading("history-loading"),
-    };
+    /// Adds a loaded page.
+    pub fn add(&mut self, page: HistoryPage) {
+        self.entries.extend(page.entries);
+        self.next = Some(page.next_token);
+    }
 
-    view! {
-        <section id="history" aria-labelledby="history-title" on:click=on_click>
-            <h2 id="history-title">"History"</h2>
-            <div id="history-region" inner_html=view></div>
-        </section>
+    /// The section's inside: `first` and the older pages of this
+    /// destination, as [`history_html`] draws them.
+    pub fn html(&self, first: &HistoryPage, failing_now: bool, now: i64) -> String {
+        let mine = self.name == first.destination;
+        let mut entries = first.entries.clone();
+        if mine {
+            entries.extend(self.entries.iter().cloned());
+        }
+        let more = if mine {
+            self.next_token(first).is_some()
+        } else {
+            first.next_token.is_some()
+        };
+        let mut out = history_html(&entries, more, mine && self.loading, failing_now, now);
+        if let Some(e) = self.error.as_ref().filter(|_| mine) {
+            out.push_str(&html::error("history-older-error", e));
+        }
+        out
     }
 }
 
@@ -525,10 +469,15 @@ mod tests {
         ];
         let html = history_html(&entries, false, false, false, NOW);
         assert!(html.contains(r#"<figure class="timeline" id="timeline-day">"#));
-        assert!(html.contains(r#"role="img" aria-label="Last 30 days: down for 1 min in 1 outage, up the rest.""#), "{html}");
-        // One minute of 30 days is 0.02 units wide: drawn at the minimum.
+        assert!(
+            html.contains(
+                r#"role="img" aria-label="Last 30 days: down for 1 min in 1 outage, up the rest.""#
+            ),
+            "{html}"
+        );
+        // One minute of 30 days is 0.2 units wide: drawn at the minimum.
         assert!(html.contains(&format!(
-            r#"<rect class="tl-down" data-start="{}" data-end="{}" x="966.64" y="0" width="2.00" height="10">"#,
+            r#"<rect class="tl-down" data-start="{}" data-end="{}" x="9666" y="0" width="20" height="10">"#,
             NOW - DAY_MS - 60_000,
             NOW - DAY_MS
         )), "{html}");
@@ -559,10 +508,46 @@ mod tests {
     }
 
     #[test]
+    fn older_pages_follow_the_first_of_the_same_destination() {
+        let first = HistoryPage {
+            destination: "a.org".into(),
+            entries: vec![recovered(9, NOW - HOUR_MS, HOUR_MS)],
+            next_token: Some("9".into()),
+        };
+        let mut older = Older {
+            name: "a.org".into(),
+            ..Default::default()
+        };
+        assert_eq!(older.next_token(&first).as_deref(), Some("9"));
+        older.add(HistoryPage {
+            destination: "a.org".into(),
+            entries: vec![failing(3, NOW - 2 * HOUR_MS, NOW - HOUR_MS - 1, 7)],
+            next_token: None,
+        });
+        assert_eq!(older.next_token(&first), None);
+        let html = older.html(&first, false, NOW);
+        assert!(html.contains(r#"data-id="9""#) && html.contains(r#"data-id="3""#));
+        assert!(
+            html.contains("Last 24 hours: down for 1 h in 1 outage"),
+            "{html}"
+        );
+        assert!(!html.contains("history-older"));
+        // Another destination's older pages are not mixed in.
+        let other = HistoryPage {
+            destination: "b.org".into(),
+            ..first
+        };
+        let html = older.html(&other, false, NOW);
+        assert!(!html.contains(r#"data-id="3""#) && html.contains("history-older"));
+    }
+
+    #[test]
     fn older_entries_are_offered_while_there_are_more() {
         let entries = [failing(5, NOW - 2 * DAY_MS, NOW - DAY_MS, 40)];
         let html = history_html(&entries, true, false, true, NOW);
-        assert!(html.contains(r#"id="history-older" class="secondary" data-action="history-older">Older entries<"#));
+        assert!(html.contains(
+            r#"id="history-older" class="secondary" data-action="history-older">Older entries<"#
+        ));
         assert!(html.contains("on older pages not loaded"), "{html}");
         let html = history_html(&entries, true, true, true, NOW);
         assert!(html.contains(r#"data-action="history-older" disabled>Loading…<"#));

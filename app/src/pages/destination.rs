@@ -12,22 +12,24 @@
 //! API spells them).
 
 use herald_shared::{
-    next_retry_ts, percent_decode_path, DestinationHealth, DestinationStatus, RoomsPage,
-    RoomsQuery,
+    next_retry_ts, percent_decode_path, DestinationHealth, DestinationStatus, Forgotten,
+    HistoryPage, RoomsPage, RoomsQuery,
 };
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_location, use_navigate};
 
-use crate::api;
+use crate::api::{self, ApiError};
 use crate::components::destinations_table::sort_header;
-use crate::components::forget::{Counts, Forget};
-use crate::components::history::History;
+use crate::components::forget::{self, Counts};
+use crate::components::history::Older;
 use crate::components::pager::{self, pager};
 use crate::session::use_session;
 use crate::{dom, format, html};
-use herald_shared::Action::{ResetAsk, ResetCancel, ResetConfirm};
+use herald_shared::Action::{
+    ForgetAsk, ForgetCancel, ForgetConfirm, HistoryOlder, ResetAsk, ResetCancel, ResetConfirm,
+};
 
 const DIALOG: &str = "reset-dialog";
 
@@ -48,12 +50,39 @@ pub fn page_url(name: &str, query: &RoomsQuery) -> String {
     }
 }
 
-/// What the last reset did: nothing yet, under way, or its outcome.
+/// What the last reset (or forget) did: nothing yet, under way, or its
+/// outcome.
 #[derive(Debug, Clone, PartialEq)]
 enum Reset {
     Idle,
     Running,
     Done(Result<(), String>),
+}
+
+/// What the page runs in the background. One `spawn_local` runs them all,
+/// so that the WASM holds one state machine for the three.
+enum Task {
+    Reset,
+    Forget,
+    /// The history page older than this token.
+    Older(String),
+}
+
+/// What a [`Task`] answered.
+enum Done {
+    Reset(Result<(), ApiError>),
+    Forget(Result<Forgotten, ApiError>),
+    Older(Result<HistoryPage, ApiError>),
+}
+
+impl Done {
+    fn error(&self) -> Option<&ApiError> {
+        match self {
+            Done::Reset(r) => r.as_ref().err(),
+            Done::Forget(r) => r.as_ref().err(),
+            Done::Older(r) => r.as_ref().err(),
+        }
+    }
 }
 
 /// The last error in full (kind, message, address, when), the last
@@ -88,8 +117,8 @@ fn health_html(h: &DestinationHealth, now: i64) -> String {
 }
 
 /// The details table and the Reset connection button, enabled in backoff
-/// while no reset is under way.
-fn details_html(h: &DestinationHealth, now: i64, running: bool) -> String {
+/// while no reset is under way, and the Forget button.
+fn details_html(h: &DestinationHealth, now: i64, running: bool, forgetting: bool) -> String {
     let row = h.details.as_row();
     let status = DestinationStatus::of(&row, now);
     let (disabled, hint) = match (status.in_backoff(), running) {
@@ -101,21 +130,26 @@ fn details_html(h: &DestinationHealth, now: i64, running: bool) -> String {
         (false, _) => (" disabled", "Not in backoff: there is nothing to reset."),
     };
     format!(
-        r#"<div class="table-wrap">{}</div>{}{}<div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="{ResetAsk}"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>"#,
+        r#"<div class="table-wrap">{}</div>{}{}<div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="{ResetAsk}"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>{}"#,
         html::details(h, now),
         health_html(h, now),
         html::queue(&h.queue, now),
-        status.key()
+        status.key(),
+        forget::button_html(forgetting)
     )
 }
 
-/// What the reset said.
-fn outcome_html(reset: &Reset) -> String {
-    match reset {
+/// What the reset said, and why a forget failed if it did.
+fn outcome_html(reset: &Reset, forget: &Reset) -> String {
+    let mut out = match reset {
         Reset::Done(Ok(())) => r#"<p id="reset-result" class="notice" role="status">Connection reset: Herald tries this destination again now if anything is queued for it, otherwise with the next thing it sends.</p>"#.to_owned(),
         Reset::Done(Err(e)) => html::error("reset-error", e),
         _ => String::new(),
+    };
+    if let Reset::Done(Err(e)) = forget {
+        out.push_str(&html::error("forget-error", e));
     }
+    out
 }
 
 /// The confirmation dialog's inside.
@@ -170,6 +204,7 @@ pub fn DestinationPage() -> impl IntoView {
     let rooms_query =
         Memo::new(move |_| RoomsQuery::parse(&location.search.get()).unwrap_or_default());
 
+    // Herald's details and the newest page of history, asked for at once.
     let reloads = RwSignal::new(0u32);
     let details = LocalResource::new(move || {
         let token = session.token();
@@ -177,7 +212,12 @@ pub fn DestinationPage() -> impl IntoView {
         reloads.track();
         async move {
             let token = token?;
-            Some((api::health(&token, &name).await, dom::now_ms()))
+            let (details, history) = futures_util::future::join(
+                api::health(&token, &name),
+                api::history(&token, &name, None),
+            )
+            .await;
+            Some((details, history, dom::now_ms()))
         }
     });
     let rooms = LocalResource::new(move || {
@@ -186,50 +226,110 @@ pub fn DestinationPage() -> impl IntoView {
         async move { Some((api::rooms(&token?, &name, &query).await, query)) }
     });
 
-    let go_rooms = {
+    let go = {
         let navigate = navigate.clone();
-        StoredValue::new_local(move |q: RoomsQuery| {
-            navigate(&page_url(&name.get_untracked(), &q), Default::default())
-        })
+        StoredValue::new_local(move |url: String| navigate(&url, Default::default()))
     };
-    let go_rooms = move |q: RoomsQuery| go_rooms.with_value(|go| go(q));
+    let go = move |url: String| go.with_value(|go| go(url));
+    let go_rooms = move |q: RoomsQuery| go(page_url(&name.get_untracked(), &q));
     Effect::new(move |_| {
         if session.is_signed_out() {
             navigate("/login", super::replace());
         }
     });
     Effect::new(move |_| {
-        let d = details.get().flatten().and_then(|(r, _)| r.err());
+        let (d, h) = match details.get().flatten() {
+            Some((d, h, _)) => (d.err(), h.err()),
+            None => (None, None),
+        };
         let r = rooms.get().flatten().and_then(|(r, _)| r.err());
-        if [d, r].iter().flatten().any(|e| e.is_unauthorized()) {
+        if [d, h, r].iter().flatten().any(|e| e.is_unauthorized()) {
             session.clear();
         }
     });
 
     let reset = RwSignal::new(Reset::Idle);
+    let forgetting = RwSignal::new(Reset::Idle);
+    let older = RwSignal::new(Older::default());
     let running = move || reset.with(|r| *r == Reset::Running);
-    let confirm = move || {
+    let busy = move || running() || forgetting.with(|r| *r == Reset::Running);
+
+    let finish = move |done: Done| {
+        if done.error().is_some_and(ApiError::is_unauthorized) {
+            session.clear();
+        }
+        match done {
+            Done::Reset(result) => {
+                dom::close_modal(DIALOG);
+                reset.set(Reset::Done(
+                    result.map_err(|e| api::admin_error_message(&e)),
+                ));
+                older.set(Older::default());
+                reloads.update(|n| *n += 1);
+                // And again once the retry the reset started has had its moment.
+                set_timeout(
+                    move || reloads.update(|n| *n += 1),
+                    std::time::Duration::from_millis(1500),
+                );
+            }
+            Done::Forget(Ok(removed)) => {
+                dom::close_modal(forget::DIALOG);
+                forgetting.set(Reset::Idle);
+                forget::leave_notice(removed);
+                go("/destinations".to_owned());
+            }
+            Done::Forget(Err(e)) => {
+                dom::close_modal(forget::DIALOG);
+                forgetting.set(Reset::Done(Err(api::admin_error_message(&e))));
+            }
+            Done::Older(result) => older.update(|o| {
+                o.loading = false;
+                match result {
+                    Ok(page) => o.add(page),
+                    Err(e) => o.error = Some(api::admin_error_message(&e)),
+                }
+            }),
+        }
+    };
+    let start = move |task: Task| {
         let Some(token) = session.token_untracked() else {
             return;
         };
-        reset.set(Reset::Running);
         let name = name.get_untracked();
+        match &task {
+            Task::Reset => reset.set(Reset::Running),
+            Task::Forget => forgetting.set(Reset::Running),
+            Task::Older(_) => older.update(|o| {
+                if o.name != name {
+                    *o = Older {
+                        name: name.clone(),
+                        ..Default::default()
+                    };
+                }
+                o.loading = true;
+                o.error = None;
+            }),
+        }
         spawn_local(async move {
-            let result = api::reset_connection(&token, &name).await;
-            dom::close_modal(DIALOG);
-            if result.as_ref().is_err_and(|e| e.is_unauthorized()) {
-                session.clear();
-            }
-            reset.set(Reset::Done(
-                result.map_err(|e| api::admin_error_message(&e)),
-            ));
-            reloads.update(|n| *n += 1);
-            // And again once the retry the reset started has had its moment.
-            set_timeout(
-                move || reloads.update(|n| *n += 1),
-                std::time::Duration::from_millis(1500),
-            );
+            let done = match task {
+                Task::Reset => Done::Reset(api::reset_connection(&token, &name).await),
+                Task::Forget => Done::Forget(api::forget(&token, &name).await),
+                Task::Older(from) => Done::Older(api::history(&token, &name, Some(&from)).await),
+            };
+            finish(done);
         });
+    };
+    let older_from = move || {
+        details.with_untracked(|d| match d {
+            Some(Some((_, Ok(first), _))) => older.with_untracked(|o| {
+                if o.name == first.destination {
+                    o.next_token(first)
+                } else {
+                    first.next_token.clone()
+                }
+            }),
+            _ => None,
+        })
     };
 
     // Every control below is drawn as markup and handled here.
@@ -237,8 +337,16 @@ pub fn DestinationPage() -> impl IntoView {
         let q = rooms_query.get_untracked();
         match action {
             ResetAsk => dom::show_modal(DIALOG),
-            ResetConfirm => confirm(),
+            ResetConfirm => start(Task::Reset),
             ResetCancel => dom::close_modal(DIALOG),
+            ForgetAsk => dom::show_modal(forget::DIALOG),
+            ForgetConfirm => start(Task::Forget),
+            ForgetCancel => dom::close_modal(forget::DIALOG),
+            HistoryOlder => {
+                if let Some(from) = older_from() {
+                    start(Task::Older(from));
+                }
+            }
             herald_shared::Action::Sort => go_rooms(RoomsQuery {
                 from: 0,
                 dir: q.dir.flip(),
@@ -253,42 +361,58 @@ pub fn DestinationPage() -> impl IntoView {
         }
     };
     let (on_click, on_change) = dom::delegate(act);
-    // Escape cancels the question, not a reset under way.
+    // Escape cancels a question, not a reset or forget under way.
     let on_cancel = move |ev: leptos::ev::Event| {
-        if running() {
+        if busy() {
             ev.prevent_default();
         }
     };
 
     let details_view = move || match details.get() {
-        Some(Some((Ok(d), now))) => details_html(&d, now, running()),
-        Some(Some((Err(e), _))) => {
+        Some(Some((Ok(d), _, now))) => details_html(
+            &d,
+            now,
+            running(),
+            forgetting.with(|f| *f == Reset::Running),
+        ),
+        Some(Some((Err(e), _, _))) => {
             html::error("destination-error", &api::admin_error_message(&e))
         }
         _ => html::loading("destination-loading"),
     };
-    // What Forget names, and whether an open outage runs until now.
-    let counts = Signal::derive(move || Counts {
-        rooms: rooms
-            .get()
-            .flatten()
-            .and_then(|(r, _)| r.ok().map(|p| p.total)),
-        queued: details
-            .get()
-            .flatten()
-            .and_then(|(r, _)| r.ok())
-            .map(|h| (h.queue.queued_pdus, h.queue.queued_edus)),
-    });
-    let failing = Signal::derive(move || {
-        details.get().flatten().is_some_and(|(r, now)| {
-            r.is_ok_and(|h| DestinationStatus::of(&h.details.as_row(), now).in_backoff())
-        })
-    });
-
+    let history_view = move || match details.get() {
+        Some(Some((d, Ok(first), now))) => {
+            // An open outage runs until now while it is in backoff.
+            let failing =
+                d.is_ok_and(|h| DestinationStatus::of(&h.details.as_row(), now).in_backoff());
+            older.with(|o| o.html(&first, failing, now))
+        }
+        Some(Some((_, Err(e), _))) => html::error("history-error", &api::admin_error_message(&e)),
+        _ => html::loading("history-loading"),
+    };
     let rooms_view = move || match rooms.get() {
         Some(Some((Ok(p), q))) => rooms_html(&p, &q),
         Some(Some((Err(e), _))) => html::error("rooms-error", &api::admin_error_message(&e)),
         _ => html::loading("rooms-loading"),
+    };
+    // What Forget names: the rooms' total and what is queued.
+    let forget_dialog = move || {
+        let counts = Counts {
+            rooms: rooms
+                .get()
+                .flatten()
+                .and_then(|(r, _)| r.ok().map(|p| p.total)),
+            queued: details
+                .get()
+                .flatten()
+                .and_then(|(r, _, _)| r.ok())
+                .map(|h| (h.queue.queued_pdus, h.queue.queued_edus)),
+        };
+        forget::dialog_html(
+            &name.get(),
+            counts,
+            forgetting.with(|f| *f == Reset::Running),
+        )
     };
 
     view! {
@@ -300,9 +424,9 @@ pub fn DestinationPage() -> impl IntoView {
             </p>
             <h1 id="destination-name">{name}</h1>
             <div id="destination-region" inner_html=details_view></div>
-            <div id="reset-outcome" inner_html=move || reset.with(outcome_html)></div>
-            <Forget name counts />
-            <History name failing reloads />
+            <div id="reset-outcome" inner_html=move || forgetting.with(|f| reset.with(|r| outcome_html(r, f)))></div>
+            <h2 id="history-title">"History"</h2>
+            <div id="history-region" role="region" aria-labelledby="history-title" inner_html=history_view></div>
             <h2>"Rooms"</h2>
             <div id="rooms-region" inner_html=rooms_view></div>
             <dialog
@@ -310,6 +434,12 @@ pub fn DestinationPage() -> impl IntoView {
                 aria-labelledby="reset-title"
                 on:cancel=on_cancel
                 inner_html=move || dialog_html(&name.get(), running())
+            ></dialog>
+            <dialog
+                id=forget::DIALOG
+                aria-labelledby="forget-title"
+                on:cancel=on_cancel
+                inner_html=forget_dialog
             ></dialog>
         </section>
     }
@@ -376,11 +506,11 @@ mod tests {
     #[test]
     fn reset_is_offered_only_in_backoff_and_not_twice() {
         let now = 1_700_000_000_000;
-        let html = details_html(&details(now - 1000), now, false);
+        let html = details_html(&details(now - 1000), now, false, false);
         assert!(html.contains(r#"data-status="backing_off" data-action="reset-ask">"#));
-        let html = details_html(&details(now - 1000), now, true);
+        let html = details_html(&details(now - 1000), now, true, false);
         assert!(html.contains(r#"data-action="reset-ask" disabled>"#));
-        let html = details_html(&details(0), now, false);
+        let html = details_html(&details(0), now, false, false);
         assert!(html.contains(r#"data-status="healthy" data-action="reset-ask" disabled>"#));
         assert!(html.contains("nothing to reset"));
     }
@@ -397,7 +527,7 @@ mod tests {
         };
         let mut h = details(now - 1000);
         h.queue = queue.clone();
-        let html = details_html(&h, now, false);
+        let html = details_html(&h, now, false, false);
         assert!(
             html.contains(r#"<p id="destination-queue" data-state="catching_up">"#),
             "{html}"
@@ -416,7 +546,7 @@ mod tests {
         };
         let mut h = details(0);
         h.queue = idle;
-        let html = details_html(&h, now, false);
+        let html = details_html(&h, now, false, false);
         assert!(html.contains("Idle · nothing queued."), "{html}");
     }
 
@@ -431,22 +561,32 @@ mod tests {
             address: Some("127.0.0.1:1".into()),
         });
         h.extras.last_delivered_ts = Some(now - 5 * 60_000);
-        let html = details_html(&h, now, false);
+        let html = details_html(&h, now, false, false);
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains(r#"<dd id="last-error" data-kind="connect"><strong>Connection</strong>: <span class="msg">Connection refused &lt;script&gt;</span><br><span class="muted">Address tried: 127.0.0.1:1 · 2023-11-14 22:13:17 UTC (3 s ago)</span></dd>"#), "{html}");
         assert!(html.contains(r#"<dd id="last-delivered" data-value="1699999700000" title="2023-11-14 22:08:20 UTC">5 min ago</dd>"#), "{html}");
-        assert!(html.contains(r#"<dd id="next-retry" title="2023-11-14 22:14:19 UTC">in 59 s</dd>"#), "{html}");
-        let html = details_html(&details(0), now, false);
+        assert!(
+            html.contains(r#"<dd id="next-retry" title="2023-11-14 22:14:19 UTC">in 59 s</dd>"#),
+            "{html}"
+        );
+        let html = details_html(&details(0), now, false, false);
         assert!(html.contains(r#"<dd id="last-error" data-kind="">None recorded</dd>"#));
         assert!(html.contains(r#"<dd id="last-delivered" data-value="" title="—">—</dd>"#));
     }
 
     #[test]
     fn the_outcome_and_the_dialog_say_what_happened() {
-        assert_eq!(outcome_html(&Reset::Idle), "");
-        assert!(outcome_html(&Reset::Done(Ok(()))).contains(r#"id="reset-result""#));
-        assert!(outcome_html(&Reset::Done(Err("Unknown <x>".into())))
-            .contains(r#"<p id="reset-error" class="error" role="alert">Unknown &lt;x&gt;</p>"#));
+        assert_eq!(outcome_html(&Reset::Idle, &Reset::Idle), "");
+        assert!(outcome_html(&Reset::Done(Ok(())), &Reset::Idle).contains(r#"id="reset-result""#));
+        assert!(
+            outcome_html(&Reset::Done(Err("Unknown <x>".into())), &Reset::Running).contains(
+                r#"<p id="reset-error" class="error" role="alert">Unknown &lt;x&gt;</p>"#
+            )
+        );
+        assert_eq!(
+            outcome_html(&Reset::Idle, &Reset::Done(Err("Unknown <x>".into()))),
+            r#"<p id="forget-error" class="error" role="alert">Unknown &lt;x&gt;</p>"#
+        );
         assert!(dialog_html("<b>", false).contains("<strong>&lt;b&gt;</strong>"));
         assert!(dialog_html("a.org", true)
             .contains(r#"data-action="reset-confirm" disabled>Resetting…"#));

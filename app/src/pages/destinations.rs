@@ -20,8 +20,8 @@ use leptos_router::hooks::{use_location, use_navigate};
 
 use crate::api;
 use crate::components::bulk_reset::{self, BulkReset};
-use crate::components::forget;
 use crate::components::destinations_table::{self, sorted_by};
+use crate::components::forget;
 use crate::components::pager::{self, pager};
 use crate::session::use_session;
 use crate::{dom, format, html};

@@ -117,7 +117,7 @@ fn last_error_cell(out: &mut String, e: Option<&LastError>, now: i64) {
         Some(e) => {
             let _ = write!(
                 out,
-                r#"<td data-col="last_error" data-value="{}" title="{}" class="last-error"><span class="kind">{}</span> <span class="msg">{}</span></td>"#,
+                r#"<td data-col="last_error" data-value="{}" title="{}" class="last-error"><span class="clip"><span class="kind">{}</span> <span class="msg">{}</span></span></td>"#,
                 e.kind.as_str(),
                 escape(&last_error_title(e, now)),
                 e.kind.label(),
@@ -409,7 +409,7 @@ mod tests {
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains(r#"<td data-col="last_error" data-value="http" title="HTTP error: 401 M_UNAUTHORIZED: Invalid signature &lt;script&gt;
 Address: 127.0.0.1:8448
-At: 2023-11-14 22:10:20 UTC (3 min ago)" class="last-error"><span class="kind">HTTP error</span> <span class="msg">401 M_UNAUTHORIZED: Invalid signature &lt;script&gt;</span></td>"#), "{html}");
+At: 2023-11-14 22:10:20 UTC (3 min ago)" class="last-error"><span class="clip"><span class="kind">HTTP error</span> <span class="msg">401 M_UNAUTHORIZED: Invalid signature &lt;script&gt;</span></span></td>"#), "{html}");
         assert!(html.contains(r#"<td data-col="last_delivered_ts" data-value="1699999997000" title="2023-11-14 22:13:17 UTC" class="num">3 s ago</td>"#), "{html}");
         let html = rows(&[dest("b.org")], now, false, 10, &BTreeSet::new());
         assert!(

@@ -102,7 +102,11 @@ test("the list shows the last error, whole on hover, and the last delivery", asy
   // The short message is the stored one, cut only by the style.
   const stored = (await health(page.request, down)).last_error;
   await expect(cell.locator(".msg")).toHaveText(stored.message);
-  expect(await cell.locator(".msg").evaluate((e) => getComputedStyle(e.parentElement!).textOverflow)).toBe("ellipsis");
+  const clip = await cell.locator(".clip").evaluate((e) => {
+    const style = getComputedStyle(e);
+    return [style.textOverflow, style.overflow, e.getBoundingClientRect().width <= 18 * 16 + 1];
+  });
+  expect(clip).toEqual(["ellipsis", "hidden", true]);
   // Nothing was ever delivered to it.
   await expect(row.locator('td[data-col="last_delivered_ts"]')).toHaveText("—");
 

@@ -1,10 +1,10 @@
 //! A destination's history on its page: two timelines of up and down (the
 //! last 24 hours and the last 30 days, hand-drawn SVG with a text
 //! alternative) and the entries as text, newest first, with an "Older
-//! entries" button for the next page of Herald's
-//! `GET /_herald/admin/v1/federation/destinations/<d>/history`. Markup only:
-//! the page fetches (with its details) and handles the button, like its
-//! other controls, which keeps the WASM small.
+//! entries" button for one more page of Herald's
+//! `GET /_herald/admin/v1/federation/destinations/<d>/history`
+//! ([`newest_pages`]). Markup only: the page fetches (with its details) and
+//! handles the button, like its other controls, which keeps the WASM small.
 //!
 //! The timelines are computed from the entries loaded so far ([`outages`],
 //! [`segments`]): a `failing` entry opens an outage at its `ts`, the next
@@ -19,6 +19,7 @@ use std::fmt::Write;
 
 use herald_shared::{HistoryEntry, HistoryEvent, HistoryPage};
 
+use crate::api::{self, ApiError};
 use crate::{format, html};
 use herald_shared::Action::HistoryOlder;
 
@@ -262,14 +263,8 @@ pub fn entries_html(entries: &[HistoryEntry]) -> String {
 }
 
 /// The whole section's inside at `now`: both timelines, the entries, and
-/// the button for older ones when there are more (disabled while loading).
-pub fn history_html(
-    entries: &[HistoryEntry],
-    more: bool,
-    loading_older: bool,
-    failing_now: bool,
-    now: i64,
-) -> String {
+/// the button for older ones when there are more.
+pub fn history_html(entries: &[HistoryEntry], more: bool, failing_now: bool, now: i64) -> String {
     let found = outages(entries, failing_now, now);
     // With older pages unloaded, the history is known from its oldest entry.
     let known_from = if more {
@@ -291,64 +286,27 @@ pub fn history_html(
     out.push_str(r#"<p class="legend" aria-hidden="true"><span class="dot tl-up"></span> up <span class="dot tl-down"></span> down <span class="dot tl-not-loaded"></span> not loaded</p>"#);
     out.push_str(&entries_html(entries));
     if more {
-        let (disabled, label) = if loading_older {
-            (" disabled", "Loading…")
-        } else {
-            ("", "Older entries")
-        };
         let _ = write!(
             out,
-            r#"<div class="toolbar"><button type="button" id="history-older" class="secondary" data-action="{HistoryOlder}"{disabled}>{label}</button></div>"#
+            r#"<div class="toolbar"><button type="button" id="history-older" class="secondary" data-action="{HistoryOlder}">Older entries</button></div>"#
         );
     }
     out
 }
 
-/// The older pages loaded so far, for destination `name`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Older {
-    pub name: String,
-    pub entries: Vec<HistoryEntry>,
-    /// `None`: no older page loaded yet (the first page's token applies).
-    pub next: Option<Option<String>>,
-    pub loading: bool,
-    pub error: Option<String>,
-}
-
-impl Older {
-    /// The token of the next older page after `first` and these, if any.
-    pub fn next_token(&self, first: &HistoryPage) -> Option<String> {
-        match &self.next {
-            Some(next) => next.clone(),
-            None => first.next_token.clone(),
-        }
-    }
-
-    /// Adds a loaded page.
-    pub fn add(&mut self, page: HistoryPage) {
-        self.entries.extend(page.entries);
-        self.next = Some(page.next_token);
-    }
-
-    /// The section's inside: `first` and the older pages of this
-    /// destination, as [`history_html`] draws them.
-    pub fn html(&self, first: &HistoryPage, failing_now: bool, now: i64) -> String {
-        let mine = self.name == first.destination;
-        let mut entries = first.entries.clone();
-        if mine {
-            entries.extend(self.entries.iter().cloned());
-        }
-        let more = if mine {
-            self.next_token(first).is_some()
-        } else {
-            first.next_token.is_some()
+/// The newest `pages` pages of `name`'s history as one: their entries,
+/// newest first, and the token of the next older page if there is one.
+pub async fn newest_pages(token: &str, name: &str, pages: u32) -> Result<HistoryPage, ApiError> {
+    let mut all = api::history(token, name, None).await?;
+    for _ in 1..pages {
+        let Some(from) = all.next_token.take() else {
+            break;
         };
-        let mut out = history_html(&entries, more, mine && self.loading, failing_now, now);
-        if let Some(e) = self.error.as_ref().filter(|_| mine) {
-            out.push_str(&html::error("history-older-error", e));
-        }
-        out
+        let older = api::history(token, name, Some(&from)).await?;
+        all.entries.extend(older.entries);
+        all.next_token = older.next_token;
     }
+    Ok(all)
 }
 
 #[cfg(test)]
@@ -467,7 +425,7 @@ mod tests {
             recovered(2, NOW - DAY_MS, 60_000),
             failing(1, NOW - DAY_MS - 60_000, NOW - DAY_MS - 30_000, 2),
         ];
-        let html = history_html(&entries, false, false, false, NOW);
+        let html = history_html(&entries, false, false, NOW);
         assert!(html.contains(r#"<figure class="timeline" id="timeline-day">"#));
         assert!(
             html.contains(
@@ -508,48 +466,12 @@ mod tests {
     }
 
     #[test]
-    fn older_pages_follow_the_first_of_the_same_destination() {
-        let first = HistoryPage {
-            destination: "a.org".into(),
-            entries: vec![recovered(9, NOW - HOUR_MS, HOUR_MS)],
-            next_token: Some("9".into()),
-        };
-        let mut older = Older {
-            name: "a.org".into(),
-            ..Default::default()
-        };
-        assert_eq!(older.next_token(&first).as_deref(), Some("9"));
-        older.add(HistoryPage {
-            destination: "a.org".into(),
-            entries: vec![failing(3, NOW - 2 * HOUR_MS, NOW - HOUR_MS - 1, 7)],
-            next_token: None,
-        });
-        assert_eq!(older.next_token(&first), None);
-        let html = older.html(&first, false, NOW);
-        assert!(html.contains(r#"data-id="9""#) && html.contains(r#"data-id="3""#));
-        assert!(
-            html.contains("Last 24 hours: down for 1 h in 1 outage"),
-            "{html}"
-        );
-        assert!(!html.contains("history-older"));
-        // Another destination's older pages are not mixed in.
-        let other = HistoryPage {
-            destination: "b.org".into(),
-            ..first
-        };
-        let html = older.html(&other, false, NOW);
-        assert!(!html.contains(r#"data-id="3""#) && html.contains("history-older"));
-    }
-
-    #[test]
     fn older_entries_are_offered_while_there_are_more() {
         let entries = [failing(5, NOW - 2 * DAY_MS, NOW - DAY_MS, 40)];
-        let html = history_html(&entries, true, false, true, NOW);
+        let html = history_html(&entries, true, true, NOW);
         assert!(html.contains(
             r#"id="history-older" class="secondary" data-action="history-older">Older entries<"#
         ));
         assert!(html.contains("on older pages not loaded"), "{html}");
-        let html = history_html(&entries, true, true, true, NOW);
-        assert!(html.contains(r#"data-action="history-older" disabled>Loading…<"#));
     }
 }

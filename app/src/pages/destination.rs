@@ -12,8 +12,7 @@
 //! API spells them).
 
 use herald_shared::{
-    next_retry_ts, percent_decode_path, DestinationHealth, DestinationStatus, Forgotten,
-    HistoryPage, RoomsPage, RoomsQuery,
+    percent_decode_path, DestinationHealth, DestinationStatus, Forgotten, RoomsPage, RoomsQuery,
 };
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -23,7 +22,7 @@ use leptos_router::hooks::{use_location, use_navigate};
 use crate::api::{self, ApiError};
 use crate::components::destinations_table::sort_header;
 use crate::components::forget::{self, Counts};
-use crate::components::history::Older;
+use crate::components::history;
 use crate::components::pager::{self, pager};
 use crate::session::use_session;
 use crate::{dom, format, html};
@@ -59,20 +58,17 @@ enum Reset {
     Done(Result<(), String>),
 }
 
-/// What the page runs in the background. One `spawn_local` runs them all,
-/// so that the WASM holds one state machine for the three.
+/// What the page runs in the background. One `spawn_local` runs both, so
+/// that the WASM holds one state machine for them.
 enum Task {
     Reset,
     Forget,
-    /// The history page older than this token.
-    Older(String),
 }
 
 /// What a [`Task`] answered.
 enum Done {
     Reset(Result<(), ApiError>),
     Forget(Result<Forgotten, ApiError>),
-    Older(Result<HistoryPage, ApiError>),
 }
 
 impl Done {
@@ -80,39 +76,30 @@ impl Done {
         match self {
             Done::Reset(r) => r.as_ref().err(),
             Done::Forget(r) => r.as_ref().err(),
-            Done::Older(r) => r.as_ref().err(),
         }
     }
 }
 
-/// The last error in full (kind, message, address, when), the last
-/// delivery and the next retry. The message comes from a remote server:
-/// escaped text only.
-fn health_html(h: &DestinationHealth, now: i64) -> String {
-    let error = match &h.extras.last_error {
-        None => r#"<dd id="last-error" data-kind="">None recorded</dd>"#.to_owned(),
-        Some(e) => format!(
-            r#"<dd id="last-error" data-kind="{}"><strong>{}</strong>: <span class="msg">{}</span><br><span class="muted">{}{} ({})</span></dd>"#,
-            e.kind.as_str(),
-            e.kind.label(),
-            html::escape(&e.message),
-            e.address
-                .as_deref()
-                .map(|a| format!("Address tried: {} · ", html::escape(a)))
-                .unwrap_or_default(),
-            format::timestamp(e.ts),
-            format::relative(e.ts, now)
-        ),
+/// The last error in full (kind, message, address, when); the table above
+/// shows it cut, with the last delivery and the next retry. The message
+/// comes from a remote server: escaped text only.
+fn last_error_html(h: &DestinationHealth, now: i64) -> String {
+    let Some(e) = &h.extras.last_error else {
+        return r#"<p id="last-error" data-kind=""><strong>Last error:</strong> none recorded.</p>"#
+            .to_owned();
     };
-    let delivered = h.extras.last_delivered_ts;
-    let next = next_retry_ts(&h.details.as_row());
+    let address = e
+        .address
+        .as_deref()
+        .map(|a| format!("Address tried: {} · ", html::escape(a)))
+        .unwrap_or_default();
     format!(
-        r#"<dl id="destination-health" class="facts"><dt>Last error</dt>{error}<dt>Last delivered</dt><dd id="last-delivered" data-value="{}" title="{}">{}</dd><dt>Next retry</dt><dd id="next-retry" title="{}">{}</dd></dl>"#,
-        delivered.map(|t| t.to_string()).unwrap_or_default(),
-        format::optional_timestamp(delivered),
-        format::optional_relative(delivered, now),
-        format::optional_timestamp(next),
-        format::next_retry(next, now),
+        r#"<p id="last-error" data-kind="{}"><strong>Last error:</strong> {}: <span class="msg">{}</span><br><span class="muted">{address}{} ({})</span></p>"#,
+        e.kind.as_str(),
+        e.kind.label(),
+        html::escape(&e.message),
+        format::timestamp(e.ts),
+        format::relative(e.ts, now)
     )
 }
 
@@ -132,7 +119,7 @@ fn details_html(h: &DestinationHealth, now: i64, running: bool, forgetting: bool
     format!(
         r#"<div class="table-wrap">{}</div>{}{}<div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="{ResetAsk}"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>{}"#,
         html::details(h, now),
-        health_html(h, now),
+        last_error_html(h, now),
         html::queue(&h.queue, now),
         status.key(),
         forget::button_html(forgetting)
@@ -204,17 +191,22 @@ pub fn DestinationPage() -> impl IntoView {
     let rooms_query =
         Memo::new(move |_| RoomsQuery::parse(&location.search.get()).unwrap_or_default());
 
-    // Herald's details and the newest page of history, asked for at once.
+    // Herald's details and the newest `history_pages` pages of history,
+    // asked for at once. "Older entries" asks for one page more: the pages
+    // are read again with it (a few local requests), which keeps the page
+    // to one resource and the WASM small.
     let reloads = RwSignal::new(0u32);
+    let history_pages = RwSignal::new(1u32);
     let details = LocalResource::new(move || {
         let token = session.token();
         let name = name.get();
+        let pages = history_pages.get();
         reloads.track();
         async move {
             let token = token?;
             let (details, history) = futures_util::future::join(
                 api::health(&token, &name),
-                api::history(&token, &name, None),
+                history::newest_pages(&token, &name, pages),
             )
             .await;
             Some((details, history, dom::now_ms()))
@@ -250,7 +242,6 @@ pub fn DestinationPage() -> impl IntoView {
 
     let reset = RwSignal::new(Reset::Idle);
     let forgetting = RwSignal::new(Reset::Idle);
-    let older = RwSignal::new(Older::default());
     let running = move || reset.with(|r| *r == Reset::Running);
     let busy = move || running() || forgetting.with(|r| *r == Reset::Running);
 
@@ -264,7 +255,6 @@ pub fn DestinationPage() -> impl IntoView {
                 reset.set(Reset::Done(
                     result.map_err(|e| api::admin_error_message(&e)),
                 ));
-                older.set(Older::default());
                 reloads.update(|n| *n += 1);
                 // And again once the retry the reset started has had its moment.
                 set_timeout(
@@ -282,13 +272,6 @@ pub fn DestinationPage() -> impl IntoView {
                 dom::close_modal(forget::DIALOG);
                 forgetting.set(Reset::Done(Err(api::admin_error_message(&e))));
             }
-            Done::Older(result) => older.update(|o| {
-                o.loading = false;
-                match result {
-                    Ok(page) => o.add(page),
-                    Err(e) => o.error = Some(api::admin_error_message(&e)),
-                }
-            }),
         }
     };
     let start = move |task: Task| {
@@ -299,39 +282,15 @@ pub fn DestinationPage() -> impl IntoView {
         match &task {
             Task::Reset => reset.set(Reset::Running),
             Task::Forget => forgetting.set(Reset::Running),
-            Task::Older(_) => older.update(|o| {
-                if o.name != name {
-                    *o = Older {
-                        name: name.clone(),
-                        ..Default::default()
-                    };
-                }
-                o.loading = true;
-                o.error = None;
-            }),
         }
         spawn_local(async move {
             let done = match task {
                 Task::Reset => Done::Reset(api::reset_connection(&token, &name).await),
                 Task::Forget => Done::Forget(api::forget(&token, &name).await),
-                Task::Older(from) => Done::Older(api::history(&token, &name, Some(&from)).await),
             };
             finish(done);
         });
     };
-    let older_from = move || {
-        details.with_untracked(|d| match d {
-            Some(Some((_, Ok(first), _))) => older.with_untracked(|o| {
-                if o.name == first.destination {
-                    o.next_token(first)
-                } else {
-                    first.next_token.clone()
-                }
-            }),
-            _ => None,
-        })
-    };
-
     // Every control below is drawn as markup and handled here.
     let act = move |action: herald_shared::Action, arg: String, ev: &leptos::ev::Event| {
         let q = rooms_query.get_untracked();
@@ -342,11 +301,7 @@ pub fn DestinationPage() -> impl IntoView {
             ForgetAsk => dom::show_modal(forget::DIALOG),
             ForgetConfirm => start(Task::Forget),
             ForgetCancel => dom::close_modal(forget::DIALOG),
-            HistoryOlder => {
-                if let Some(from) = older_from() {
-                    start(Task::Older(from));
-                }
-            }
+            HistoryOlder => history_pages.update(|n| *n += 1),
             herald_shared::Action::Sort => go_rooms(RoomsQuery {
                 from: 0,
                 dir: q.dir.flip(),
@@ -385,7 +340,7 @@ pub fn DestinationPage() -> impl IntoView {
             // An open outage runs until now while it is in backoff.
             let failing =
                 d.is_ok_and(|h| DestinationStatus::of(&h.details.as_row(), now).in_backoff());
-            older.with(|o| o.html(&first, failing, now))
+            history::history_html(&first.entries, first.next_token.is_some(), failing, now)
         }
         Some(Some((_, Err(e), _))) => html::error("history-error", &api::admin_error_message(&e)),
         _ => html::loading("history-loading"),
@@ -490,7 +445,7 @@ mod tests {
         let row = details.as_row();
         DestinationHealth {
             status: DestinationStatus::of(&row, retry_last_ts),
-            next_retry_ts: next_retry_ts(&row),
+            next_retry_ts: herald_shared::next_retry_ts(&row),
             details,
             extras: Default::default(),
             queue: DestinationQueue {
@@ -551,7 +506,7 @@ mod tests {
     }
 
     #[test]
-    fn the_last_error_is_shown_whole_with_the_last_delivery_and_next_retry() {
+    fn the_last_error_is_shown_whole_under_the_table() {
         let now = 1_700_000_000_000;
         let mut h = details(now - 1000);
         h.extras.last_error = Some(herald_shared::LastError {
@@ -563,15 +518,14 @@ mod tests {
         h.extras.last_delivered_ts = Some(now - 5 * 60_000);
         let html = details_html(&h, now, false, false);
         assert!(!html.contains("<script>"), "{html}");
-        assert!(html.contains(r#"<dd id="last-error" data-kind="connect"><strong>Connection</strong>: <span class="msg">Connection refused &lt;script&gt;</span><br><span class="muted">Address tried: 127.0.0.1:1 · 2023-11-14 22:13:17 UTC (3 s ago)</span></dd>"#), "{html}");
-        assert!(html.contains(r#"<dd id="last-delivered" data-value="1699999700000" title="2023-11-14 22:08:20 UTC">5 min ago</dd>"#), "{html}");
-        assert!(
-            html.contains(r#"<dd id="next-retry" title="2023-11-14 22:14:19 UTC">in 59 s</dd>"#),
-            "{html}"
-        );
+        assert!(html.contains(r#"<p id="last-error" data-kind="connect"><strong>Last error:</strong> Connection: <span class="msg">Connection refused &lt;script&gt;</span><br><span class="muted">Address tried: 127.0.0.1:1 · 2023-11-14 22:13:17 UTC (3 s ago)</span></p>"#), "{html}");
+        // The table has the last delivery and the next retry, exact on hover.
+        assert!(html.contains(r#"<td data-col="last_delivered_ts" data-value="1699999700000" title="2023-11-14 22:08:20 UTC" class="num">5 min ago</td>"#), "{html}");
+        assert!(html.contains(r#"<td data-col="next_retry" data-value="1700000059000" title="2023-11-14 22:14:19 UTC" class="num">in 59 s</td>"#), "{html}");
         let html = details_html(&details(0), now, false, false);
-        assert!(html.contains(r#"<dd id="last-error" data-kind="">None recorded</dd>"#));
-        assert!(html.contains(r#"<dd id="last-delivered" data-value="" title="—">—</dd>"#));
+        assert!(html.contains(
+            r#"<p id="last-error" data-kind=""><strong>Last error:</strong> none recorded.</p>"#
+        ));
     }
 
     #[test]

@@ -23,6 +23,7 @@ const ROOMS = "/_synapse/admin/v1/federation/destinations";
 /** Destinations nothing listens on (ports bound then released). */
 let down = "";
 let forgotten = "";
+let paged = "";
 let bulk: string[] = [];
 let token = "";
 
@@ -66,14 +67,16 @@ function rowOf(page: Page, name: string) {
 }
 
 test.beforeAll(async ({ request }) => {
-  const ports = [await freePort(), await freePort(), await freePort(), await freePort()];
-  [down, forgotten, ...bulk] = ports.map((p) => `127.0.0.1:${p}`);
+  const ports = [];
+  for (let i = 0; i < 5; i++) ports.push(await freePort());
+  [down, forgotten, paged, ...bulk] = ports.map((p) => `127.0.0.1:${p}`);
   token = await adminToken(request);
   await intake(request, "$health-1", "!health:localhost", [down]);
   await intake(request, "$health-2", "!forget:localhost", [forgotten]);
   await intake(request, "$health-3", "!bulk:localhost", bulk);
+  await intake(request, "$health-4", "!paged:localhost", [paged]);
   // Herald sends at once; each refused connection is stored (bounded wait).
-  for (const name of [down, forgotten, ...bulk]) {
+  for (const name of [down, forgotten, paged, ...bulk]) {
     await expect
       .poll(async () => (await health(request, name)).last_error?.kind ?? null, { timeout: 20_000 })
       .toBe("connect");
@@ -121,12 +124,17 @@ test("the destination page shows the last error, the timelines and the history",
   await page.goto(`/destinations/${encodeURIComponent(down)}`);
   await hydrated(page);
 
+  // The whole error under the table, which has it cut, the last delivery
+  // and the next retry.
   const error = page.locator("#last-error");
   await expect(error).toHaveAttribute("data-kind", "connect");
-  await expect(error).toContainText("Connection:");
+  await expect(error).toContainText("Last error: Connection:");
   await expect(error).toContainText(`Address tried: ${down}`);
-  await expect(page.locator("#last-delivered")).toHaveText("—");
-  await expect(page.locator("#next-retry")).toHaveText(/^(in \d+ (s|min)|due now)$/);
+  await expect(error).toContainText(/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((just now|\d+ (s|min) ago)\)/);
+  const details = page.locator("#destination-details tbody");
+  await expect(details.locator('[data-col="last_error"]')).toHaveAttribute("data-value", "connect");
+  await expect(details.locator('[data-col="last_delivered_ts"]')).toHaveText("—");
+  await expect(details.locator('[data-col="next_retry"]')).toHaveText(/^(in \d+ (s|min)|due now)$/);
 
   // Failing now: both timelines end in a down stretch, told in words too.
   for (const id of ["timeline-day", "timeline-month"]) {
@@ -217,4 +225,38 @@ test("bulk forget uses bulk reset's selection and dialog", async ({ page }) => {
   await expect(dialog).toBeHidden();
   for (const name of bulk) await expect(rowOf(page, name)).toHaveCount(0);
   await expect(rowOf(page, down)).toHaveCount(1);
+});
+
+test("older history entries come a page at a time", async ({ page, request }) => {
+  // Each reset of its backoff is an entry, and the PDU still queued fails
+  // again at once: 55 rounds make more than one page of 50.
+  const auth = { Authorization: `Bearer ${token}` };
+  const inBackoff = async () => (await health(request, paged)).retry_last_ts !== 0;
+  for (let round = 0; round < 55; round++) {
+    await expect.poll(inBackoff, { timeout: 10_000 }).toBe(true);
+    const res = await request.post(`${ROOMS}/${encodeURIComponent(paged)}/reset_connection`, { headers: auth, data: {} });
+    expect(res.status()).toBe(200);
+  }
+  await expect.poll(inBackoff, { timeout: 10_000 }).toBe(true);
+
+  await signIn(page);
+  await expect(page).toHaveURL(/\/destinations$/);
+  await page.goto(`/destinations/${encodeURIComponent(paged)}`);
+  await hydrated(page);
+  const entries = page.locator("#history-entries li");
+  await expect(entries).toHaveCount(50);
+  await expect(entries.first()).toHaveAttribute("data-event", "reset");
+  await expect(entries.first()).toContainText(`Backoff reset by @${ADMIN.user}:`);
+  // The time before the oldest loaded entry is not guessed.
+  await expect(page.locator("#timeline-month rect.tl-not-loaded")).toHaveCount(1);
+
+  await page.locator("#history-older").click();
+  // 55 resets and the outage's failing entry, newest first, no repeats.
+  await expect(entries).toHaveCount(56);
+  const ids = await entries.evaluateAll((lis) => lis.map((li) => Number(li.getAttribute("data-id"))));
+  expect(ids).toEqual([...ids].sort((a, b) => b - a));
+  expect(new Set(ids).size).toBe(ids.length);
+  await expect(entries.last()).toHaveAttribute("data-event", "failing");
+  await expect(page.locator("#history-older")).toHaveCount(0);
+  await expect(page.locator("#timeline-month rect.tl-not-loaded")).toHaveCount(0);
 });

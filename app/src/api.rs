@@ -16,6 +16,36 @@ pub const SUMMARY_PATH: &str = "/_herald/admin/v1/federation/summary";
 /// Herald's own list and details: Synapse's fields plus health.
 pub const HEALTH_PATH: &str = "/_herald/admin/v1/federation/destinations";
 
+/// The wire names of the API's enums, in the order of their `ALL`, so that
+/// reading an answer indexes `ALL` with one non-generic lookup
+/// (`crate::json`). A unit test keeps them equal to the enums' own names.
+pub const STATUSES: [&str; 5] = [
+    "healthy",
+    "backing_off",
+    "retry_due",
+    "never_reached",
+    "unknown",
+];
+pub const KINDS: [&str; 8] = [
+    "dns",
+    "blocked",
+    "connect",
+    "tls",
+    "timeout",
+    "http",
+    "invalid_response",
+    "pdu_rejected",
+];
+pub const EVENTS: [&str; 7] = [
+    "failing",
+    "recovered",
+    "reset",
+    "catch_up_entered",
+    "catch_up_left",
+    "queue_dropped",
+    "forgotten",
+];
+
 /// History entries asked for per page.
 pub const HISTORY_PAGE: u64 = 50;
 
@@ -375,6 +405,14 @@ mod tests {
             rooms_url("a.org", &RoomsQuery::default()),
             format!("{DESTINATIONS_PATH}/a.org/rooms")
         );
+    }
+
+    #[test]
+    fn the_wire_name_lists_follow_the_enums() {
+        use herald_shared::{DestinationStatus, FailureKind, HistoryEvent};
+        assert_eq!(STATUSES, DestinationStatus::ALL.map(DestinationStatus::key));
+        assert_eq!(KINDS, FailureKind::ALL.map(FailureKind::as_str));
+        assert_eq!(EVENTS, HistoryEvent::ALL.map(HistoryEvent::as_str));
     }
 
     #[test]

@@ -90,26 +90,21 @@ pub fn badge(status: DestinationStatus) -> String {
     )
 }
 
-/// The whole of a last error in one line of text: the kind, the message,
-/// the address tried and when (a cell's `title`).
-pub fn last_error_title(e: &LastError, now: i64) -> String {
+/// The whole of a last error as text: the kind, the message, the address
+/// tried and when (a cell's `title`).
+pub fn last_error_title(e: &LastError) -> String {
     let mut out = format!("{}: {}", e.kind.label(), e.message);
     if let Some(a) = &e.address {
         let _ = write!(out, "\nAddress: {a}");
     }
-    let _ = write!(
-        out,
-        "\nAt: {} ({})",
-        format::timestamp(e.ts),
-        format::relative(e.ts, now)
-    );
+    let _ = write!(out, "\nAt: {}", format::timestamp(e.ts));
     out
 }
 
 /// The last error cell: the kind's label and the message, which the style
 /// cuts with an ellipsis; the whole of it on hover (`title`). The message
 /// comes from a remote server: it is only ever escaped text.
-fn last_error_cell(out: &mut String, e: Option<&LastError>, now: i64) {
+fn last_error_cell(out: &mut String, e: Option<&LastError>) {
     match e {
         None => {
             out.push_str(r#"<td data-col="last_error" data-value="" class="last-error">—</td>"#)
@@ -119,7 +114,7 @@ fn last_error_cell(out: &mut String, e: Option<&LastError>, now: i64) {
                 out,
                 r#"<td data-col="last_error" data-value="{}" title="{}" class="last-error"><span class="clip"><span class="kind">{}</span> <span class="msg">{}</span></span></td>"#,
                 e.kind.as_str(),
-                escape(&last_error_title(e, now)),
+                escape(&last_error_title(e)),
                 e.kind.label(),
                 escape(&e.message)
             );
@@ -138,7 +133,7 @@ fn health_cells(out: &mut String, d: &Destination, extras: &DestinationExtras, n
         status.key(),
         badge(status)
     );
-    last_error_cell(out, extras.last_error.as_ref(), now);
+    last_error_cell(out, extras.last_error.as_ref());
     time_cell(out, "retry_last_ts", Some(d.retry_last_ts), now);
     let interval = d.retry_interval.to_string();
     cell(
@@ -409,7 +404,7 @@ mod tests {
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains(r#"<td data-col="last_error" data-value="http" title="HTTP error: 401 M_UNAUTHORIZED: Invalid signature &lt;script&gt;
 Address: 127.0.0.1:8448
-At: 2023-11-14 22:10:20 UTC (3 min ago)" class="last-error"><span class="clip"><span class="kind">HTTP error</span> <span class="msg">401 M_UNAUTHORIZED: Invalid signature &lt;script&gt;</span></span></td>"#), "{html}");
+At: 2023-11-14 22:10:20 UTC" class="last-error"><span class="clip"><span class="kind">HTTP error</span> <span class="msg">401 M_UNAUTHORIZED: Invalid signature &lt;script&gt;</span></span></td>"#), "{html}");
         assert!(html.contains(r#"<td data-col="last_delivered_ts" data-value="1699999997000" title="2023-11-14 22:13:17 UTC" class="num">3 s ago</td>"#), "{html}");
         let html = rows(&[dest("b.org")], now, false, 10, &BTreeSet::new());
         assert!(

@@ -13,6 +13,8 @@ use herald_shared::{
     LoginResponse, MatrixError, RoomsPage, SenderState,
 };
 use js_sys::{Array, Reflect};
+
+use crate::api::{EVENTS, KINDS, STATUSES};
 use wasm_bindgen::JsValue;
 
 /// A value read from parsed JSON.
@@ -77,24 +79,24 @@ impl Obj<'_> {
         self.get(key).as_string()
     }
 
-    /// A wire name read with `parse`, or `None` when absent or null.
-    fn opt_name<T>(
-        &self,
-        key: &str,
-        parse: impl Fn(&str) -> Option<T>,
-    ) -> Result<Option<T>, String> {
+    /// Which of `names` the string at `key` is (its index in an enum's
+    /// `ALL`), or `None` when absent or null. Not generic, so that the WASM
+    /// holds one copy for every enum.
+    fn opt_choice(&self, key: &str, names: &[&str]) -> Result<Option<usize>, String> {
         let v = self.get(key);
         if v.is_null() || v.is_undefined() {
             return Ok(None);
         }
         let text = v.as_string().ok_or_else(|| Obj::bad(key, "a string"))?;
-        parse(&text)
+        names
+            .iter()
+            .position(|n| *n == text)
             .map(Some)
             .ok_or_else(|| format!("field `{key}` has an unknown value {text:?}"))
     }
 
-    fn name<T>(&self, key: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, String> {
-        self.opt_name(key, parse)?
+    fn choice(&self, key: &str, names: &[&str]) -> Result<usize, String> {
+        self.opt_choice(key, names)?
             .ok_or_else(|| Obj::bad(key, "a string"))
     }
 
@@ -147,16 +149,12 @@ impl FromJs for DestinationDetails {
     }
 }
 
-fn status(text: &str) -> Option<DestinationStatus> {
-    DestinationStatus::ALL.into_iter().find(|s| s.key() == text)
-}
-
 impl FromJs for LastError {
     fn from_js(v: &JsValue) -> Result<Self, String> {
         let o = Obj::new(v)?;
         Ok(LastError {
             ts: o.int("ts")?,
-            kind: o.name("kind", FailureKind::parse)?,
+            kind: FailureKind::ALL[o.choice("kind", &KINDS)?],
             message: o.string("message")?,
             address: o.opt_string("address"),
         })
@@ -183,7 +181,7 @@ impl FromJs for DestinationHealthRow {
         let o = Obj::new(v)?;
         Ok(DestinationHealthRow {
             row: Destination::from_js(v)?,
-            status: o.name("status", status)?,
+            status: DestinationStatus::ALL[o.choice("status", &STATUSES)?],
             next_retry_ts: o.opt_int("next_retry_ts")?,
             extras: DestinationExtras::from_js(v)?,
         })
@@ -206,7 +204,7 @@ impl FromJs for DestinationHealth {
         let o = Obj::new(v)?;
         Ok(DestinationHealth {
             details: DestinationDetails::from_js(v)?,
-            status: o.name("status", status)?,
+            status: DestinationStatus::ALL[o.choice("status", &STATUSES)?],
             next_retry_ts: o.opt_int("next_retry_ts")?,
             extras: DestinationExtras::from_js(v)?,
             queue: DestinationQueue::from_js(&o.get("queue")).map_err(|e| format!("queue: {e}"))?,
@@ -220,10 +218,10 @@ impl FromJs for HistoryEntry {
         Ok(HistoryEntry {
             id: o.int("id")?,
             ts: o.int("ts")?,
-            event: o.name("event", HistoryEvent::parse)?,
+            event: HistoryEvent::ALL[o.choice("event", &EVENTS)?],
             last_ts: o.opt_int("last_ts")?,
             count: o.opt_int("count")?,
-            kind: o.opt_name("kind", FailureKind::parse)?,
+            kind: o.opt_choice("kind", &KINDS)?.map(|i| FailureKind::ALL[i]),
             message: o.opt_string("message"),
             outage_ms: o.opt_int("outage_ms")?,
             actor: o.opt_string("actor"),

@@ -101,7 +101,7 @@ test("the list shows the last error, whole on hover, and the last delivery", asy
   const title = (await cell.getAttribute("title")) ?? "";
   expect(title).toMatch(/^Connection: .+/);
   expect(title).toContain(`\nAddress: ${down}`);
-  expect(title).toMatch(/\nAt: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((just now|\d+ (s|min) ago)\)$/);
+  expect(title).toMatch(/\nAt: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/);
   // The short message is the stored one, cut only by the style.
   const stored = (await health(page.request, down)).last_error;
   await expect(cell.locator(".msg")).toHaveText(stored.message);

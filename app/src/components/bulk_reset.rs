@@ -128,7 +128,7 @@ pub fn dialog(mode: Mode, count: usize, progress: Option<&Progress>) -> String {
                 "Reset",
             ),
             Mode::Forget => (
-                format!("Forget {n}? Herald removes each one, the rooms it has recorded for it and the PDUs and EDUs queued for it; they cannot be brought back. A destination comes back only when something is sent to it again."),
+                format!("Forget {n}? Herald removes each, with its rooms and the PDUs and EDUs queued for it. This cannot be undone."),
                 "Forget",
             ),
         };
@@ -391,7 +391,7 @@ mod tests {
     fn the_forget_dialog_names_what_goes_and_adds_up_what_went() {
         let html = dialog(Mode::Forget, 2, None);
         assert!(html.contains("Forget destinations"), "{html}");
-        assert!(html.contains("Forget 2 destinations? Herald removes each one, the rooms"));
+        assert!(html.contains("Forget 2 destinations? Herald removes each, with its rooms"));
         assert!(html.contains(r#"data-action="bulk-start">Forget 2<"#));
         let p = Progress {
             total: 2,

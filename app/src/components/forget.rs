@@ -7,7 +7,7 @@
 //! other controls. Bulk forget lives with bulk reset
 //! ([`crate::components::bulk_reset`]), sharing its selection and dialog.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use herald_shared::Forgotten;
 
@@ -17,19 +17,20 @@ use herald_shared::Action::{ForgetAsk, ForgetCancel, ForgetConfirm};
 /// The dialog's id.
 pub const DIALOG: &str = "forget-dialog";
 
-thread_local! {
-    /// What the last forget removed, for the list to tell once.
-    static NOTICE: RefCell<Option<Forgotten>> = const { RefCell::new(None) };
-}
+/// What the last forget removed, for the list to tell once. (The console
+/// runs on one thread; the lock is never contended.)
+static NOTICE: Mutex<Option<Forgotten>> = Mutex::new(None);
 
 /// Leaves `removed` for the list page to show.
 pub fn leave_notice(removed: Forgotten) {
-    NOTICE.with(|n| *n.borrow_mut() = Some(removed));
+    if let Ok(mut n) = NOTICE.lock() {
+        *n = Some(removed);
+    }
 }
 
 /// What the last forget removed, if the list has not shown it yet.
 pub fn take_notice() -> Option<Forgotten> {
-    NOTICE.with(|n| n.borrow_mut().take())
+    NOTICE.lock().ok()?.take()
 }
 
 /// The list's notice after a forget.
@@ -71,7 +72,7 @@ pub fn dialog_html(name: &str, counts: Counts, running: bool) -> String {
         ("", "Forget")
     };
     format!(
-        r#"<h2 id="forget-title">Forget this destination?</h2><p id="forget-what">Herald removes <strong>{}</strong>, {rooms} and {queued}. This cannot be undone: the destination comes back only when something is sent to it again.</p><div class="actions"><button type="button" id="forget-confirm" class="danger" data-action="{ForgetConfirm}"{disabled}>{label}</button><button type="button" id="forget-cancel" class="secondary" data-action="{ForgetCancel}" autofocus{disabled}>Cancel</button></div>"#,
+        r#"<h2 id="forget-title">Forget this destination?</h2><p id="forget-what">Herald removes <strong>{}</strong>, {rooms} and {queued}. This cannot be undone.</p><div class="actions"><button type="button" id="forget-confirm" class="danger" data-action="{ForgetConfirm}"{disabled}>{label}</button><button type="button" id="forget-cancel" class="secondary" data-action="{ForgetCancel}" autofocus{disabled}>Cancel</button></div>"#,
         html::escape(name)
     )
 }

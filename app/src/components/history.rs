@@ -151,11 +151,7 @@ pub fn summary(label: &str, segments: &[(i64, i64, State)]) -> String {
         )
     };
     if missing > 0 {
-        let _ = write!(
-            out,
-            " (the first {} is on older pages not loaded)",
-            format::duration(missing)
-        );
+        let _ = write!(out, " (the first {} not loaded)", format::duration(missing));
     }
     out.push('.');
     out
@@ -222,8 +218,7 @@ pub fn entry_text(e: &HistoryEntry) -> String {
         },
         HistoryEvent::Reset => format!("Backoff reset by {actor}"),
         HistoryEvent::CatchUpEntered => {
-            "Catch-up entered: too much missed to replay, the newest event of each room is sent"
-                .to_owned()
+            "Catch-up entered: too much missed, the newest event of each room is sent".to_owned()
         }
         HistoryEvent::CatchUpLeft => "Catch-up left: up to date".to_owned(),
         HistoryEvent::QueueDropped => {
@@ -414,9 +409,8 @@ mod tests {
         assert_eq!(s[0], (from, NOW - 10 * DAY_MS, State::NotLoaded));
         assert_eq!(s[1], (NOW - 10 * DAY_MS, NOW - 3 * DAY_MS, State::Up));
         assert_eq!(s[2], (NOW - 3 * DAY_MS, NOW - 2 * DAY_MS, State::Down));
-        assert!(summary("Last 30 days", &s).ends_with(
-            "down for 1 d in 1 outage, up the rest (the first 20 d is on older pages not loaded)."
-        ));
+        assert!(summary("Last 30 days", &s)
+            .ends_with("down for 1 d in 1 outage, up the rest (the first 20 d not loaded)."));
     }
 
     #[test]
@@ -472,6 +466,6 @@ mod tests {
         assert!(html.contains(
             r#"id="history-older" class="secondary" data-action="history-older">Older entries<"#
         ));
-        assert!(html.contains("on older pages not loaded"), "{html}");
+        assert!(html.contains("not loaded)."), "{html}");
     }
 }

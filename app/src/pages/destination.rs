@@ -230,12 +230,10 @@ pub fn DestinationPage() -> impl IntoView {
         }
     });
     Effect::new(move |_| {
-        let (d, h) = match details.get().flatten() {
-            Some((d, h, _)) => (d.err(), h.err()),
-            None => (None, None),
-        };
+        // The history is read with the same token as the details.
+        let d = details.get().flatten().and_then(|(r, _, _)| r.err());
         let r = rooms.get().flatten().and_then(|(r, _)| r.err());
-        if [d, h, r].iter().flatten().any(|e| e.is_unauthorized()) {
+        if [d, r].iter().flatten().any(|e| e.is_unauthorized()) {
             session.clear();
         }
     });
@@ -337,9 +335,9 @@ pub fn DestinationPage() -> impl IntoView {
     };
     let history_view = move || match details.get() {
         Some(Some((d, Ok(first), now))) => {
-            // An open outage runs until now while it is in backoff.
-            let failing =
-                d.is_ok_and(|h| DestinationStatus::of(&h.details.as_row(), now).in_backoff());
+            // An open outage runs until now while it is in backoff (the
+            // server's status).
+            let failing = d.is_ok_and(|h| h.status.in_backoff());
             history::history_html(&first.entries, first.next_token.is_some(), failing, now)
         }
         Some(Some((_, Err(e), _))) => html::error("history-error", &api::admin_error_message(&e)),

@@ -7,6 +7,7 @@
 // "Last error" and "Last delivered" columns), on the destination's page
 // (the last error in full, the timelines, the entries) and forget
 // destinations, one from its page and two in bulk.
+import AxeBuilder from "@axe-core/playwright";
 import type { APIRequestContext, Page } from "@playwright/test";
 import { freePort } from "../global-setup";
 import { ADMIN, SENDER_TOKEN } from "./seed";
@@ -157,6 +158,19 @@ test("the destination page shows the last error, the timelines and the history",
   expect(String(entries.find((e) => e.event === "failing")?.ts)).toBe(start);
   // One page holds it all: no "older" button.
   await expect(page.locator("#history-older")).toHaveCount(0);
+
+  // The page with a real error and history has no WCAG 2 A/AA violation,
+  // light or dark (a11y.spec.ts covers the seeded pages).
+  for (const scheme of ["light", "dark"] as const) {
+    await page.emulateMedia({ colorScheme: scheme });
+    const results = await new AxeBuilder({ page })
+      .withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"])
+      .analyze();
+    expect(results.passes.length).toBeGreaterThan(0);
+    expect(
+      results.violations.map((v) => `${scheme}: ${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`),
+    ).toEqual([]);
+  }
 });
 
 test("forget asks first: cancel keeps it, confirm removes it from the list", async ({ page }) => {

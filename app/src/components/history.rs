@@ -245,11 +245,10 @@ pub fn entries_html(entries: &[HistoryEntry]) -> String {
     for e in entries {
         let _ = write!(
             out,
-            r#"<li data-event="{}" data-id="{}"><span class="when" title="{}">{}</span> {}</li>"#,
+            r#"<li data-event="{}" data-id="{}"><span class="when">{}</span> {}</li>"#,
             e.event.as_str(),
             e.id,
-            html::escape(&format::timestamp(e.ts)),
-            html::escape(&format::timestamp(e.ts)),
+            format::timestamp(e.ts),
             entry_text(e)
         );
     }

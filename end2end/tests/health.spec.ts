@@ -84,7 +84,7 @@ test.beforeAll(async ({ request }) => {
   }
 });
 
-test("the list shows the last error, whole on hover, and the last delivery", async ({ page }) => {
+test("the list shows the last error, whole on hover, and that nothing was delivered", async ({ page }) => {
   await signIn(page);
   await expect(page).toHaveURL(/\/destinations$/);
   await page.goto(`/destinations?destination=127.0.0.1`);

@@ -52,12 +52,13 @@ use herald_shared::{
 use crate::client::{FederationClient, SetupError, USER_AGENT_VALUE};
 use crate::clock::now_ms;
 use crate::connect::{accept_any_tls_config, federation_verifier, TlsConfigError};
-use crate::dns::SrvAnswer;
+use crate::dns::{Dns, SrvAnswer};
 use crate::ip_filter::IpFilter;
 use crate::resolve::{Host, ServerName, ServerResolver, DEFAULT_PORT};
 use crate::settings::FederationSettings;
 use crate::well_known::{
-    cache_period_from_headers, parse_body, WellKnownError, MAX_CACHE_PERIOD, MIN_CACHE_PERIOD,
+    cache_period_from_headers, parse_body, SystemClock, WellKnownConfig, WellKnownError,
+    WellKnownResolver, MAX_CACHE_PERIOD, MIN_CACHE_PERIOD,
 };
 
 /// The most of a remote's text (an error, a body) a message or field keeps.
@@ -223,6 +224,32 @@ impl Diagnoser {
         Ok(Diagnoser::new(
             client.resolver().clone(),
             settings.ip_filter()?,
+            verifier,
+            diagnose,
+        )?)
+    }
+
+    /// A diagnoser with a resolver of its own (the system's DNS, an empty
+    /// well-known cache), for a command-line tool that has no client.
+    pub fn from_settings(
+        settings: &FederationSettings,
+        diagnose: DiagnoseSettings,
+    ) -> Result<Diagnoser, SetupError> {
+        let tls = settings.tls_config()?;
+        let ip_filter = settings.ip_filter()?;
+        let dns = Dns::system().map_err(|e| SetupError::Dns(e.to_string()))?;
+        let well_known = WellKnownResolver::new(
+            dns.clone(),
+            WellKnownConfig::new(tls).with_ip_filter(ip_filter.clone()),
+            Arc::new(SystemClock),
+        );
+        let verifier = federation_verifier(
+            settings.verify_certificates,
+            settings.custom_ca_list.as_deref(),
+        )?;
+        Ok(Diagnoser::new(
+            Arc::new(ServerResolver::new(dns, well_known)),
+            ip_filter,
             verifier,
             diagnose,
         )?)

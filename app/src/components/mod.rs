@@ -2,6 +2,7 @@
 
 pub mod bulk_reset;
 pub mod destinations_table;
+pub mod diagnose;
 pub mod error_message;
 pub mod pager;
 pub mod top_bar;

@@ -18,6 +18,7 @@ use leptos_router::hooks::{use_location, use_navigate};
 
 use crate::api;
 use crate::components::destinations_table::sort_header;
+use crate::components::diagnose::DiagnosePanel;
 use crate::components::pager::{self, pager};
 use crate::session::use_session;
 use crate::{dom, format, html};
@@ -255,6 +256,7 @@ pub fn DestinationPage() -> impl IntoView {
             <h1 id="destination-name">{name}</h1>
             <div id="destination-region" inner_html=details_view></div>
             <div id="reset-outcome" inner_html=move || reset.with(outcome_html)></div>
+            <DiagnosePanel name=name />
             <h2>"Rooms"</h2>
             <div id="rooms-region" inner_html=rooms_view></div>
             <dialog

@@ -1046,4 +1046,28 @@ mod tests {
         c.signing_key_path = Some(PathBuf::from("/etc/herald/key"));
         assert_eq!(c.signing_key_path(), PathBuf::from("/etc/herald/key"));
     }
+
+    #[test]
+    fn diagnose_section() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.diagnose, DiagnoseSection::default());
+        assert_eq!(c.diagnose_settings().step_timeout, Duration::from_secs(10));
+        let c = Config::parse(
+            "[diagnose]\nstep_timeout = \"2s\"\nmax_addresses = 2\nmax_concurrent = 8",
+        )
+        .unwrap();
+        assert_eq!(c.diagnose_settings().step_timeout, Duration::from_secs(2));
+        assert_eq!(c.diagnose_settings().max_addresses, 2);
+        assert_eq!(c.diagnose.max_concurrent, 8);
+        for (text, key) in [
+            ("[diagnose]\nstep_timeout = \"0s\"", "diagnose.step_timeout"),
+            ("[diagnose]\nstep_timeout = \"1h\"", "diagnose.step_timeout"),
+            ("[diagnose]\nmax_addresses = 0", "diagnose.max_addresses"),
+            ("[diagnose]\nmax_concurrent = 0", "diagnose.max_concurrent"),
+            ("[diagnose]\nnope = 1", "nope"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
 }

@@ -60,7 +60,7 @@ pub fn report_html(d: &Diagnosis) -> String {
     }
     out.push_str("</ol>");
     out.push_str(&format!(
-        r#"<details id="diagnose-raw"><summary>Raw JSON</summary><pre>{}</pre></details>"#,
+        r#"<details id="diagnose-raw"><summary>Raw JSON</summary><pre tabindex="0">{}</pre></details>"#,
         escape(&d.raw)
     ));
     out
@@ -149,8 +149,7 @@ pub fn DiagnosePanel(
 mod read {
     use super::Diagnosis;
     use herald_shared::{
-        DiagnoseReport, DiagnoseStep, DnsResult, StepName, Verdict, VersionResult,
-        WellKnownResult,
+        DiagnoseReport, DiagnoseStep, DnsResult, StepName, Verdict, VersionResult, WellKnownResult,
     };
     use js_sys::{Array, Reflect, JSON};
     use wasm_bindgen::JsValue;
@@ -223,14 +222,11 @@ mod read {
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;
-            let raw = JSON::stringify_with_replacer_and_space(
-                v,
-                &JsValue::NULL,
-                &JsValue::from_f64(2.0),
-            )
-            .ok()
-            .and_then(|s| s.as_string())
-            .unwrap_or_default();
+            let raw =
+                JSON::stringify_with_replacer_and_space(v, &JsValue::NULL, &JsValue::from_f64(2.0))
+                    .ok()
+                    .and_then(|s| s.as_string())
+                    .unwrap_or_default();
             Ok(Diagnosis {
                 report: DiagnoseReport {
                     server_name: string(v, "server_name")?,
@@ -254,7 +250,9 @@ mod read {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_shared::{DnsResult, FailureKind, StepName, Verdict, VersionResult, WellKnownResult};
+    use herald_shared::{
+        DnsResult, FailureKind, StepName, Verdict, VersionResult, WellKnownResult,
+    };
 
     fn diagnosis(ok: bool) -> Diagnosis {
         let step = |step, verdict, message: &str| DiagnoseStep {
@@ -295,8 +293,11 @@ mod tests {
         let html = report_html(&diagnosis(false));
         assert!(html.contains(r#"data-ok="false">Federation with <strong>a.org</strong> fails at <strong>TLS</strong>: not valid for &lt;name&gt;</p>"#), "{html}");
         assert!(html.contains(r#"<li data-step="tls" data-verdict="fail" class="failing"><strong class="failing-label">Failing step</strong> <span class="verdict verdict-fail">fail</span>"#), "{html}");
-        assert!(html.contains(r#"<li data-step="connect" data-verdict="ok"><span"#), "{html}");
-        assert!(html.contains(r#"<details id="diagnose-raw"><summary>Raw JSON</summary><pre>{&quot;FederationOK&quot;: false, &quot;x&quot;: &quot;&lt;b&gt;&quot;}</pre></details>"#), "{html}");
+        assert!(
+            html.contains(r#"<li data-step="connect" data-verdict="ok"><span"#),
+            "{html}"
+        );
+        assert!(html.contains(r#"<details id="diagnose-raw"><summary>Raw JSON</summary><pre tabindex="0">{&quot;FederationOK&quot;: false, &quot;x&quot;: &quot;&lt;b&gt;&quot;}</pre></details>"#), "{html}");
     }
 
     #[test]

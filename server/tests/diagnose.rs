@@ -133,7 +133,7 @@ async fn start_peer(tls: Arc<rustls::ServerConfig>, behaviour: Peer) -> String {
                 // Signed by another key than the one published.
                 let other = SigningKey::generate("good").unwrap();
                 body["signatures"] = json!({});
-                herald_keys::sign_json(&keys.server_name().to_owned(), &other, &mut body).unwrap();
+                herald_keys::sign_json(keys.server_name(), &other, &mut body).unwrap();
             }
             Json(body)
         }

@@ -100,8 +100,11 @@ async fn reset_connection_drops_the_cached_delegation() {
     let dns_server = DnsServer::start().await;
     dns_server.a(NAME, "127.0.0.1");
     let dns = Dns::with_nameserver(dns_server.addr);
-    let tls =
-        herald_federation::connect::federation_tls_config(true, Some(&[ca_path.clone()])).unwrap();
+    let tls = herald_federation::connect::federation_tls_config(
+        true,
+        Some(std::slice::from_ref(&ca_path)),
+    )
+    .unwrap();
     let filter = IpFilter::new(None, &["127.0.0.0/8"]).unwrap();
     let mut wk_config = WellKnownConfig::new(tls.clone()).with_ip_filter(filter.clone());
     wk_config.port = wk.port();

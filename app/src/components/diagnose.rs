@@ -30,7 +30,7 @@ pub struct Diagnosis {
 enum State {
     Idle,
     Running,
-    Done(Result<Diagnosis, String>),
+    Done(Result<Box<Diagnosis>, String>),
 }
 
 /// The checklist, the summary above it and the raw JSON below it.
@@ -115,7 +115,9 @@ pub fn DiagnosePanel(
                 session.clear();
             }
             state.set(State::Done(
-                result.map_err(|e| api::admin_error_message(&e)),
+                result
+                    .map(Box::new)
+                    .map_err(|e| api::admin_error_message(&e)),
             ));
         });
     };

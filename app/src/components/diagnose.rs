@@ -9,7 +9,7 @@
 //! (the steps only) and the raw text is the browser's own
 //! `JSON.stringify`, so no JSON parser is added to the WASM.
 
-use herald_shared::{DiagnoseReport, DiagnoseStep};
+use herald_shared::DiagnoseStep;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -17,16 +17,28 @@ use crate::api;
 use crate::html::escape;
 use crate::session::use_session;
 
-/// A diagnosis as the console keeps it: the report (its checklist part)
-/// and the answer as pretty-printed JSON.
-#[derive(Debug, Clone, PartialEq)]
+/// A diagnosis as the console keeps it: the checklist part of the report
+/// (`herald_shared::DiagnoseReport`; the rest is only shown raw) and the
+/// answer as pretty-printed JSON. Kept small: every type the panel holds
+/// costs the WASM its glue.
+#[derive(Debug)]
 pub struct Diagnosis {
-    pub report: DiagnoseReport,
+    pub server_name: String,
+    pub federation_ok: bool,
+    pub duration_ms: u64,
+    pub failed_step: Option<usize>,
+    pub steps: Vec<DiagnoseStep>,
     pub raw: String,
 }
 
+impl Diagnosis {
+    fn failing_step(&self) -> Option<&DiagnoseStep> {
+        self.failed_step.and_then(|i| self.steps.get(i))
+    }
+}
+
 /// Where the panel is.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 enum State {
     Idle,
     Running,
@@ -35,7 +47,7 @@ enum State {
 
 /// The checklist, the summary above it and the raw JSON below it.
 pub fn report_html(d: &Diagnosis) -> String {
-    let r = &d.report;
+    let r = d;
     let mut out = String::new();
     match r.failing_step() {
         _ if r.federation_ok => out.push_str(&format!(
@@ -102,7 +114,7 @@ pub fn DiagnosePanel(
         name.track();
         state.set(State::Idle);
     });
-    let running = move || state.with(|s| *s == State::Running);
+    let running = move || state.with(|s| matches!(s, State::Running));
     let run = move |_| {
         let Some(token) = session.token_untracked() else {
             return;
@@ -150,9 +162,7 @@ pub fn DiagnosePanel(
 #[cfg(feature = "hydrate")]
 mod read {
     use super::Diagnosis;
-    use herald_shared::{
-        DiagnoseReport, DiagnoseStep, DnsResult, StepName, Verdict, VersionResult, WellKnownResult,
-    };
+    use herald_shared::{DiagnoseStep, StepName, Verdict};
     use js_sys::{Array, Reflect, JSON};
     use wasm_bindgen::JsValue;
 
@@ -230,19 +240,11 @@ mod read {
                     .and_then(|s| s.as_string())
                     .unwrap_or_default();
             Ok(Diagnosis {
-                report: DiagnoseReport {
-                    server_name: string(v, "server_name")?,
-                    federation_ok: get(v, "FederationOK").as_bool().unwrap_or(false),
-                    started_ts: 0,
-                    duration_ms: count(v, "duration_ms").unwrap_or(0),
-                    failed_step: count(v, "failed_step").map(|i| i as usize),
-                    steps,
-                    well_known_result: WellKnownResult::default(),
-                    dns_result: DnsResult::default(),
-                    connection_reports: Default::default(),
-                    connection_errors: Default::default(),
-                    version: VersionResult::default(),
-                },
+                server_name: string(v, "server_name")?,
+                federation_ok: get(v, "FederationOK").as_bool().unwrap_or(false),
+                duration_ms: count(v, "duration_ms").unwrap_or(0),
+                failed_step: count(v, "failed_step").map(|i| i as usize),
+                steps,
                 raw,
             })
         }
@@ -252,9 +254,7 @@ mod read {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_shared::{
-        DnsResult, FailureKind, StepName, Verdict, VersionResult, WellKnownResult,
-    };
+    use herald_shared::{FailureKind, StepName, Verdict};
 
     fn diagnosis(ok: bool) -> Diagnosis {
         let step = |step, verdict, message: &str| DiagnoseStep {
@@ -267,25 +267,17 @@ mod tests {
         };
         let tls = if ok { Verdict::Ok } else { Verdict::Fail };
         Diagnosis {
-            report: DiagnoseReport {
-                server_name: "a.org".into(),
-                federation_ok: ok,
-                started_ts: 0,
-                duration_ms: 40,
-                failed_step: (!ok).then_some(1),
-                steps: vec![
-                    step(StepName::Connect, Verdict::Ok, "connected"),
-                    DiagnoseStep {
-                        kind: Some(FailureKind::Tls),
-                        ..step(StepName::Tls, tls, "not valid for <name>")
-                    },
-                ],
-                well_known_result: WellKnownResult::default(),
-                dns_result: DnsResult::default(),
-                connection_reports: Default::default(),
-                connection_errors: Default::default(),
-                version: VersionResult::default(),
-            },
+            server_name: "a.org".into(),
+            federation_ok: ok,
+            duration_ms: 40,
+            failed_step: (!ok).then_some(1),
+            steps: vec![
+                step(StepName::Connect, Verdict::Ok, "connected"),
+                DiagnoseStep {
+                    kind: Some(FailureKind::Tls),
+                    ..step(StepName::Tls, tls, "not valid for <name>")
+                },
+            ],
             raw: r#"{"FederationOK": false, "x": "<b>"}"#.into(),
         }
     }

@@ -115,8 +115,8 @@ pub enum Verdict {
     Ok,
     /// Nothing there, which is allowed (no delegation, no SRV record).
     None,
-    /// Works, but something is off (an invalid `.well-known` is ignored;
-    /// one of several addresses failed).
+    /// Works, but something is off (an invalid, failing or slow
+    /// `.well-known` is ignored and resolution goes on without it).
     Warn,
     /// Failed.
     Fail,

@@ -9,12 +9,14 @@
 
 pub mod action;
 pub mod api;
+pub mod diagnose;
 pub mod health;
 pub mod params;
 pub mod status;
 
 pub use action::Action;
 pub use api::*;
+pub use diagnose::*;
 pub use health::*;
 pub use params::*;
 pub use status::*;

@@ -129,11 +129,15 @@ fuzz:
 # document and API answers included: end2end/tests/size.spec.ts.
 SIZE_BUDGET ?= 250000
 size:
-	@cd target/site/pkg && for f in herald_bg.wasm herald.js herald.css; do \
-	  printf '%-16s %8d bytes  %8d gzip -9\n' $$f $$(stat -c%s $$f) $$(gzip -9c $$f | wc -c); \
-	done; total=$$(( $$(gzip -9c herald_bg.wasm | wc -c) + $$(gzip -9c herald.js | wc -c) + $$(gzip -9c herald.css | wc -c) )); \
-	printf '%-16s %8s        %8d gzip -9 (budget %d)\n' total "" $$total $(SIZE_BUDGET); \
-	[ $$total -le $(SIZE_BUDGET) ] || { echo "the console is over its size budget"; exit 1; }
+	@cd target/site/pkg && gz() { gzip -9c "$$1" | wc -c; } && \
+	for f in herald_bg.wasm herald.js herald.css herald_full_bg.wasm herald_full.js; do \
+	  printf '%-20s %8d bytes  %8d gzip -9\n' $$f $$(stat -c%s $$f) $$(gz $$f); \
+	done; \
+	first=$$(( $$(gz herald_bg.wasm) + $$(gz herald.js) + $$(gz herald.css) )); \
+	full=$$(( $$(gz herald_full_bg.wasm) + $$(gz herald_full.js) + $$(gz herald.css) )); \
+	printf '%-20s %8s        %8d gzip -9 (budget %d): sign-in, the list\n' first "" $$first $(SIZE_BUDGET); \
+	printf '%-20s %8s        %8d gzip -9: a destination, the sender page (loaded when opened)\n' full "" $$full; \
+	[ $$first -le $(SIZE_BUDGET) ] || { echo "the console's first page is over its size budget"; exit 1; }
 
 # Page-change time of the console on a large database (not part of `make
 # test`): seeds $(BENCH_DB) once with $(BENCH_ROWS) destinations (the admin

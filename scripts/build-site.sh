@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the console's site into target/site, which the server embeds:
-#   target/site/pkg/herald.js, herald_bg.wasm  the hydrate build of herald-app
+#   target/site/pkg/herald.js, herald_bg.wasm  the hydrate build of herald-app (first bundle)
+#   target/site/pkg/herald_full.js, herald_full_bg.wasm  the same with feature `full`
 #   target/site/pkg/herald.css                 style/main.css
 #   target/site/*                              public/*
 # Needs the tools `make tools` installs: the wasm32 target, wasm-bindgen 0.2.130
@@ -18,32 +19,42 @@ site=target/site
 stage=target/site.new
 [ "$profile" = dev ] && out_dir=debug || out_dir=$profile
 
-cargo build -p herald-app --lib --target wasm32-unknown-unknown --profile "$profile" \
-  --no-default-features --features hydrate --target-dir "$front"
-
-# wasm-bindgen + wasm-opt take ~25 s: keep their output per input module (and
-# version of this script) so that an unchanged app costs nothing.
-input=$front/wasm32-unknown-unknown/$out_dir/herald_app.wasm
-key=$(cat "$input" "$script" | sha256sum | cut -c1-16)
-bindgen=$front/bindgen-$profile-$key
-if [ ! -f "$bindgen/herald_bg.wasm" ]; then
-  rm -rf "$front"/bindgen-"$profile"-* && mkdir -p "$bindgen.tmp"
-  wasm-bindgen --target web --no-typescript --out-name herald --out-dir "$bindgen.tmp" "$input"
-  if [ "$profile" != dev ]; then
-    # Two -Oz rounds: the second finds another ~0.9 kB gzip (2026-11-30).
-    "$wasm_opt" -Oz -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-      --enable-reference-types --enable-multivalue --enable-sign-ext --enable-mutable-globals \
-      "$bindgen.tmp/herald_bg.wasm" -o "$bindgen.tmp/herald_bg.opt.wasm"
-    mv "$bindgen.tmp/herald_bg.opt.wasm" "$bindgen.tmp/herald_bg.wasm"
+# Two bundles of the same app: `herald` for the pages an admin opens first
+# (sign-in, the list), `herald_full` (feature `full`) for the others, loaded
+# only when one of them is opened (herald_app::bundle_for).
+build_bundle() { # name features
+  local name=$1 features=$2
+  cargo build -p herald-app --lib --target wasm32-unknown-unknown --profile "$profile" \
+    --no-default-features --features "$features" --target-dir "$front"
+  # wasm-bindgen + wasm-opt take ~25 s: keep their output per input module
+  # (and version of this script) so that an unchanged app costs nothing.
+  local input=$front/wasm32-unknown-unknown/$out_dir/herald_app.wasm
+  local key
+  key=$(cat "$input" "$script" | sha256sum | cut -c1-16)
+  local bindgen=$front/bindgen-$name-$profile-$key
+  if [ ! -f "$bindgen/${name}_bg.wasm" ]; then
+    rm -rf "$front"/bindgen-"$name"-"$profile"-* && mkdir -p "$bindgen.tmp"
+    wasm-bindgen --target web --no-typescript --out-name "$name" --out-dir "$bindgen.tmp" "$input"
+    if [ "$profile" != dev ]; then
+      # Two -Oz rounds: the second finds another ~0.9 kB gzip (2026-11-30).
+      "$wasm_opt" -Oz -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+        --enable-reference-types --enable-multivalue --enable-sign-ext --enable-mutable-globals \
+        "$bindgen.tmp/${name}_bg.wasm" -o "$bindgen.tmp/${name}_bg.opt.wasm"
+      mv "$bindgen.tmp/${name}_bg.opt.wasm" "$bindgen.tmp/${name}_bg.wasm"
+    fi
+    mv "$bindgen.tmp" "$bindgen"
   fi
-  mv "$bindgen.tmp" "$bindgen"
-fi
+  bundles+=("$bindgen/$name.js" "$bindgen/${name}_bg.wasm")
+}
+bundles=()
+build_bundle herald hydrate
+build_bundle herald_full hydrate,full
 
 rm -rf "$stage" && mkdir -p "$stage/pkg"
-cp "$bindgen/herald.js" "$bindgen/herald_bg.wasm" "$stage/pkg/"
+cp "${bundles[@]}" "$stage/pkg/"
 cp style/main.css "$stage/pkg/herald.css"
 # Precompressed copies; the server sends them to browsers that accept gzip.
-for f in herald_bg.wasm herald.js herald.css; do gzip -9 -n -c "$stage/pkg/$f" > "$stage/pkg/$f.gz"; done
+for f in herald_bg.wasm herald.js herald_full_bg.wasm herald_full.js herald.css; do gzip -9 -n -c "$stage/pkg/$f" > "$stage/pkg/$f.gz"; done
 cp -R public/. "$stage/"
 
 # Copy only what changed, so unchanged files keep their mtime and cargo does

@@ -247,6 +247,7 @@ pub async fn forget(token: &str, name: &str) -> Result<Forgotten, ApiError> {
     http::delete_json(&health_url(name, ""), token).await
 }
 
+#[cfg(feature = "full")]
 /// `POST /_herald/admin/v1/federation/destinations/<destination>/diagnose`:
 /// the destination checked step by step from the server.
 pub async fn diagnose(

@@ -13,6 +13,9 @@
 //! the server renders the page frame and a loading state.
 
 #![recursion_limit = "256"]
+// The first bundle leaves out the pages behind feature `full`; what only
+// they call is unused there.
+#![cfg_attr(not(feature = "full"), allow(dead_code))]
 
 pub mod api;
 pub mod components;
@@ -30,13 +33,37 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 
 use components::top_bar::TopBar;
+#[cfg(feature = "full")]
+use pages::destination::DestinationPage;
+#[cfg(not(feature = "full"))]
+use pages::load_full::LoadFull as DestinationPage;
 use pages::{
-    destination::DestinationPage, destinations::DestinationsPage, home::HomePage, login::LoginPage,
-    not_found::NotFoundPage,
+    destinations::DestinationsPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
 };
 use session::Session;
 
+/// Whether `path` is a page of the second bundle (feature `full`): a
+/// destination's page (`/destinations/<name>`) or the sender page. The
+/// first page an admin opens (sign-in, the list) loads only the first.
+pub fn needs_full_bundle(path: &str) -> bool {
+    path.strip_prefix("/destinations/")
+        .is_some_and(|rest| !rest.is_empty())
+        || path == "/sender"
+}
+
+/// The bundle a path loads: `herald` (WASM + JS) for the pages an admin
+/// opens first, `herald_full` for the rest (see [`needs_full_bundle`]).
+pub fn bundle_for(path: &str) -> &'static str {
+    if needs_full_bundle(path) {
+        "herald_full"
+    } else {
+        "herald"
+    }
+}
+
 /// The whole HTML document, rendered on the server around [`App`].
+/// `options.output_name` names the bundle the page loads (the server sets
+/// it with [`bundle_for`]).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {
         <!DOCTYPE html>

@@ -2,9 +2,11 @@
 
 pub mod bulk_reset;
 pub mod destinations_table;
+#[cfg(feature = "full")]
 pub mod diagnose;
 pub mod error_message;
 pub mod forget;
+#[cfg(feature = "full")]
 pub mod history;
 pub mod pager;
 pub mod top_bar;

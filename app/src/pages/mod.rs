@@ -1,11 +1,14 @@
 //! One module per route; each page fetches what it shows and hands the
 //! drawing to [`crate::components`].
 
+#[cfg(feature = "full")]
 pub mod destination;
 pub mod destinations;
 pub mod home;
 pub mod login;
 pub mod not_found;
+#[cfg(not(feature = "full"))]
+pub mod load_full;
 
 use leptos_router::NavigateOptions;
 

@@ -32,10 +32,21 @@ pub fn router(options: LeptosOptions) -> Router {
     Router::new()
         .leptos_routes(&options, routes, move || {
             super::security::set_page_policy();
-            herald_app::shell(shell_options.clone())
+            herald_app::shell(for_this_page(&shell_options))
         })
         .fallback(fallback)
         .with_state(options)
+}
+
+/// The options with the bundle this request's page loads: the first
+/// (`herald`) for the pages an admin opens first, the second
+/// (`herald_full`) for the others (`herald_app::bundle_for`).
+fn for_this_page(options: &LeptosOptions) -> LeptosOptions {
+    let mut options = options.clone();
+    if let Some(parts) = leptos::prelude::use_context::<axum::http::request::Parts>() {
+        options.output_name = herald_app::bundle_for(parts.uri.path()).into();
+    }
+    options
 }
 
 async fn fallback(State(options): State<LeptosOptions>, req: Request) -> Response {
@@ -60,7 +71,7 @@ async fn fallback(State(options): State<LeptosOptions>, req: Request) -> Respons
 async fn not_found_page(options: LeptosOptions, req: Request) -> Response {
     let render = leptos_axum::render_app_to_stream(move || {
         super::security::set_page_policy();
-        herald_app::shell(options.clone())
+        herald_app::shell(for_this_page(&options))
     });
     let mut response = render(req).await;
     *response.status_mut() = StatusCode::NOT_FOUND;

@@ -11,10 +11,12 @@ pub mod action;
 pub mod api;
 pub mod health;
 pub mod params;
+pub mod sender;
 pub mod status;
 
 pub use action::Action;
 pub use api::*;
 pub use health::*;
 pub use params::*;
+pub use sender::*;
 pub use status::*;

@@ -264,6 +264,9 @@ async fn send(
                 edus.len() as u64,
                 errors.len() as u64,
             );
+            for edu in edus {
+                shared.metrics.edu_sent(&edu.edu_type);
+            }
             tracing::debug!(destination = ?name, txn_id = txn.txn_id, pdus = pdus.len(), edus = edus.len(), "transaction sent");
             Ok(Step::Sent)
         }

@@ -8,7 +8,8 @@
 
 use herald_shared::{
     Destination, DestinationDetails, DestinationQueue, DestinationRoom, DestinationsPage,
-    FederationSummary, LoginResponse, MatrixError, RoomsPage, SenderState,
+    FederationSummary, LoginResponse, MatrixError, QueuedDestination, RateSample, RoomsPage,
+    SenderOverview, SenderState, SenderStateCounts,
 };
 use js_sys::{Array, Reflect};
 use wasm_bindgen::JsValue;
@@ -69,6 +70,13 @@ impl Obj<'_> {
 
     fn count(&self, key: &str) -> Result<u64, String> {
         u64::try_from(self.int(key)?).map_err(|_| Obj::bad(key, "a count"))
+    }
+
+    fn number(&self, key: &str) -> Result<f64, String> {
+        self.get(key)
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .ok_or_else(|| Obj::bad(key, "a number"))
     }
 
     fn list<T: FromJs>(&self, key: &str) -> Result<Vec<T>, String> {
@@ -132,6 +140,64 @@ impl FromJs for DestinationQueue {
             queued_pdus: o.count("queued_pdus")?,
             queued_edus: o.count("queued_edus")?,
             oldest_queued_ts: o.opt_int("oldest_queued_ts")?,
+        })
+    }
+}
+
+fn sender_state(o: &Obj<'_>) -> Result<SenderState, String> {
+    let text = o.string("state")?;
+    SenderState::parse(&text).ok_or_else(|| format!("unknown sender state {text:?}"))
+}
+
+impl FromJs for RateSample {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(RateSample {
+            end_ts: o.int("end_ts")?,
+            duration_ms: o.count("duration_ms")?,
+            transactions_per_sec: o.number("transactions_per_sec")?,
+            pdus_per_sec: o.number("pdus_per_sec")?,
+            edus_per_sec: o.number("edus_per_sec")?,
+        })
+    }
+}
+
+impl FromJs for QueuedDestination {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(QueuedDestination {
+            destination: o.string("destination")?,
+            queued_pdus: o.count("queued_pdus")?,
+            queued_edus: o.count("queued_edus")?,
+            state: sender_state(&o)?,
+        })
+    }
+}
+
+impl FromJs for SenderStateCounts {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(SenderStateCounts {
+            idle: o.count("idle")?,
+            sending: o.count("sending")?,
+            backing_off: o.count("backing_off")?,
+            catching_up: o.count("catching_up")?,
+        })
+    }
+}
+
+impl FromJs for SenderOverview {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(SenderOverview {
+            now_ts: o.int("now_ts")?,
+            interval_ms: o.count("interval_ms")?,
+            rates: o.list("rates")?,
+            queued_pdus: o.count("queued_pdus")?,
+            queued_edus: o.count("queued_edus")?,
+            destinations: SenderStateCounts::from_js(&o.get("destinations"))?,
+            oldest_undelivered_age_secs: o.number("oldest_undelivered_age_secs")?,
+            top_destinations: o.list("top_destinations")?,
         })
     }
 }

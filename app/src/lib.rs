@@ -32,7 +32,7 @@ use leptos_router::path;
 use components::top_bar::TopBar;
 use pages::{
     destination::DestinationPage, destinations::DestinationsPage, home::HomePage, login::LoginPage,
-    not_found::NotFoundPage,
+    not_found::NotFoundPage, sender::SenderPage,
 };
 use session::Session;
 
@@ -79,6 +79,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/login") view=LoginPage />
                     <Route path=path!("/destinations") view=DestinationsPage />
                     <Route path=path!("/destinations/:name") view=DestinationPage />
+                    <Route path=path!("/sender") view=SenderPage />
                 </Routes>
             </main>
         </Router>

@@ -6,6 +6,7 @@ pub mod destinations;
 pub mod home;
 pub mod login;
 pub mod not_found;
+pub mod sender;
 
 use leptos_router::NavigateOptions;
 

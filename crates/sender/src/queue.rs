@@ -258,15 +258,15 @@ async fn send(
                 })
                 .await?;
             shared.with(name, |d| d.in_flight = None);
+            for edu in edus {
+                shared.metrics.edu_sent(&edu.edu_type);
+            }
             shared.metrics.transaction(
                 TxnOutcome::Sent,
                 pdus.len() as u64,
                 edus.len() as u64,
                 errors.len() as u64,
             );
-            for edu in edus {
-                shared.metrics.edu_sent(&edu.edu_type);
-            }
             tracing::debug!(destination = ?name, txn_id = txn.txn_id, pdus = pdus.len(), edus = edus.len(), "transaction sent");
             Ok(Step::Sent)
         }

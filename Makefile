@@ -2,7 +2,8 @@
 # so a fresh machine (Rust, Node 20 and apt available) needs nothing else:
 #
 #   make demo      build everything and run the demo (prints a login)
-#   make test      unit + integration tests, clippy, rustfmt, Playwright e2e,
+#   make test      the console's size budget, unit + integration tests, clippy,
+#                  rustfmt, Playwright e2e (axe accessibility checks included),
 #                  a real Synapse accepting Herald's signed requests, and
 #                  schemathesis fuzzing the API against its OpenAPI document
 #   make release   target/release/herald with the console embedded (and the demo)
@@ -32,7 +33,7 @@ HERALD := target/release/herald
 .PHONY: help demo test release release-prod site tools build-tools e2e-tools lint unit e2e interop fuzz size clean-site bench-console alerts
 
 help:
-	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
 
 ## Tools ---------------------------------------------------------------------
 
@@ -85,7 +86,7 @@ demo: release
 
 ## Tests ---------------------------------------------------------------------
 
-test: tools site lint unit alerts release e2e interop fuzz
+test: tools site size lint unit alerts release e2e interop fuzz
 	@echo "make test: all passed"
 
 # The shipped alert rules and dashboard (contrib/): promtool checks the rules
@@ -130,12 +131,17 @@ fuzz:
 	@[ -x $(HERALD) ] || { echo "$(HERALD) is missing: run make release"; exit 1; }
 	scripts/api-fuzz.sh $(HERALD)
 
-# Transfer sizes of the console (gzip -9), after `make site`.
+# Transfer sizes of the console (gzip -9), after `make site`; fails when
+# what every page loads first (WASM + JS + CSS, the same on every page: one
+# module) is over $(SIZE_BUDGET) bytes. What each page costs in the browser,
+# document and API answers included: end2end/tests/size.spec.ts.
+SIZE_BUDGET ?= 250000
 size:
 	@cd target/site/pkg && for f in herald_bg.wasm herald.js herald.css; do \
 	  printf '%-16s %8d bytes  %8d gzip -9\n' $$f $$(stat -c%s $$f) $$(gzip -9c $$f | wc -c); \
-	done; printf '%-16s %8s        %8d gzip -9\n' total "" \
-	  $$(( $$(gzip -9c herald_bg.wasm | wc -c) + $$(gzip -9c herald.js | wc -c) + $$(gzip -9c herald.css | wc -c) ))
+	done; total=$$(( $$(gzip -9c herald_bg.wasm | wc -c) + $$(gzip -9c herald.js | wc -c) + $$(gzip -9c herald.css | wc -c) )); \
+	printf '%-16s %8s        %8d gzip -9 (budget %d)\n' total "" $$total $(SIZE_BUDGET); \
+	[ $$total -le $(SIZE_BUDGET) ] || { echo "the console is over its size budget"; exit 1; }
 
 # Page-change time of the console on a large database (not part of `make
 # test`): seeds $(BENCH_DB) once with $(BENCH_ROWS) destinations (the admin

@@ -42,7 +42,7 @@ rm -rf "$stage" && mkdir -p "$stage/pkg"
 cp "$bindgen/herald.js" "$bindgen/herald_bg.wasm" "$stage/pkg/"
 cp style/main.css "$stage/pkg/herald.css"
 # Precompressed copies; the server sends them to browsers that accept gzip.
-for f in herald_bg.wasm herald.js; do gzip -9 -n -c "$stage/pkg/$f" > "$stage/pkg/$f.gz"; done
+for f in herald_bg.wasm herald.js herald.css; do gzip -9 -n -c "$stage/pkg/$f" > "$stage/pkg/$f.gz"; done
 cp -R public/. "$stage/"
 
 # Copy only what changed, so unchanged files keep their mtime and cargo does

@@ -2,7 +2,10 @@
 // works; the live homeservers on 127.0.0.1 show up in the console, some
 // delivered to and some failing and backing off; the rejecting one's page
 // shows the sender waiting on it, and a reset makes Herald try it again
-// within a second (the page shows the new try).
+// within a second (the page shows the new try). Within a minute of the
+// start, each simulated homeserver that fails in its own way (401, refused,
+// a certificate for another name, past the client timeout) is in backoff,
+// and the healthy ones are delivered to (Synapse's admin API, polled).
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -12,7 +15,16 @@ import { test, expect, hydrated } from "./fixtures";
 
 const ROOT = path.resolve(__dirname, "../..");
 
-type Demo = { url: string; password: string; rejecting: string; process: ChildProcess; dir: string };
+type Demo = {
+  url: string;
+  password: string;
+  rejecting: string;
+  /** The banner's simulated homeservers: name → what it does. */
+  homeservers: Map<string, string>;
+  startedAt: number;
+  process: ChildProcess;
+  dir: string;
+};
 let demo: Demo | undefined;
 
 test.describe.configure({ mode: "serial" });
@@ -21,6 +33,7 @@ test.beforeAll(async () => {
   const bin = process.env.HERALD_BIN ?? path.join(ROOT, "target/release/herald");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "herald-demo-e2e-"));
   const port = await freePort();
+  const startedAt = Date.now();
   const child = spawn(bin, ["demo", "--data-dir", dir, "--listen", `127.0.0.1:${port}`], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, RUST_LOG: "warn" },
@@ -37,12 +50,73 @@ test.beforeAll(async () => {
   const url = /Open\s+(http:\/\/\S+?)\/?\s/.exec(out)?.[1];
   const rejecting = /(127\.0\.0\.1:\d+)\s+rejecting/.exec(out)?.[1];
   if (!password || !url || !rejecting) throw new Error(`unexpected demo banner:\n${out}`);
-  demo = { url, password, rejecting, process: child, dir };
+  const homeservers = new Map([...out.matchAll(/^ {2}(127\.0\.0\.1:\d+)\s+(.+)$/gm)].map((m) => [m[1], m[2]]));
+  demo = { url, password, rejecting, homeservers, startedAt, process: child, dir };
 });
 
 test.afterAll(async () => {
   demo?.process.kill("SIGINT");
   if (demo) fs.rmSync(demo.dir, { recursive: true, force: true });
+});
+
+test("within a minute each failing homeserver is in backoff, the healthy ones delivered to", async ({ request }) => {
+  test.setTimeout(90_000);
+  const d = demo!;
+  const named = (prefix: string) => {
+    const found = [...d.homeservers].filter(([, what]) => what.startsWith(prefix)).map(([name]) => name);
+    expect(found, `homeservers that are "${prefix}…" in the banner`).not.toEqual([]);
+    return found;
+  };
+  const failing = ["rejecting", "refusing", "wrong certificate", "timing out"].flatMap(named);
+  const healthy = named("healthy");
+
+  const login = await request.post(`${d.url}/_matrix/client/v3/login`, {
+    data: { type: "m.login.password", identifier: { type: "m.id.user", user: "admin" }, password: d.password },
+  });
+  expect(login.status()).toBe(200);
+  const token = (await login.json()).access_token as string;
+  type Details = { retry_last_ts: number; retry_interval: number; last_successful_stream_ordering: number | null };
+  const details = async (name: string): Promise<Details | null> => {
+    const res = await request.get(
+      `${d.url}/_synapse/admin/v1/federation/destinations/${encodeURIComponent(name)}`,
+      { headers: { Authorization: `Bearer ${token}` } },
+    );
+    // 404 until Herald has queued something for it.
+    if (res.status() === 404) return null;
+    expect(res.status()).toBe(200);
+    return res.json();
+  };
+
+  // Each failing one, once seen in backoff, stays seen; the healthy ones
+  // must each have been delivered to and not be in backoff when last seen.
+  const inBackoff = new Set<string>();
+  const deadline = d.startedAt + 60_000;
+  const waiting = () => [...failing.filter((n) => !inBackoff.has(n))];
+  const undelivered = async () => {
+    const left: string[] = [];
+    for (const name of healthy) {
+      const r = await details(name);
+      if (!r || r.last_successful_stream_ordering === null || r.retry_interval !== 0) left.push(name);
+    }
+    return left;
+  };
+  for (;;) {
+    for (const name of waiting()) {
+      const r = await details(name);
+      if (r && r.retry_last_ts > 0 && r.retry_interval > 0) inBackoff.add(name);
+    }
+    const left = await undelivered();
+    if (waiting().length === 0 && left.length === 0) break;
+    if (Date.now() > deadline) {
+      const what = (n: string) => `${n} (${d.homeservers.get(n)})`;
+      throw new Error(
+        `a minute after the start, not in backoff: ${waiting().map(what).join(", ") || "none"}; ` +
+          `healthy but not delivered to: ${left.map(what).join(", ") || "none"}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  expect([...inBackoff].sort()).toEqual([...failing].sort());
 });
 
 test("the demo's live homeservers fail, back off and recover; a reset retries at once", async ({ page }) => {

@@ -45,6 +45,9 @@ const ADMIN: &str = "admin";
 const ADMIN_PASSWORD: &str = "bench-admin-secret";
 const SERVER_NAME: &str = "herald.bench";
 const PREFIX: &str = "/_synapse/admin/v1/federation";
+/// Herald's list: Synapse's rows plus status, next retry, last error and
+/// last delivery (one indexed lookup per row of the page).
+const HERALD_PREFIX: &str = "/_herald/admin/v1/federation";
 
 /// Destinations per `put_destinations` call while seeding.
 const CHUNK: usize = 50_000;
@@ -402,6 +405,23 @@ async fn seed(db: &Path, n: usize) {
     }
     tx.commit().await.expect("commit rooms");
     let rooms_time = t.elapsed();
+    // A last error for every destination that failed and a last delivery
+    // for every one delivered to, as Herald's list reads them per page.
+    sqlx::query(
+        "INSERT INTO destination_health (destination, last_error_ts, last_error_kind, \
+         last_error_message, last_error_address, last_delivered_ts) \
+         SELECT destination, failure_ts, CASE WHEN failure_ts IS NULL THEN NULL ELSE 'connect' END, \
+         CASE WHEN failure_ts IS NULL THEN NULL \
+         ELSE 'cannot connect to 127.0.0.1:8448: Connection refused (os error 111)' END, \
+         CASE WHEN failure_ts IS NULL THEN NULL ELSE '127.0.0.1:8448' END, \
+         CASE WHEN last_successful_stream_ordering IS NULL THEN NULL ELSE ? END \
+         FROM destinations WHERE failure_ts IS NOT NULL \
+         OR last_successful_stream_ordering IS NOT NULL",
+    )
+    .bind(NOW_MS)
+    .execute(&pool)
+    .await
+    .expect("seed destination_health");
 
     // Where Store::open's time goes, measured here so that the measuring
     // process's memory stays that of a server: reading the rows through
@@ -522,9 +542,18 @@ impl Case {
         match &self.check {
             Check::List(_) => {
                 let q = DestinationsQuery::parse(self.query()).expect("query");
-                to_json(serde_json::to_value(
-                    store.destinations.list_destinations(q).await,
-                ))
+                let page = store.destinations.list_destinations(q).await;
+                if self.path.starts_with(HERALD_PREFIX) {
+                    // What Herald's list adds: the extras of the page's rows.
+                    let names: Vec<String> = page
+                        .destinations
+                        .iter()
+                        .map(|d| d.destination.clone())
+                        .collect();
+                    let extras = store.destinations.extras(&names).await.expect("extras");
+                    assert!(extras.len() <= names.len());
+                }
+                to_json(serde_json::to_value(page))
             }
             Check::Rooms { .. } => {
                 let q = RoomsQuery::parse(self.query()).expect("query");
@@ -795,6 +824,39 @@ fn cases(e: &Expected) -> Vec<Case> {
         check: Check::List(ListCheck {
             total: e.common,
             rows: page(e.common, from),
+            order_by: "destination",
+            backwards: false,
+            needle: Some(COMMON),
+        }),
+    });
+    // Herald's list with health: the same pages through its own endpoint.
+    for (kind, from, order_by, dir) in [
+        (Kind::First, 0, "destination", "f"),
+        (Kind::First, 0, "failure_ts", "b"),
+        (Kind::Deep, deep, "retry_last_ts", "f"),
+    ] {
+        out.push(Case {
+            name: format!("herald list from={from} order_by={order_by} dir={dir}"),
+            kind,
+            path: format!(
+                "{HERALD_PREFIX}/destinations?from={from}&limit=100&order_by={order_by}&dir={dir}"
+            ),
+            check: Check::List(ListCheck {
+                total: n,
+                rows: page(n, from),
+                order_by,
+                backwards: dir == "b",
+                needle: None,
+            }),
+        });
+    }
+    out.push(Case {
+        name: format!("herald filter common ({COMMON}, {} hits)", e.common),
+        kind: Kind::Filter,
+        path: format!("{HERALD_PREFIX}/destinations?destination={COMMON}"),
+        check: Check::List(ListCheck {
+            total: e.common,
+            rows: page(e.common, 0),
             order_by: "destination",
             backwards: false,
             needle: Some(COMMON),

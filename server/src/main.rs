@@ -295,7 +295,8 @@ async fn demo(data_dir: &std::path::Path, listen: &str, count: usize) -> Result<
         .and_then(|l| l.local_addr())
         .context("finding a free port for the federation listener")?;
     let sender_token = herald::auth::token::password();
-    let config = live::config(&database, listen, federation, &cert, &sender_token);
+    let peers = live::Federation::start(&cert, data_dir).await?;
+    let config = live::config(&database, listen, federation, &cert, &peers, &sender_token);
     config.validate()?;
     let store = Store::open(&database).await?;
     herald::demo::seed(&store, count).await?;
@@ -303,7 +304,6 @@ async fn demo(data_dir: &std::path::Path, listen: &str, count: usize) -> Result<
     let pw = admin_password.clone();
     let hash = tokio::task::spawn_blocking(move || password::hash(&pw)).await??;
     store.users.create_user("admin", &hash, true).await?;
-    let peers = live::Federation::start(&cert).await?;
     let listener = herald::serve::bind(config.listen_addr()?).await?;
     let addr = listener.local_addr()?;
     let origin = config.server_name.clone();

@@ -32,6 +32,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The Matrix user ID of a token's owner (`@name:server_name`).
+    pub fn user_id(&self, owner: &herald_store::TokenOwner) -> String {
+        format!("@{}:{}", owner.user, self.config.server_name)
+    }
+
     /// Builds the federation client and starts the sender (in the current
     /// tokio runtime).
     pub fn new(store: Store, config: Config, keys: ServerKeys) -> Result<AppState, SetupError> {

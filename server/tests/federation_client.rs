@@ -971,7 +971,7 @@ async fn a_reset_during_a_slow_failing_answer_is_not_overwritten() {
     let reset_at = chrono_ms();
     env.store
         .destinations
-        .reset_retry_timings(&name)
+        .reset_retry_timings(&name, None)
         .await
         .unwrap();
     let e = request.await.unwrap().unwrap_err();
@@ -1031,7 +1031,7 @@ async fn a_reset_wakes_a_retry_sleep() {
     }
     env.store
         .destinations
-        .reset_retry_timings(&name)
+        .reset_retry_timings(&name, None)
         .await
         .unwrap();
     let got = tokio::time::timeout(Duration::from_secs(3), request)
@@ -1487,4 +1487,188 @@ async fn a_wait_for_the_answer_budget_is_not_charged_to_the_destination() {
     assert_eq!(after.retry_interval, 0, "{after:?}");
     assert_eq!(healthy.seen().len(), 3);
     assert_eq!(client.answer_budget_available(), 100_000);
+}
+
+// Why a destination failed (issue 12): every failure kind the client
+// tells apart is stored as the destination's last error, with the address
+// tried, and opens (then extends) an outage in its history.
+
+async fn last_error(store: &Store, name: &str) -> herald_shared::LastError {
+    let mut extras = store.destinations.extras(&[name.to_owned()]).await.unwrap();
+    extras
+        .remove(name)
+        .and_then(|e| e.last_error)
+        .unwrap_or_else(|| panic!("no last error stored for {name}"))
+}
+
+async fn history(store: &Store, name: &str) -> Vec<herald_shared::HistoryEntry> {
+    store
+        .destinations
+        .history(name, None, 200)
+        .await
+        .unwrap()
+        .map(|p| p.entries)
+        .unwrap_or_default()
+}
+
+/// A one-try request (no retries) that must fail.
+async fn fails(client: &FederationClient, name: &str) -> FederationError {
+    let options = RequestOptions {
+        timeout: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
+    client
+        .get_json::<Value>(name, "/_matrix/federation/v1/version", options)
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn an_http_error_is_stored_with_its_errcode_text_and_address() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Json(
+        401,
+        json!({"errcode": "M_UNAUTHORIZED", "error": "Invalid signature\nforged line"}),
+    ));
+    fails(&env.client, &r.name()).await;
+    let e = last_error(&env.store, &r.name()).await;
+    assert_eq!(e.kind, herald_shared::FailureKind::Http);
+    assert_eq!(
+        e.message,
+        "401 M_UNAUTHORIZED: Invalid signature forged line"
+    );
+    assert_eq!(e.address.as_deref(), Some(r.name().as_str()));
+    // The outage is open in the history.
+    let h = history(&env.store, &r.name()).await;
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0].event, herald_shared::HistoryEvent::Failing);
+    assert_eq!(h[0].kind, Some(herald_shared::FailureKind::Http));
+    assert_eq!(h[0].count, Some(1));
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_connect_failure_naming_the_address() {
+    let env = env().await;
+    let (closed, _) = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        (addr.to_string(), ())
+    };
+    fails(&env.client, &closed).await;
+    let e = last_error(&env.store, &closed).await;
+    assert_eq!(e.kind, herald_shared::FailureKind::Connect, "{e:?}");
+    assert_eq!(e.address.as_deref(), Some(closed.as_str()));
+    assert!(e.message.contains(&closed), "{e:?}");
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_tls_failure() {
+    let env = env_with(|c, _| c.federation_custom_ca_list = None).await;
+    let r = Receiver::start(env.verify_key).await;
+    fails(&env.client, &r.name()).await;
+    let e = last_error(&env.store, &r.name()).await;
+    assert_eq!(e.kind, herald_shared::FailureKind::Tls, "{e:?}");
+    assert!(e.message.contains("certificate"), "{e:?}");
+    assert!(r.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_silent_server_is_a_timeout() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Slow(Duration::from_secs(10)));
+    fails(&env.client, &r.name()).await;
+    let e = last_error(&env.store, &r.name()).await;
+    assert_eq!(e.kind, herald_shared::FailureKind::Timeout, "{e:?}");
+    assert_eq!(e.address.as_deref(), Some(r.name().as_str()));
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_json_is_an_invalid_response() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    r.then(Reply::Raw(200, "application/json", b"<html>".to_vec()));
+    fails(&env.client, &r.name()).await;
+    let e = last_error(&env.store, &r.name()).await;
+    assert_eq!(e.kind, herald_shared::FailureKind::InvalidResponse, "{e:?}");
+}
+
+#[tokio::test]
+async fn a_blocked_address_is_stored_as_blocked_without_a_connection() {
+    let env = env_with(|c, _| c.ip_range_whitelist.clear()).await;
+    let r = Receiver::start(env.verify_key).await;
+    fails(&env.client, &r.name()).await;
+    let e = last_error(&env.store, &r.name()).await;
+    assert_eq!(e.kind, herald_shared::FailureKind::Blocked, "{e:?}");
+    assert_eq!(e.address.as_deref(), Some("127.0.0.1"));
+    assert!(r.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_name_without_dns_answers_is_a_dns_failure() {
+    // The resolver asks 127.0.0.1:9, where nothing answers.
+    let env = env().await;
+    fails(&env.client, "nowhere.test").await;
+    let e = last_error(&env.store, "nowhere.test").await;
+    assert_eq!(e.kind, herald_shared::FailureKind::Dns, "{e:?}");
+    assert_eq!(e.address, None);
+}
+
+#[tokio::test]
+async fn an_outage_counts_its_failures_and_a_success_records_the_recovery() {
+    let env = env().await;
+    let r = Receiver::start(env.verify_key).await;
+    let down = || Reply::Json(503, json!({"errcode": "M_UNKNOWN", "error": "down"}));
+    // A failure counted against the backoff opens the outage...
+    r.then(down());
+    fails(&env.client, &r.name()).await;
+    // ...and later ones (here ignoring the backoff) add to its count.
+    let ignoring = RequestOptions {
+        ignore_backoff: true,
+        timeout: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        r.then(down());
+        let e = env
+            .client
+            .get_json::<Value>(&r.name(), "/_matrix/a", ignoring)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, FederationError::Http { status: 503, .. }));
+    }
+    env.store
+        .destinations
+        .reset_retry_timings(&r.name(), Some("@admin:origin.test"))
+        .await
+        .unwrap();
+    r.then(Reply::Json(200, json!({"ok": true})));
+    let _: Value = env
+        .client
+        .get_json(&r.name(), "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap();
+    let h = history(&env.store, &r.name()).await;
+    let events: Vec<_> = h.iter().map(|e| e.event).collect();
+    use herald_shared::HistoryEvent::*;
+    // Newest first.
+    assert_eq!(events, [Recovered, Reset, Failing], "{h:?}");
+    assert_eq!(h[1].actor.as_deref(), Some("@admin:origin.test"));
+    let failing = &h[2];
+    assert_eq!(failing.count, Some(3), "{failing:?}");
+    assert!(failing.last_ts >= Some(failing.ts));
+    assert_eq!(failing.message.as_deref(), Some("503 M_UNKNOWN: down"));
+    assert!(h[0].outage_ms.is_some_and(|ms| ms >= 0));
+    // Another success adds nothing.
+    let _: Value = env
+        .client
+        .get_json(&r.name(), "/_matrix/a", RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(history(&env.store, &r.name()).await.len(), 3);
+    // The last error stays after the recovery (the status says it is over).
+    let e = last_error(&env.store, &r.name()).await;
+    assert_eq!(e.message, "503 M_UNKNOWN: down");
 }

@@ -161,13 +161,16 @@ impl Herald {
 
     /// Herald's queue view of a destination, as the console reads it.
     async fn queue_view(&self, destination: &str) -> Value {
+        self.herald_admin(&format!("destinations/{destination}/queue"))
+            .await
+    }
+
+    /// `GET /_herald/admin/v1/federation/<path>` as the admin (200 expected).
+    async fn herald_admin(&self, path: &str) -> Value {
         let token = self.admin_token().await;
         let response = self
             .http
-            .get(format!(
-                "{}/_herald/admin/v1/federation/destinations/{destination}/queue",
-                self.base
-            ))
+            .get(format!("{}/_herald/admin/v1/federation/{path}", self.base))
             .bearer_auth(token)
             .send()
             .await
@@ -600,7 +603,7 @@ async fn catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus() 
     herald
         .store
         .destinations
-        .reset_retry_timings(rx.name())
+        .reset_retry_timings(rx.name(), None)
         .await
         .unwrap();
     wait_for("catch-up", Duration::from_secs(10), || {
@@ -641,6 +644,27 @@ async fn catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus() 
         rx.received().event_ids(),
         ["$a3", "$c1", "$b2", "$a4", "$a5"]
     );
+    // Its history tells the story, newest first.
+    let history = herald
+        .herald_admin(&format!("destinations/{}/history", rx.name()))
+        .await;
+    let events: Vec<&str> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "catch_up_left",
+            "queue_dropped",
+            "reset",
+            "catch_up_entered"
+        ],
+        "{history}"
+    );
+    assert_eq!(history["entries"][1]["count"], 3, "{history}");
 }
 
 #[tokio::test]
@@ -715,6 +739,19 @@ async fn pdus_the_destination_refuses_are_recorded_and_not_retried() {
         ["$ok1", "$bad", "$ok2"],
         "sent once"
     );
+    // The refusal is the destination's last error; the delivery is recorded.
+    let details = herald
+        .herald_admin(&format!("destinations/{}", rx.name()))
+        .await;
+    assert_eq!(details["last_error"]["kind"], "pdu_rejected", "{details}");
+    let message = details["last_error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("refused 1 of "), "{message}");
+    assert!(message.contains("$bad"), "{message}");
+    assert!(
+        details["last_delivered_ts"].as_i64().unwrap() > 0,
+        "{details}"
+    );
+    assert_eq!(details["status"], "healthy", "{details}");
     let metrics = herald.metrics().await;
     assert!(
         metrics.contains("herald_sender_pdu_errors_total 1\n"),

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_shared::Failure;
 use rand::Rng;
 use tokio::sync::broadcast;
 
@@ -56,6 +57,23 @@ pub trait BackoffStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, ()>;
     /// Names of destinations whose backoff an admin reset, told after the commit.
     fn subscribe_resets(&self) -> broadcast::Receiver<Arc<str>>;
+    /// Keeps why a request to `destination` failed (its last error); an
+    /// `outage` failure (one that counts against its backoff) also opens or
+    /// extends its outage in its history. Stores that keep no history
+    /// ignore it.
+    fn record_failure<'a>(
+        &'a self,
+        _destination: &'a str,
+        _failure: &'a Failure,
+        _outage: bool,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    /// A request to `destination` succeeded: ends its open outage, if any.
+    /// Called for every success, so it must be cheap when none is open.
+    fn record_success<'a>(&'a self, _destination: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// How backoff grows.
@@ -225,6 +243,26 @@ impl RetryLimiter {
             self.store.set_retry_timings(destination, next).await?;
         }
         Ok(())
+    }
+
+    /// Keeps why a request to `destination` failed (see
+    /// [`BackoffStore::record_failure`]).
+    pub async fn failed(
+        &self,
+        destination: &str,
+        failure: &Failure,
+        outage: bool,
+    ) -> Result<(), BackoffError> {
+        Ok(self
+            .store
+            .record_failure(destination, failure, outage)
+            .await?)
+    }
+
+    /// A request to `destination` succeeded (see
+    /// [`BackoffStore::record_success`]).
+    pub async fn succeeded(&self, destination: &str) -> Result<(), BackoffError> {
+        Ok(self.store.record_success(destination).await?)
     }
 
     /// A signal that fires when an admin resets `destination`'s backoff.

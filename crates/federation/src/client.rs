@@ -40,7 +40,7 @@
 //! so such a destination is tried again and again and looks healthy.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +67,7 @@ use super::resolve::{ResolveError, ServerResolver};
 use super::settings::FederationSettings;
 use super::well_known::{SystemClock, WellKnownConfig, WellKnownResolver};
 use herald_keys::ServerKeys;
+use herald_shared::FailureKind;
 
 /// Synapse's `MAX_RESPONSE_SIZE` for JSON answers: 100 MiB.
 pub const MAX_RESPONSE_SIZE: u64 = 100 * 1024 * 1024;
@@ -151,8 +152,10 @@ pub enum FederationError {
     Http {
         destination: String,
         status: u16,
+        /// The address that answered.
+        address: Option<SocketAddr>,
         /// The body as a Matrix error, when it is one.
-        error: Option<MatrixError>,
+        error: Option<Box<MatrixError>>,
         /// The body (at most 64 KiB).
         body: Bytes,
     },
@@ -161,6 +164,11 @@ pub enum FederationError {
         destination: String,
         /// Whether trying again may work.
         retryable: bool,
+        /// What failed: `Dns`, `Connect`, `Tls` or `Timeout` (or
+        /// `InvalidResponse` for an answer that is not HTTP).
+        kind: FailureKind,
+        /// The address tried, when one was.
+        address: Option<SocketAddr>,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -192,8 +200,8 @@ pub enum FederationError {
     },
 }
 
-fn matrix_error_suffix(error: &Option<MatrixError>) -> String {
-    match error {
+fn matrix_error_suffix(error: &Option<Box<MatrixError>>) -> String {
+    match error.as_deref() {
         Some(MatrixError {
             errcode,
             error: Some(text),
@@ -222,14 +230,18 @@ impl FederationError {
         }
     }
 
+    /// A try that failed at `kind` (trying again may work).
     fn send_failed(
         destination: &str,
-        retryable: bool,
+        kind: FailureKind,
+        address: Option<SocketAddr>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> FederationError {
         FederationError::SendFailed {
             destination: destination.to_owned(),
-            retryable,
+            retryable: true,
+            kind,
+            address,
             source: source.into(),
         }
     }
@@ -609,12 +621,21 @@ impl FederationClient {
             Err(FederationError::AnswerBudget { .. }) => Outcome::NotCounted,
             Err(_) => Outcome::Failure,
         };
-        self.record(destination, timings, outcome).await;
+        self.record(destination, timings, outcome, result.as_ref().err())
+            .await;
         result
     }
 
-    /// Stores what a request did to the destination's backoff.
-    async fn record(&self, destination: &str, timings: Timings, outcome: Outcome) {
+    /// Stores what a request did to the destination's backoff and, for a
+    /// failure that counts against it, why it failed (its last error and
+    /// history, through the backoff store).
+    async fn record(
+        &self,
+        destination: &str,
+        timings: Timings,
+        outcome: Outcome,
+        error: Option<&FederationError>,
+    ) {
         match outcome {
             Outcome::Success => {
                 let mut well = self.answered_well.lock();
@@ -629,6 +650,24 @@ impl FederationClient {
         }
         if let Err(e) = self.limiter.record(destination, timings, outcome).await {
             warn!(destination, error = %e, "could not store the destination's backoff");
+        }
+        let noted = match outcome {
+            Outcome::Success => self.limiter.succeeded(destination).await,
+            Outcome::Failure => match error.and_then(crate::failure::failure_of) {
+                Some(failure) => {
+                    if let Some(m) = &self.metrics {
+                        m.failure_recorded(failure.kind);
+                    }
+                    self.limiter
+                        .failed(destination, &failure, timings.backoff_on_failure)
+                        .await
+                }
+                None => Ok(()),
+            },
+            Outcome::NotCounted => Ok(()),
+        };
+        if let Err(e) = noted {
+            warn!(destination, error = %e, "could not store the destination's last error");
         }
     }
 
@@ -662,7 +701,8 @@ impl FederationClient {
             ) => Outcome::NotCounted,
             Err(_) => Outcome::Failure,
         };
-        self.record(destination, timings, outcome).await;
+        self.record(destination, timings, outcome, result.as_ref().err())
+            .await;
         Ok((result?, headers))
     }
 
@@ -749,7 +789,8 @@ impl FederationClient {
             _ => Some(Outcome::Failure),
         };
         if let Some(outcome) = outcome {
-            self.record(destination, timings, outcome).await;
+            self.record(destination, timings, outcome, Some(&error))
+                .await;
         }
         Err(error)
     }
@@ -873,12 +914,18 @@ impl FederationClient {
     ) -> Result<Answer, FederationError> {
         let TryTerms { timeout, priority } = terms;
         let mut deadline = Instant::now() + timeout;
-        let late = |what: &str| {
-            FederationError::send_failed(destination, true, format!("{what} within {timeout:?}"))
+        let late = |what: &str, kind: FailureKind, address: Option<SocketAddr>| {
+            let at = address.map(|a| format!(" from {a}")).unwrap_or_default();
+            FederationError::send_failed(
+                destination,
+                kind,
+                address,
+                format!("{what}{at} within {timeout:?}"),
+            )
         };
         let resolution = tokio::time::timeout_at(deadline, self.resolver.resolve(destination))
             .await
-            .map_err(|_| late("no resolution"))??;
+            .map_err(|_| late("no resolution", FailureKind::Dns, None))??;
         if let Some(ip) = resolution
             .candidates
             .iter()
@@ -913,7 +960,7 @@ impl FederationClient {
                 .body(Full::new(content.clone().unwrap_or_default()))
                 .map_err(|e| FederationError::InvalidRequest(e.to_string()))
         };
-        let mut last_error: Option<std::io::Error> = None;
+        let mut last_error: Option<(SocketAddr, std::io::Error)> = None;
         for addr in &resolution.candidates {
             let key = PoolKey {
                 addr: *addr,
@@ -933,10 +980,12 @@ impl FederationClient {
                         Ok(Ok(conn)) => (conn, slot),
                         Ok(Err(e)) => {
                             debug!(destination, %addr, error = ?e.to_string(), "could not connect");
-                            last_error = Some(e);
+                            last_error = Some((*addr, e));
                             continue;
                         }
-                        Err(_) => return Err(late("no connection")),
+                        Err(_) => {
+                            return Err(late("no connection", FailureKind::Connect, Some(*addr)))
+                        }
                     }
                 }
             };
@@ -944,9 +993,18 @@ impl FederationClient {
                 m.request_sent(method.as_str());
             }
             let sent_at = std::time::Instant::now();
+            let no_answer = || late("no answer", FailureKind::Timeout, Some(*addr));
+            let broken = |e: hyper::Error| {
+                let kind = if e.is_parse() {
+                    FailureKind::InvalidResponse
+                } else {
+                    FailureKind::Connect
+                };
+                FederationError::send_failed(destination, kind, Some(*addr), e)
+            };
             let first = tokio::time::timeout_at(deadline, conn.sender.send_request(build()?))
                 .await
-                .map_err(|_| late("no answer"))?;
+                .map_err(|_| no_answer())?;
             let response = match first {
                 Ok(r) => r,
                 Err(e) if conn.reused && (e.is_canceled() || e.is_incomplete_message()) => {
@@ -968,12 +1026,15 @@ impl FederationClient {
                     };
                     let (fresh, response) = tokio::time::timeout_at(deadline, again)
                         .await
-                        .map_err(|_| late("no answer"))?
-                        .map_err(|e| FederationError::send_failed(destination, true, e))?;
+                        .map_err(|_| no_answer())?
+                        .map_err(|e| {
+                            let kind = crate::failure::connect_kind(&e);
+                            FederationError::send_failed(destination, kind, Some(*addr), e)
+                        })?;
                     conn = fresh;
                     response
                 }
-                Err(e) => return Err(FederationError::send_failed(destination, true, e)),
+                Err(e) => return Err(broken(e)),
             };
             let status = response.status().as_u16();
             debug!(destination, status, "answer");
@@ -999,17 +1060,28 @@ impl FederationClient {
                 self.read_body(destination, answer, &mut body, MAX_ERROR_BODY, None),
             )
             .await;
-            let error = serde_json::from_slice::<MatrixError>(&body).ok();
+            let error = serde_json::from_slice::<MatrixError>(&body)
+                .ok()
+                .map(Box::new);
             return Err(FederationError::Http {
                 destination: destination.to_owned(),
                 status,
+                address: Some(*addr),
                 error,
                 body: Bytes::from(body),
             });
         }
         Err(match last_error {
-            Some(e) => FederationError::send_failed(destination, true, e),
-            None => FederationError::send_failed(destination, true, "no address to connect to"),
+            Some((addr, e)) => {
+                let kind = crate::failure::connect_kind(&e);
+                FederationError::send_failed(destination, kind, Some(addr), e)
+            }
+            None => FederationError::send_failed(
+                destination,
+                FailureKind::Dns,
+                None,
+                "no address to connect to",
+            ),
         })
     }
 
@@ -1039,10 +1111,12 @@ impl FederationClient {
             mut deadline,
             timeout,
         } = answer;
+        let address = Some(conn.key.addr);
         let late = || {
             FederationError::send_failed(
                 destination,
-                true,
+                FailureKind::Timeout,
+                address,
                 format!("the whole answer did not arrive within {timeout:?}"),
             )
         };
@@ -1072,7 +1146,9 @@ impl FederationClient {
                 Ok(None) => break,
                 Ok(Some(frame)) => frame,
             };
-            let frame = frame.map_err(|e| FederationError::send_failed(destination, true, e))?;
+            let frame = frame.map_err(|e| {
+                FederationError::send_failed(destination, FailureKind::Connect, address, e)
+            })?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -1092,9 +1168,9 @@ impl FederationClient {
             budget_waited += waited;
             deadline += waited;
             let permit = match permit {
-                Ok(permit) => {
-                    permit.map_err(|e| FederationError::send_failed(destination, true, e))?
-                }
+                Ok(permit) => permit.map_err(|e| {
+                    FederationError::send_failed(destination, FailureKind::Connect, address, e)
+                })?,
                 Err(_) => {
                     warn!(destination, waited = ?budget_waited, "no room in the answer budget");
                     return Err(FederationError::AnswerBudget {

@@ -15,6 +15,7 @@ pub mod client;
 pub mod clock;
 pub mod connect;
 pub mod dns;
+pub mod failure;
 pub mod ip_filter;
 pub mod metrics;
 pub mod resolve;

@@ -9,6 +9,7 @@
 //! It sends through `herald-federation`'s client and keeps everything in
 //! `herald-store`; it knows nothing of HTTP routes or of the config file.
 
+mod history;
 pub mod intake;
 pub mod metrics;
 mod queue;
@@ -63,25 +64,41 @@ const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 const PRUNE_BATCH: u32 = 10_000;
 
 /// Removes, every `PRUNE_EVERY`, accepted events no destination needs any
-/// more (`Store::prune_delivered_events`), a batch at a time.
+/// more (`Outbox::prune_delivered_events`) and history entries past their
+/// bounds (`Destinations::prune_history`), a batch at a time.
 async fn prune(store: Store) {
     let mut tick = tokio::time::interval(PRUNE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        loop {
-            match store.outbox.prune_delivered_events(PRUNE_BATCH).await {
-                Ok(n) if n == u64::from(PRUNE_BATCH) => tokio::task::yield_now().await,
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::debug!(events = n, "pruned delivered events");
-                    }
-                    break;
+        prune_in_batches("delivered events", || {
+            store.outbox.prune_delivered_events(PRUNE_BATCH)
+        })
+        .await;
+        prune_in_batches("history entries", || {
+            store.destinations.prune_history(PRUNE_BATCH)
+        })
+        .await;
+    }
+}
+
+/// Runs `round` until it removes less than a batch (or fails).
+async fn prune_in_batches<F>(what: &str, mut round: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    loop {
+        match round().await {
+            Ok(n) if n == u64::from(PRUNE_BATCH) => tokio::task::yield_now().await,
+            Ok(n) => {
+                if n > 0 {
+                    tracing::debug!(removed = n, what, "pruned");
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "pruning delivered events failed");
-                    break;
-                }
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, what, "pruning failed");
+                break;
             }
         }
     }

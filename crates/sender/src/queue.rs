@@ -10,11 +10,14 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::history;
 use super::metrics::TxnOutcome;
 use super::scheduler::Shared;
 use super::transaction::{self, Contents, InFlight, MAX_EDUS, MAX_PDUS};
 use herald_federation::client::{FederationError, RequestOptions};
+use herald_shared::HistoryEvent;
 use herald_store::delivery::{Delivery, PendingEdu, PendingPdu, Superseded};
+use herald_store::history::NewEntry;
 use herald_store::{OutboxError, StoreError};
 
 /// How soon a transaction is tried again when its answer found no room in
@@ -92,6 +95,13 @@ pub(super) async fn run(shared: Arc<Shared>, name: Arc<str>) {
             Ok(Step::CaughtUp) => {
                 tracing::info!(destination = ?name, "caught up");
                 shared.with(&name, |d| d.catching_up = false);
+                history::note(
+                    &shared,
+                    &name,
+                    HistoryEvent::CatchUpLeft,
+                    NewEntry::default(),
+                )
+                .await;
             }
             Ok(Step::Empty) => {
                 if shared.finish_if_idle(&name) {
@@ -150,6 +160,13 @@ async fn catch_up_step(shared: &Shared, name: &str) -> Result<Step, QueueError> 
     if drop_volatile {
         let dropped = shared.store.outbox.drop_volatile_edus(name).await?;
         tracing::info!(destination = ?name, dropped_edus = dropped, "catching up: presence, typing and receipts dropped");
+        history::dropped(
+            shared,
+            name,
+            dropped,
+            "catching up: presence, typing and receipt EDUs",
+        )
+        .await;
     }
     let after = shared
         .store
@@ -246,6 +263,7 @@ async fn send(
             for (event_id, error) in &errors {
                 tracing::warn!(destination = ?name, event_id = ?event_id, error = ?error, "destination refused a PDU");
             }
+            history::pdus_rejected(shared, name, pdus.len(), &errors).await;
             shared
                 .store
                 .outbox
@@ -292,6 +310,8 @@ async fn failed(
                 .outbox
                 .drop_queued(name, &contents.pdus, &contents.edus)
                 .await?;
+            let count = (contents.pdus.len() + contents.edus.len()) as u64;
+            history::dropped(shared, name, count, "the transaction cannot be built").await;
             shared.with(name, |d| d.in_flight = None);
             shared.metrics.transaction(TxnOutcome::Rejected, 0, 0, 0);
             return Ok(Step::Sent);
@@ -299,6 +319,7 @@ async fn failed(
         FederationError::DeniedByWhitelist(_) => {
             let dropped = shared.store.outbox.drop_all_queued(name).await?;
             tracing::warn!(destination = ?name, dropped, "not in federation_domain_whitelist (any more): its queue is dropped");
+            history::dropped(shared, name, dropped, "not in federation_domain_whitelist").await;
             shared.with(name, |d| d.in_flight = None);
             return Ok(Step::Sent);
         }
@@ -351,12 +372,18 @@ fn enter_catch_up_if_long(shared: &Shared, name: &str, retry_interval: i64) {
     if retry_interval <= shared.catch_up_after_ms {
         return;
     }
-    shared.with(name, |d| {
+    let entered = shared.with(name, |d| {
         if !d.catching_up {
             tracing::info!(destination = ?name, retry_interval_ms = retry_interval, "long backoff: catch-up from now on");
             d.catching_up = true;
             d.volatile_dropped = false;
             d.in_flight = None;
+            true
+        } else {
+            false
         }
     });
+    if entered == Some(true) {
+        history::entered_catch_up(shared, name, Some(shared.now() + retry_interval));
+    }
 }

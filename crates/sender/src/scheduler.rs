@@ -154,6 +154,9 @@ impl Shared {
                 None => {
                     let key: Arc<str> = Arc::from(name);
                     let (due, catching_up) = self.backoff_of(name);
+                    if catching_up {
+                        super::history::entered_catch_up(self, name, due);
+                    }
                     let waiting = due.filter(|&due| due > now);
                     let phase = match waiting {
                         Some(due) => {

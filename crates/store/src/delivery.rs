@@ -123,6 +123,16 @@ impl Delivery {
             .execute(&mut **tx)
             .await?;
         }
+        if !self.pdus.is_empty() || !self.edus.is_empty() {
+            sqlx::query(
+                "INSERT INTO destination_health (destination, last_delivered_ts) VALUES (?, ?) \
+                 ON CONFLICT (destination) DO UPDATE SET last_delivered_ts = excluded.last_delivered_ts",
+            )
+            .bind(&self.destination)
+            .bind(super::now_ms())
+            .execute(&mut **tx)
+            .await?;
+        }
         let newest = self.newest();
         if let Some(newest) = newest {
             sqlx::query(

@@ -29,7 +29,7 @@ const RESETS_BUFFERED: usize = 256;
 /// change a destination's health, with the in-memory index kept in step.
 #[derive(Clone)]
 pub struct Destinations {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     pub(crate) index: SharedIndex,
     /// Rooms per destination (the rooms list's `total`), kept with the index.
     pub(crate) room_counts: Arc<RwLock<HashMap<String, u64>>>,
@@ -38,6 +38,8 @@ pub struct Destinations {
     /// Destinations whose backoff an admin reset, told after the commit (a
     /// request sleeping between retries, a sender queue, wake up on it).
     resets: broadcast::Sender<Arc<str>>,
+    /// Outages open now, and the history's writer (see `history`).
+    pub(crate) outages: super::history::SharedOutages,
 }
 
 const SELECT_ROW: &str = "SELECT destination, retry_last_ts, retry_interval, failure_ts, \
@@ -94,11 +96,12 @@ impl Destinations {
         let index = DestinationIndex::build(rows);
         let room_counts = load_room_counts(&pool).await?;
         Ok(Destinations {
-            pool,
             index: SharedIndex::new(index),
             room_counts: Arc::new(RwLock::new(room_counts)),
             writer: Arc::new(tokio::sync::Mutex::new(())),
             resets: broadcast::channel(RESETS_BUFFERED).0,
+            outages: Arc::new(super::history::OpenOutages::load(&pool).await?),
+            pool,
         })
     }
 
@@ -228,10 +231,29 @@ impl Destinations {
         })
     }
 
-    /// `reset_connection`: clears the backoff of a destination in backoff.
-    pub async fn reset_retry_timings(&self, name: &str) -> Result<ResetOutcome, StoreError> {
-        let (this, name) = (self.clone(), name.to_owned());
-        to_the_end(async move { this.reset_now(&name).await }).await
+    /// `reset_connection`: clears the backoff of a destination in backoff,
+    /// and notes in its history who did (`actor`, an admin's user ID).
+    pub async fn reset_retry_timings(
+        &self,
+        name: &str,
+        actor: Option<&str>,
+    ) -> Result<ResetOutcome, StoreError> {
+        let (this, name, actor) = (self.clone(), name.to_owned(), actor.map(str::to_owned));
+        to_the_end(async move {
+            let outcome = this.reset_now(&name).await?;
+            if outcome == ResetOutcome::Reset {
+                let _history = this.outages.writer.lock().await;
+                let entry = super::history::NewEntry {
+                    actor,
+                    ..Default::default()
+                };
+                let now = super::now_ms();
+                this.add_entry_now(&name, now, herald_shared::HistoryEvent::Reset, entry)
+                    .await?;
+            }
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn reset_now(&self, name: &str) -> Result<ResetOutcome, StoreError> {
@@ -415,7 +437,7 @@ impl Destinations {
 /// and the reset broadcast happen together even when the caller goes away
 /// (an HTTP client hanging up, a request timing out), so the index never
 /// misses a committed row nor applies two writes out of order.
-async fn to_the_end<T: Send + 'static>(
+pub(crate) async fn to_the_end<T: Send + 'static>(
     write: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::spawn(write)
@@ -447,5 +469,26 @@ impl BackoffStore for Destinations {
 
     fn subscribe_resets(&self) -> broadcast::Receiver<Arc<str>> {
         Destinations::subscribe_resets(self)
+    }
+
+    fn record_failure<'a>(
+        &'a self,
+        destination: &'a str,
+        failure: &'a herald_shared::Failure,
+        outage: bool,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            Destinations::record_failure(self, destination, failure, outage)
+                .await
+                .map_err(|e| StorageError(Box::new(e)))
+        })
+    }
+
+    fn record_success<'a>(&'a self, destination: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            Destinations::record_success(self, destination)
+                .await
+                .map_err(|e| StorageError(Box::new(e)))
+        })
     }
 }

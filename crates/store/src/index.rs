@@ -88,6 +88,9 @@ pub struct DestinationIndex {
     /// One list per non-name order; the name order is `by_name_order`.
     orders: [RankedList; 4],
     by_name_order: RankedList,
+    /// Ids of forgotten rows: out of every list and of `by_name`, their
+    /// bytes in `lower` blanked; a name forgotten and seen again gets a new id.
+    removed: std::collections::HashSet<u32>,
 }
 
 /// Index into `orders` for a numeric order.
@@ -194,11 +197,33 @@ impl DestinationIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.rows.len() - self.removed.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len() == 0
+    }
+
+    /// Forgets `name`'s row (a forgotten destination); false when unknown.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let Some(&id) = self.by_name.get(name) else {
+            return false;
+        };
+        for order in NUMERIC_ORDERS {
+            let mut list = std::mem::take(&mut self.orders[slot(order).unwrap_or(0)]);
+            list.remove(id, |a, b| self.cmp(order, a, b));
+            self.orders[slot(order).unwrap_or(0)] = list;
+        }
+        let mut list = std::mem::take(&mut self.by_name_order);
+        list.remove(id, |a, b| self.cmp(OrderBy::Destination, a, b));
+        self.by_name_order = list;
+        self.by_name.remove(name);
+        // No needle holds a SEPARATOR: a blanked name matches no filter.
+        let start = self.starts[id as usize];
+        let end = start + self.rows[id as usize].destination.len();
+        self.lower[start..end].fill(SEPARATOR);
+        self.removed.insert(id);
+        true
     }
 
     pub fn get(&self, name: &str) -> Option<&DestinationRow> {
@@ -349,7 +374,10 @@ impl DestinationIndex {
             now_ts: now_ms,
             ..FederationSummary::default()
         };
-        for row in &self.rows {
+        for (id, row) in self.rows.iter().enumerate() {
+            if !self.removed.is_empty() && self.removed.contains(&(id as u32)) {
+                continue;
+            }
             summary.add(DestinationStatus::from_columns(
                 row.retry_last_ts.unwrap_or(0),
                 row.retry_interval.unwrap_or(0),
@@ -367,7 +395,7 @@ impl DestinationIndex {
         let mut rows = Vec::new();
         let total = match &q.destination {
             None => {
-                let n = self.rows.len() as u64;
+                let n = self.len() as u64;
                 if q.from < n && limit > 0 {
                     let take = limit.min(n - q.from) as usize;
                     rows.reserve(take);
@@ -574,6 +602,20 @@ mod tests {
             rows.push(new.clone());
             index.put(new);
         }
+        // Forget some (as `DELETE .../destinations/<d>` does), and bring a
+        // few forgotten names back.
+        for i in 0..300 {
+            let j = (rng(&mut seed) % rows.len() as u64) as usize;
+            let gone = rows.swap_remove(j);
+            assert!(index.remove(&gone.destination));
+            assert!(!index.remove(&gone.destination));
+            if i % 10 == 0 {
+                let back = row(&gone.destination, None, Some(3), None, Some(9));
+                rows.push(back.clone());
+                index.put(back);
+            }
+        }
+        assert_eq!(index.len(), rows.len());
         for order in OrderBy::ALL {
             for dir in [Direction::Forwards, Direction::Backwards] {
                 for filter in [

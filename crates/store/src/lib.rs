@@ -10,6 +10,8 @@
 
 pub mod delivery;
 pub mod destinations;
+pub mod forget;
+pub mod history;
 pub mod index;
 mod orderings;
 pub mod outbox;

@@ -40,6 +40,8 @@ pub enum Edit {
     Known(String),
     /// Move `last_successful_stream_ordering` forward (never back).
     Delivered(String, i64),
+    /// Forget the row (a forgotten destination).
+    Remove(String),
 }
 
 #[derive(Clone, Default)]
@@ -100,10 +102,13 @@ impl SharedIndex {
         }
         let inner = self.inner.clone();
         let work = move || {
-            // Rows are never removed and, but by a `Put`, never lowered: an
+            // Rows are removed only by a `Remove` and, but by a `Put`, never lowered: an
             // edit that changes nothing now changes nothing after the ones
             // before it either (batches with a `Put` are applied whole).
-            let edits: Vec<Edit> = if edits.iter().any(|e| matches!(e, Edit::Put(_))) {
+            let edits: Vec<Edit> = if edits
+                .iter()
+                .any(|e| matches!(e, Edit::Put(_) | Edit::Remove(_)))
+            {
                 edits
             } else {
                 let index = inner.read_recursive();
@@ -128,7 +133,7 @@ impl SharedIndex {
 /// Whether `edit` would change `index`.
 fn changes(index: &DestinationIndex, edit: &Edit) -> bool {
     match edit {
-        Edit::Put(_) => true,
+        Edit::Put(_) | Edit::Remove(_) => true,
         Edit::Known(name) => index.get(name).is_none(),
         Edit::Delivered(name, ordering) => index
             .get(name)
@@ -139,6 +144,9 @@ fn changes(index: &DestinationIndex, edit: &Edit) -> bool {
 fn apply_one(index: &mut DestinationIndex, edit: &Edit) {
     match edit {
         Edit::Put(row) => index.put(row.clone()),
+        Edit::Remove(name) => {
+            index.remove(name);
+        }
         Edit::Known(name) => {
             if index.get(name).is_none() {
                 index.put(DestinationRow::new(name, None, None, None, None));

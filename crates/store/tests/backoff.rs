@@ -250,7 +250,7 @@ async fn an_admin_reset_wakes_whoever_waits_for_that_destination() {
     assert_eq!(
         f.store
             .destinations
-            .reset_retry_timings("c.test")
+            .reset_retry_timings("c.test", None)
             .await
             .expect("reset"),
         ResetOutcome::Reset

@@ -6,7 +6,8 @@
 //! self-signature and validity and the request's signature, and only then
 //! looks at the body. It records what it accepted, and behaves as told
 //! ([`Behaviour`]): slow, flaky (500s), rate-limiting (429), rejecting (401),
-//! down for a while, refusing some PDUs. Its name is `127.0.0.1:<port>`.
+//! down for a while or for good (connections refused), refusing some PDUs.
+//! Its name is `127.0.0.1:<port>`.
 //!
 //! The demo runs several; the sender's tests and benchmarks use them as
 //! receivers.
@@ -51,8 +52,14 @@ pub struct Behaviour {
     /// one comes over a new connection (as from a server that closes idle
     /// connections before the sender's pool does).
     pub close_connections: bool,
+    /// `delay` holds back every answer (the key server's and
+    /// `/_matrix/federation/v1/version` too), not only transactions'.
+    pub delay_every_request: bool,
     /// Not listening for this long after start (connections refused).
     pub down_for: Duration,
+    /// Never listening: its port is bound (so nothing else takes it) but
+    /// not listened on, so every connection is refused.
+    pub refuse_connections: bool,
     /// PDUs (by `event_id`) acknowledged with an error.
     pub refuse_event_ids: HashSet<String>,
     /// Seed of the draws for `failure_rate` (tests, to replay a run);
@@ -150,8 +157,17 @@ impl Homeserver {
         server_tls: Arc<rustls::ServerConfig>,
         client_tls: Arc<rustls::ClientConfig>,
     ) -> Result<Homeserver, HomeserverError> {
-        let tcp = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = tcp.local_addr()?;
+        let port = if behaviour.refuse_connections {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            Port::Held(socket)
+        } else {
+            Port::Listening(TcpListener::bind("127.0.0.1:0").await?)
+        };
+        let addr = match &port {
+            Port::Held(socket) => socket.local_addr()?,
+            Port::Listening(tcp) => tcp.local_addr()?,
+        };
         let name = addr.to_string();
         let key = SigningKey::generate("sim1").map_err(|e| HomeserverError::Key(e.to_string()))?;
         let down_for = behaviour.down_for;
@@ -185,6 +201,17 @@ impl Homeserver {
             // axum's default 2 MB.
             .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
             .with_state(inner.clone());
+        let tcp = match port {
+            Port::Listening(tcp) => tcp,
+            Port::Held(socket) => {
+                // Bound and never listened on, until the runtime stops.
+                tokio::spawn(async move {
+                    let _held = socket;
+                    std::future::pending::<()>().await
+                });
+                return Ok(Homeserver { addr, inner });
+            }
+        };
         if down_for.is_zero() {
             let listener = TlsListener::new(tcp, server_tls)?;
             tokio::spawn(async move { axum::serve(listener, app).await });
@@ -262,7 +289,25 @@ impl Homeserver {
     }
 }
 
+/// Its port: listened on, or only bound ([`Behaviour::refuse_connections`]).
+enum Port {
+    Listening(TcpListener),
+    Held(tokio::net::TcpSocket),
+}
+
+/// Waits `delay` when [`Behaviour::delay_every_request`] says so.
+async fn delay_if_everywhere(inner: &Inner) {
+    let delay = {
+        let behaviour = inner.behaviour.lock();
+        behaviour.delay_every_request.then_some(behaviour.delay)
+    };
+    if let Some(delay) = delay.filter(|d| !d.is_zero()) {
+        tokio::time::sleep(delay).await;
+    }
+}
+
 async fn key_server(State(inner): State<Arc<Inner>>) -> Response {
+    delay_if_everywhere(&inner).await;
     let valid_until = u64::try_from(now_ms() + 3_600_000).unwrap_or(0);
     match inner.keys.key_server_response(valid_until) {
         Ok(body) => Json(body).into_response(),
@@ -274,7 +319,8 @@ async fn key_server(State(inner): State<Arc<Inner>>) -> Response {
     }
 }
 
-async fn version() -> Json<Value> {
+async fn version(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    delay_if_everywhere(&inner).await;
     Json(json!({"server": {"name": "Herald simulated homeserver", "version": "1"}}))
 }
 

@@ -1,5 +1,8 @@
 //! A self-signed certificate for 127.0.0.1, written as PEM files: the demo's
-//! Herald and its simulated homeservers present it, and trust only it.
+//! Herald and its simulated homeservers present it, and trust only it. The
+//! demo also makes one for another name, which one simulated homeserver
+//! presents (Herald trusts it as an issuer, so the handshake fails on the
+//! name alone).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,9 +36,15 @@ pub struct LoopbackCert {
 impl LoopbackCert {
     /// Generates one into `dir` (`loopback.crt`, `loopback.key`).
     pub fn generate(dir: &Path) -> Result<LoopbackCert, CertError> {
-        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
-        let cert_path = dir.join("loopback.crt");
-        let key_path = dir.join("loopback.key");
+        LoopbackCert::generate_named(dir, "loopback", "127.0.0.1")
+    }
+
+    /// Generates a self-signed one for `name` into `dir` (`<stem>.crt`,
+    /// `<stem>.key`).
+    pub fn generate_named(dir: &Path, stem: &str, name: &str) -> Result<LoopbackCert, CertError> {
+        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()])?;
+        let cert_path = dir.join(format!("{stem}.crt"));
+        let key_path = dir.join(format!("{stem}.key"));
         for (path, text) in [
             (&cert_path, certified.cert.pem()),
             (&key_path, certified.key_pair.serialize_pem()),

@@ -21,7 +21,7 @@ use crate::state::AppState;
 use herald_store::destinations::ResetOutcome;
 
 const PREFIX: &str = "/_synapse/admin/v1/federation";
-const HERALD_PREFIX: &str = "/_herald/admin/v1/federation";
+pub(crate) const HERALD_PREFIX: &str = "/_herald/admin/v1/federation";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -56,7 +56,7 @@ pub fn router() -> Router<AppState> {
 
 /// The destination named in the path, percent-decoded (invalid UTF-8
 /// becomes U+FFFD, as Python's `unquote` does).
-fn destination(uri: &Uri) -> String {
+pub(crate) fn destination(uri: &Uri) -> String {
     let path = uri.path();
     let rest = path
         .strip_prefix(PREFIX)
@@ -66,7 +66,7 @@ fn destination(uri: &Uri) -> String {
     percent_decode_path(segment)
 }
 
-fn query(uri: &Uri) -> RawQuery {
+pub(crate) fn query(uri: &Uri) -> RawQuery {
     RawQuery::parse(uri.query().unwrap_or(""))
 }
 
@@ -159,11 +159,11 @@ async fn reset_connection(
     uri: Uri,
 ) -> ApiResult<Json<Value>> {
     let destination = destination(&uri);
-    require_admin(&state.store, &headers, &uri).await?;
+    let admin = require_admin(&state.store, &headers, &uri).await?;
     match state
         .store
         .destinations
-        .reset_retry_timings(&destination)
+        .reset_retry_timings(&destination, Some(&state.user_id(&admin)))
         .await?
     {
         ResetOutcome::Unknown => Err(ApiError::not_found("Unknown destination")),

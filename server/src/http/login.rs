@@ -284,7 +284,7 @@ async fn whoami(
 ) -> ApiResult<Json<WhoAmI>> {
     let owner = require_user(&state.store, &headers, &uri).await?;
     Ok(Json(WhoAmI {
-        user_id: format!("@{}:{}", owner.user, state.config.server_name),
+        user_id: state.user_id(&owner),
         device_id: Some(owner.device_id),
         is_guest: false,
     }))

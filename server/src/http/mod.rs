@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod health;
 pub mod intake;
 pub mod key_server;
 pub mod login;
@@ -62,6 +63,7 @@ pub fn leptos_options(listen: SocketAddr) -> LeptosOptions {
 pub fn api_router() -> Router<AppState> {
     Router::new()
         .merge(crate::http::admin::router())
+        .merge(health::router())
         .merge(crate::http::login::router())
         .merge(metrics::router())
         .merge(intake::router())

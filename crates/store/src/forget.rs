@@ -1,0 +1,79 @@
+//! Forgetting a destination (`DELETE /_herald/admin/v1/federation/
+//! destinations/<d>`): its `destinations` row, its rooms, its queued PDUs
+//! and EDUs and its last error go in one transaction; its history stays,
+//! with a `forgotten` entry naming the admin and what went. Accepted
+//! events no queue needs any more are left to the sender's usual pruning.
+
+use herald_shared::{Forgotten, HistoryEvent};
+
+use super::destinations::to_the_end;
+use super::history::NewEntry;
+use super::shared_index::Edit;
+use super::{now_ms, Destinations, StoreError};
+
+impl Destinations {
+    /// Forgets `name`; `None` when it is not known.
+    pub async fn forget(
+        &self,
+        name: &str,
+        actor: Option<&str>,
+    ) -> Result<Option<Forgotten>, StoreError> {
+        let (this, name, actor) = (self.clone(), name.to_owned(), actor.map(str::to_owned));
+        to_the_end(async move { this.forget_now(&name, actor).await }).await
+    }
+
+    async fn forget_now(
+        &self,
+        name: &str,
+        actor: Option<String>,
+    ) -> Result<Option<Forgotten>, StoreError> {
+        let _writer = self.writer.lock().await;
+        let _history = self.outages.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let known: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM destinations WHERE destination = ?")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if known.is_none() {
+            return Ok(None);
+        }
+        // Rows that name it first (foreign keys), then the row itself.
+        let mut counts = [0u64; 3];
+        for (i, table) in ["destination_rooms", "destination_pdus", "destination_edus"]
+            .into_iter()
+            .enumerate()
+        {
+            counts[i] = sqlx::query(&format!("DELETE FROM {table} WHERE destination = ?"))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        for table in ["destination_health", "destinations"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE destination = ?"))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let [rooms, queued_pdus, queued_edus] = counts;
+        self.index.apply(vec![Edit::Remove(name.to_owned())]).await;
+        self.room_counts.write().remove(name);
+        let entry = NewEntry {
+            actor,
+            message: Some(format!(
+                "{rooms} rooms, {queued_pdus} queued PDUs and {queued_edus} queued EDUs removed"
+            )),
+            ..NewEntry::default()
+        };
+        self.add_entry_now(name, now_ms(), HistoryEvent::Forgotten, entry)
+            .await?;
+        Ok(Some(Forgotten {
+            destination: name.to_owned(),
+            rooms,
+            queued_pdus,
+            queued_edus,
+        }))
+    }
+}

@@ -194,11 +194,22 @@ mod http {
         let req = authorized(Request::post(url), token)
             .json(body)
             .map_err(|e| ApiError::Decode(e.to_string()))?;
-        read(req.send().await).await
+        decode(read(req.send().await).await)
     }
 
     pub async fn get_json<T: FromJs>(url: &str, token: &str) -> Result<T, ApiError> {
+        decode(get_value(url, token).await)
+    }
+
+    /// The one copy of a GET's request and answer handling: the generic
+    /// callers above only decode, so each answer type costs the WASM its
+    /// `FromJs` and no more.
+    async fn get_value(url: &str, token: &str) -> Result<wasm_bindgen::JsValue, ApiError> {
         read(authorized(Request::get(url), Some(token)).send().await).await
+    }
+
+    fn decode<T: FromJs>(body: Result<wasm_bindgen::JsValue, ApiError>) -> Result<T, ApiError> {
+        T::from_js(&body?).map_err(ApiError::Decode)
     }
 
     /// The body parsed by the browser, or `None` if it is not JSON.
@@ -207,13 +218,15 @@ mod http {
         wasm_bindgen_futures::JsFuture::from(promise).await.ok()
     }
 
-    async fn read<T: FromJs>(resp: Result<Response, gloo_net::Error>) -> Result<T, ApiError> {
+    /// A success answer's parsed body, or the error it stands for.
+    async fn read(
+        resp: Result<Response, gloo_net::Error>,
+    ) -> Result<wasm_bindgen::JsValue, ApiError> {
         let resp = resp.map_err(|e| ApiError::Network(e.to_string()))?;
         let (ok, status) = (resp.ok(), resp.status());
         let body = parsed(resp.into()).await;
         if ok {
-            let body = body.ok_or_else(|| ApiError::Decode("the answer is not JSON".into()))?;
-            return T::from_js(&body).map_err(ApiError::Decode);
+            return body.ok_or_else(|| ApiError::Decode("the answer is not JSON".into()));
         }
         Err(match body.map(|b| MatrixError::from_js(&b)) {
             Some(Ok(error)) => ApiError::Matrix { status, error },

@@ -174,18 +174,6 @@ impl FromJs for QueuedDestination {
     }
 }
 
-impl FromJs for SenderStateCounts {
-    fn from_js(v: &JsValue) -> Result<Self, String> {
-        let o = Obj::new(v)?;
-        Ok(SenderStateCounts {
-            idle: o.count("idle")?,
-            sending: o.count("sending")?,
-            backing_off: o.count("backing_off")?,
-            catching_up: o.count("catching_up")?,
-        })
-    }
-}
-
 impl FromJs for SenderOverview {
     fn from_js(v: &JsValue) -> Result<Self, String> {
         let o = Obj::new(v)?;
@@ -195,7 +183,16 @@ impl FromJs for SenderOverview {
             rates: o.list("rates")?,
             queued_pdus: o.count("queued_pdus")?,
             queued_edus: o.count("queued_edus")?,
-            destinations: SenderStateCounts::from_js(&o.get("destinations"))?,
+            destinations: {
+                let d = o.get("destinations");
+                let d = Obj::new(&d)?;
+                SenderStateCounts {
+                    idle: d.count("idle")?,
+                    sending: d.count("sending")?,
+                    backing_off: d.count("backing_off")?,
+                    catching_up: d.count("catching_up")?,
+                }
+            },
             oldest_undelivered_age_secs: o.number("oldest_undelivered_age_secs")?,
             top_destinations: o.list("top_destinations")?,
         })

@@ -22,8 +22,8 @@ use crate::{format, html};
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 
 /// The chart's drawing area, in view-box units (as in `chart`'s markup).
-const CHART_W: f64 = 300.0;
-const CHART_H: f64 = 100.0;
+const CHART_W: f64 = 3000.0;
+const CHART_H: f64 = 1000.0;
 /// The time the chart spans: the API's five minutes of history.
 const CHART_SPAN_MS: f64 = 300_000.0;
 
@@ -45,19 +45,16 @@ fn rate(per_sec: f64) -> String {
     }
 }
 
-/// The polyline points of one series: time left to right over the last
-/// five minutes, 0 at the bottom, `peak` near the top.
-fn points(
-    o: &SenderOverview,
-    peak: f64,
-    value: impl Fn(&herald_shared::RateSample) -> f64,
-) -> String {
+/// The polyline points of one series, in tenths of the view box's units
+/// (integers: no float formatting in the WASM): time left to right over the
+/// last five minutes, 0 at the bottom, `peak` near the top.
+fn points(o: &SenderOverview, peak: f64, value: fn(&herald_shared::RateSample) -> f64) -> String {
     let start = o.now_ts as f64 - CHART_SPAN_MS;
     let mut out = String::new();
     for r in &o.rates {
         let x = ((r.end_ts as f64 - start) / CHART_SPAN_MS * CHART_W).clamp(0.0, CHART_W);
-        let y = CHART_H - value(r) / peak * (CHART_H - 10.0);
-        let _ = write!(out, "{},{} ", tenths(x), tenths(y));
+        let y = CHART_H - value(r) / peak * (CHART_H - 100.0);
+        let _ = write!(out, "{},{} ", x.round() as u32, y.round() as u32);
     }
     out.trim_end().to_owned()
 }
@@ -69,25 +66,25 @@ fn chart(o: &SenderOverview) -> String {
     let last = o.rates.last();
     let (txn, pdu) = last.map_or((0.0, 0.0), |r| (r.transactions_per_sec, r.pdus_per_sec));
     let label = format!(
-        "Transactions and PDUs per second over the last five minutes; now {} transactions/s and {} PDUs/s, peak {}/s",
+        "Transactions and PDUs per second, last 5 minutes: now {} and {}, peak {}",
         rate(txn),
         rate(pdu),
         rate(peak)
     );
     let mut out = format!(
-        r#"<figure id="sender-chart" class="card"><svg viewBox="0 0 300 100" preserveAspectRatio="none" role="img" aria-label="{label}"><line class="axis" x1="0" y1="100" x2="300" y2="100"></line><line class="grid" x1="0" y1="10" x2="300" y2="10"></line>"#
+        r#"<figure id="sender-chart" class="card"><svg viewBox="0 0 3000 1000" preserveAspectRatio="none" role="img" aria-label="{label}"><line class="grid" x1="0" y1="100" x2="3000" y2="100"></line>"#
     );
     if o.rates.len() > 1 {
         let _ = write!(
             out,
-            r#"<polyline class="line-pdus" points="{}"></polyline><polyline class="line-transactions" points="{}"></polyline>"#,
+            r#"<polyline class="line-p" points="{}"></polyline><polyline class="line-t" points="{}"></polyline>"#,
             points(o, peak, |r| r.pdus_per_sec),
             points(o, peak, |r| r.transactions_per_sec)
         );
     }
     let _ = write!(
         out,
-        r#"</svg><figcaption><span class="scale">Top line: {}/s · five minutes, now at the right</span><span class="key key-transactions">Transactions/s</span><span class="key key-pdus">PDUs/s</span></figcaption></figure>"#,
+        r#"</svg><figcaption><span class="muted">Top line: {}/s, last 5 min</span><span class="key-t">Transactions/s</span><span class="key-p">PDUs/s</span></figcaption></figure>"#,
         rate(peak)
     );
     out
@@ -202,47 +199,37 @@ pub fn SenderPage() -> impl IntoView {
         }
     });
 
+    // Each answer arms the next reload (no interval to keep and clear: once
+    // the page is gone, the resource is too, and the last timer's update of
+    // the disposed signal does nothing).
     let reloads = RwSignal::new(0u32);
-    let ticker = StoredValue::new_local(None::<IntervalHandle>);
-    Effect::new(move |_| {
-        if ticker.get_value().is_none() {
-            let reload = move || reloads.update(|n| *n += 1);
-            ticker.set_value(set_interval_with_handle(reload, REFRESH_EVERY).ok());
-        }
-    });
-    on_cleanup(move || {
-        if let Some(h) = ticker.get_value() {
-            h.clear();
-        }
-    });
-
-    let overview = LocalResource::new(move || {
+    // The markup is built as the answer comes in: one resource of text, no
+    // other signal (each reactive type costs the WASM bytes). A reload keeps
+    // the previous figures on screen until the new ones are in.
+    let shown = LocalResource::new(move || {
         let token = session.token();
         reloads.track();
-        async move { Some(api::sender(&token?).await) }
-    });
-    Effect::new(move |_| {
-        if overview
-            .get()
-            .flatten()
-            .is_some_and(|r| r.is_err_and(|e| e.is_unauthorized()))
-        {
-            session.clear();
-        }
-    });
-    // A reload keeps the previous figures on screen until the new ones are in.
-    let shown = RwSignal::new(None::<String>);
-    Effect::new(move |_| {
-        if let Some(Some(result)) = overview.get() {
-            shown.set(Some(match result {
+        async move {
+            let result = api::sender(&token?).await;
+            if result.as_ref().is_err_and(|e| e.is_unauthorized()) {
+                session.clear();
+            }
+            set_timeout(
+                move || {
+                    reloads.try_update(|n| *n += 1);
+                },
+                REFRESH_EVERY,
+            );
+            Some(match result {
                 Ok(o) => overview_html(&o),
                 Err(e) => html::error("sender-error", &api::admin_error_message(&e)),
-            }));
+            })
         }
     });
     let view = move || {
         shown
             .get()
+            .flatten()
             .unwrap_or_else(|| html::loading("sender-loading"))
     };
 
@@ -251,7 +238,7 @@ pub fn SenderPage() -> impl IntoView {
         <section id="sender-page" class="page">
             <h1>"Sender"</h1>
             <p class="muted">"What Herald is sending, refreshed every 5 seconds."</p>
-            <div id="sender-region" aria-live="polite" inner_html=view></div>
+            <div id="sender-region" inner_html=view></div>
         </section>
     }
 }
@@ -321,11 +308,11 @@ mod tests {
         // Oldest point at the left edge and the bottom, newest at the right
         // and near the top (45 is the peak).
         assert!(
-            html.contains(r#"class="line-pdus" points="0.0,100.0 300.0,10.0""#),
+            html.contains(r#"class="line-p" points="0,1000 3000,100""#),
             "{html}"
         );
         assert!(
-            html.contains(r#"class="line-transactions" points="0.0,100.0 300.0,96.0""#),
+            html.contains(r#"class="line-t" points="0,1000 3000,960""#),
             "{html}"
         );
         assert!(html.contains(r#"<tr data-destination="&lt;b&gt;.org:8448"><td><a href="/destinations/%3Cb%3E.org%3A8448">&lt;b&gt;.org:8448</a></td><td data-state="backing_off">Backing off</td>"#), "{html}");

@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ADMIN, ALICE, DESTINATIONS, ROOMS } from "./tests/seed";
+import { ADMIN, ALICE, DESTINATIONS, ROOMS, SENDER_TOKEN } from "./tests/seed";
 
 const ROOT = path.resolve(__dirname, "..");
 
@@ -26,8 +26,8 @@ export function freePort(): Promise<number> {
 type Server = { url: string; stop: () => Promise<void> };
 
 /** A database in `dir` with the accounts, destinations and rooms of seed.ts,
- * served by `bin` on a free port. */
-async function startServer(bin: string, dir: string): Promise<Server> {
+ * served by `bin` on a free port; `extraConfig` is added to its config. */
+async function startServer(bin: string, dir: string, extraConfig = ""): Promise<Server> {
   fs.mkdirSync(dir, { recursive: true });
   const db = path.join(dir, "herald.db");
 
@@ -68,9 +68,10 @@ db.commit()`,
   const config = path.join(dir, "herald.toml");
   fs.writeFileSync(
     config,
-    ["address", "account"]
-      .map((limit) => `[rc_login.${limit}]\nper_second = 1000\nburst_count = 1000\n`)
-      .join(""),
+    extraConfig +
+      ["address", "account"]
+        .map((limit) => `[rc_login.${limit}]\nper_second = 1000\nburst_count = 1000\n`)
+        .join(""),
   );
   const server = spawn(bin, ["serve", "--config", config, "--database", db, "--listen", `127.0.0.1:${port}`], {
     stdio: ["ignore", log, log],
@@ -102,16 +103,34 @@ db.commit()`,
   return { url, stop };
 }
 
-/** Two servers on the same seed: HERALD_URL for the tests that only read,
+/** The third server's config (put first: top-level keys, then a section): the
+ * intake API, loopback destinations allowed, and a failed request recorded
+ * at once (no retries inside a request), so that its tests make real
+ * destinations on 127.0.0.1 fail within seconds. */
+const SENDING_CONFIG = `sender_api_token = "${SENDER_TOKEN}"
+ip_range_whitelist = ["127.0.0.0/8"]
+[federation]
+max_short_retries = 0
+max_long_retries = 0
+`;
+
+/** Three servers on the same seed: HERALD_URL for the tests that only read,
  * HERALD_MUTABLE_URL for the ones that reset destinations (see
- * fixtures.ts), so that a reset never changes what another test counts. */
+ * fixtures.ts), so that a reset never changes what another test counts,
+ * and HERALD_SENDING_URL, with the intake API, for the tests that make
+ * destinations fail for real (health.spec.ts). */
 export default async function globalSetup() {
   const bin = process.env.HERALD_BIN ?? path.join(ROOT, "target/release/herald");
   if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run \`make release\` first`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "herald-e2e-"));
-  const servers = [await startServer(bin, path.join(dir, "read")), await startServer(bin, path.join(dir, "mutable"))];
+  const servers = [
+    await startServer(bin, path.join(dir, "read")),
+    await startServer(bin, path.join(dir, "mutable")),
+    await startServer(bin, path.join(dir, "sending"), SENDING_CONFIG),
+  ];
   process.env.HERALD_URL = servers[0].url;
   process.env.HERALD_MUTABLE_URL = servers[1].url;
+  process.env.HERALD_SENDING_URL = servers[2].url;
 
   return async () => {
     for (const s of servers) await s.stop();

@@ -4,9 +4,9 @@
 //! there, since data is fetched after hydration.
 
 use herald_shared::{
-    percent_encode, DestinationDetails, DestinationQueue, DestinationsPage, DestinationsQuery,
-    FederationSummary, LoginResponse, MatrixError, PasswordLogin, RoomsPage, RoomsQuery,
-    SenderOverview,
+    percent_encode, DestinationDetails, DestinationHealth, DestinationHealthPage, DestinationQueue,
+    DestinationsPage, DestinationsQuery, FederationSummary, Forgotten, HistoryPage, LoginResponse,
+    MatrixError, PasswordLogin, RoomsPage, RoomsQuery, SenderOverview,
 };
 
 pub const LOGIN_PATH: &str = "/_matrix/client/v3/login";
@@ -14,6 +14,41 @@ pub const LOGOUT_PATH: &str = "/_matrix/client/v3/logout";
 pub const DESTINATIONS_PATH: &str = "/_synapse/admin/v1/federation/destinations";
 pub const SUMMARY_PATH: &str = "/_herald/admin/v1/federation/summary";
 pub const SENDER_PATH: &str = "/_herald/admin/v1/federation/sender";
+/// Herald's own list and details: Synapse's fields plus health.
+pub const HEALTH_PATH: &str = "/_herald/admin/v1/federation/destinations";
+
+/// The wire names of the API's enums, in the order of their `ALL`, so that
+/// reading an answer indexes `ALL` with one non-generic lookup
+/// (`crate::json`). A unit test keeps them equal to the enums' own names.
+pub const STATUSES: [&str; 5] = [
+    "healthy",
+    "backing_off",
+    "retry_due",
+    "never_reached",
+    "unknown",
+];
+pub const KINDS: [&str; 8] = [
+    "dns",
+    "blocked",
+    "connect",
+    "tls",
+    "timeout",
+    "http",
+    "invalid_response",
+    "pdu_rejected",
+];
+pub const EVENTS: [&str; 7] = [
+    "failing",
+    "recovered",
+    "reset",
+    "catch_up_entered",
+    "catch_up_left",
+    "queue_dropped",
+    "forgotten",
+];
+
+/// History entries asked for per page.
+pub const HISTORY_PAGE: u64 = 50;
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +128,32 @@ pub fn destination_url(name: &str, what: &str) -> String {
     format!("{DESTINATIONS_PATH}/{}{what}", percent_encode(name))
 }
 
+/// The URL of one page of Herald's list (the same query as Synapse's).
+pub fn health_list_url(query: &DestinationsQuery) -> String {
+    let qs = query.to_query_string();
+    if qs.is_empty() {
+        HEALTH_PATH.to_owned()
+    } else {
+        format!("{HEALTH_PATH}?{qs}")
+    }
+}
+
+/// The URL of Herald's view of one destination (`what` is empty or
+/// `/history`); the name is percent-encoded.
+pub fn health_url(name: &str, what: &str) -> String {
+    format!("{HEALTH_PATH}/{}{what}", percent_encode(name))
+}
+
+/// The URL of one page of a destination's history: the newest
+/// [`HISTORY_PAGE`] entries, or those older than `from` (a `next_token`).
+pub fn history_url(name: &str, from: Option<&str>) -> String {
+    let url = health_url(name, "/history");
+    match from {
+        Some(token) => format!("{url}?from={}&limit={HISTORY_PAGE}", percent_encode(token)),
+        None => format!("{url}?limit={HISTORY_PAGE}"),
+    }
+}
+
 /// The URL of Herald's queue view of a destination.
 pub fn queue_url(name: &str) -> String {
     format!(
@@ -166,6 +227,32 @@ pub async fn queue(token: &str, name: &str) -> Result<DestinationQueue, ApiError
     http::get_json(&queue_url(name), token).await
 }
 
+/// `GET /_herald/admin/v1/federation/destinations`: Synapse's rows plus
+/// status, next retry, last error and last delivery time.
+pub async fn health_list(
+    token: &str,
+    query: &DestinationsQuery,
+) -> Result<DestinationHealthPage, ApiError> {
+    http::get_json(&health_list_url(query), token).await
+}
+
+/// `GET /_herald/admin/v1/federation/destinations/<destination>`: Synapse's
+/// details plus health and the queue view.
+pub async fn health(token: &str, name: &str) -> Result<DestinationHealth, ApiError> {
+    http::get_json(&health_url(name, ""), token).await
+}
+
+/// `GET .../destinations/<destination>/history`, newest first.
+pub async fn history(token: &str, name: &str, from: Option<&str>) -> Result<HistoryPage, ApiError> {
+    http::get_json(&history_url(name, from), token).await
+}
+
+/// `DELETE /_herald/admin/v1/federation/destinations/<destination>`:
+/// removes it, its rooms and its queues; says how many of each.
+pub async fn forget(token: &str, name: &str) -> Result<Forgotten, ApiError> {
+    http::delete_json(&health_url(name, ""), token).await
+}
+
 /// `GET /_herald/admin/v1/federation/summary`: destinations per status.
 pub async fn summary(token: &str) -> Result<FederationSummary, ApiError> {
     http::get_json(SUMMARY_PATH, token).await
@@ -194,22 +281,27 @@ mod http {
         let req = authorized(Request::post(url), token)
             .json(body)
             .map_err(|e| ApiError::Decode(e.to_string()))?;
-        decode(read(req.send().await).await)
+        decode(send(req.send()).await?)
     }
 
     pub async fn get_json<T: FromJs>(url: &str, token: &str) -> Result<T, ApiError> {
-        decode(get_value(url, token).await)
+        decode(send(authorized(Request::get(url), Some(token)).send()).await?)
     }
 
-    /// The one copy of a GET's request and answer handling: the generic
-    /// callers above only decode, so each answer type costs the WASM its
-    /// `FromJs` and no more.
-    async fn get_value(url: &str, token: &str) -> Result<wasm_bindgen::JsValue, ApiError> {
-        read(authorized(Request::get(url), Some(token)).send().await).await
+    pub async fn delete_json<T: FromJs>(url: &str, token: &str) -> Result<T, ApiError> {
+        decode(send(authorized(Request::delete(url), Some(token)).send()).await?)
     }
 
-    fn decode<T: FromJs>(body: Result<wasm_bindgen::JsValue, ApiError>) -> Result<T, ApiError> {
-        T::from_js(&body?).map_err(ApiError::Decode)
+    fn decode<T: FromJs>(body: wasm_bindgen::JsValue) -> Result<T, ApiError> {
+        T::from_js(&body).map_err(ApiError::Decode)
+    }
+
+    /// The parsed body of a success answer. Not generic, so that the
+    /// WASM holds its state machine once rather than once per answer type.
+    async fn send(
+        sent: impl std::future::Future<Output = Result<Response, gloo_net::Error>>,
+    ) -> Result<wasm_bindgen::JsValue, ApiError> {
+        read(sent.await).await
     }
 
     /// The body parsed by the browser, or `None` if it is not JSON.
@@ -218,7 +310,6 @@ mod http {
         wasm_bindgen_futures::JsFuture::from(promise).await.ok()
     }
 
-    /// A success answer's parsed body, or the error it stands for.
     async fn read(
         resp: Result<Response, gloo_net::Error>,
     ) -> Result<wasm_bindgen::JsValue, ApiError> {
@@ -253,6 +344,10 @@ mod http {
     }
 
     pub async fn get_json<T>(_url: &str, _token: &str) -> Result<T, ApiError> {
+        Err(unavailable())
+    }
+
+    pub async fn delete_json<T>(_url: &str, _token: &str) -> Result<T, ApiError> {
         Err(unavailable())
     }
 }
@@ -315,6 +410,40 @@ mod tests {
         assert_eq!(
             rooms_url("a.org", &RoomsQuery::default()),
             format!("{DESTINATIONS_PATH}/a.org/rooms")
+        );
+    }
+
+    #[test]
+    fn the_wire_name_lists_follow_the_enums() {
+        use herald_shared::{DestinationStatus, FailureKind, HistoryEvent};
+        assert_eq!(STATUSES, DestinationStatus::ALL.map(DestinationStatus::key));
+        assert_eq!(KINDS, FailureKind::ALL.map(FailureKind::as_str));
+        assert_eq!(EVENTS, HistoryEvent::ALL.map(HistoryEvent::as_str));
+    }
+
+    #[test]
+    fn heralds_urls_share_the_query_and_encode_the_name() {
+        let q = DestinationsQuery {
+            from: 100,
+            destination: Some("a b".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            health_list_url(&q),
+            destinations_url(&q).replace(DESTINATIONS_PATH, HEALTH_PATH)
+        );
+        assert_eq!(health_list_url(&DestinationsQuery::default()), HEALTH_PATH);
+        assert_eq!(
+            health_url("[::1]:8448", ""),
+            format!("{HEALTH_PATH}/%5B%3A%3A1%5D%3A8448")
+        );
+        assert_eq!(
+            history_url("a.org", None),
+            format!("{HEALTH_PATH}/a.org/history?limit=50")
+        );
+        assert_eq!(
+            history_url("a.org", Some("17")),
+            format!("{HEALTH_PATH}/a.org/history?from=17&limit=50")
         );
     }
 

@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use herald_shared::{
-    next_retry_ts, percent_encode, Destination, DestinationQueue, DestinationRoom,
-    DestinationStatus, FederationSummary, SenderState,
+    next_retry_ts, percent_encode, Destination, DestinationExtras, DestinationHealth,
+    DestinationHealthRow, DestinationQueue, DestinationRoom, DestinationStatus, FederationSummary,
+    LastError, SenderState,
 };
 
 use crate::components::destinations_table::COLUMNS;
@@ -89,9 +90,42 @@ pub fn badge(status: DestinationStatus) -> String {
     )
 }
 
-/// The cells shared by a list row and the details: status, last retry,
-/// interval, next retry, failing since, last delivered.
-fn health_cells(out: &mut String, d: &Destination, now: i64) {
+/// The whole of a last error as text: the kind, the message, the address
+/// tried and when (a cell's `title`).
+pub fn last_error_title(e: &LastError) -> String {
+    let mut out = format!("{}: {}", e.kind.label(), e.message);
+    if let Some(a) = &e.address {
+        let _ = write!(out, "\nAddress: {a}");
+    }
+    let _ = write!(out, "\nAt: {}", format::timestamp(e.ts));
+    out
+}
+
+/// The last error cell: the kind's label and the message, which the style
+/// cuts with an ellipsis; the whole of it on hover (`title`). The message
+/// comes from a remote server: it is only ever escaped text.
+fn last_error_cell(out: &mut String, e: Option<&LastError>) {
+    match e {
+        None => {
+            out.push_str(r#"<td data-col="last_error" data-value="" class="last-error">—</td>"#)
+        }
+        Some(e) => {
+            let _ = write!(
+                out,
+                r#"<td data-col="last_error" data-value="{}" title="{}" class="last-error"><span class="clip"><span class="kind">{}</span> <span class="msg">{}</span></span></td>"#,
+                e.kind.as_str(),
+                escape(&last_error_title(e)),
+                e.kind.label(),
+                escape(&e.message)
+            );
+        }
+    }
+}
+
+/// The cells shared by a list row and the details: status, last error,
+/// last retry, interval, next retry, failing since, last delivered (time
+/// and stream ordering).
+fn health_cells(out: &mut String, d: &Destination, extras: &DestinationExtras, now: i64) {
     let status = DestinationStatus::of(d, now);
     let _ = write!(
         out,
@@ -99,6 +133,7 @@ fn health_cells(out: &mut String, d: &Destination, now: i64) {
         status.key(),
         badge(status)
     );
+    last_error_cell(out, extras.last_error.as_ref());
     time_cell(out, "retry_last_ts", Some(d.retry_last_ts), now);
     let interval = d.retry_interval.to_string();
     cell(
@@ -118,6 +153,7 @@ fn health_cells(out: &mut String, d: &Destination, now: i64) {
         &format::next_retry(next, now),
     );
     time_cell(out, "failure_ts", d.failure_ts, now);
+    time_cell(out, "last_delivered_ts", extras.last_delivered_ts, now);
     let last = d.last_successful_stream_ordering;
     let last_text = last.map(|v| v.to_string()).unwrap_or_else(|| "—".into());
     cell(
@@ -131,7 +167,8 @@ fn health_cells(out: &mut String, d: &Destination, now: i64) {
 
 /// The `<tr>` of one destination at `now`: a checkbox when it is in backoff
 /// (checked if `selected`), the name linking to its page, and its health.
-pub fn row(out: &mut String, d: &Destination, now: i64, selected: bool) {
+pub fn row(out: &mut String, h: &DestinationHealthRow, now: i64, selected: bool) {
+    let d = &h.row;
     let status = DestinationStatus::of(d, now);
     let (key, name) = (status.key(), escape(&d.destination));
     let _ = write!(
@@ -150,13 +187,13 @@ pub fn row(out: &mut String, d: &Destination, now: i64, selected: bool) {
         r#"</td><th scope="row" data-col="destination" data-value="{name}"><a href="{}">{name}</a></th>"#,
         escape(&destination_href(&d.destination))
     );
-    health_cells(out, d, now);
+    health_cells(out, d, &h.extras, now);
     out.push_str("</tr>");
 }
 
 /// The table body: one row per destination, or a row saying there are none.
 pub fn rows(
-    destinations: &[Destination],
+    destinations: &[DestinationHealthRow],
     now: i64,
     filtered: bool,
     columns: usize,
@@ -175,20 +212,21 @@ pub fn rows(
         );
     }
     for d in destinations {
-        row(&mut out, d, now, selected.contains(&d.destination));
+        row(&mut out, d, now, selected.contains(&d.row.destination));
     }
     out
 }
 
 /// One destination's health as a one-row table with the list's columns
 /// (but the name).
-pub fn details(d: &Destination, now: i64) -> String {
+pub fn details(h: &DestinationHealth, now: i64) -> String {
+    let d = h.details.as_row();
     let mut out = String::from(r#"<table id="destination-details"><thead><tr>"#);
     for (field, label, _) in &COLUMNS[1..] {
         let _ = write!(out, r#"<th scope="col" data-col="{field}">{label}</th>"#);
     }
     out.push_str("</tr></thead><tbody><tr>");
-    health_cells(&mut out, d, now);
+    health_cells(&mut out, &d, &h.extras, now);
     out.push_str("</tr></tbody></table>");
     out
 }
@@ -282,13 +320,19 @@ pub fn summary(s: &FederationSummary) -> String {
 mod tests {
     use super::*;
 
-    fn dest(name: &str) -> Destination {
-        Destination {
+    fn dest(name: &str) -> DestinationHealthRow {
+        let row = Destination {
             destination: name.into(),
             retry_last_ts: 1_700_000_000_000,
             retry_interval: 3_600_000,
             failure_ts: Some(1_699_990_000_000),
             last_successful_stream_ordering: Some(7),
+        };
+        DestinationHealthRow {
+            status: DestinationStatus::of(&row, 1_700_000_000_000),
+            next_retry_ts: next_retry_ts(&row),
+            row,
+            extras: DestinationExtras::default(),
         }
     }
 
@@ -328,7 +372,7 @@ mod tests {
     fn rows_link_to_the_destination_and_offer_a_checkbox_in_backoff() {
         let now = 1_700_000_000_000;
         let mut healthy = dest("[::1]:8448");
-        healthy.retry_last_ts = 0;
+        healthy.row.retry_last_ts = 0;
         let selected = BTreeSet::from(["b.org".to_owned()]);
         let html = rows(
             &[healthy, dest("a.org"), dest("b.org")],
@@ -346,8 +390,54 @@ mod tests {
     }
 
     #[test]
+    fn the_last_error_is_short_in_the_cell_and_whole_on_hover() {
+        let now = 1_700_000_000_000;
+        let mut d = dest("a.org");
+        d.extras.last_error = Some(LastError {
+            ts: now - 3 * 60_000,
+            kind: herald_shared::FailureKind::Http,
+            message: r#"401 M_UNAUTHORIZED: Invalid signature <script>"#.into(),
+            address: Some("127.0.0.1:8448".into()),
+        });
+        d.extras.last_delivered_ts = Some(now - 3_000);
+        let html = rows(&[d], now, false, 10, &BTreeSet::new());
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains(r#"<td data-col="last_error" data-value="http" title="HTTP error: 401 M_UNAUTHORIZED: Invalid signature &lt;script&gt;
+Address: 127.0.0.1:8448
+At: 2023-11-14 22:10:20 UTC" class="last-error"><span class="clip"><span class="kind">HTTP error</span> <span class="msg">401 M_UNAUTHORIZED: Invalid signature &lt;script&gt;</span></span></td>"#), "{html}");
+        assert!(html.contains(r#"<td data-col="last_delivered_ts" data-value="1699999997000" title="2023-11-14 22:13:17 UTC" class="num">3 s ago</td>"#), "{html}");
+        let html = rows(&[dest("b.org")], now, false, 10, &BTreeSet::new());
+        assert!(
+            html.contains(r#"<td data-col="last_error" data-value="" class="last-error">—</td>"#)
+        );
+        assert!(
+            html.contains(r#"<td data-col="last_delivered_ts" data-value="" class="num">—</td>"#)
+        );
+    }
+
+    #[test]
     fn details_have_the_lists_columns_but_the_name() {
-        let html = details(&dest("a.org"), 1_700_000_000_000);
+        let d = dest("a.org");
+        let h = DestinationHealth {
+            details: herald_shared::DestinationDetails {
+                destination: d.row.destination.clone(),
+                last_successful_stream_ordering: d.row.last_successful_stream_ordering,
+                failure_ts: d.row.failure_ts,
+                retry_last_ts: d.row.retry_last_ts,
+                retry_interval: Some(d.row.retry_interval),
+            },
+            status: d.status,
+            next_retry_ts: d.next_retry_ts,
+            extras: d.extras,
+            queue: herald_shared::DestinationQueue {
+                destination: "a.org".into(),
+                state: SenderState::Idle,
+                queued_pdus: 0,
+                queued_edus: 0,
+                oldest_queued_ts: None,
+            },
+        };
+        let html = details(&h, 1_700_000_000_000);
         assert!(html.starts_with(r#"<table id="destination-details"><thead><tr><th scope="col" data-col="status">Status</th>"#));
         assert!(!html.contains(r#"data-col="destination""#));
         assert!(html.contains(r#"<td data-col="status" data-value="backing_off"><span class="badge badge-backing_off">backing off</span></td>"#));

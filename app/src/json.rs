@@ -7,11 +7,15 @@
 //! ignored; a missing or mistyped one is an error that names it.
 
 use herald_shared::{
-    Destination, DestinationDetails, DestinationQueue, DestinationRoom, DestinationsPage,
-    FederationSummary, LoginResponse, MatrixError, QueuedDestination, RateSample, RoomsPage,
-    SenderOverview, SenderState, SenderStateCounts,
+    Destination, DestinationDetails, DestinationExtras, DestinationHealth, DestinationHealthPage,
+    DestinationHealthRow, DestinationQueue, DestinationRoom, DestinationStatus, DestinationsPage,
+    FailureKind, FederationSummary, Forgotten, HistoryEntry, HistoryEvent, HistoryPage, LastError,
+    LoginResponse, MatrixError, QueuedDestination, RateSample, RoomsPage, SenderOverview,
+    SenderState, SenderStateCounts,
 };
 use js_sys::{Array, Reflect};
+
+use crate::api::{EVENTS, KINDS, STATUSES};
 use wasm_bindgen::JsValue;
 
 /// A value read from parsed JSON.
@@ -79,6 +83,31 @@ impl Obj<'_> {
             .ok_or_else(|| Obj::bad(key, "a number"))
     }
 
+    fn opt_string(&self, key: &str) -> Option<String> {
+        self.get(key).as_string()
+    }
+
+    /// Which of `names` the string at `key` is (its index in an enum's
+    /// `ALL`), or `None` when absent or null. Not generic, so that the WASM
+    /// holds one copy for every enum.
+    fn opt_choice(&self, key: &str, names: &[&str]) -> Result<Option<usize>, String> {
+        let v = self.get(key);
+        if v.is_null() || v.is_undefined() {
+            return Ok(None);
+        }
+        let text = v.as_string().ok_or_else(|| Obj::bad(key, "a string"))?;
+        names
+            .iter()
+            .position(|n| *n == text)
+            .map(Some)
+            .ok_or_else(|| format!("field `{key}` has an unknown value {text:?}"))
+    }
+
+    fn choice(&self, key: &str, names: &[&str]) -> Result<usize, String> {
+        self.opt_choice(key, names)?
+            .ok_or_else(|| Obj::bad(key, "a string"))
+    }
+
     fn list<T: FromJs>(&self, key: &str) -> Result<Vec<T>, String> {
         let v = self.get(key);
         if !Array::is_array(&v) {
@@ -124,6 +153,109 @@ impl FromJs for DestinationDetails {
             failure_ts: o.opt_int("failure_ts")?,
             retry_last_ts: o.int("retry_last_ts")?,
             retry_interval: o.opt_int("retry_interval")?,
+        })
+    }
+}
+
+impl FromJs for LastError {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(LastError {
+            ts: o.int("ts")?,
+            kind: FailureKind::ALL[o.choice("kind", &KINDS)?],
+            message: o.string("message")?,
+            address: o.opt_string("address"),
+        })
+    }
+}
+
+impl FromJs for DestinationExtras {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        let last_error = o.get("last_error");
+        Ok(DestinationExtras {
+            last_error: if last_error.is_null() || last_error.is_undefined() {
+                None
+            } else {
+                Some(LastError::from_js(&last_error).map_err(|e| format!("last_error: {e}"))?)
+            },
+            last_delivered_ts: o.opt_int("last_delivered_ts")?,
+        })
+    }
+}
+
+impl FromJs for DestinationHealthRow {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(DestinationHealthRow {
+            row: Destination::from_js(v)?,
+            status: DestinationStatus::ALL[o.choice("status", &STATUSES)?],
+            next_retry_ts: o.opt_int("next_retry_ts")?,
+            extras: DestinationExtras::from_js(v)?,
+        })
+    }
+}
+
+impl FromJs for DestinationHealthPage {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(DestinationHealthPage {
+            destinations: o.list("destinations")?,
+            total: o.count("total")?,
+            next_token: o.opt_string("next_token"),
+        })
+    }
+}
+
+impl FromJs for DestinationHealth {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(DestinationHealth {
+            details: DestinationDetails::from_js(v)?,
+            status: DestinationStatus::ALL[o.choice("status", &STATUSES)?],
+            next_retry_ts: o.opt_int("next_retry_ts")?,
+            extras: DestinationExtras::from_js(v)?,
+            queue: DestinationQueue::from_js(&o.get("queue")).map_err(|e| format!("queue: {e}"))?,
+        })
+    }
+}
+
+impl FromJs for HistoryEntry {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(HistoryEntry {
+            id: o.int("id")?,
+            ts: o.int("ts")?,
+            event: HistoryEvent::ALL[o.choice("event", &EVENTS)?],
+            last_ts: o.opt_int("last_ts")?,
+            count: o.opt_int("count")?,
+            kind: o.opt_choice("kind", &KINDS)?.map(|i| FailureKind::ALL[i]),
+            message: o.opt_string("message"),
+            outage_ms: o.opt_int("outage_ms")?,
+            actor: o.opt_string("actor"),
+        })
+    }
+}
+
+impl FromJs for HistoryPage {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(HistoryPage {
+            destination: o.string("destination")?,
+            entries: o.list("entries")?,
+            next_token: o.opt_string("next_token"),
+        })
+    }
+}
+
+impl FromJs for Forgotten {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(Forgotten {
+            destination: o.string("destination")?,
+            rooms: o.count("rooms")?,
+            queued_pdus: o.count("queued_pdus")?,
+            queued_edus: o.count("queued_edus")?,
         })
     }
 }

@@ -6,6 +6,8 @@ import { expect, hydrated, signIn, storedToken, test, TOKEN_KEY } from "./fixtur
 const LOGIN = "/_matrix/client/v3/login";
 const DESTINATIONS_API = "/_synapse/admin/v1/federation/destinations";
 const SUMMARY_API = "/_herald/admin/v1/federation/summary";
+/** What the destinations page reads its rows from (Herald's list). */
+const LIST_API = "/_herald/admin/v1/federation/destinations";
 
 /** Logs in over the API (not the form) and returns the access token. */
 async function apiToken(request: import("@playwright/test").APIRequestContext, who: typeof ADMIN) {
@@ -44,7 +46,7 @@ test("a wrong password shows the server's error", async ({ page, expectHttpError
 });
 
 test("a user who is not a server admin is told so at sign-in", async ({ page, expectHttpError }) => {
-  expectHttpError("GET", DESTINATIONS_API, 403);
+  expectHttpError("GET", LIST_API, 403);
   await signIn(page, ALICE);
   await expect(page.locator("#login-error")).toHaveText("This account is not a server admin");
   await expect(page).toHaveURL(/\/login$/);
@@ -56,7 +58,7 @@ test("a stored token of a non-admin shows the message on the destinations page",
   request,
   expectHttpError,
 }) => {
-  expectHttpError("GET", DESTINATIONS_API, 403);
+  expectHttpError("GET", LIST_API, 403);
   expectHttpError("GET", SUMMARY_API, 403);
   const token = await apiToken(request, ALICE);
   await page.addInitScript(([key, value]) => window.localStorage.setItem(key, value), [TOKEN_KEY, token]);
@@ -125,7 +127,7 @@ test("signing out returns to sign-in and ends the token on the server", async ({
 });
 
 test("a token the server no longer accepts returns to sign-in", async ({ page, expectHttpError }) => {
-  expectHttpError("GET", DESTINATIONS_API, 401);
+  expectHttpError("GET", LIST_API, 401);
   expectHttpError("GET", SUMMARY_API, 401);
   const summaryAnswered = page.waitForResponse((r) => new URL(r.url()).pathname === SUMMARY_API);
   await page.addInitScript(

@@ -111,12 +111,14 @@ test("a healthy destination has nothing to reset", async ({ page }) => {
 test("an unknown destination says so", async ({ page, expectHttpError }) => {
   const name = "nowhere.example";
   const api = `/_synapse/admin/v1/federation/destinations/${name}`;
-  expectHttpError("GET", api, 404);
+  const herald = `/_herald/admin/v1/federation/destinations/${name}`;
+  expectHttpError("GET", herald, 404);
   expectHttpError("GET", `${api}/rooms`, 404);
-  expectHttpError("GET", `/_herald/admin/v1/federation/destinations/${name}/queue`, 404);
+  expectHttpError("GET", `${herald}/history`, 404);
   await signIn(page);
   await expect(page).toHaveURL(/\/destinations$/);
   await page.goto(`/destinations/${name}`);
   await expect(page.locator("#destination-error")).toHaveText("Unknown destination");
   await expect(page.locator("#rooms-error")).toHaveText("Unknown destination");
+  await expect(page.locator("#history-error")).toHaveText("Unknown destination");
 });

@@ -173,7 +173,7 @@ test("the page state survives a reload and the back button", async ({ page }) =>
 });
 
 test("loading and error states are distinct", async ({ page, expectHttpError }) => {
-  const api = "/_synapse/admin/v1/federation/destinations";
+  const api = "/_herald/admin/v1/federation/destinations";
   await signIn(page);
   await expect(page.locator(ROWS)).toHaveCount(TOTAL);
 

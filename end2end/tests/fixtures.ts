@@ -8,9 +8,10 @@ import { ADMIN } from "./seed";
 type ExpectedError = { method: string; path: string; status: number; seen: number };
 
 type Fixtures = {
-  /** Which server a test file uses: "read" (never changed) or "mutable"
-   * (for tests that reset destinations; such files run serially). */
-  server: "read" | "mutable";
+  /** Which server a test file uses: "read" (never changed), "mutable"
+   * (for tests that reset destinations; such files run serially) or
+   * "sending" (with the intake API, for tests that make destinations fail). */
+  server: "read" | "mutable" | "sending";
   expectedErrors: ExpectedError[];
   expectHttpError: (method: string, path: string, status: number) => void;
   /** Console errors and failed requests a test provokes on purpose, by a
@@ -24,7 +25,11 @@ export const test = base.extend<Fixtures>({
   server: ["read", { option: true }],
 
   baseURL: async ({ server }, use) => {
-    const url = server === "read" ? process.env.HERALD_URL : process.env.HERALD_MUTABLE_URL;
+    const url = {
+      read: process.env.HERALD_URL,
+      mutable: process.env.HERALD_MUTABLE_URL,
+      sending: process.env.HERALD_SENDING_URL,
+    }[server];
     if (!url) throw new Error("the server URLs are unset: global-setup.ts did not run");
     await use(url);
   },

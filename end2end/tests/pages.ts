@@ -60,16 +60,37 @@ export const PAGES: ConsolePage[] = [
     },
   },
   {
+    name: "destinations, bulk forget dialog",
+    path: "/destinations?destination=example",
+    prepare: async (p) => {
+      await rowsShown(p, "#destinations-table");
+      await p.locator("#destinations-table tbody tr[data-status='backing_off'] input[type='checkbox']").first().check();
+      await p.locator("#bulk-forget").click();
+      await expect(p.locator("#bulk-dialog")).toContainText("Forget 1 destination?");
+    },
+  },
+  {
+    name: "destination, forget dialog",
+    path: `/destinations/${ROOMS_OF}`,
+    prepare: async (p) => {
+      await rowsShown(p, "#rooms-table");
+      await expect(p.locator("#history-empty")).toBeVisible();
+      await p.locator("#forget").click();
+      await expect(p.locator("#forget-confirm")).toBeVisible();
+    },
+  },
+  {
     name: "unknown destination",
     path: "/destinations/unknown.example",
     httpErrors: [
-      ["GET", `${SYNAPSE_DESTINATIONS}/unknown.example`, 404],
+      ["GET", `${HERALD_DESTINATIONS}/unknown.example`, 404],
+      ["GET", `${HERALD_DESTINATIONS}/unknown.example/history`, 404],
       ["GET", `${SYNAPSE_DESTINATIONS}/unknown.example/rooms`, 404],
-      ["GET", `${HERALD_DESTINATIONS}/unknown.example/queue`, 404],
     ],
     prepare: async (p) => {
       await expect(p.locator("#destination-error")).toBeVisible();
       await expect(p.locator("#rooms-error")).toBeVisible();
+      await expect(p.locator("#history-error")).toBeVisible();
     },
   },
   {

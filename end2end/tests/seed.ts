@@ -3,6 +3,8 @@
 
 export const ADMIN = { user: "admin", password: "e2e-admin-password-7Qx" };
 export const ALICE = { user: "alice", password: "e2e-alice-password-3Lm" };
+/** The intake API's token on the "sending" server (global-setup.ts). */
+export const SENDER_TOKEN = "e2e-sender-token-9Kd";
 
 export type Row = {
   destination: string;

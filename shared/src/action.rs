@@ -28,10 +28,18 @@ pub enum Action {
     ResetAsk,
     ResetConfirm,
     ResetCancel,
+    /// Open the bulk forget confirmation (same selection as bulk reset).
+    BulkForgetAsk,
+    /// Open a destination's forget confirmation.
+    ForgetAsk,
+    ForgetConfirm,
+    ForgetCancel,
+    /// Load the next older page of a destination's history.
+    HistoryOlder,
 }
 
 impl Action {
-    const ALL: [Action; 13] = [
+    const ALL: [Action; 18] = [
         Action::Page,
         Action::Size,
         Action::Sort,
@@ -45,6 +53,11 @@ impl Action {
         Action::ResetAsk,
         Action::ResetConfirm,
         Action::ResetCancel,
+        Action::BulkForgetAsk,
+        Action::ForgetAsk,
+        Action::ForgetConfirm,
+        Action::ForgetCancel,
+        Action::HistoryOlder,
     ];
 
     /// The `data-action` value.
@@ -63,6 +76,11 @@ impl Action {
             Action::ResetAsk => "reset-ask",
             Action::ResetConfirm => "reset-confirm",
             Action::ResetCancel => "reset-cancel",
+            Action::BulkForgetAsk => "bulk-forget-ask",
+            Action::ForgetAsk => "forget-ask",
+            Action::ForgetConfirm => "forget-confirm",
+            Action::ForgetCancel => "forget-cancel",
+            Action::HistoryOlder => "history-older",
         }
     }
 

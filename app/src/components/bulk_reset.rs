@@ -1,8 +1,10 @@
-//! Bulk reset: the bar above the destinations table that counts the chosen
-//! destinations, chooses every one in backoff that matches the filter, and
-//! resets them after one confirmation — through the same per-destination
-//! `reset_connection` endpoint as the destination page, a few at a time,
-//! with a progress bar and the list of any that failed.
+//! Bulk reset and bulk forget: the bar above the destinations table that
+//! counts the chosen destinations, chooses every one in backoff that matches
+//! the filter, and resets or forgets them after one confirmation — through
+//! the same per-destination endpoints as the destination page
+//! (`reset_connection`, Herald's `DELETE`), a few at a time, with a progress
+//! bar and the list of any that failed. Both share the selection, the
+//! dialog and the progress; [`Mode`] says which one runs.
 //!
 //! [`BulkReset`] holds the state; the bar and the dialog are drawn as markup
 //! and their controls (`data-action` `bulk-…`, `select`, `select-page`) are
@@ -13,14 +15,16 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write;
 use std::rc::Rc;
 
-use herald_shared::{Action, DestinationStatus, DestinationsQuery, Direction, OrderBy};
+use herald_shared::{Action, DestinationStatus, DestinationsQuery, Direction, Forgotten, OrderBy};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api::{self, ApiError};
 use crate::session::Session;
 use crate::{dom, format, html};
-use herald_shared::Action::{BulkAsk, BulkClear, BulkClose, BulkSelectAll, BulkStart};
+use herald_shared::Action::{
+    BulkAsk, BulkClear, BulkClose, BulkForgetAsk, BulkSelectAll, BulkStart,
+};
 
 /// Resets in flight at once.
 const AT_ONCE: usize = 4;
@@ -38,13 +42,25 @@ pub const DIALOG: &str = "bulk-dialog";
 /// The table's row checkboxes (their `data-action` is [`Action::Select`]).
 const ROW_BOXES: &str = r#"#destinations-table input[data-action="select"]"#;
 
-/// Where a bulk reset is.
+/// What the bulk action does to each chosen destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// `reset_connection`: clear the backoff.
+    #[default]
+    Reset,
+    /// Herald's `DELETE`: remove it, its rooms and its queues.
+    Forget,
+}
+
+/// Where a bulk reset or forget is.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {
     total: usize,
     done: usize,
     /// Destination and the server's error text.
     failed: Vec<(String, String)>,
+    /// What the forgets removed, added up (rooms, queued PDUs, queued EDUs).
+    removed: (u64, u64, u64),
 }
 
 impl Progress {
@@ -67,13 +83,13 @@ async fn in_backoff(token: &str, filter: Option<String>) -> Result<BTreeSet<Stri
         destination: filter,
     };
     loop {
-        let page = api::destinations(token, &query).await?;
+        let page = api::health_list(token, &query).await?;
         let shown = page.destinations.len();
         for d in page.destinations {
-            if !DestinationStatus::of(&d, now).in_backoff() || names.len() == SELECT_AT_MOST {
+            if !DestinationStatus::of(&d.row, now).in_backoff() || names.len() == SELECT_AT_MOST {
                 return Ok(names);
             }
-            names.insert(d.destination);
+            names.insert(d.row.destination);
         }
         if shown == 0 || page.next_token.is_none() {
             return Ok(names);
@@ -82,7 +98,7 @@ async fn in_backoff(token: &str, filter: Option<String>) -> Result<BTreeSet<Stri
     }
 }
 
-/// The bar: how many are chosen and the three buttons.
+/// The bar: how many are chosen and the four buttons.
 pub fn bar(count: usize, choosing: bool, filtered: bool) -> String {
     let none = if count == 0 { " disabled" } else { "" };
     let busy = if choosing { " disabled" } else { "" };
@@ -92,25 +108,51 @@ pub fn bar(count: usize, choosing: bool, filtered: bool) -> String {
         "Select all in backoff"
     };
     format!(
-        r#"<div class="toolbar"><span id="bulk-count" data-count="{count}" aria-live="polite">{} selected</span><button type="button" id="bulk-select-all" class="secondary" data-action="{BulkSelectAll}"{busy}>{all}</button><button type="button" id="bulk-clear" class="secondary" data-action="{BulkClear}"{none}>Clear selection</button><button type="button" id="bulk-reset" class="danger" data-action="{BulkAsk}"{none}>Reset selected…</button></div>"#,
+        r#"<div class="toolbar"><span id="bulk-count" data-count="{count}" aria-live="polite">{} selected</span><button type="button" id="bulk-select-all" class="secondary" data-action="{BulkSelectAll}"{busy}>{all}</button><button type="button" id="bulk-clear" class="secondary" data-action="{BulkClear}"{none}>Clear selection</button><button type="button" id="bulk-reset" class="danger" data-action="{BulkAsk}"{none}>Reset selected…</button><button type="button" id="bulk-forget" class="danger" data-action="{BulkForgetAsk}"{none}>Forget selected…</button></div>"#,
         format::count(count as u64)
     )
 }
 
 /// The dialog's inside: the question, or the progress and the failures.
-pub fn dialog(count: usize, progress: Option<&Progress>) -> String {
-    let mut out = String::from(r#"<h2 id="bulk-title">Reset connections</h2>"#);
+pub fn dialog(mode: Mode, count: usize, progress: Option<&Progress>) -> String {
+    let title = match mode {
+        Mode::Reset => "Reset connections",
+        Mode::Forget => "Forget destinations",
+    };
+    let mut out = format!(r#"<h2 id="bulk-title">{title}</h2>"#);
     let Some(p) = progress else {
+        let n = format::plural(count, "destination");
+        let (question, verb) = match mode {
+            Mode::Reset => (
+                format!("Reset the connection to {n}? Herald forgets their backoff and tries each one again with the next thing it sends."),
+                "Reset",
+            ),
+            Mode::Forget => (
+                format!("Forget {n}? Herald removes each, with its rooms and the PDUs and EDUs queued for it. This cannot be undone."),
+                "Forget",
+            ),
+        };
         let _ = write!(
             out,
-            r#"<p>Reset the connection to {}? Herald forgets their backoff and tries each one again with the next thing it sends.</p><div class="actions"><button type="button" id="bulk-confirm" class="danger" data-action="{BulkStart}">Reset {count}</button><button type="button" id="bulk-cancel" class="secondary" data-action="{BulkClose}" autofocus>Cancel</button></div>"#,
-            format::plural(count, "destination")
+            r#"<p>{question}</p><div class="actions"><button type="button" id="bulk-confirm" class="danger" data-action="{BulkStart}">{verb} {count}</button><button type="button" id="bulk-cancel" class="secondary" data-action="{BulkClose}" autofocus>Cancel</button></div>"#,
         );
         return out;
     };
     let failed = p.failed.len();
     let status = if p.finished() {
-        format!("Done: {} reset, {failed} failed.", p.total - failed)
+        match mode {
+            Mode::Reset => format!("Done: {} reset, {failed} failed.", p.total - failed),
+            Mode::Forget => {
+                let (rooms, pdus, edus) = p.removed;
+                format!(
+                    "Done: {} forgotten, {failed} failed; removed {}, {} and {}.",
+                    p.total - failed,
+                    format::plural(rooms as usize, "room"),
+                    format::plural(pdus as usize, "queued PDU"),
+                    format::plural(edus as usize, "queued EDU"),
+                )
+            }
+        }
     } else {
         format!("{} of {} done…", p.done, p.total)
     };
@@ -148,6 +190,7 @@ pub struct BulkReset {
     /// Why choosing failed.
     error: RwSignal<Option<String>>,
     progress: RwSignal<Option<Progress>>,
+    mode: RwSignal<Mode>,
 }
 
 impl BulkReset {
@@ -158,6 +201,7 @@ impl BulkReset {
             choosing: RwSignal::new(false),
             error: RwSignal::new(None),
             progress: RwSignal::new(None),
+            mode: RwSignal::new(Mode::Reset),
         }
     }
 
@@ -177,7 +221,7 @@ impl BulkReset {
     /// The dialog's markup (tracked).
     pub fn dialog(&self) -> String {
         self.progress
-            .with(|p| dialog(self.selected.with(|s| s.len()), p.as_ref()))
+            .with(|p| dialog(self.mode.get(), self.selected.with(|s| s.len()), p.as_ref()))
     }
 
     /// Runs control `action` if it is one of bulk reset's; `checked` is a
@@ -200,12 +244,20 @@ impl BulkReset {
                 dom::set_checked("#select-page", &|_| false);
                 self.selected.set(BTreeSet::new());
             }
-            Action::BulkAsk => dom::show_modal(DIALOG),
+            Action::BulkAsk => self.ask(Mode::Reset),
+            Action::BulkForgetAsk => self.ask(Mode::Forget),
             Action::BulkStart => self.start(),
             Action::BulkClose => self.close(reload),
             _ => return false,
         }
         true
+    }
+
+    fn ask(&self, mode: Mode) {
+        if self.progress.with_untracked(Option::is_none) {
+            self.mode.set(mode);
+        }
+        dom::show_modal(DIALOG);
     }
 
     fn choose(&self, names: impl IntoIterator<Item = String>, chosen: bool) {
@@ -251,17 +303,24 @@ impl BulkReset {
         }));
         let queue = Rc::new(RefCell::new(queue));
         let this = *self;
+        let mode = self.mode.get_untracked();
         for _ in 0..AT_ONCE {
             let (queue, token) = (queue.clone(), token.clone());
             spawn_local(async move {
                 loop {
                     let next = queue.borrow_mut().pop_front();
                     let Some(name) = next else { break };
-                    let result = api::reset_connection(&token, &name).await;
+                    let result = match mode {
+                        Mode::Reset => api::reset_connection(&token, &name).await.map(|()| None),
+                        Mode::Forget => api::forget(&token, &name).await.map(Some),
+                    };
                     if result.as_ref().is_err_and(ApiError::is_unauthorized) {
                         this.session.clear();
                     }
-                    let failure = result.err().map(|e| api::admin_error_message(&e));
+                    let (removed, failure) = match result {
+                        Ok(removed) => (removed, None),
+                        Err(e) => (None, Some(api::admin_error_message(&e))),
+                    };
                     if failure.is_none() {
                         this.choose([name.clone()], false);
                     }
@@ -269,6 +328,17 @@ impl BulkReset {
                         if let Some(p) = p {
                             p.done += 1;
                             p.failed.extend(failure.map(|e| (name, e)));
+                            if let Some(Forgotten {
+                                rooms,
+                                queued_pdus,
+                                queued_edus,
+                                ..
+                            }) = removed
+                            {
+                                p.removed.0 += rooms;
+                                p.removed.1 += queued_pdus;
+                                p.removed.2 += queued_edus;
+                            }
                         }
                     });
                     if this
@@ -306,28 +376,54 @@ mod tests {
         let html = bar(0, false, true);
         assert!(html.contains(r#"data-count="0""#));
         assert!(html.contains(r#"data-action="bulk-ask" disabled>"#));
+        assert!(html.contains(r#"data-action="bulk-forget-ask" disabled>"#));
         assert!(html.contains("matching the filter"));
         let html = bar(1234, true, false);
         assert!(html.contains("1,234 selected"));
         assert!(html.contains(r#"data-action="bulk-select-all" disabled>Select all in backoff<"#));
         assert!(html.contains(r#"data-action="bulk-ask">"#));
+        assert!(html.contains(
+            r#"id="bulk-forget" class="danger" data-action="bulk-forget-ask">Forget selected…<"#
+        ));
+    }
+
+    #[test]
+    fn the_forget_dialog_names_what_goes_and_adds_up_what_went() {
+        let html = dialog(Mode::Forget, 2, None);
+        assert!(html.contains("Forget destinations"), "{html}");
+        assert!(html.contains("Forget 2 destinations? Herald removes each, with its rooms"));
+        assert!(html.contains(r#"data-action="bulk-start">Forget 2<"#));
+        let p = Progress {
+            total: 2,
+            done: 2,
+            failed: vec![],
+            removed: (3, 1200, 1),
+        };
+        let html = dialog(Mode::Forget, 0, Some(&p));
+        assert!(
+            html.contains(
+                "Done: 2 forgotten, 0 failed; removed 3 rooms, 1,200 queued PDUs and 1 queued EDU."
+            ),
+            "{html}"
+        );
     }
 
     #[test]
     fn the_dialog_asks_then_shows_progress_and_failures() {
-        assert!(dialog(3, None).contains("Reset the connection to 3 destinations?"));
+        assert!(dialog(Mode::Reset, 3, None).contains("Reset the connection to 3 destinations?"));
         let mut p = Progress {
             total: 3,
             done: 1,
             failed: vec![("[::1]:8448".into(), "Unknown <destination>".into())],
+            removed: (0, 0, 0),
         };
-        let html = dialog(3, Some(&p));
+        let html = dialog(Mode::Reset, 3, Some(&p));
         assert!(html.contains(r#"<progress id="bulk-progress" max="3" value="1">"#));
         assert!(html.contains("1 of 3 done…"));
         assert!(html.contains(r#"<li data-destination="[::1]:8448"><a href="/destinations/%5B%3A%3A1%5D%3A8448">[::1]:8448</a>: Unknown &lt;destination&gt;</li>"#));
         assert!(html.contains(r#"data-action="bulk-close" disabled>"#));
         p.done = 3;
-        let html = dialog(3, Some(&p));
+        let html = dialog(Mode::Reset, 3, Some(&p));
         assert!(html.contains("Done: 2 reset, 1 failed."));
         assert!(html.contains(r#"data-action="bulk-close">Close<"#));
     }

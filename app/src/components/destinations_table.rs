@@ -1,4 +1,5 @@
-//! One page of destinations as a table: sortable column headers, a checkbox
+//! One page of destinations (Herald's list: Synapse's rows with the last
+//! error and the last delivery time) as a table: sortable column headers, a checkbox
 //! on each row in backoff (and one in the header for the whole page), the
 //! rows from [`crate::html::rows`]. Drawn as markup; the page listens for
 //! its controls (`data-action` `sort`, `select`, `select-page`).
@@ -6,16 +7,17 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use herald_shared::{Destination, DestinationsQuery, Direction, OrderBy};
+use herald_shared::{DestinationHealthRow, DestinationsQuery, Direction, OrderBy};
 
 use crate::html;
 use herald_shared::Action::{SelectPage, Sort};
 
 /// The columns in the order they are shown: the API's field name (or a
 /// derived column's name), the header, and the order it sorts by if any.
-pub const COLUMNS: [(&str, &str, Option<OrderBy>); 7] = [
+pub const COLUMNS: [(&str, &str, Option<OrderBy>); 9] = [
     ("destination", "Destination", Some(OrderBy::Destination)),
     ("status", "Status", None),
+    ("last_error", "Last error", None),
     ("retry_last_ts", "Last retry", Some(OrderBy::RetryLastTs)),
     (
         "retry_interval",
@@ -24,9 +26,10 @@ pub const COLUMNS: [(&str, &str, Option<OrderBy>); 7] = [
     ),
     ("next_retry", "Next retry", None),
     ("failure_ts", "Failing since", Some(OrderBy::FailureTs)),
+    ("last_delivered_ts", "Last delivered", None),
     (
         "last_successful_stream_ordering",
-        "Last delivered",
+        "Delivered up to",
         Some(OrderBy::LastSuccessfulStreamOrdering),
     ),
 ];
@@ -64,7 +67,7 @@ pub fn sort_header(out: &mut String, field: &str, label: &str, active: Option<Di
 /// The whole table for one page of the list at `now`; rows whose
 /// destination is in `selected` have their checkbox checked.
 pub fn table(
-    destinations: &[Destination],
+    destinations: &[DestinationHealthRow],
     query: &DestinationsQuery,
     now: i64,
     selected: &BTreeSet<String>,
@@ -133,6 +136,10 @@ mod tests {
         assert_eq!(html.matches("aria-sort").count(), 1);
         assert_eq!(html.matches(r#"data-action="sort""#).count(), 5);
         assert!(html.contains(r#"<th data-col="status" scope="col">Status</th>"#));
-        assert!(html.contains(r#"colspan="8""#));
+        assert!(html.contains(r#"colspan="10""#));
+        assert!(html.contains(r#"<th data-col="last_error" scope="col">Last error</th>"#));
+        assert!(
+            html.contains(r#"<th data-col="last_delivered_ts" scope="col">Last delivered</th>"#)
+        );
     }
 }

@@ -3,5 +3,7 @@
 pub mod bulk_reset;
 pub mod destinations_table;
 pub mod error_message;
+pub mod forget;
+pub mod history;
 pub mod pager;
 pub mod top_bar;

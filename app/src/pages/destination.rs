@@ -1,6 +1,10 @@
-//! `/destinations/:name`: one destination — its health with the list's
-//! derived status, the Reset connection button (enabled in backoff, asking
-//! first), and the rooms Herald has sent it events in, a page at a time.
+//! `/destinations/:name`: one destination — its health from Herald's details
+//! endpoint (the list's columns, the last error in full, the last delivery,
+//! the next retry, the sender's queue), the Reset connection button (enabled
+//! in backoff, asking first), the Forget button
+//! ([`crate::components::forget`]), its history
+//! ([`crate::components::history`]), and the rooms Herald has sent it
+//! events in, a page at a time.
 //!
 //! The name is the path's last segment, percent-decoded (`[::1]:8448` is
 //! `/destinations/%5B%3A%3A1%5D%3A8448`). The rooms table's paging and
@@ -8,20 +12,23 @@
 //! API spells them).
 
 use herald_shared::{
-    percent_decode_path, DestinationDetails, DestinationQueue, DestinationStatus, RoomsPage,
-    RoomsQuery,
+    percent_decode_path, DestinationHealth, DestinationStatus, Forgotten, RoomsPage, RoomsQuery,
 };
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_location, use_navigate};
 
-use crate::api;
+use crate::api::{self, ApiError};
 use crate::components::destinations_table::sort_header;
+use crate::components::forget::{self, Counts};
+use crate::components::history;
 use crate::components::pager::{self, pager};
 use crate::session::use_session;
 use crate::{dom, format, html};
-use herald_shared::Action::{ResetAsk, ResetCancel, ResetConfirm};
+use herald_shared::Action::{
+    ForgetAsk, ForgetCancel, ForgetConfirm, HistoryOlder, ResetAsk, ResetCancel, ResetConfirm,
+};
 
 const DIALOG: &str = "reset-dialog";
 
@@ -42,7 +49,8 @@ pub fn page_url(name: &str, query: &RoomsQuery) -> String {
     }
 }
 
-/// What the last reset did: nothing yet, under way, or its outcome.
+/// What the last reset (or forget) did: nothing yet, under way, or its
+/// outcome.
 #[derive(Debug, Clone, PartialEq)]
 enum Reset {
     Idle,
@@ -50,15 +58,55 @@ enum Reset {
     Done(Result<(), String>),
 }
 
+/// What the page runs in the background. One `spawn_local` runs both, so
+/// that the WASM holds one state machine for them.
+enum Task {
+    Reset,
+    Forget,
+}
+
+/// What a [`Task`] answered.
+enum Done {
+    Reset(Result<(), ApiError>),
+    Forget(Result<Forgotten, ApiError>),
+}
+
+impl Done {
+    fn error(&self) -> Option<&ApiError> {
+        match self {
+            Done::Reset(r) => r.as_ref().err(),
+            Done::Forget(r) => r.as_ref().err(),
+        }
+    }
+}
+
+/// The last error in full (kind, message, address, when); the table above
+/// shows it cut, with the last delivery and the next retry. The message
+/// comes from a remote server: escaped text only.
+fn last_error_html(h: &DestinationHealth, now: i64) -> String {
+    let Some(e) = &h.extras.last_error else {
+        return r#"<p id="last-error" data-kind=""><strong>Last error:</strong> none recorded.</p>"#
+            .to_owned();
+    };
+    let address = e
+        .address
+        .as_deref()
+        .map(|a| format!("Address tried: {} · ", html::escape(a)))
+        .unwrap_or_default();
+    format!(
+        r#"<p id="last-error" data-kind="{}"><strong>Last error:</strong> {}: <span class="msg">{}</span><br><span class="muted">{address}{} ({})</span></p>"#,
+        e.kind.as_str(),
+        e.kind.label(),
+        html::escape(&e.message),
+        format::timestamp(e.ts),
+        format::relative(e.ts, now)
+    )
+}
+
 /// The details table and the Reset connection button, enabled in backoff
-/// while no reset is under way.
-fn details_html(
-    d: &DestinationDetails,
-    queue: Option<&DestinationQueue>,
-    now: i64,
-    running: bool,
-) -> String {
-    let row = d.as_row();
+/// while no reset is under way, and the Forget button.
+fn details_html(h: &DestinationHealth, now: i64, running: bool, forgetting: bool) -> String {
+    let row = h.details.as_row();
     let status = DestinationStatus::of(&row, now);
     let (disabled, hint) = match (status.in_backoff(), running) {
         (true, false) => (
@@ -69,20 +117,26 @@ fn details_html(
         (false, _) => (" disabled", "Not in backoff: there is nothing to reset."),
     };
     format!(
-        r#"<div class="table-wrap">{}</div>{}<div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="{ResetAsk}"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>"#,
-        html::details(&row, now),
-        queue.map(|q| html::queue(q, now)).unwrap_or_default(),
-        status.key()
+        r#"<div class="table-wrap">{}</div>{}{}<div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="{ResetAsk}"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>{}"#,
+        html::details(h, now),
+        last_error_html(h, now),
+        html::queue(&h.queue, now),
+        status.key(),
+        forget::button_html(forgetting)
     )
 }
 
-/// What the reset said.
-fn outcome_html(reset: &Reset) -> String {
-    match reset {
+/// What the reset said, and why a forget failed if it did.
+fn outcome_html(reset: &Reset, forget: &Reset) -> String {
+    let mut out = match reset {
         Reset::Done(Ok(())) => r#"<p id="reset-result" class="notice" role="status">Connection reset: Herald tries this destination again now if anything is queued for it, otherwise with the next thing it sends.</p>"#.to_owned(),
         Reset::Done(Err(e)) => html::error("reset-error", e),
         _ => String::new(),
+    };
+    if let Reset::Done(Err(e)) = forget {
+        out.push_str(&html::error("forget-error", e));
     }
+    out
 }
 
 /// The confirmation dialog's inside.
@@ -137,19 +191,25 @@ pub fn DestinationPage() -> impl IntoView {
     let rooms_query =
         Memo::new(move |_| RoomsQuery::parse(&location.search.get()).unwrap_or_default());
 
+    // Herald's details and the newest `history_pages` pages of history,
+    // asked for at once. "Older entries" asks for one page more: the pages
+    // are read again with it (a few local requests), which keeps the page
+    // to one resource and the WASM small.
     let reloads = RwSignal::new(0u32);
+    let history_pages = RwSignal::new(1u32);
     let details = LocalResource::new(move || {
         let token = session.token();
         let name = name.get();
+        let pages = history_pages.get();
         reloads.track();
         async move {
             let token = token?;
-            let (details, queue) = futures_util::future::join(
-                api::destination(&token, &name),
-                api::queue(&token, &name),
+            let (details, history) = futures_util::future::join(
+                api::health(&token, &name),
+                history::newest_pages(&token, &name, pages),
             )
             .await;
-            Some((details, queue.ok(), dom::now_ms()))
+            Some((details, history, dom::now_ms()))
         }
     });
     let rooms = LocalResource::new(move || {
@@ -158,19 +218,19 @@ pub fn DestinationPage() -> impl IntoView {
         async move { Some((api::rooms(&token?, &name, &query).await, query)) }
     });
 
-    let go_rooms = {
+    let go = {
         let navigate = navigate.clone();
-        StoredValue::new_local(move |q: RoomsQuery| {
-            navigate(&page_url(&name.get_untracked(), &q), Default::default())
-        })
+        StoredValue::new_local(move |url: String| navigate(&url, Default::default()))
     };
-    let go_rooms = move |q: RoomsQuery| go_rooms.with_value(|go| go(q));
+    let go = move |url: String| go.with_value(|go| go(url));
+    let go_rooms = move |q: RoomsQuery| go(page_url(&name.get_untracked(), &q));
     Effect::new(move |_| {
         if session.is_signed_out() {
             navigate("/login", super::replace());
         }
     });
     Effect::new(move |_| {
+        // The history is read with the same token as the details.
         let d = details.get().flatten().and_then(|(r, _, _)| r.err());
         let r = rooms.get().flatten().and_then(|(r, _)| r.err());
         if [d, r].iter().flatten().any(|e| e.is_unauthorized()) {
@@ -179,38 +239,67 @@ pub fn DestinationPage() -> impl IntoView {
     });
 
     let reset = RwSignal::new(Reset::Idle);
+    let forgetting = RwSignal::new(Reset::Idle);
     let running = move || reset.with(|r| *r == Reset::Running);
-    let confirm = move || {
+    let busy = move || running() || forgetting.with(|r| *r == Reset::Running);
+
+    let finish = move |done: Done| {
+        if done.error().is_some_and(ApiError::is_unauthorized) {
+            session.clear();
+        }
+        match done {
+            Done::Reset(result) => {
+                dom::close_modal(DIALOG);
+                reset.set(Reset::Done(
+                    result.map_err(|e| api::admin_error_message(&e)),
+                ));
+                reloads.update(|n| *n += 1);
+                // And again once the retry the reset started has had its moment.
+                set_timeout(
+                    move || reloads.update(|n| *n += 1),
+                    std::time::Duration::from_millis(1500),
+                );
+            }
+            Done::Forget(Ok(removed)) => {
+                dom::close_modal(forget::DIALOG);
+                forgetting.set(Reset::Idle);
+                forget::leave_notice(removed);
+                go("/destinations".to_owned());
+            }
+            Done::Forget(Err(e)) => {
+                dom::close_modal(forget::DIALOG);
+                forgetting.set(Reset::Done(Err(api::admin_error_message(&e))));
+            }
+        }
+    };
+    let start = move |task: Task| {
         let Some(token) = session.token_untracked() else {
             return;
         };
-        reset.set(Reset::Running);
         let name = name.get_untracked();
+        match &task {
+            Task::Reset => reset.set(Reset::Running),
+            Task::Forget => forgetting.set(Reset::Running),
+        }
         spawn_local(async move {
-            let result = api::reset_connection(&token, &name).await;
-            dom::close_modal(DIALOG);
-            if result.as_ref().is_err_and(|e| e.is_unauthorized()) {
-                session.clear();
-            }
-            reset.set(Reset::Done(
-                result.map_err(|e| api::admin_error_message(&e)),
-            ));
-            reloads.update(|n| *n += 1);
-            // And again once the retry the reset started has had its moment.
-            set_timeout(
-                move || reloads.update(|n| *n += 1),
-                std::time::Duration::from_millis(1500),
-            );
+            let done = match task {
+                Task::Reset => Done::Reset(api::reset_connection(&token, &name).await),
+                Task::Forget => Done::Forget(api::forget(&token, &name).await),
+            };
+            finish(done);
         });
     };
-
     // Every control below is drawn as markup and handled here.
     let act = move |action: herald_shared::Action, arg: String, ev: &leptos::ev::Event| {
         let q = rooms_query.get_untracked();
         match action {
             ResetAsk => dom::show_modal(DIALOG),
-            ResetConfirm => confirm(),
+            ResetConfirm => start(Task::Reset),
             ResetCancel => dom::close_modal(DIALOG),
+            ForgetAsk => dom::show_modal(forget::DIALOG),
+            ForgetConfirm => start(Task::Forget),
+            ForgetCancel => dom::close_modal(forget::DIALOG),
+            HistoryOlder => history_pages.update(|n| *n += 1),
             herald_shared::Action::Sort => go_rooms(RoomsQuery {
                 from: 0,
                 dir: q.dir.flip(),
@@ -225,24 +314,58 @@ pub fn DestinationPage() -> impl IntoView {
         }
     };
     let (on_click, on_change) = dom::delegate(act);
-    // Escape cancels the question, not a reset under way.
+    // Escape cancels a question, not a reset or forget under way.
     let on_cancel = move |ev: leptos::ev::Event| {
-        if running() {
+        if busy() {
             ev.prevent_default();
         }
     };
 
     let details_view = move || match details.get() {
-        Some(Some((Ok(d), q, now))) => details_html(&d, q.as_ref(), now, running()),
+        Some(Some((Ok(d), _, now))) => details_html(
+            &d,
+            now,
+            running(),
+            forgetting.with(|f| *f == Reset::Running),
+        ),
         Some(Some((Err(e), _, _))) => {
             html::error("destination-error", &api::admin_error_message(&e))
         }
         _ => html::loading("destination-loading"),
     };
+    let history_view = move || match details.get() {
+        Some(Some((d, Ok(first), now))) => {
+            // An open outage runs until now while it is in backoff (the
+            // server's status).
+            let failing = d.is_ok_and(|h| h.status.in_backoff());
+            history::history_html(&first.entries, first.next_token.is_some(), failing, now)
+        }
+        Some(Some((_, Err(e), _))) => html::error("history-error", &api::admin_error_message(&e)),
+        _ => html::loading("history-loading"),
+    };
     let rooms_view = move || match rooms.get() {
         Some(Some((Ok(p), q))) => rooms_html(&p, &q),
         Some(Some((Err(e), _))) => html::error("rooms-error", &api::admin_error_message(&e)),
         _ => html::loading("rooms-loading"),
+    };
+    // What Forget names: the rooms' total and what is queued.
+    let forget_dialog = move || {
+        let counts = Counts {
+            rooms: rooms
+                .get()
+                .flatten()
+                .and_then(|(r, _)| r.ok().map(|p| p.total)),
+            queued: details
+                .get()
+                .flatten()
+                .and_then(|(r, _, _)| r.ok())
+                .map(|h| (h.queue.queued_pdus, h.queue.queued_edus)),
+        };
+        forget::dialog_html(
+            &name.get(),
+            counts,
+            forgetting.with(|f| *f == Reset::Running),
+        )
     };
 
     view! {
@@ -254,7 +377,9 @@ pub fn DestinationPage() -> impl IntoView {
             </p>
             <h1 id="destination-name">{name}</h1>
             <div id="destination-region" inner_html=details_view></div>
-            <div id="reset-outcome" inner_html=move || reset.with(outcome_html)></div>
+            <div id="reset-outcome" inner_html=move || forgetting.with(|f| reset.with(|r| outcome_html(r, f)))></div>
+            <h2 id="history-title">"History"</h2>
+            <div id="history-region" role="region" aria-labelledby="history-title" inner_html=history_view></div>
             <h2>"Rooms"</h2>
             <div id="rooms-region" inner_html=rooms_view></div>
             <dialog
@@ -263,6 +388,12 @@ pub fn DestinationPage() -> impl IntoView {
                 on:cancel=on_cancel
                 inner_html=move || dialog_html(&name.get(), running())
             ></dialog>
+            <dialog
+                id=forget::DIALOG
+                aria-labelledby="forget-title"
+                on:cancel=on_cancel
+                inner_html=forget_dialog
+            ></dialog>
         </section>
     }
 }
@@ -270,7 +401,7 @@ pub fn DestinationPage() -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_shared::{DestinationRoom, Direction};
+    use herald_shared::{DestinationQueue, DestinationRoom, Direction};
 
     #[test]
     fn the_name_comes_from_the_path_decoded() {
@@ -301,24 +432,38 @@ mod tests {
         );
     }
 
-    fn details(retry_last_ts: i64) -> DestinationDetails {
-        DestinationDetails {
+    fn details(retry_last_ts: i64) -> DestinationHealth {
+        let details = herald_shared::DestinationDetails {
             destination: "a.org".into(),
             last_successful_stream_ordering: Some(3),
             failure_ts: (retry_last_ts != 0).then_some(retry_last_ts),
             retry_last_ts,
             retry_interval: Some(60_000),
+        };
+        let row = details.as_row();
+        DestinationHealth {
+            status: DestinationStatus::of(&row, retry_last_ts),
+            next_retry_ts: herald_shared::next_retry_ts(&row),
+            details,
+            extras: Default::default(),
+            queue: DestinationQueue {
+                destination: "a.org".into(),
+                state: herald_shared::SenderState::Idle,
+                queued_pdus: 0,
+                queued_edus: 0,
+                oldest_queued_ts: None,
+            },
         }
     }
 
     #[test]
     fn reset_is_offered_only_in_backoff_and_not_twice() {
         let now = 1_700_000_000_000;
-        let html = details_html(&details(now - 1000), None, now, false);
+        let html = details_html(&details(now - 1000), now, false, false);
         assert!(html.contains(r#"data-status="backing_off" data-action="reset-ask">"#));
-        let html = details_html(&details(now - 1000), None, now, true);
+        let html = details_html(&details(now - 1000), now, true, false);
         assert!(html.contains(r#"data-action="reset-ask" disabled>"#));
-        let html = details_html(&details(0), None, now, false);
+        let html = details_html(&details(0), now, false, false);
         assert!(html.contains(r#"data-status="healthy" data-action="reset-ask" disabled>"#));
         assert!(html.contains("nothing to reset"));
     }
@@ -333,7 +478,9 @@ mod tests {
             queued_edus: 3,
             oldest_queued_ts: Some(now - 5 * 60_000),
         };
-        let html = details_html(&details(now - 1000), Some(&queue), now, false);
+        let mut h = details(now - 1000);
+        h.queue = queue.clone();
+        let html = details_html(&h, now, false, false);
         assert!(
             html.contains(r#"<p id="destination-queue" data-state="catching_up">"#),
             "{html}"
@@ -350,16 +497,48 @@ mod tests {
             oldest_queued_ts: None,
             ..queue
         };
-        let html = details_html(&details(0), Some(&idle), now, false);
+        let mut h = details(0);
+        h.queue = idle;
+        let html = details_html(&h, now, false, false);
         assert!(html.contains("Idle · nothing queued."), "{html}");
     }
 
     #[test]
+    fn the_last_error_is_shown_whole_under_the_table() {
+        let now = 1_700_000_000_000;
+        let mut h = details(now - 1000);
+        h.extras.last_error = Some(herald_shared::LastError {
+            ts: now - 3_000,
+            kind: herald_shared::FailureKind::Connect,
+            message: "Connection refused <script>".into(),
+            address: Some("127.0.0.1:1".into()),
+        });
+        h.extras.last_delivered_ts = Some(now - 5 * 60_000);
+        let html = details_html(&h, now, false, false);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains(r#"<p id="last-error" data-kind="connect"><strong>Last error:</strong> Connection: <span class="msg">Connection refused &lt;script&gt;</span><br><span class="muted">Address tried: 127.0.0.1:1 · 2023-11-14 22:13:17 UTC (3 s ago)</span></p>"#), "{html}");
+        // The table has the last delivery and the next retry, exact on hover.
+        assert!(html.contains(r#"<td data-col="last_delivered_ts" data-value="1699999700000" title="2023-11-14 22:08:20 UTC" class="num">5 min ago</td>"#), "{html}");
+        assert!(html.contains(r#"<td data-col="next_retry" data-value="1700000059000" title="2023-11-14 22:14:19 UTC" class="num">in 59 s</td>"#), "{html}");
+        let html = details_html(&details(0), now, false, false);
+        assert!(html.contains(
+            r#"<p id="last-error" data-kind=""><strong>Last error:</strong> none recorded.</p>"#
+        ));
+    }
+
+    #[test]
     fn the_outcome_and_the_dialog_say_what_happened() {
-        assert_eq!(outcome_html(&Reset::Idle), "");
-        assert!(outcome_html(&Reset::Done(Ok(()))).contains(r#"id="reset-result""#));
-        assert!(outcome_html(&Reset::Done(Err("Unknown <x>".into())))
-            .contains(r#"<p id="reset-error" class="error" role="alert">Unknown &lt;x&gt;</p>"#));
+        assert_eq!(outcome_html(&Reset::Idle, &Reset::Idle), "");
+        assert!(outcome_html(&Reset::Done(Ok(())), &Reset::Idle).contains(r#"id="reset-result""#));
+        assert!(
+            outcome_html(&Reset::Done(Err("Unknown <x>".into())), &Reset::Running).contains(
+                r#"<p id="reset-error" class="error" role="alert">Unknown &lt;x&gt;</p>"#
+            )
+        );
+        assert_eq!(
+            outcome_html(&Reset::Idle, &Reset::Done(Err("Unknown <x>".into()))),
+            r#"<p id="forget-error" class="error" role="alert">Unknown &lt;x&gt;</p>"#
+        );
         assert!(dialog_html("<b>", false).contains("<strong>&lt;b&gt;</strong>"));
         assert!(dialog_html("a.org", true)
             .contains(r#"data-action="reset-confirm" disabled>Resetting…"#));

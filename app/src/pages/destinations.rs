@@ -7,7 +7,9 @@
 //! data is fetched in the browser with the session's token; the server
 //! renders the loading state. A 401 drops the session (back to sign-in).
 //! Auto-refresh reloads the same page every 10 s; the bulk-reset selection
-//! survives paging, sorting and refreshes.
+//! survives paging, sorting and refreshes. The rows come from Herald's list
+//! (Synapse's rows plus the last error and the last delivery time); after a
+//! forget on a destination's page, a notice says what was removed.
 
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use leptos_router::hooks::{use_location, use_navigate};
 use crate::api;
 use crate::components::bulk_reset::{self, BulkReset};
 use crate::components::destinations_table::{self, sorted_by};
+use crate::components::forget;
 use crate::components::pager::{self, pager};
 use crate::session::use_session;
 use crate::{dom, format, html};
@@ -90,7 +93,7 @@ pub fn DestinationsPage() -> impl IntoView {
         async move {
             let token = token?;
             let (rows, summary) =
-                futures_util::future::join(api::destinations(&token, &query), api::summary(&token))
+                futures_util::future::join(api::health_list(&token, &query), api::summary(&token))
                     .await;
             Some((rows, summary, query, dom::now_ms()))
         }
@@ -201,10 +204,15 @@ pub fn DestinationsPage() -> impl IntoView {
         _ => html::loading("destinations-loading"),
     };
 
+    let notice = forget::take_notice()
+        .map(|f| forget::notice_html(&f))
+        .unwrap_or_default();
+
     view! {
         <Title text="Destinations · Herald" />
         <section id="destinations-page" class="page" on:click=on_click on:change=on_change>
             <h1>"Destinations"</h1>
+            <div id="notices" inner_html=notice></div>
             <section id="health-summary" class="card" aria-label="Health summary" inner_html=summary></section>
             <div class="toolbar">
                 <label for="destinations-filter">"Filter"</label>

@@ -91,7 +91,7 @@ async fn sign_in(user: &str, password: &str) -> Result<LoginResponse, String> {
         limit: 1,
         ..Default::default()
     };
-    match api::destinations(&login.access_token, &probe).await {
+    match api::health_list(&login.access_token, &probe).await {
         Err(e) if e.is_forbidden() => {
             // Do not leave an unused token behind on the server.
             let _ = api::logout(&login.access_token).await;

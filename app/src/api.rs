@@ -253,6 +253,19 @@ pub async fn forget(token: &str, name: &str) -> Result<Forgotten, ApiError> {
     http::delete_json(&health_url(name, ""), token).await
 }
 
+/// `POST /_herald/admin/v1/federation/destinations/<destination>/diagnose`:
+/// the destination checked step by step from the server.
+pub async fn diagnose(
+    token: &str,
+    name: &str,
+) -> Result<crate::components::diagnose::Diagnosis, ApiError> {
+    let url = format!(
+        "/_herald/admin/v1/federation/destinations/{}/diagnose",
+        percent_encode(name)
+    );
+    http::post_json(&url, Some(token), &Empty {}).await
+}
+
 /// `GET /_herald/admin/v1/federation/summary`: destinations per status.
 pub async fn summary(token: &str) -> Result<FederationSummary, ApiError> {
     http::get_json(SUMMARY_PATH, token).await

@@ -280,6 +280,31 @@ impl Default for ConnectionsSection {
     }
 }
 
+/// `[diagnose]`: the bounds of `POST …/destinations/<d>/diagnose` and
+/// `herald federation diagnose` (see `herald_federation::diagnose`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiagnoseSection {
+    /// Time allowed for each step (a DNS look-up, a connect, a handshake, a
+    /// request and its answer).
+    pub step_timeout: ConfigDuration,
+    /// Addresses connected to, at most, per diagnosis.
+    pub max_addresses: usize,
+    /// Diagnoses under way at once through the API, all destinations
+    /// together; more are answered `429 M_LIMIT_EXCEEDED`.
+    pub max_concurrent: usize,
+}
+
+impl Default for DiagnoseSection {
+    fn default() -> Self {
+        DiagnoseSection {
+            step_timeout: ConfigDuration(Duration::from_secs(10)),
+            max_addresses: 4,
+            max_concurrent: 4,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -331,6 +356,7 @@ pub struct Config {
     /// reverse proxy that sets that header itself (default false).
     pub x_forwarded: bool,
     pub connections: ConnectionsSection,
+    pub diagnose: DiagnoseSection,
 }
 
 impl Default for Config {
@@ -361,6 +387,7 @@ impl Default for Config {
             rc_login: RcLogin::default(),
             x_forwarded: false,
             connections: ConnectionsSection::default(),
+            diagnose: DiagnoseSection::default(),
         }
     }
 }
@@ -549,6 +576,22 @@ impl Config {
                 "must be between 1 and 1048576".into(),
             );
         }
+        let d = &self.diagnose;
+        if d.step_timeout.0.is_zero() || d.step_timeout.0 > Duration::from_secs(300) {
+            return invalid(
+                "diagnose.step_timeout",
+                "must be above 0 and at most 5m".into(),
+            );
+        }
+        if d.max_addresses == 0 || d.max_addresses > 64 {
+            return invalid("diagnose.max_addresses", "must be between 1 and 64".into());
+        }
+        if d.max_concurrent == 0 || d.max_concurrent > 1024 {
+            return invalid(
+                "diagnose.max_concurrent",
+                "must be between 1 and 1024".into(),
+            );
+        }
         Ok(())
     }
 
@@ -630,6 +673,14 @@ impl Config {
     /// The IP range filter (`ip_range_blacklist`, `ip_range_whitelist`).
     pub fn ip_filter(&self) -> Result<IpFilter, herald_federation::ip_filter::IpFilterError> {
         IpFilter::new(self.ip_range_blacklist.as_deref(), &self.ip_range_whitelist)
+    }
+
+    /// A diagnosis's bounds (`[diagnose]`).
+    pub fn diagnose_settings(&self) -> herald_federation::diagnose::DiagnoseSettings {
+        herald_federation::diagnose::DiagnoseSettings {
+            step_timeout: self.diagnose.step_timeout.0,
+            max_addresses: self.diagnose.max_addresses,
+        }
     }
 
     /// What the sender is built from.
@@ -994,5 +1045,29 @@ mod tests {
         );
         c.signing_key_path = Some(PathBuf::from("/etc/herald/key"));
         assert_eq!(c.signing_key_path(), PathBuf::from("/etc/herald/key"));
+    }
+
+    #[test]
+    fn diagnose_section() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.diagnose, DiagnoseSection::default());
+        assert_eq!(c.diagnose_settings().step_timeout, Duration::from_secs(10));
+        let c = Config::parse(
+            "[diagnose]\nstep_timeout = \"2s\"\nmax_addresses = 2\nmax_concurrent = 8",
+        )
+        .unwrap();
+        assert_eq!(c.diagnose_settings().step_timeout, Duration::from_secs(2));
+        assert_eq!(c.diagnose_settings().max_addresses, 2);
+        assert_eq!(c.diagnose.max_concurrent, 8);
+        for (text, key) in [
+            ("[diagnose]\nstep_timeout = \"0s\"", "diagnose.step_timeout"),
+            ("[diagnose]\nstep_timeout = \"1h\"", "diagnose.step_timeout"),
+            ("[diagnose]\nmax_addresses = 0", "diagnose.max_addresses"),
+            ("[diagnose]\nmax_concurrent = 0", "diagnose.max_concurrent"),
+            ("[diagnose]\nnope = 1", "nope"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 }

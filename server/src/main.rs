@@ -1,6 +1,7 @@
 //! The `herald` binary: the command line (clap) at the edge of the library.
 //! `serve` runs the admin API and console (and the federation listener with
 //! the key server, when configured), `user add` creates accounts,
+//! `federation request` and `federation diagnose` talk to other servers,
 //! `demo` runs everything on a fresh database with realistic data.
 
 use std::io::{Read, Write};
@@ -93,6 +94,18 @@ enum FederationCommand {
         /// Send even while the destination is in backoff.
         #[arg(long)]
         ignore_backoff: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Diagnose a destination from this server: .well-known, SRV, the
+    /// addresses and the IP filter, TCP, TLS, version and key, each step
+    /// with its verdict. Exits non-zero when federation is not OK.
+    Diagnose {
+        /// The server name, e.g. `matrix.org` or `[::1]:8448`.
+        server_name: String,
+        /// Print the report as JSON (the API's body) instead of a checklist.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -206,6 +219,36 @@ async fn run(cli: Cli) -> Result<()> {
             let mut out = std::io::stdout().lock();
             serde_json::to_writer_pretty(&mut out, &answer)?;
             writeln!(out)?;
+        }
+        Command::Federation {
+            command:
+                FederationCommand::Diagnose {
+                    server_name,
+                    json,
+                    common,
+                },
+        } => {
+            let config = common.load()?;
+            config.validate()?;
+            let diagnoser = herald_federation::diagnose::Diagnoser::from_settings(
+                &config.federation_settings(),
+                config.diagnose_settings(),
+            )?;
+            let report = diagnoser.diagnose(&server_name).await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                out.write_all(checklist(&report).as_bytes())?;
+            }
+            if !report.federation_ok {
+                let failed = report
+                    .failing_step()
+                    .map(|s| format!(": {} failed", s.step.label()))
+                    .unwrap_or_default();
+                bail!("federation with {server_name} is not OK{failed}");
+            }
         }
         Command::User {
             command:
@@ -332,6 +375,37 @@ async fn demo(data_dir: &std::path::Path, listen: &str, count: usize) -> Result<
     out.flush()?;
     server.run().await?;
     Ok(())
+}
+
+/// `herald federation diagnose`'s text: one line a step, the failing one
+/// marked.
+fn checklist(report: &herald_shared::DiagnoseReport) -> String {
+    use std::fmt::Write as _;
+    let mut text = format!(
+        "Diagnosis of {} ({} ms): federation {}\n",
+        report.server_name,
+        report.duration_ms,
+        if report.federation_ok { "OK" } else { "FAILS" }
+    );
+    for (i, step) in report.steps.iter().enumerate() {
+        let mark = if report.failed_step == Some(i) {
+            "=>"
+        } else {
+            "  "
+        };
+        let what = match &step.address {
+            Some(a) => format!("{} {a}", step.step.label()),
+            None => step.step.label().to_owned(),
+        };
+        let _ = writeln!(
+            text,
+            "{mark} [{:<7}] {what:<40} {:>6} ms  {}",
+            step.verdict.as_str(),
+            step.duration_ms,
+            step.message
+        );
+    }
+    text
 }
 
 /// `herald federation request`: one signed request, its JSON answer.

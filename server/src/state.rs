@@ -1,15 +1,17 @@
 //! What every request handler can reach: the store, the configuration, the
 //! server's signing keys, the login rate limiters and password threads, the
-//! metrics and the
-//! federation sender.
+//! metrics, the
+//! federation sender and the diagnoser.
 
 use std::sync::Arc;
 
 use crate::auth::password::{self, Verifier};
 use crate::auth::ratelimit::LoginLimits;
 use crate::config::Config;
+use crate::http::diagnose::Diagnoses;
 use crate::metrics::Metrics;
 use herald_federation::client::{FederationClient, SetupError};
+use herald_federation::diagnose::Diagnoser;
 use herald_keys::ServerKeys;
 use herald_sender::Sender;
 use herald_store::Store;
@@ -29,6 +31,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Delivers what the intake API accepted.
     pub sender: Sender,
+    /// Diagnoses destinations (`POST …/destinations/<d>/diagnose`), seeing
+    /// what the sender's federation client sees.
+    pub diagnoses: Arc<Diagnoses>,
 }
 
 impl AppState {
@@ -50,6 +55,14 @@ impl AppState {
         )?
         .with_metrics(metrics.clone())
         .with_concurrent_tries(herald_sender::MAX_CONCURRENT_TRIES);
+        let diagnoses = Arc::new(Diagnoses::new(
+            Diagnoser::for_client(
+                &client,
+                &config.federation_settings(),
+                config.diagnose_settings(),
+            )?,
+            config.diagnose.max_concurrent,
+        ));
         let sender = Sender::start(
             store.clone(),
             Arc::new(client),
@@ -64,6 +77,7 @@ impl AppState {
             keys,
             metrics,
             sender,
+            diagnoses,
         })
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod action;
 pub mod api;
+pub mod diagnose;
 pub mod health;
 pub mod params;
 pub mod sender;
@@ -16,6 +17,7 @@ pub mod status;
 
 pub use action::Action;
 pub use api::*;
+pub use diagnose::*;
 pub use health::*;
 pub use params::*;
 pub use sender::*;

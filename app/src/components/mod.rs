@@ -2,6 +2,7 @@
 
 pub mod bulk_reset;
 pub mod destinations_table;
+pub mod diagnose;
 pub mod error_message;
 pub mod forget;
 pub mod history;

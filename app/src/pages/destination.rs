@@ -21,6 +21,7 @@ use leptos_router::hooks::{use_location, use_navigate};
 
 use crate::api::{self, ApiError};
 use crate::components::destinations_table::sort_header;
+use crate::components::diagnose::DiagnosePanel;
 use crate::components::forget::{self, Counts};
 use crate::components::history;
 use crate::components::pager::{self, pager};
@@ -378,6 +379,7 @@ pub fn DestinationPage() -> impl IntoView {
             <h1 id="destination-name">{name}</h1>
             <div id="destination-region" inner_html=details_view></div>
             <div id="reset-outcome" inner_html=move || forgetting.with(|f| reset.with(|r| outcome_html(r, f)))></div>
+            <DiagnosePanel name=name />
             <h2 id="history-title">"History"</h2>
             <div id="history-region" role="region" aria-labelledby="history-title" inner_html=history_view></div>
             <h2>"Rooms"</h2>

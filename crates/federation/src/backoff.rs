@@ -265,6 +265,11 @@ impl RetryLimiter {
         Ok(self.store.record_success(destination).await?)
     }
 
+    /// The names of destinations an admin resets, as they are reset.
+    pub fn subscribe_resets(&self) -> broadcast::Receiver<Arc<str>> {
+        self.store.subscribe_resets()
+    }
+
     /// A signal that fires when an admin resets `destination`'s backoff.
     pub fn reset_signal(&self, destination: &str) -> ResetSignal {
         ResetSignal {

@@ -362,6 +362,10 @@ pub struct FederationClient {
     /// answer) and has not failed since: their tries may take reserved
     /// slots. One name per destination that ever answered well.
     answered_well: parking_lot::Mutex<HashSet<String>>,
+    /// Admins' resets not yet applied to the resolver's caches: each try
+    /// drains it first, so a request that starts after a reset resolves the
+    /// destination afresh.
+    resets: parking_lot::Mutex<tokio::sync::broadcast::Receiver<Arc<str>>>,
 }
 
 /// The try slots: ordinary ones, for every try, and a reserve only tries
@@ -396,7 +400,9 @@ impl FederationClient {
     ) -> FederationClient {
         let mut pool = Pool::new(tls);
         pool.connect_timeout = settings.connect_timeout;
+        let resets = parking_lot::Mutex::new(limiter.subscribe_resets());
         FederationClient {
+            resets,
             keys,
             resolver,
             limiter,
@@ -486,6 +492,26 @@ impl FederationClient {
 
     pub fn settings(&self) -> &ClientSettings {
         &self.settings
+    }
+
+    /// The resolver (its well-known cache), for a diagnosis.
+    pub fn resolver(&self) -> &Arc<ServerResolver> {
+        &self.resolver
+    }
+
+    /// Forgets the cached resolution (`.well-known`, SRV, A/AAAA) of every
+    /// destination an admin reset since the last call; after missed resets,
+    /// every cached resolution.
+    fn apply_resets(&self) {
+        use tokio::sync::broadcast::error::TryRecvError;
+        let mut resets = self.resets.lock();
+        loop {
+            match resets.try_recv() {
+                Ok(name) => self.resolver.forget(&name),
+                Err(TryRecvError::Lagged(_)) => self.resolver.forget_all(),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+            }
+        }
     }
 
     /// Idle keep-alive connections (for tests and metrics).
@@ -923,6 +949,7 @@ impl FederationClient {
                 format!("{what}{at} within {timeout:?}"),
             )
         };
+        self.apply_resets();
         let resolution = tokio::time::timeout_at(deadline, self.resolver.resolve(destination))
             .await
             .map_err(|_| late("no resolution", FailureKind::Dns, None))??;

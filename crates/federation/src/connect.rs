@@ -100,6 +100,45 @@ pub fn federation_tls_config(
     Ok(Arc::new(config))
 }
 
+/// The certificate verifier federation's TLS uses when
+/// `federation_verify_certificates` is true (webpki against the system's
+/// roots or `federation_custom_ca_list`); `None` when it is false. A
+/// diagnosis calls it itself on the chain a server sent, to say why a
+/// certificate does not verify while still showing it.
+pub fn federation_verifier(
+    verify: bool,
+    custom_ca_list: Option<&[PathBuf]>,
+) -> Result<Option<Arc<dyn ServerCertVerifier>>, TlsConfigError> {
+    if !verify {
+        return Ok(None);
+    }
+    let roots = match custom_ca_list {
+        Some(paths) => load_custom_roots(paths)?,
+        None => super::well_known::system_roots(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| TlsConfigError::Rustls(rustls::Error::General(e.to_string())))?;
+    Ok(Some(verifier))
+}
+
+/// A client configuration (HTTP/1.1 by ALPN) that completes the handshake
+/// whatever certificate the server sends, still checking the handshake's
+/// signatures: a diagnosis shows the certificate and judges it with
+/// [`federation_verifier`] afterwards. Never used to send.
+pub fn accept_any_tls_config() -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// `federation_verify_certificates = false`: any certificate for any name,
 /// while still checking the handshake signatures (so the peer holds the
 /// key of the certificate it sent).

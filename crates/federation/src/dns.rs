@@ -91,6 +91,14 @@ impl Dns {
         Self { resolver }
     }
 
+    /// Forgets every cached answer (A/AAAA and SRV), so the next look-ups
+    /// ask the nameserver again. hickory's cache has no per-name removal; an
+    /// admin's `reset_connection` is rare enough that re-asking for the
+    /// other names costs little.
+    pub fn clear_cache(&self) {
+        self.resolver.clear_cache();
+    }
+
     /// A and AAAA records of `host`. An empty list means the name has no
     /// addresses (NXDOMAIN or no records).
     pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {

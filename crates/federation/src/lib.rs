@@ -3,7 +3,8 @@
 //! the keep-alive pool (`connect`), the IP range filter (`ip_filter`),
 //! server-name resolution (`resolve`) with DNS (`dns`) and
 //! `.well-known/matrix/server` delegation (`well_known`), and per-destination
-//! backoff, Synapse's retry limiter (`backoff`).
+//! backoff, Synapse's retry limiter (`backoff`); and a destination's
+//! diagnosis, step by step (`diagnose`).
 //!
 //! It takes plain settings (`settings`), keeps backoff timings through the
 //! [`backoff::BackoffStore`] trait and reports through the
@@ -14,6 +15,7 @@ pub mod backoff;
 pub mod client;
 pub mod clock;
 pub mod connect;
+pub mod diagnose;
 pub mod dns;
 pub mod failure;
 pub mod ip_filter;

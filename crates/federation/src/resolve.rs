@@ -190,6 +190,33 @@ impl ServerResolver {
         &self.well_known
     }
 
+    pub fn dns(&self) -> &Dns {
+        &self.dns
+    }
+
+    /// Drops what is cached for `server_name`: its `.well-known` answer and
+    /// the DNS answers (SRV and A/AAAA; hickory clears its whole cache), so
+    /// the next resolution starts afresh. Called on an admin's
+    /// `reset_connection` (Synapse #5139: a fixed delegation otherwise
+    /// waits up to 48 h for the cache).
+    pub fn forget(&self, server_name: &str) {
+        if let Ok(ServerName {
+            host: Host::Name(host),
+            port: None,
+        }) = ServerName::parse(server_name)
+        {
+            self.well_known.forget(&host);
+        }
+        self.dns.clear_cache();
+        debug!(server_name, "forgot cached resolution");
+    }
+
+    /// Drops every cached `.well-known` and DNS answer.
+    pub fn forget_all(&self) {
+        self.well_known.forget_all();
+        self.dns.clear_cache();
+    }
+
     /// Resolve `server_name` as the spec says.
     pub async fn resolve(&self, server_name: &str) -> Result<Resolution, ResolveError> {
         let name = ServerName::parse(server_name)?;

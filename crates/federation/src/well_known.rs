@@ -326,6 +326,39 @@ impl WellKnownResolver {
         result
     }
 
+    /// What the cache holds for `host`: the delegation (`None`: "no valid
+    /// delegation" is cached) and when it expires; `None` when nothing is.
+    pub fn cached(&self, host: &str) -> Option<(Option<String>, SystemTime)> {
+        self.cache
+            .lock()
+            .get(host)
+            .map(|e| (e.result.clone(), e.expires))
+    }
+
+    /// Drops the cached answer for `host` (and the memory of a recent valid
+    /// one), so the next [`get`](Self::get) fetches again.
+    pub fn forget(&self, host: &str) {
+        self.cache.lock().remove(host);
+        self.had_valid.lock().remove(host);
+    }
+
+    /// Drops every cached answer.
+    pub fn forget_all(&self) {
+        self.cache.lock().clear();
+        self.had_valid.lock().clear();
+    }
+
+    /// One fetch as [`fetch`](Self::fetch) makes it (redirects followed,
+    /// every hop's addresses through the IP filter), without retries,
+    /// parsing or the cache: the last hop's status, headers and body (at
+    /// most 50 KiB), for a diagnosis.
+    pub async fn fetch_raw(
+        &self,
+        host: &str,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), WellKnownError> {
+        self.get_following_redirects(host).await
+    }
+
     fn had_valid(&self, host: &str) -> bool {
         let now = self.clock.now();
         matches!(self.had_valid.lock().get(host), Some((true, until)) if *until > now)
@@ -510,7 +543,7 @@ fn join(base: &Url, location: &str) -> Option<Url> {
 }
 
 /// `{"m.server": "<server name>"}` → the server name, checked.
-fn parse_body(body: &[u8]) -> Result<String, WellKnownError> {
+pub fn parse_body(body: &[u8]) -> Result<String, WellKnownError> {
     let value: serde_json::Value = serde_json::from_slice(body)?;
     let server = value
         .get("m.server")

@@ -1,7 +1,8 @@
-//! The HTTP layer, every route Herald serves: the admin API (`admin`), the
-//! login routes (`login`), the intake API (`intake`), the sender page's
-//! figures (`sender`), `GET /metrics` (`metrics`), the key server
-//! (`key_server`, on the federation listener) and the console (Leptos SSR + the embedded site, `site`), with the Matrix
+//! The HTTP layer, every route Herald serves: the admin API (`admin`), a
+//! destination's diagnosis (`diagnose`), the login routes (`login`), the
+//! intake API (`intake`), the sender page's figures (`sender`), `GET
+//! /metrics` (`metrics`), the key server (`key_server`, on the federation
+//! listener) and the console (Leptos SSR + the embedded site, `site`), with the Matrix
 //! error body they all answer with (`error`). Here: the admin listener's
 //! router and what Synapse does around every API request: CORS headers,
 //! `204` for any `OPTIONS`, JSON `404 M_UNRECOGNIZED` for unknown paths and
@@ -11,6 +12,7 @@
 //! a browser needs to keep the console's token safe (see `security`).
 
 pub mod admin;
+pub mod diagnose;
 pub mod error;
 pub mod health;
 pub mod intake;
@@ -64,6 +66,7 @@ pub fn api_router() -> Router<AppState> {
     Router::new()
         .merge(crate::http::admin::router())
         .merge(health::router())
+        .merge(diagnose::router())
         .merge(crate::http::login::router())
         .merge(metrics::router())
         .merge(intake::router())

@@ -30,7 +30,7 @@ CHROMIUM_PATH ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HERALD := target/release/herald
 
-.PHONY: help demo test release release-prod site tools build-tools e2e-tools lint unit e2e interop fuzz size clean-site bench-console
+.PHONY: help demo test release release-prod site tools build-tools e2e-tools lint unit e2e interop fuzz size clean-site bench-console alerts
 
 help:
 	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -86,8 +86,16 @@ demo: release
 
 ## Tests ---------------------------------------------------------------------
 
-test: tools site size lint unit release e2e interop fuzz
+test: tools site size lint unit alerts release e2e interop fuzz
 	@echo "make test: all passed"
+
+# The shipped alert rules and dashboard (contrib/): promtool checks the rules
+# (Debian's `prometheus` package, installed when missing), and a test checks
+# that every series they use is in a scrape of the real binary.
+alerts:
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+	promtool check rules contrib/prometheus/herald-alerts.yml
+	cargo test -p herald --test contrib
 
 lint:
 	@for c in rustfmt clippy; do \
@@ -101,6 +109,8 @@ lint:
 	@# The hydrate side of the app only compiles for the browser.
 	cargo clippy -p herald-app --lib --target wasm32-unknown-unknown --no-default-features \
 	  --features hydrate --target-dir target/front -- -D warnings
+	cargo clippy -p herald-app --lib --target wasm32-unknown-unknown --no-default-features \
+	  --features hydrate,full --target-dir target/front -- -D warnings
 
 unit:
 	cargo test --workspace

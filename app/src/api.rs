@@ -6,13 +6,14 @@
 use herald_shared::{
     percent_encode, DestinationDetails, DestinationHealth, DestinationHealthPage, DestinationQueue,
     DestinationsPage, DestinationsQuery, FederationSummary, Forgotten, HistoryPage, LoginResponse,
-    MatrixError, PasswordLogin, RoomsPage, RoomsQuery,
+    MatrixError, PasswordLogin, RoomsPage, RoomsQuery, SenderOverview,
 };
 
 pub const LOGIN_PATH: &str = "/_matrix/client/v3/login";
 pub const LOGOUT_PATH: &str = "/_matrix/client/v3/logout";
 pub const DESTINATIONS_PATH: &str = "/_synapse/admin/v1/federation/destinations";
 pub const SUMMARY_PATH: &str = "/_herald/admin/v1/federation/summary";
+pub const SENDER_PATH: &str = "/_herald/admin/v1/federation/sender";
 /// Herald's own list and details: Synapse's fields plus health.
 pub const HEALTH_PATH: &str = "/_herald/admin/v1/federation/destinations";
 
@@ -213,6 +214,11 @@ pub async fn rooms(token: &str, name: &str, query: &RoomsQuery) -> Result<RoomsP
 /// backoff so that the next send is tried at once.
 pub async fn reset_connection(token: &str, name: &str) -> Result<(), ApiError> {
     post_empty(&destination_url(name, "/reset_connection"), token).await
+}
+
+/// `GET /_herald/admin/v1/federation/sender`: the sender page's figures.
+pub async fn sender(token: &str) -> Result<SenderOverview, ApiError> {
+    http::get_json(SENDER_PATH, token).await
 }
 
 /// `GET /_herald/admin/v1/federation/destinations/<destination>/queue`:

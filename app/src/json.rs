@@ -10,7 +10,8 @@ use herald_shared::{
     Destination, DestinationDetails, DestinationExtras, DestinationHealth, DestinationHealthPage,
     DestinationHealthRow, DestinationQueue, DestinationRoom, DestinationStatus, DestinationsPage,
     FailureKind, FederationSummary, Forgotten, HistoryEntry, HistoryEvent, HistoryPage, LastError,
-    LoginResponse, MatrixError, RoomsPage, SenderState,
+    LoginResponse, MatrixError, QueuedDestination, RateSample, RoomsPage, SenderOverview,
+    SenderState, SenderStateCounts,
 };
 use js_sys::{Array, Reflect};
 
@@ -73,6 +74,13 @@ impl Obj<'_> {
 
     fn count(&self, key: &str) -> Result<u64, String> {
         u64::try_from(self.int(key)?).map_err(|_| Obj::bad(key, "a count"))
+    }
+
+    fn number(&self, key: &str) -> Result<f64, String> {
+        self.get(key)
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .ok_or_else(|| Obj::bad(key, "a number"))
     }
 
     fn opt_string(&self, key: &str) -> Option<String> {
@@ -264,6 +272,61 @@ impl FromJs for DestinationQueue {
             queued_pdus: o.count("queued_pdus")?,
             queued_edus: o.count("queued_edus")?,
             oldest_queued_ts: o.opt_int("oldest_queued_ts")?,
+        })
+    }
+}
+
+fn sender_state(o: &Obj<'_>) -> Result<SenderState, String> {
+    let text = o.string("state")?;
+    SenderState::parse(&text).ok_or_else(|| format!("unknown sender state {text:?}"))
+}
+
+impl FromJs for RateSample {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(RateSample {
+            end_ts: o.int("end_ts")?,
+            duration_ms: o.count("duration_ms")?,
+            transactions_per_sec: o.number("transactions_per_sec")?,
+            pdus_per_sec: o.number("pdus_per_sec")?,
+            edus_per_sec: o.number("edus_per_sec")?,
+        })
+    }
+}
+
+impl FromJs for QueuedDestination {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(QueuedDestination {
+            destination: o.string("destination")?,
+            queued_pdus: o.count("queued_pdus")?,
+            queued_edus: o.count("queued_edus")?,
+            state: sender_state(&o)?,
+        })
+    }
+}
+
+impl FromJs for SenderOverview {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(SenderOverview {
+            now_ts: o.int("now_ts")?,
+            interval_ms: o.count("interval_ms")?,
+            rates: o.list("rates")?,
+            queued_pdus: o.count("queued_pdus")?,
+            queued_edus: o.count("queued_edus")?,
+            destinations: {
+                let d = o.get("destinations");
+                let d = Obj::new(&d)?;
+                SenderStateCounts {
+                    idle: d.count("idle")?,
+                    sending: d.count("sending")?,
+                    backing_off: d.count("backing_off")?,
+                    catching_up: d.count("catching_up")?,
+                }
+            },
+            oldest_undelivered_age_secs: o.number("oldest_undelivered_age_secs")?,
+            top_destinations: o.list("top_destinations")?,
         })
     }
 }

@@ -33,10 +33,10 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 
 use components::top_bar::TopBar;
-#[cfg(feature = "full")]
-use pages::destination::DestinationPage;
 #[cfg(not(feature = "full"))]
-use pages::load_full::LoadFull as DestinationPage;
+use pages::load_full::{LoadFull as DestinationPage, LoadFull as SenderPage};
+#[cfg(feature = "full")]
+use pages::{destination::DestinationPage, sender::SenderPage};
 use pages::{
     destinations::DestinationsPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
 };
@@ -106,6 +106,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/login") view=LoginPage />
                     <Route path=path!("/destinations") view=DestinationsPage />
                     <Route path=path!("/destinations/:name") view=DestinationPage />
+                    <Route path=path!("/sender") view=SenderPage />
                 </Routes>
             </main>
         </Router>

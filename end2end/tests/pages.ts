@@ -99,7 +99,7 @@ export const PAGES: ConsolePage[] = [
     httpErrors: [["GET", "/no/such/page", 404]],
     prepare: (p) => expect(p.locator("#not-found-page h1")).toBeVisible(),
   },
-  // { name: "sender", path: "/sender", prepare: (p) => expect(p.locator("#sender-page")).toBeVisible() },
+  { name: "sender", path: "/sender", prepare: (p) => expect(p.locator("#sender-top-empty")).toBeVisible() },
 ];
 
 async function rowsShown(page: Page, table: string) {

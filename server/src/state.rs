@@ -46,7 +46,8 @@ impl AppState {
     /// tokio runtime).
     pub fn new(store: Store, config: Config, keys: ServerKeys) -> Result<AppState, SetupError> {
         let keys = Arc::new(keys);
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(&config.server_name));
+        tokio::spawn(metrics.clone().sample_rates());
         let client = FederationClient::from_settings(
             &config.federation_settings(),
             store.destinations.clone(),

@@ -164,7 +164,11 @@ async fn reset_connection_drops_the_cached_delegation() {
         .await
         .unwrap();
     assert_eq!(
-        store.destinations.reset_retry_timings(NAME, None).await.unwrap(),
+        store
+            .destinations
+            .reset_retry_timings(NAME, None)
+            .await
+            .unwrap(),
         ResetOutcome::Reset
     );
     // The next request fetches the delegation again and goes to B.

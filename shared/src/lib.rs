@@ -12,6 +12,7 @@ pub mod api;
 pub mod diagnose;
 pub mod health;
 pub mod params;
+pub mod sender;
 pub mod status;
 
 pub use action::Action;
@@ -19,4 +20,5 @@ pub use api::*;
 pub use diagnose::*;
 pub use health::*;
 pub use params::*;
+pub use sender::*;
 pub use status::*;

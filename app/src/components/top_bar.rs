@@ -1,5 +1,6 @@
-//! The bar above every page: the console's name, who is signed in, and the
-//! sign-out button.
+//! The bar above every page: the console's name, the links to the
+//! destinations and the sender page, who is signed in, and the sign-out
+//! button.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -42,6 +43,7 @@ pub fn TopBar() -> impl IntoView {
                         .map(|user| {
                             view! {
                                 <a href="/destinations">"Destinations"</a>
+                                <a href="/sender">"Sender"</a>
                                 <span id="signed-in-user" class="muted">
                                     {user}
                                 </span>

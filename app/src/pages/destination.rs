@@ -21,9 +21,9 @@ use leptos_router::hooks::{use_location, use_navigate};
 
 use crate::api::{self, ApiError};
 use crate::components::destinations_table::sort_header;
+use crate::components::diagnose::DiagnosePanel;
 use crate::components::forget::{self, Counts};
 use crate::components::history;
-use crate::components::diagnose::DiagnosePanel;
 use crate::components::pager::{self, pager};
 use crate::session::use_session;
 use crate::{dom, format, html};

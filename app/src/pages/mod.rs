@@ -5,10 +5,12 @@
 pub mod destination;
 pub mod destinations;
 pub mod home;
-pub mod login;
-pub mod not_found;
 #[cfg(not(feature = "full"))]
 pub mod load_full;
+pub mod login;
+pub mod not_found;
+#[cfg(feature = "full")]
+pub mod sender;
 
 use leptos_router::NavigateOptions;
 

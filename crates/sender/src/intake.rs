@@ -121,6 +121,7 @@ impl Sender {
         }
         one_room_per_event(&events)?;
         let queued = events.iter().map(|e| e.destinations.len() as u64).sum();
+        let with_destinations = events.iter().filter(|e| !e.destinations.is_empty()).count() as u64;
         let woken = wake_list(events.iter().map(|e| &e.destinations));
         // Stored and announced in a task of its own: a client that goes away
         // mid-request cannot leave committed rows unannounced.
@@ -128,6 +129,7 @@ impl Sender {
         tokio::spawn(async move {
             let orderings = sender.shared.store.outbox.enqueue_pdus(events).await?;
             sender.shared.metrics.queued(queued, 0);
+            sender.shared.metrics.events_queued(with_destinations);
             sender.notify(woken.iter().map(String::as_str));
             Ok(orderings)
         })

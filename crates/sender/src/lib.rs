@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_federation::FederationClient;
-use herald_shared::DestinationQueue;
+use herald_shared::{DestinationQueue, SenderState};
 use herald_store::{Store, StoreError};
 use metrics::{SenderGauges, SenderMetrics};
 use scheduler::{Shared, Wake};
@@ -167,10 +167,22 @@ impl Sender {
         })
     }
 
-    /// Destinations per state and the oldest undelivered PDU's age, for the
+    /// Where the sender stands with `name` now.
+    pub fn state_of(&self, name: &str) -> SenderState {
+        self.shared.state_of(name)
+    }
+
+    /// Destinations per state, what is queued and the oldest undelivered PDU's age, for the
     /// metrics; `known` is how many destinations the store knows.
     pub async fn gauges(&self, known: usize) -> SenderGauges {
         let mut gauges = self.shared.gauges(known);
+        match self.shared.store.outbox.queue_totals().await {
+            Ok(totals) => {
+                gauges.queued_pdus = totals.pdus;
+                gauges.queued_edus = totals.edus;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count what is queued"),
+        }
         match self.shared.store.outbox.oldest_undelivered_ts().await {
             Ok(Some(ts)) => {
                 gauges.oldest_undelivered_secs = (self.shared.now() - ts).max(0) as f64 / 1000.0;

@@ -32,6 +32,12 @@ pub trait SenderMetrics: Send + Sync {
     /// A transaction ended; `pdus`/`edus` delivered when it was sent, and
     /// how many PDUs the destination refused.
     fn transaction(&self, outcome: TxnOutcome, pdus: u64, edus: u64, pdu_errors: u64);
+    /// `events` PDUs with at least one destination were accepted (Synapse's
+    /// `synapse_federation_client_sent_pdu_destinations_count`).
+    fn events_queued(&self, _events: u64) {}
+    /// An EDU of `edu_type` was delivered in an acknowledged transaction
+    /// (Synapse's `synapse_federation_client_sent_edus_by_type`).
+    fn edu_sent(&self, _edu_type: &str) {}
 }
 
 /// The sender's state read at scrape time.
@@ -42,6 +48,10 @@ pub struct SenderGauges {
     pub sending: u64,
     pub backing_off: u64,
     pub catching_up: u64,
+    /// PDUs queued over all destinations (one per event and destination).
+    pub queued_pdus: u64,
+    /// EDUs queued over all destinations.
+    pub queued_edus: u64,
     /// Age of the oldest undelivered PDU, in seconds (0 when none).
     pub oldest_undelivered_secs: f64,
 }

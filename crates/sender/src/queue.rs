@@ -276,6 +276,9 @@ async fn send(
                 })
                 .await?;
             shared.with(name, |d| d.in_flight = None);
+            for edu in edus {
+                shared.metrics.edu_sent(&edu.edu_type);
+            }
             shared.metrics.transaction(
                 TxnOutcome::Sent,
                 pdus.len() as u64,

@@ -380,6 +380,65 @@ impl Outbox {
     }
 }
 
+/// What is queued over all destinations (the sender page and the
+/// `..._pending_pdus`/`_edus` gauges).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    pub pdus: u64,
+    pub edus: u64,
+}
+
+/// One of the destinations with the most queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedDestination {
+    pub destination: String,
+    pub pdus: u64,
+    pub edus: u64,
+}
+
+impl Outbox {
+    /// How many PDUs and EDUs are queued over all destinations. Counts the
+    /// queue tables (metrics scrapes and the sender page only).
+    pub async fn queue_totals(&self) -> Result<QueueTotals, StoreError> {
+        let (pdus, edus): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM destination_pdus), \
+             (SELECT COUNT(*) FROM destination_edus)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueTotals {
+            pdus: pdus.max(0) as u64,
+            edus: edus.max(0) as u64,
+        })
+    }
+
+    /// The `limit` destinations with the most queued (PDUs + EDUs), most
+    /// first, ties by name. One pass over each queue table's primary index
+    /// (grouped by destination); at most `limit` rows come back.
+    pub async fn top_queued(&self, limit: u32) -> Result<Vec<QueuedDestination>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT destination, SUM(pdus), SUM(edus) FROM ( \
+               SELECT destination, COUNT(*) AS pdus, 0 AS edus FROM destination_pdus \
+               GROUP BY destination \
+               UNION ALL \
+               SELECT destination, 0, COUNT(*) FROM destination_edus GROUP BY destination \
+             ) GROUP BY destination ORDER BY SUM(pdus) + SUM(edus) DESC, destination \
+             LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(destination, pdus, edus)| QueuedDestination {
+                destination,
+                pdus: pdus.max(0) as u64,
+                edus: edus.max(0) as u64,
+            })
+            .collect())
+    }
+}
+
 /// What is queued for one destination.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueuedCounts {

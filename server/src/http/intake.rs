@@ -48,10 +48,14 @@ async fn send_pdus(State(state): State<AppState>, request: Request) -> Response 
         let body: PdusBody = authenticated_body(&state.config, request).await?;
         state.sender.accept_pdus(body).await.map_err(intake_error)
     };
-    match accepted.await {
+    let response = match accepted.await {
         Ok(orderings) => Json(json!({ "stream_orderings": orderings })).into_response(),
         Err(e) => e.into_response(),
-    }
+    };
+    state
+        .metrics
+        .intake_answered("pdus", response.status().as_u16());
+    response
 }
 
 async fn send_edus(State(state): State<AppState>, request: Request) -> Response {
@@ -59,10 +63,14 @@ async fn send_edus(State(state): State<AppState>, request: Request) -> Response 
         let body: EdusBody = authenticated_body(&state.config, request).await?;
         state.sender.accept_edus(body).await.map_err(intake_error)
     };
-    match accepted.await {
+    let response = match accepted.await {
         Ok(()) => Json(json!({})).into_response(),
         Err(e) => e.into_response(),
-    }
+    };
+    state
+        .metrics
+        .intake_answered("edus", response.status().as_u16());
+    response
 }
 
 fn intake_error(e: IntakeError) -> ApiError {

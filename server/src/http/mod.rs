@@ -1,7 +1,8 @@
 //! The HTTP layer, every route Herald serves: the admin API (`admin`), a
-//! destination's diagnosis (`diagnose`), the login routes (`login`), the intake API (`intake`), `GET /metrics`
-//! (`metrics`), the key server (`key_server`, on the federation listener)
-//! and the console (Leptos SSR + the embedded site, `site`), with the Matrix
+//! destination's diagnosis (`diagnose`), the login routes (`login`), the
+//! intake API (`intake`), the sender page's figures (`sender`), `GET
+//! /metrics` (`metrics`), the key server (`key_server`, on the federation
+//! listener) and the console (Leptos SSR + the embedded site, `site`), with the Matrix
 //! error body they all answer with (`error`). Here: the admin listener's
 //! router and what Synapse does around every API request: CORS headers,
 //! `204` for any `OPTIONS`, JSON `404 M_UNRECOGNIZED` for unknown paths and
@@ -20,6 +21,7 @@ pub mod login;
 pub mod metrics;
 pub mod openapi;
 pub mod security;
+pub mod sender;
 pub mod site;
 
 use std::net::SocketAddr;
@@ -69,6 +71,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(metrics::router())
         .merge(intake::router())
         .merge(openapi::router())
+        .merge(sender::router())
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
 }
 

@@ -79,9 +79,9 @@ test("a loopback destination is reported blocked and never connected to", async 
   try {
     // Not a known destination: the page's own reads say so; Diagnose works all the same.
     const encoded = encodeURIComponent(name);
-    expectHttpError("GET", `/_synapse/admin/v1/federation/destinations/${encoded}`, 404);
+    expectHttpError("GET", `/_herald/admin/v1/federation/destinations/${encoded}`, 404);
+    expectHttpError("GET", `/_herald/admin/v1/federation/destinations/${encoded}/history`, 404);
     expectHttpError("GET", `/_synapse/admin/v1/federation/destinations/${encoded}/rooms`, 404);
-    expectHttpError("GET", `/_herald/admin/v1/federation/destinations/${encoded}/queue`, 404);
     await signIn(page);
     await expect(page).toHaveURL(/\/destinations$/);
     await page.goto(`/destinations/${encoded}`);

@@ -14,6 +14,7 @@ use super::history;
 use super::metrics::TxnOutcome;
 use super::scheduler::Shared;
 use super::transaction::{self, Contents, InFlight, MAX_EDUS, MAX_PDUS};
+use herald_federation::backoff::Outcome;
 use herald_federation::client::{FederationError, RequestOptions};
 use herald_shared::HistoryEvent;
 use herald_store::delivery::{Delivery, PendingEdu, PendingPdu, Superseded};
@@ -38,6 +39,10 @@ pub const SEND_ANSWER_MAX_SIZE: u64 = 1024 * 1024;
 
 /// How long the queue waits after a database error before trying again.
 const STORE_ERROR_WAIT_MS: i64 = 5_000;
+
+/// How soon a failed transaction whose backoff an admin reset meanwhile is
+/// tried again.
+const RESET_RACE_RETRY_MS: i64 = 1_000;
 
 /// What one step of the queue came to.
 enum Step {
@@ -353,6 +358,14 @@ async fn failed(
             enter_catch_up_if_long(shared, name, t.retry_interval);
             Ok(Step::WaitUntil(due))
         }
+        _ if counts_against(&error) => {
+            // A failure that put it in backoff, cleared since by an admin's
+            // reset (between the client's record and the read above): the
+            // reset asks for a try now, not the wait of a rejection.
+            shared.metrics.transaction(TxnOutcome::Failed, 0, 0, 0);
+            tracing::info!(destination = ?name, error = ?error.to_string(), "transaction failed; its backoff was reset meanwhile: trying again");
+            Ok(Step::WaitUntil(now.saturating_add(RESET_RACE_RETRY_MS)))
+        }
         _ => {
             // Answered, but not with success (a 4xx that says nothing
             // about its health): no backoff, but not at once either. (An
@@ -363,6 +376,20 @@ async fn failed(
             tracing::warn!(destination = ?name, error = ?error.to_string(), retry_in_ms = wait, "transaction rejected");
             Ok(Step::WaitUntil(now.saturating_add(wait)))
         }
+    }
+}
+
+/// Whether the client counted `error` against the destination's backoff
+/// (everything but a 4xx that says nothing of its health, with Synapse's
+/// transaction options: a 404 counts).
+fn counts_against(error: &FederationError) -> bool {
+    match error {
+        FederationError::Http { status, .. } => {
+            Outcome::of_status(*status, true) == Outcome::Failure
+        }
+        // The backoff store failed: nothing was counted.
+        FederationError::Store(_) => false,
+        _ => true,
     }
 }
 

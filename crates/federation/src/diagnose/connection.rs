@@ -63,42 +63,38 @@ impl Diagnoser {
             let (tls, took) = self
                 .step(self.handshake.connect(resolved.tls_name.clone(), tcp))
                 .await;
-            let tls = match tls {
-                None => {
-                    let why = format!(
+            let failed = match tls {
+                Some(Ok(tls)) => Ok(tls),
+                None => Err((
+                    Verdict::Timeout,
+                    format!(
                         "no TLS handshake with {addr} within {}",
                         secs(self.settings.step_timeout)
-                    );
-                    run.errors.insert(key.clone(), why.clone());
-                    run.reports.insert(key, report);
-                    run.push(
-                        StepName::Tls,
-                        Some(addr),
-                        took,
-                        Verdict::Timeout,
-                        why,
-                        Some(FailureKind::Tls),
-                    );
-                    continue;
-                }
-                Some(Err(e)) => {
-                    let why = format!(
+                    ),
+                )),
+                Some(Err(e)) => Err((
+                    Verdict::Fail,
+                    format!(
                         "TLS handshake with {addr} failed: {}",
                         short(&e.to_string())
-                    );
+                    ),
+                )),
+            };
+            let tls = match failed {
+                Ok(tls) => tls,
+                Err((verdict, why)) => {
                     run.errors.insert(key.clone(), why.clone());
                     run.reports.insert(key, report);
                     run.push(
                         StepName::Tls,
                         Some(addr),
                         took,
-                        Verdict::Fail,
+                        verdict,
                         why,
                         Some(FailureKind::Tls),
                     );
                     continue;
                 }
-                Some(Ok(tls)) => tls,
             };
             let (_, session) = tls.get_ref();
             report.cipher = Some(Cipher {

@@ -46,6 +46,11 @@ use session::Session;
 /// destination's page (`/destinations/<name>`) or the sender page. The
 /// first page an admin opens (sign-in, the list) loads only the first.
 pub fn needs_full_bundle(path: &str) -> bool {
+    // The router matches a path with one trailing slash as without it.
+    let path = match path.strip_suffix('/') {
+        Some(p) if !p.is_empty() => p,
+        _ => path,
+    };
     path.strip_prefix("/destinations/")
         .is_some_and(|rest| !rest.is_empty())
         || path == "/sender"
@@ -128,4 +133,30 @@ fn mark_hydrated() {
 pub fn hydrate() {
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_body(App);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_page_loads_the_first_bundle_and_the_others_the_second() {
+        for path in [
+            "/",
+            "/login",
+            "/destinations",
+            "/destinations/",
+            "/no/such/page",
+        ] {
+            assert_eq!(bundle_for(path), "herald", "{path}");
+        }
+        for path in [
+            "/destinations/a.org",
+            "/destinations/a.org/",
+            "/sender",
+            "/sender/",
+        ] {
+            assert_eq!(bundle_for(path), "herald_full", "{path}");
+        }
+    }
 }

@@ -203,10 +203,15 @@ async fn history_is_newest_first_in_pages_and_names_the_admin_who_reset() {
             "{bad}"
         );
     }
-    let unknown = server
-        .get(&format!("{HERALD}/nowhere.example/history"), Some(&token))
-        .await;
-    assert_error(&unknown, 404, "M_NOT_FOUND", "Unknown destination");
+    for query in ["", "?from=5"] {
+        let unknown = server
+            .get(
+                &format!("{HERALD}/nowhere.example/history{query}"),
+                Some(&token),
+            )
+            .await;
+        assert_error(&unknown, 404, "M_NOT_FOUND", "Unknown destination");
+    }
 }
 
 #[tokio::test]

@@ -67,6 +67,12 @@ pub fn outages(entries: &[HistoryEntry], failing_now: bool, now: i64) -> Vec<(i6
                     out.push((start, e.ts));
                 }
             }
+            // Forgetting ends an outage as the server counts them.
+            HistoryEvent::Forgotten => {
+                if let Some((start, last)) = open.take() {
+                    out.push((start, last.max(start)));
+                }
+            }
             _ => {}
         }
     }
@@ -339,6 +345,22 @@ mod tests {
             outage_ms: Some(outage_ms),
             ..entry(id, ts, HistoryEvent::Recovered)
         }
+    }
+
+    #[test]
+    fn forgetting_ends_an_outage_as_the_server_counts_them() {
+        let entries = [
+            failing(3, NOW - HOUR_MS, NOW - HOUR_MS + 60_000, 2),
+            entry(2, NOW - 2 * HOUR_MS, HistoryEvent::Forgotten),
+            failing(1, NOW - 3 * HOUR_MS, NOW - 150 * 60_000, 5),
+        ];
+        assert_eq!(
+            outages(&entries, true, NOW),
+            vec![
+                (NOW - 3 * HOUR_MS, NOW - 150 * 60_000),
+                (NOW - HOUR_MS, NOW)
+            ]
+        );
     }
 
     #[test]

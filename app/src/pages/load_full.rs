@@ -20,7 +20,16 @@ pub fn LoadFull() -> impl IntoView {
             target.push('?');
             target.push_str(search);
         }
-        let _ = window().location().assign(&target);
+        // Never the page this already is (no reload loop).
+        let here = window().location();
+        let current = format!(
+            "{}{}",
+            here.pathname().unwrap_or_default(),
+            here.search().unwrap_or_default()
+        );
+        if current != target {
+            let _ = here.assign(&target);
+        }
     });
     view! { <p class="loading">"Loading…"</p> }
 }

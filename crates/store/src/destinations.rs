@@ -248,8 +248,14 @@ impl Destinations {
                     ..Default::default()
                 };
                 let now = super::now_ms();
-                this.add_entry_now(&name, now, herald_shared::HistoryEvent::Reset, entry)
-                    .await?;
+                // The reset is committed: a history that cannot be written
+                // is logged, not the answer.
+                if let Err(e) = this
+                    .add_entry_now(&name, now, herald_shared::HistoryEvent::Reset, entry)
+                    .await
+                {
+                    tracing::warn!(destination = ?name, error = %e, "could not note the reset in the history");
+                }
             }
             Ok(outcome)
         })

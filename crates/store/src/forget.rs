@@ -29,7 +29,9 @@ impl Destinations {
     ) -> Result<Option<Forgotten>, StoreError> {
         let _writer = self.writer.lock().await;
         let _history = self.outages.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        // Immediate: it reads, then writes, beside writers that take
+        // neither of the locks above (pruning, dropped queues).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let known: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM destinations WHERE destination = ?")
                 .bind(name)
@@ -67,8 +69,15 @@ impl Destinations {
             )),
             ..NewEntry::default()
         };
-        self.add_entry_now(name, now_ms(), HistoryEvent::Forgotten, entry)
-            .await?;
+        // The forget is committed: a history that cannot be written is
+        // logged, not the answer (and no outage stays open for it).
+        self.outages.open.lock().remove(name);
+        if let Err(e) = self
+            .add_entry_now(name, now_ms(), HistoryEvent::Forgotten, entry)
+            .await
+        {
+            tracing::warn!(destination = ?name, error = %e, "could not note the forget in the history");
+        }
         Ok(Some(Forgotten {
             destination: name.to_owned(),
             rooms,

@@ -39,7 +39,7 @@ pub const MAX_PAGE: u32 = 200;
 /// start. Shared by every clone of [`Destinations`].
 #[derive(Default)]
 pub(crate) struct OpenOutages {
-    open: Mutex<HashMap<String, (i64, i64)>>,
+    pub(crate) open: Mutex<HashMap<String, (i64, i64)>>,
     /// Serialises history writes, so that two failures of one destination
     /// never open two outages.
     pub(crate) writer: tokio::sync::Mutex<()>,
@@ -171,13 +171,20 @@ impl Destinations {
                         },
                     )
                     .await?;
+                    // Open before the commit: a success racing with it
+                    // then waits for the writer and closes it.
+                    self.outages.open.lock().insert(name.to_owned(), (id, now));
                     opened = Some(id);
                 }
             }
         }
-        tx.commit().await?;
-        if let Some(id) = opened {
-            self.outages.open.lock().insert(name.to_owned(), (id, now));
+        if let Err(e) = tx.commit().await {
+            if opened.is_some() {
+                self.outages.open.lock().remove(name);
+            }
+            return Err(e.into());
+        }
+        if opened.is_some() {
             self.trim_history(name).await?;
         }
         Ok(())
@@ -309,8 +316,21 @@ impl Destinations {
         .fetch_all(&self.pool)
         .await?;
         // No entry at all, and no such destination: unknown.
-        if rows.is_empty() && before.is_none() && self.indexed(name).is_none() {
-            return Ok(None);
+        if rows.is_empty() && self.indexed(name).is_none() {
+            let any = match before {
+                None => None,
+                Some(_) => {
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT 1 FROM destination_history WHERE destination = ? LIMIT 1",
+                    )
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?
+                }
+            };
+            if any.is_none() {
+                return Ok(None);
+            }
         }
         let more = rows.len() > limit as usize;
         let mut entries = Vec::with_capacity(rows.len());

@@ -83,11 +83,13 @@ impl Diagnoses {
             .clone()
             .try_acquire_owned()
             .map_err(|_| busy("Too many diagnoses under way; try again shortly."))?;
-        if !self.under_way.lock().insert(destination.to_owned()) {
+        // One name however it is written (DNS names ignore case).
+        let key = destination.to_ascii_lowercase();
+        if !self.under_way.lock().insert(key.clone()) {
             return Err(busy("This destination is being diagnosed already."));
         }
         Ok(Place {
-            destination: destination.to_owned(),
+            destination: key,
             under_way: self.under_way.clone(),
             _slot: slot,
         })

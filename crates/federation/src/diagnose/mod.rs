@@ -198,7 +198,10 @@ fn ms_since_epoch(t: SystemTime) -> i64 {
 
 /// `ms` since the epoch as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
 fn date(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0));
+    // httpdate panics from the year 9999 on; a remote's `valid_until_ts`
+    // may say anything.
+    let ms = ms.clamp(0, 253_402_300_799_999);
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     httpdate::fmt_http_date(t)
 }
 
@@ -345,6 +348,13 @@ impl Diagnoser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_time_a_remote_names_is_shown_without_a_panic() {
+        assert_eq!(date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(date(i64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(date(-5), date(0));
+    }
 
     #[test]
     fn remote_text_is_cut_to_one_short_line() {

@@ -193,6 +193,13 @@ impl Env {
     fn diagnoser(&self, filter: IpFilter, well_known_port: u16, step: Duration) -> Diagnoser {
         diagnoser(&self.dns, &self.ca_path, filter, well_known_port, step)
     }
+
+    /// A diagnosis of `name` with loopback allowed, within the test's bound.
+    async fn diagnose_loopback(&self, name: &str) -> DiagnoseReport {
+        bounded(self.diagnoser(loopback_allowed(), 443, STEP).diagnose(name))
+            .await
+            .unwrap()
+    }
 }
 
 fn diagnoser(
@@ -256,9 +263,7 @@ const STEP: Duration = Duration::from_secs(5);
 async fn all_ok_against_a_loopback_homeserver() {
     let e = env().await;
     let name = start_peer(server_tls(&e.ca, &["127.0.0.1"], false), Peer::Healthy).await;
-    let report = bounded(e.diagnoser(loopback_allowed(), 443, STEP).diagnose(&name))
-        .await
-        .unwrap();
+    let report = e.diagnose_loopback(&name).await;
     assert!(report.federation_ok, "{report:#?}");
     assert_eq!(report.failed_step, None);
     for s in [StepName::Addresses, StepName::Connect, StepName::Tls] {
@@ -378,9 +383,7 @@ async fn srv_and_delegation_are_followed() {
 async fn connection_refused() {
     let e = env().await;
     let name = format!("127.0.0.1:{}", closed_port().await);
-    let report = bounded(e.diagnoser(loopback_allowed(), 443, STEP).diagnose(&name))
-        .await
-        .unwrap();
+    let report = e.diagnose_loopback(&name).await;
     assert_fails_at(&report, StepName::Connect, Verdict::Fail);
     let connect = step(&report, StepName::Connect);
     assert_eq!(connect.kind, Some(FailureKind::Connect));
@@ -401,9 +404,7 @@ async fn certificate_for_another_name() {
         Peer::Healthy,
     )
     .await;
-    let report = bounded(e.diagnoser(loopback_allowed(), 443, STEP).diagnose(&name))
-        .await
-        .unwrap();
+    let report = e.diagnose_loopback(&name).await;
     assert_fails_at(&report, StepName::Tls, Verdict::Fail);
     let conn = &report.connection_reports[&name];
     assert_eq!(conn.checks.valid_certificates, Some(false));
@@ -418,9 +419,7 @@ async fn certificate_for_another_name() {
 async fn expired_certificate() {
     let e = env().await;
     let name = start_peer(server_tls(&e.ca, &["127.0.0.1"], true), Peer::Healthy).await;
-    let report = bounded(e.diagnoser(loopback_allowed(), 443, STEP).diagnose(&name))
-        .await
-        .unwrap();
+    let report = e.diagnose_loopback(&name).await;
     assert_fails_at(&report, StepName::Tls, Verdict::Fail);
     let conn = &report.connection_reports[&name];
     let error = conn.checks.certificate_error.as_deref().unwrap();
@@ -434,9 +433,7 @@ async fn untrusted_ca() {
     let e = env().await;
     let stranger = ca("Stranger CA");
     let name = start_peer(server_tls(&stranger, &["127.0.0.1"], false), Peer::Healthy).await;
-    let report = bounded(e.diagnoser(loopback_allowed(), 443, STEP).diagnose(&name))
-        .await
-        .unwrap();
+    let report = e.diagnose_loopback(&name).await;
     assert_fails_at(&report, StepName::Tls, Verdict::Fail);
     let conn = &report.connection_reports[&name];
     let error = conn.checks.certificate_error.as_deref().unwrap();
@@ -452,9 +449,7 @@ async fn key_with_a_bad_self_signature() {
         Peer::BadKeySignature,
     )
     .await;
-    let report = bounded(e.diagnoser(loopback_allowed(), 443, STEP).diagnose(&name))
-        .await
-        .unwrap();
+    let report = e.diagnose_loopback(&name).await;
     assert_fails_at(&report, StepName::Key, Verdict::Fail);
     assert_eq!(step(&report, StepName::Version).verdict, Verdict::Ok);
     let key = step(&report, StepName::Key);
@@ -470,9 +465,7 @@ async fn key_with_a_bad_self_signature() {
 async fn not_found_on_version() {
     let e = env().await;
     let name = start_peer(server_tls(&e.ca, &["127.0.0.1"], false), Peer::Version404).await;
-    let report = bounded(e.diagnoser(loopback_allowed(), 443, STEP).diagnose(&name))
-        .await
-        .unwrap();
+    let report = e.diagnose_loopback(&name).await;
     assert_fails_at(&report, StepName::Version, Verdict::Fail);
     let version = step(&report, StepName::Version);
     assert_eq!(version.kind, Some(FailureKind::Http));

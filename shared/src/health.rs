@@ -83,15 +83,22 @@ impl FailureKind {
 /// cut and end in `…`.
 pub const MAX_FAILURE_MESSAGE: usize = 300;
 
-/// Cuts `text` to [`MAX_FAILURE_MESSAGE`] characters on one line: control
-/// characters (newlines included) become spaces.
+/// Cuts `text` to [`MAX_FAILURE_MESSAGE`] characters on one line.
 pub fn failure_message(text: &str) -> String {
+    one_line(text, MAX_FAILURE_MESSAGE)
+}
+
+/// A remote's text as one line of at most `max` characters: control
+/// characters (newlines included) become spaces, and a longer text ends in
+/// `…`. Whatever Herald keeps or shows of another server's words goes
+/// through it.
+pub fn one_line(text: &str, max: usize) -> String {
     let mut out: String = text
         .chars()
-        .take(MAX_FAILURE_MESSAGE)
+        .take(max)
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if text.chars().nth(MAX_FAILURE_MESSAGE).is_some() {
+    if text.chars().nth(max).is_some() {
         out.pop();
         out.push('…');
     }

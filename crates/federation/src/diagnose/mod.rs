@@ -172,18 +172,10 @@ impl Run {
     }
 }
 
-/// Cuts a remote's text to [`MAX_REMOTE_TEXT`] characters on one line.
+/// Cuts a remote's text to [`MAX_REMOTE_TEXT`] characters (and `…`) on one
+/// line.
 fn short(text: &str) -> String {
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if one_line.chars().count() <= MAX_REMOTE_TEXT {
-        return one_line;
-    }
-    let mut cut: String = one_line.chars().take(MAX_REMOTE_TEXT).collect();
-    cut.push('…');
-    cut
+    herald_shared::one_line(text, MAX_REMOTE_TEXT + 1)
 }
 
 fn secs(d: Duration) -> String {

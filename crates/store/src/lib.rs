@@ -18,6 +18,8 @@ pub mod outbox;
 mod ranked;
 mod shared_index;
 pub mod users;
+mod synapse_stub;
+pub use synapse_stub::SynapseSettings;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

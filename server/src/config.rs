@@ -305,6 +305,87 @@ impl Default for DiagnoseSection {
     }
 }
 
+/// `[synapse]`: attached mode. Herald reads the destinations of a Synapse
+/// it does not replace (`database`, read-only), signs admins in through it
+/// and forwards resets to it (`url`); its own sender is off.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynapseSection {
+    /// Synapse's database: an SQLite file or a `postgresql://` URL. Only
+    /// read (`destinations`, `destination_rooms`), never written.
+    pub database: String,
+    /// Synapse's client and admin API, e.g. `http://localhost:8008`.
+    pub url: String,
+    /// How often Synapse's `destinations` table is checked for changes.
+    #[serde(default = "SynapseSection::default_refresh_interval")]
+    pub refresh_interval: ConfigDuration,
+    /// How long Synapse's verdict on an access token (valid, an admin) is
+    /// kept: a token Synapse revokes works on Herald for at most this long.
+    #[serde(default = "SynapseSection::default_token_cache")]
+    pub token_cache: ConfigDuration,
+}
+
+impl SynapseSection {
+    fn default_refresh_interval() -> ConfigDuration {
+        ConfigDuration(Duration::from_secs(2))
+    }
+    fn default_token_cache() -> ConfigDuration {
+        ConfigDuration(Duration::from_secs(30))
+    }
+
+    /// Checks the section's values, naming the key at fault.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if self.database.trim().is_empty() {
+            return invalid(
+                "synapse.database",
+                "must name Synapse's database: an SQLite file or a postgresql:// URL".into(),
+            );
+        }
+        match url_base(&self.url) {
+            Some(_) => {}
+            None => {
+                return invalid(
+                    "synapse.url",
+                    format!(
+                        "`{}` is not Synapse's base URL such as http://localhost:8008",
+                        self.url
+                    ),
+                )
+            }
+        }
+        let refresh = self.refresh_interval.0;
+        if refresh < Duration::from_millis(100) || refresh > Duration::from_secs(3600) {
+            return invalid(
+                "synapse.refresh_interval",
+                "must be between 100ms and 1h".into(),
+            );
+        }
+        if self.token_cache.0 > Duration::from_secs(3600) {
+            return invalid("synapse.token_cache", "must be at most 1h".into());
+        }
+        Ok(())
+    }
+
+    /// Synapse's base URL without a trailing `/`.
+    pub fn base_url(&self) -> String {
+        url_base(&self.url).unwrap_or_default()
+    }
+}
+
+/// `http(s)://host[:port][/prefix]` without a trailing `/`, or `None` when
+/// `url` is not such a URL (no query, no fragment, no user info).
+fn url_base(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || url.contains(['?', '#', ' ', '@']) {
+        return None;
+    }
+    Some(url.trim_end_matches('/').to_owned())
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -357,6 +438,8 @@ pub struct Config {
     pub x_forwarded: bool,
     pub connections: ConnectionsSection,
     pub diagnose: DiagnoseSection,
+    /// Attached mode: the Synapse whose destinations Herald shows.
+    pub synapse: Option<SynapseSection>,
 }
 
 impl Default for Config {
@@ -388,6 +471,7 @@ impl Default for Config {
             x_forwarded: false,
             connections: ConnectionsSection::default(),
             diagnose: DiagnoseSection::default(),
+            synapse: None,
         }
     }
 }
@@ -592,7 +676,23 @@ impl Config {
                 "must be between 1 and 1024".into(),
             );
         }
+        if let Some(synapse) = &self.synapse {
+            synapse.validate()?;
+            if self.sender_api_token.is_some() {
+                return invalid(
+                    "sender_api_token",
+                    "must not be set with [synapse]: attached, Herald's sender is off \
+                     (Synapse sends its own federation traffic)"
+                        .into(),
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Whether Herald is attached to a Synapse (`[synapse]`).
+    pub fn attached(&self) -> bool {
+        self.synapse.is_some()
     }
 
     /// The federation listener's address, if one is configured.
@@ -681,6 +781,16 @@ impl Config {
             step_timeout: self.diagnose.step_timeout.0,
             max_addresses: self.diagnose.max_addresses,
         }
+    }
+
+    /// What reading Synapse's database takes (`[synapse]`), if attached.
+    pub fn synapse_settings(&self) -> Option<herald_store::SynapseSettings> {
+        self.synapse
+            .as_ref()
+            .map(|s| herald_store::SynapseSettings {
+                database: s.database.clone(),
+                refresh_interval: s.refresh_interval.0,
+            })
     }
 
     /// What the sender is built from.
@@ -1065,6 +1175,60 @@ mod tests {
             ("[diagnose]\nmax_addresses = 0", "diagnose.max_addresses"),
             ("[diagnose]\nmax_concurrent = 0", "diagnose.max_concurrent"),
             ("[diagnose]\nnope = 1", "nope"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn synapse_section() {
+        let c = Config::parse("").unwrap();
+        assert!(!c.attached());
+        let c = Config::parse(
+            "[synapse]\ndatabase = \"postgresql://herald@127.0.0.1/synapse\"\nurl = \"http://127.0.0.1:8008/\"",
+        )
+        .unwrap();
+        assert!(c.attached());
+        let s = c.synapse.as_ref().unwrap();
+        assert_eq!(s.base_url(), "http://127.0.0.1:8008");
+        assert_eq!(s.refresh_interval.0, Duration::from_secs(2));
+        assert_eq!(s.token_cache.0, Duration::from_secs(30));
+        assert_eq!(
+            c.synapse_settings().unwrap().database,
+            "postgresql://herald@127.0.0.1/synapse"
+        );
+        for (text, key) in [
+            ("[synapse]\nurl = \"http://x\"", "database"),
+            ("[synapse]\ndatabase = \"a.db\"", "url"),
+            (
+                "[synapse]\ndatabase = \"\"\nurl = \"http://x\"",
+                "synapse.database",
+            ),
+            (
+                "[synapse]\ndatabase = \"a.db\"\nurl = \"ftp://x\"",
+                "synapse.url",
+            ),
+            (
+                "[synapse]\ndatabase = \"a.db\"\nurl = \"http://\"",
+                "synapse.url",
+            ),
+            (
+                "[synapse]\ndatabase = \"a.db\"\nurl = \"http://x\"\nrefresh_interval = \"0s\"",
+                "synapse.refresh_interval",
+            ),
+            (
+                "[synapse]\ndatabase = \"a.db\"\nurl = \"http://x\"\ntoken_cache = \"2h\"",
+                "synapse.token_cache",
+            ),
+            (
+                "[synapse]\ndatabase = \"a.db\"\nurl = \"http://x\"\nnope = 1",
+                "nope",
+            ),
+            (
+                "sender_api_token = \"t\"\n[synapse]\ndatabase = \"a.db\"\nurl = \"http://x\"",
+                "sender_api_token",
+            ),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");

@@ -4,7 +4,8 @@
 //! The binary's library: the only crate that knows the TOML config (`config`
 //! turns it into each crate's settings), the HTTP layer for every route
 //! (`http`), who is asking (`auth`), the metrics registry (`metrics`), what
-//! handlers share (`state`), the listeners (`serve`, `federation_listener`, `accept`)
+//! handlers share (`state`), attached mode's client of Synapse (`synapse`),
+//! the listeners (`serve`, `federation_listener`, `accept`)
 //! and, behind the `demo` feature, `herald demo`. Signing, the federation
 //! client, SQL and the sender live in their own crates (ARCHITECTURE.md).
 
@@ -18,3 +19,4 @@ pub mod http;
 pub mod metrics;
 pub mod serve;
 pub mod state;
+pub mod synapse;

@@ -32,6 +32,10 @@ pub enum ServeError {
     Federation(#[from] FederationListenError),
     #[error("federation client: {0}")]
     Client(#[from] herald_federation::client::SetupError),
+    #[error(transparent)]
+    Synapse(#[from] crate::synapse::SynapseError),
+    #[error("[synapse] url: Synapse's TLS client: {0}")]
+    SynapseTls(#[from] herald_federation::connect::TlsConfigError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -58,6 +62,22 @@ pub fn load_keys(config: &Config) -> Result<ServerKeys, KeysError> {
     Ok(keys)
 }
 
+/// The Synapse of `[synapse]`, checked: `url` must answer as a Synapse, or
+/// start-up stops with a message naming the setting.
+async fn attach(
+    section: &crate::config::SynapseSection,
+    config: &Config,
+) -> Result<crate::synapse::SynapseApi, ServeError> {
+    let api = crate::synapse::SynapseApi::new(
+        &section.base_url(),
+        section.token_cache.0,
+        config.tls_client_config()?,
+    )?;
+    let version = api.check().await?;
+    tracing::info!(url = %api.url(), version = ?version, "attached to Synapse");
+    Ok(api)
+}
+
 /// Herald with its keys loaded and its listeners bound, ready to serve.
 pub struct Server {
     admin: TcpListener,
@@ -81,11 +101,19 @@ impl Server {
         config: Config,
     ) -> Result<Server, ServeError> {
         let keys = load_keys(&config)?;
+        let synapse = match &config.synapse {
+            Some(section) => Some(attach(section, &config).await?),
+            None => None,
+        };
         let federation = FederationListener::bind(&config).await?;
+        let mut state = AppState::new(store, config, keys)?;
+        if let Some(synapse) = synapse {
+            state = state.attach(synapse);
+        }
         Ok(Server {
             admin,
             federation,
-            state: AppState::new(store, config, keys)?,
+            state,
         })
     }
 

@@ -148,6 +148,27 @@ impl Sender {
         Sender { shared }
     }
 
+    /// A sender that does not run: no timers, no resumption, no pruning;
+    /// it only answers what Herald's own (empty) outbox holds. For attached
+    /// mode, where the Synapse beside Herald sends its own federation
+    /// traffic.
+    pub fn off(
+        store: Store,
+        client: Arc<FederationClient>,
+        settings: &SenderSettings,
+        metrics: Arc<dyn SenderMetrics>,
+    ) -> Sender {
+        let shared = Arc::new(Shared::new(
+            store,
+            client,
+            settings,
+            metrics,
+            MAX_SENDING,
+            system_clock(),
+        ));
+        Sender { shared }
+    }
+
     /// Data was queued for these destinations.
     pub fn notify<'a>(&self, destinations: impl IntoIterator<Item = &'a str>) {
         for name in destinations {

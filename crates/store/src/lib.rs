@@ -17,8 +17,8 @@ mod orderings;
 pub mod outbox;
 mod ranked;
 mod shared_index;
-pub mod users;
 mod synapse_stub;
+pub mod users;
 pub use synapse_stub::SynapseSettings;
 
 use std::path::{Path, PathBuf};

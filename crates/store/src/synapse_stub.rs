@@ -10,7 +10,10 @@ pub struct SynapseSettings {
 }
 
 impl Store {
-    pub async fn open_attached(own: &Path, _synapse: &SynapseSettings) -> Result<Store, StoreError> {
+    pub async fn open_attached(
+        own: &Path,
+        _synapse: &SynapseSettings,
+    ) -> Result<Store, StoreError> {
         Store::open(own).await
     }
 }

@@ -1,7 +1,9 @@
 //! Who is asking: accounts, passwords, access tokens and the Matrix login
 //! routes (`/_matrix/client/{versions,v3/login,v3/account/whoami,v3/logout}`).
 //! Admin handlers call [`require_admin`] first, as Synapse checks auth before
-//! anything else.
+//! anything else. Attached to a Synapse (`[synapse]`), a token is Synapse's
+//! and Synapse says whose it is and whether they are an admin
+//! (`crate::synapse`); Herald's own accounts are not used.
 
 pub mod password;
 pub mod ratelimit;
@@ -11,6 +13,8 @@ use axum::http::{header::AUTHORIZATION, HeaderMap, Uri};
 use herald_shared::RawQuery;
 
 use crate::http::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::synapse::TokenCheck;
 use herald_store::{users::TokenOwner, Store};
 
 /// Extracts the access token as Synapse does: one `Authorization: Bearer`
@@ -40,9 +44,28 @@ pub fn access_token(headers: &HeaderMap, uri: &Uri) -> ApiResult<String> {
     }
 }
 
-/// The owner of the request's access token (401 if missing or unknown).
-pub async fn require_user(store: &Store, headers: &HeaderMap, uri: &Uri) -> ApiResult<TokenOwner> {
-    Ok(authenticate(store, headers, uri).await?.0)
+/// The owner of the request's access token (401 if missing or unknown):
+/// Herald's account, or attached, the Synapse user (whose `user` is then
+/// the whole user ID).
+pub async fn require_user(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> ApiResult<TokenOwner> {
+    match &state.synapse {
+        Some(synapse) => {
+            let token = access_token(headers, uri)?;
+            match synapse.check_token(&token).await? {
+                TokenCheck::Valid(verdict) => Ok(TokenOwner {
+                    user: verdict.user_id,
+                    admin: verdict.admin,
+                    device_id: verdict.device_id.unwrap_or_default(),
+                }),
+                TokenCheck::Refused(answer) => Err(answer.into_error()),
+            }
+        }
+        None => Ok(authenticate(&state.store, headers, uri).await?.0),
+    }
 }
 
 /// The owner of the request's access token and the token's stored hash.
@@ -61,8 +84,12 @@ pub async fn authenticate(
 }
 
 /// As [`require_user`], and 403 unless the user is a server admin.
-pub async fn require_admin(store: &Store, headers: &HeaderMap, uri: &Uri) -> ApiResult<TokenOwner> {
-    let owner = require_user(store, headers, uri).await?;
+pub async fn require_admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> ApiResult<TokenOwner> {
+    let owner = require_user(state, headers, uri).await?;
     if !owner.admin {
         return Err(ApiError::forbidden("You are not a server admin"));
     }

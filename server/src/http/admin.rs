@@ -75,7 +75,7 @@ async fn list(
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Json<DestinationsPage>> {
-    require_admin(&state.store, &headers, &uri).await?;
+    require_admin(&state, &headers, &uri).await?;
     let q = DestinationsQuery::from_raw(&query(&uri))?;
     Ok(Json(state.store.destinations.list_destinations(q).await))
 }
@@ -87,7 +87,7 @@ async fn summary(
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Json<FederationSummary>> {
-    require_admin(&state.store, &headers, &uri).await?;
+    require_admin(&state, &headers, &uri).await?;
     Ok(Json(state.store.destinations.federation_summary().await))
 }
 
@@ -97,7 +97,7 @@ async fn details(
     uri: Uri,
 ) -> ApiResult<Json<DestinationDetails>> {
     let destination = destination(&uri);
-    require_admin(&state.store, &headers, &uri).await?;
+    require_admin(&state, &headers, &uri).await?;
     state
         .store
         .destinations
@@ -115,7 +115,7 @@ async fn queue(
     uri: Uri,
 ) -> ApiResult<Json<DestinationQueue>> {
     let destination = destination(&uri);
-    require_admin(&state.store, &headers, &uri).await?;
+    require_admin(&state, &headers, &uri).await?;
     if !state
         .store
         .destinations
@@ -133,7 +133,7 @@ async fn rooms(
     uri: Uri,
 ) -> ApiResult<Json<RoomsPage>> {
     let destination = destination(&uri);
-    require_admin(&state.store, &headers, &uri).await?;
+    require_admin(&state, &headers, &uri).await?;
     // Synapse looks the destination up before it reads the parameters.
     if !state
         .store
@@ -159,7 +159,10 @@ async fn reset_connection(
     uri: Uri,
 ) -> ApiResult<Json<Value>> {
     let destination = destination(&uri);
-    let admin = require_admin(&state.store, &headers, &uri).await?;
+    let admin = require_admin(&state, &headers, &uri).await?;
+    if let Some(synapse) = &state.synapse {
+        return reset_through_synapse(&state, synapse, &headers, &uri, &destination, &admin).await;
+    }
     match state
         .store
         .destinations
@@ -179,4 +182,41 @@ async fn reset_connection(
             Ok(Json(json!({})))
         }
     }
+}
+
+/// Attached: Synapse caches retry timings and only its own reset clears
+/// that cache and wakes its queue, so the reset is Synapse's, made with the
+/// admin's token; its answer (200, 400, 404) is passed on, and on success
+/// the row is read again at once and the reset noted in Herald's history.
+async fn reset_through_synapse(
+    state: &AppState,
+    synapse: &crate::synapse::SynapseApi,
+    headers: &HeaderMap,
+    uri: &Uri,
+    destination: &str,
+    admin: &herald_store::TokenOwner,
+) -> ApiResult<Json<Value>> {
+    let token = crate::auth::access_token(headers, uri)?;
+    let answer = synapse.reset_connection(&token, destination).await?;
+    if !answer.status.is_success() {
+        return Err(answer.into_error());
+    }
+    let actor = state.user_id(admin);
+    tracing::info!(destination = ?destination, admin = ?actor, "retry timings reset through Synapse");
+    if let Err(e) = state.store.destinations.refresh_one(destination).await {
+        tracing::warn!(destination = ?destination, error = %e, "cannot read the reset row from Synapse's database");
+    }
+    let entry = herald_store::history::NewEntry {
+        actor: Some(actor),
+        ..Default::default()
+    };
+    if let Err(e) = state
+        .store
+        .destinations
+        .add_history(destination, herald_shared::HistoryEvent::Reset, entry)
+        .await
+    {
+        tracing::warn!(destination = ?destination, error = %e, "cannot note the reset in the history");
+    }
+    Ok(Json(answer.body))
 }

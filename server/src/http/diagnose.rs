@@ -128,7 +128,7 @@ async fn diagnose(
         .and_then(|r| r.split('/').next())
         .unwrap_or("");
     let destination = percent_decode_path(segment);
-    let admin = require_admin(&state.store, &headers, &uri).await?;
+    let admin = require_admin(&state, &headers, &uri).await?;
     tracing::info!(destination = ?destination, admin = ?admin.user, "diagnosis asked");
     Ok(Json(state.diagnoses.run(&destination).await?))
 }

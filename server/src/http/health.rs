@@ -43,7 +43,7 @@ async fn list(
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Json<DestinationHealthPage>> {
-    require_admin(&state.store, &headers, &uri).await?;
+    require_admin(&state, &headers, &uri).await?;
     let q = DestinationsQuery::from_raw(&query(&uri))?;
     let page = state.store.destinations.list_destinations(q).await;
     let names: Vec<String> = page
@@ -76,7 +76,7 @@ async fn details(
     uri: Uri,
 ) -> ApiResult<Json<DestinationHealth>> {
     let name = destination(&uri);
-    require_admin(&state.store, &headers, &uri).await?;
+    require_admin(&state, &headers, &uri).await?;
     let Some(details) = state.store.destinations.destination_details(&name).await? else {
         return Err(ApiError::not_found("Unknown destination"));
     };
@@ -104,7 +104,7 @@ async fn history(
     uri: Uri,
 ) -> ApiResult<Json<HistoryPage>> {
     let name = destination(&uri);
-    require_admin(&state.store, &headers, &uri).await?;
+    require_admin(&state, &headers, &uri).await?;
     let raw = query(&uri);
     let number = |key: &str, max: i64| -> Result<Option<i64>, ApiError> {
         match raw.first(key) {
@@ -143,7 +143,14 @@ async fn forget(
     uri: Uri,
 ) -> ApiResult<Json<Forgotten>> {
     let name = destination(&uri);
-    let admin = require_admin(&state.store, &headers, &uri).await?;
+    let admin = require_admin(&state, &headers, &uri).await?;
+    if state.synapse.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "M_UNKNOWN",
+            "Herald is attached to Synapse and only reads its database: it cannot forget a destination Synapse keeps.",
+        ));
+    }
     let actor = state.user_id(&admin);
     match state.store.destinations.forget(&name, Some(&actor)).await? {
         Some(forgotten) => {

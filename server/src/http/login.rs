@@ -2,19 +2,25 @@
 //! whoami, logout, and Synapse's `server_version`. `r0` paths answer as `v3`.
 //! A login's client address (for its rate limits and logs) is the TCP peer's,
 //! or with `x_forwarded` the first `X-Forwarded-For` value, as Synapse.
+//! Attached to a Synapse, a password login is checked here (Synapse's
+//! order and texts, Herald's login limits, since Synapse sees every login
+//! come from Herald's address) and then forwarded to Synapse, whose answer
+//! (its token, or its refusal) is passed on; whoami and logout are
+//! Synapse's too.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_shared::{LoginResponse, WhoAmI};
 use serde_json::{json, Value};
 
 use crate::auth::password::VerifyError;
-use crate::auth::{authenticate, require_user, token};
+use crate::auth::{access_token, authenticate, require_user, token};
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -194,13 +200,75 @@ async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<LoginResponse>> {
+) -> ApiResult<Response> {
     let body = json_object(&body)?;
-    let LoginRequest { user, password } = parse_login(&body)?;
+    let request = parse_login(&body)?;
+    if state.synapse.is_some() {
+        return login_through_synapse(&state, peer, &headers, &body, &request.user).await;
+    }
+    Ok(herald_login(&state, peer, &headers, &body, request)
+        .await?
+        .into_response())
+}
+
+/// Attached: Synapse checks the password and gives the token. Herald's
+/// limits apply first, as to its own logins, and count Synapse's verdict.
+async fn login_through_synapse(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: &serde_json::Map<String, Value>,
+    user: &str,
+) -> ApiResult<Response> {
+    let Some(synapse) = &state.synapse else {
+        return Err(ApiError::internal());
+    };
+    let address = client_address(peer, headers, state.config.x_forwarded);
+    let account = account_key(user, &state.config.server_name);
+    if let Err(wait) = state.login_limits.before_verify(&account, address) {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        return Err(ApiError::limit_exceeded(wait));
+    }
+    let answer = match synapse.login(body).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            state.login_limits.refund_attempt(address);
+            return Err(e.into());
+        }
+    };
+    match answer.status {
+        StatusCode::OK => {
+            if let Err(wait) = state.login_limits.succeeded(&account) {
+                return Err(ApiError::limit_exceeded(wait));
+            }
+            tracing::info!(user = ?user, %address, "logged in through Synapse");
+            Ok((StatusCode::OK, Json(answer.body)).into_response())
+        }
+        StatusCode::FORBIDDEN => {
+            state.login_limits.failed(&account, address);
+            tracing::info!(user = ?user, %address, "failed login (Synapse refused it)");
+            Err(answer.into_error())
+        }
+        _ => {
+            state.login_limits.refund_attempt(address);
+            Err(answer.into_error())
+        }
+    }
+}
+
+/// A login with Herald's own accounts.
+async fn herald_login(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: &serde_json::Map<String, Value>,
+    request: LoginRequest,
+) -> ApiResult<Json<LoginResponse>> {
+    let LoginRequest { user, password } = request;
     let name = localpart(&user, &state.config.server_name)
         .unwrap_or(&user)
         .to_lowercase();
-    let address = client_address(peer, &headers, state.config.x_forwarded);
+    let address = client_address(peer, headers, state.config.x_forwarded);
     let account = account_key(&user, &state.config.server_name);
     let limited = |wait| async move {
         // Synapse answers a rate-limited login after half a second.
@@ -282,7 +350,7 @@ async fn whoami(
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Json<WhoAmI>> {
-    let owner = require_user(&state.store, &headers, &uri).await?;
+    let owner = require_user(&state, &headers, &uri).await?;
     Ok(Json(WhoAmI {
         user_id: state.user_id(&owner),
         device_id: Some(owner.device_id),
@@ -295,6 +363,13 @@ async fn logout(
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Json<Value>> {
+    if let Some(synapse) = &state.synapse {
+        let answer = synapse.logout(&access_token(&headers, &uri)?).await?;
+        if !answer.status.is_success() {
+            return Err(answer.into_error());
+        }
+        return Ok(Json(json!({})));
+    }
     let (_, hash) = authenticate(&state.store, &headers, &uri).await?;
     state.store.users.delete_token(&hash).await?;
     Ok(Json(json!({})))

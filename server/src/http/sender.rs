@@ -25,7 +25,7 @@ async fn overview(
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Json<SenderOverview>> {
-    require_admin(&state.store, &headers, &uri).await?;
+    require_admin(&state, &headers, &uri).await?;
     let gauges = state
         .sender
         .gauges(state.store.destinations.destination_count())

@@ -18,6 +18,7 @@
 #![cfg_attr(not(feature = "full"), allow(dead_code))]
 
 pub mod api;
+pub mod attached;
 pub mod components;
 pub mod dom;
 pub mod format;
@@ -70,6 +71,14 @@ pub fn bundle_for(path: &str) -> &'static str {
 /// `options.output_name` names the bundle the page loads (the server sets
 /// it with [`bundle_for`]).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    shell_for(options, None)
+}
+
+/// [`shell`], attached to the Synapse at `synapse` (its URL goes into the
+/// page for [`attached::Attached`]).
+pub fn shell_for(options: LeptosOptions, synapse: Option<String>) -> impl IntoView {
+    provide_context(attached::Attached(synapse.clone()));
+    let meta = synapse.map(|url| view! { <meta name=attached::META content=url /> });
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -78,6 +87,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <meta name="color-scheme" content="light dark" />
                 <link rel="icon" href="/favicon.ico" />
+                {meta}
                 <link rel="stylesheet" href="/pkg/herald.css" />
                 <HydrationScripts options />
                 <MetaTags />
@@ -94,6 +104,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     let session = Session::provide();
+    attached::Attached::provide();
 
     // Effects run only in the browser, once the WASM has taken over the page.
     Effect::new(move |_| {

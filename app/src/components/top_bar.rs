@@ -1,12 +1,13 @@
 //! The bar above every page: the console's name, the links to the
-//! destinations and the sender page, who is signed in, and the sign-out
-//! button.
+//! destinations and the sender page, who is signed in, the sign-out
+//! button, and when attached, which Synapse the destinations come from.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_navigate;
 
 use crate::api;
+use crate::attached::use_attached;
 use crate::session::use_session;
 
 #[component]
@@ -14,6 +15,14 @@ pub fn TopBar() -> impl IntoView {
     let session = use_session();
     let navigate = use_navigate();
     let signing_out = RwSignal::new(false);
+    let attached = use_attached().map(|url| {
+        view! {
+            <span id="attached-to" class="muted" title="Herald reads this Synapse's database and signs in and resets through it; its own sender is off">
+                "Synapse at "
+                {url}
+            </span>
+        }
+    });
 
     let sign_out = move |_| {
         let Some(token) = session.token_untracked() else {
@@ -36,6 +45,7 @@ pub fn TopBar() -> impl IntoView {
             <a href="/" class="brand">
                 "Herald"
             </a>
+            {attached}
             <nav>
                 {move || {
                     session

@@ -104,12 +104,27 @@ fn last_error_html(h: &DestinationHealth, now: i64) -> String {
     )
 }
 
+/// Attached to a Synapse: what Herald cannot know, in place of the last
+/// error and the sender's queue.
+const ATTACHED_NOTE: &str = r#"<p id="last-error" data-kind="" class="muted"><strong>Last error:</strong> not available: Herald is attached to Synapse, which sends this traffic and does not keep why a destination fails. Diagnose below checks it from this host.</p>"#;
+
 /// The details table and the Reset connection button, enabled in backoff
-/// while no reset is under way, and the Forget button.
-fn details_html(h: &DestinationHealth, now: i64, running: bool, forgetting: bool) -> String {
+/// while no reset is under way, and the Forget button (not when attached to
+/// a Synapse, whose database Herald only reads).
+fn details_html(
+    h: &DestinationHealth,
+    now: i64,
+    running: bool,
+    forgetting: bool,
+    attached: bool,
+) -> String {
     let row = h.details.as_row();
     let status = DestinationStatus::of(&row, now);
     let (disabled, hint) = match (status.in_backoff(), running) {
+        (true, false) if attached => (
+            "",
+            "Clears the backoff in Synapse, which tries again with the next thing it sends.",
+        ),
         (true, false) => (
             "",
             "Clears the backoff: Herald tries again at once if anything is queued for it.",
@@ -120,16 +135,29 @@ fn details_html(h: &DestinationHealth, now: i64, running: bool, forgetting: bool
     format!(
         r#"<div class="table-wrap">{}</div>{}{}<div class="toolbar"><button type="button" id="reset-connection" class="danger" data-status="{}" data-action="{ResetAsk}"{disabled}>Reset connection…</button><span class="muted">{hint}</span></div>{}"#,
         html::details(h, now),
-        last_error_html(h, now),
-        html::queue(&h.queue, now),
+        if attached {
+            ATTACHED_NOTE.to_owned()
+        } else {
+            last_error_html(h, now)
+        },
+        if attached {
+            String::new()
+        } else {
+            html::queue(&h.queue, now)
+        },
         status.key(),
-        forget::button_html(forgetting)
+        if attached {
+            String::new()
+        } else {
+            forget::button_html(forgetting)
+        }
     )
 }
 
 /// What the reset said, and why a forget failed if it did.
-fn outcome_html(reset: &Reset, forget: &Reset) -> String {
+fn outcome_html(reset: &Reset, forget: &Reset, attached: bool) -> String {
     let mut out = match reset {
+        Reset::Done(Ok(())) if attached => r#"<p id="reset-result" class="notice" role="status">Connection reset by Synapse: it tries this destination again with the next thing it sends.</p>"#.to_owned(),
         Reset::Done(Ok(())) => r#"<p id="reset-result" class="notice" role="status">Connection reset: Herald tries this destination again now if anything is queued for it, otherwise with the next thing it sends.</p>"#.to_owned(),
         Reset::Done(Err(e)) => html::error("reset-error", e),
         _ => String::new(),
@@ -177,6 +205,7 @@ fn rooms_html(p: &RoomsPage, q: &RoomsQuery) -> String {
 
 #[component]
 pub fn DestinationPage() -> impl IntoView {
+    let attached = crate::attached::use_attached().is_some();
     let session = use_session();
     let navigate = use_navigate();
     let location = use_location();
@@ -328,6 +357,7 @@ pub fn DestinationPage() -> impl IntoView {
             now,
             running(),
             forgetting.with(|f| *f == Reset::Running),
+            attached,
         ),
         Some(Some((Err(e), _, _))) => {
             html::error("destination-error", &api::admin_error_message(&e))
@@ -339,7 +369,13 @@ pub fn DestinationPage() -> impl IntoView {
             // An open outage runs until now while it is in backoff (the
             // server's status).
             let failing = d.is_ok_and(|h| h.status.in_backoff());
-            history::history_html(&first.entries, first.next_token.is_some(), failing, now)
+            let note = if attached {
+                r#"<p id="history-attached" class="muted">Attached to Synapse: Herald's history holds the resets made through Herald; Synapse keeps no history of its own.</p>"#
+            } else {
+                ""
+            };
+            note.to_owned()
+                + &history::history_html(&first.entries, first.next_token.is_some(), failing, now)
         }
         Some(Some((_, Err(e), _))) => html::error("history-error", &api::admin_error_message(&e)),
         _ => html::loading("history-loading"),
@@ -378,7 +414,7 @@ pub fn DestinationPage() -> impl IntoView {
             </p>
             <h1 id="destination-name">{name}</h1>
             <div id="destination-region" inner_html=details_view></div>
-            <div id="reset-outcome" inner_html=move || forgetting.with(|f| reset.with(|r| outcome_html(r, f)))></div>
+            <div id="reset-outcome" inner_html=move || forgetting.with(|f| reset.with(|r| outcome_html(r, f, attached)))></div>
             <DiagnosePanel name=name />
             <h2 id="history-title">"History"</h2>
             <div id="history-region" role="region" aria-labelledby="history-title" inner_html=history_view></div>
@@ -459,13 +495,27 @@ mod tests {
     }
 
     #[test]
+    fn attached_there_is_no_last_error_queue_or_forget() {
+        let now = 1_700_000_000_000;
+        let html = details_html(&details(now - 1000), now, false, false, true);
+        assert!(
+            html.contains("not available: Herald is attached to Synapse"),
+            "{html}"
+        );
+        assert!(!html.contains(r#"id="forget""#), "{html}");
+        assert!(!html.contains(r#"id="destination-queue""#), "{html}");
+        assert!(html.contains("Clears the backoff in Synapse"), "{html}");
+        assert!(outcome_html(&Reset::Done(Ok(())), &Reset::Idle, true).contains("reset by Synapse"));
+    }
+
+    #[test]
     fn reset_is_offered_only_in_backoff_and_not_twice() {
         let now = 1_700_000_000_000;
-        let html = details_html(&details(now - 1000), now, false, false);
+        let html = details_html(&details(now - 1000), now, false, false, false);
         assert!(html.contains(r#"data-status="backing_off" data-action="reset-ask">"#));
-        let html = details_html(&details(now - 1000), now, true, false);
+        let html = details_html(&details(now - 1000), now, true, false, false);
         assert!(html.contains(r#"data-action="reset-ask" disabled>"#));
-        let html = details_html(&details(0), now, false, false);
+        let html = details_html(&details(0), now, false, false, false);
         assert!(html.contains(r#"data-status="healthy" data-action="reset-ask" disabled>"#));
         assert!(html.contains("nothing to reset"));
     }
@@ -482,7 +532,7 @@ mod tests {
         };
         let mut h = details(now - 1000);
         h.queue = queue.clone();
-        let html = details_html(&h, now, false, false);
+        let html = details_html(&h, now, false, false, false);
         assert!(
             html.contains(r#"<p id="destination-queue" data-state="catching_up">"#),
             "{html}"
@@ -501,7 +551,7 @@ mod tests {
         };
         let mut h = details(0);
         h.queue = idle;
-        let html = details_html(&h, now, false, false);
+        let html = details_html(&h, now, false, false, false);
         assert!(html.contains("Idle · nothing queued."), "{html}");
     }
 
@@ -516,13 +566,13 @@ mod tests {
             address: Some("127.0.0.1:1".into()),
         });
         h.extras.last_delivered_ts = Some(now - 5 * 60_000);
-        let html = details_html(&h, now, false, false);
+        let html = details_html(&h, now, false, false, false);
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains(r#"<p id="last-error" data-kind="connect"><strong>Last error:</strong> Connection: <span class="msg">Connection refused &lt;script&gt;</span><br><span class="muted">Address tried: 127.0.0.1:1 · 2023-11-14 22:13:17 UTC (3 s ago)</span></p>"#), "{html}");
         // The table has the last delivery and the next retry, exact on hover.
         assert!(html.contains(r#"<td data-col="last_delivered_ts" data-value="1699999700000" title="2023-11-14 22:08:20 UTC" class="num">5 min ago</td>"#), "{html}");
         assert!(html.contains(r#"<td data-col="next_retry" data-value="1700000059000" title="2023-11-14 22:14:19 UTC" class="num">in 59 s</td>"#), "{html}");
-        let html = details_html(&details(0), now, false, false);
+        let html = details_html(&details(0), now, false, false, false);
         assert!(html.contains(
             r#"<p id="last-error" data-kind=""><strong>Last error:</strong> none recorded.</p>"#
         ));
@@ -530,15 +580,17 @@ mod tests {
 
     #[test]
     fn the_outcome_and_the_dialog_say_what_happened() {
-        assert_eq!(outcome_html(&Reset::Idle, &Reset::Idle), "");
-        assert!(outcome_html(&Reset::Done(Ok(())), &Reset::Idle).contains(r#"id="reset-result""#));
-        assert!(
-            outcome_html(&Reset::Done(Err("Unknown <x>".into())), &Reset::Running).contains(
-                r#"<p id="reset-error" class="error" role="alert">Unknown &lt;x&gt;</p>"#
-            )
-        );
+        assert_eq!(outcome_html(&Reset::Idle, &Reset::Idle, false), "");
+        assert!(outcome_html(&Reset::Done(Ok(())), &Reset::Idle, false)
+            .contains(r#"id="reset-result""#));
+        assert!(outcome_html(
+            &Reset::Done(Err("Unknown <x>".into())),
+            &Reset::Running,
+            false
+        )
+        .contains(r#"<p id="reset-error" class="error" role="alert">Unknown &lt;x&gt;</p>"#));
         assert_eq!(
-            outcome_html(&Reset::Idle, &Reset::Done(Err("Unknown <x>".into()))),
+            outcome_html(&Reset::Idle, &Reset::Done(Err("Unknown <x>".into())), false),
             r#"<p id="forget-error" class="error" role="alert">Unknown &lt;x&gt;</p>"#
         );
         assert!(dialog_html("<b>", false).contains("<strong>&lt;b&gt;</strong>"));

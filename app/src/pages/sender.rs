@@ -198,6 +198,20 @@ pub fn SenderPage() -> impl IntoView {
             navigate("/login", super::replace());
         }
     });
+    if let Some(url) = crate::attached::use_attached() {
+        return view! {
+            <Title text="Sender · Herald" />
+            <section id="sender-page" class="page">
+                <h1>"Sender"</h1>
+                <p id="sender-off" class="notice">
+                    "Herald's sender is off: it is attached to the Synapse at "
+                    {url}
+                    ", which sends its own federation traffic. Synapse's metrics show its sender (synapse_federation_client_sent_transactions_total and the rest)."
+                </p>
+            </section>
+        }
+        .into_any();
+    }
 
     // Each answer arms the next reload (no interval to keep and clear: once
     // the page is gone, the resource is too, and the last timer's update of
@@ -241,6 +255,7 @@ pub fn SenderPage() -> impl IntoView {
             <div id="sender-region" inner_html=view></div>
         </section>
     }
+    .into_any()
 }
 
 #[cfg(test)]

@@ -25,17 +25,36 @@ use super::{is_api_path, unrecognized};
 #[allow_missing = true]
 struct Site;
 
-/// The console's routes plus the fallback described in the module header.
-pub fn router(options: LeptosOptions) -> Router {
+/// What the console's pages are rendered with: the Leptos options and,
+/// attached, Synapse's URL (written into every page).
+#[derive(Clone)]
+struct Pages {
+    options: LeptosOptions,
+    synapse: Option<String>,
+}
+
+impl axum::extract::FromRef<Pages> for LeptosOptions {
+    fn from_ref(site: &Pages) -> LeptosOptions {
+        site.options.clone()
+    }
+}
+
+/// The console's routes plus the fallback described in the module header;
+/// `synapse` is the URL of the Synapse Herald is attached to, if any.
+pub fn router(options: LeptosOptions, synapse: Option<String>) -> Router {
     let routes = generate_route_list(herald_app::App);
-    let shell_options = options.clone();
+    let site = Pages { options, synapse };
+    let shell_site = site.clone();
     Router::new()
-        .leptos_routes(&options, routes, move || {
+        .leptos_routes(&site, routes, move || {
             super::security::set_page_policy();
-            herald_app::shell(for_this_page(&shell_options))
+            herald_app::shell_for(
+                for_this_page(&shell_site.options),
+                shell_site.synapse.clone(),
+            )
         })
         .fallback(fallback)
-        .with_state(options)
+        .with_state(site)
 }
 
 /// The options with the bundle this request's page loads: the first
@@ -49,7 +68,7 @@ fn for_this_page(options: &LeptosOptions) -> LeptosOptions {
     options
 }
 
-async fn fallback(State(options): State<LeptosOptions>, req: Request) -> Response {
+async fn fallback(State(site): State<Pages>, req: Request) -> Response {
     let path = req.uri().path();
     if is_api_path(path) {
         return unrecognized();
@@ -64,14 +83,14 @@ async fn fallback(State(options): State<LeptosOptions>, req: Request) -> Respons
     if let Some(response) = embedded_file(path, req.headers()) {
         return response;
     }
-    not_found_page(options, req).await
+    not_found_page(site, req).await
 }
 
 /// The app rendered for a path it does not know: its 404 page, status 404.
-async fn not_found_page(options: LeptosOptions, req: Request) -> Response {
+async fn not_found_page(site: Pages, req: Request) -> Response {
     let render = leptos_axum::render_app_to_stream(move || {
         super::security::set_page_policy();
-        herald_app::shell(for_this_page(&options))
+        herald_app::shell_for(for_this_page(&site.options), site.synapse.clone())
     });
     let mut response = render(req).await;
     *response.status_mut() = StatusCode::NOT_FOUND;

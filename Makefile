@@ -4,7 +4,8 @@
 #   make demo      build everything and run the demo (prints a login)
 #   make test      the console's size budget, unit + integration tests, clippy,
 #                  rustfmt, Playwright e2e (axe accessibility checks included),
-#                  a real Synapse accepting Herald's signed requests, and
+#                  a real Synapse accepting Herald's signed requests, Herald
+#                  attached to a real Synapse on SQLite and PostgreSQL, and
 #                  schemathesis fuzzing the API against its OpenAPI document
 #   make release   target/release/herald with the console embedded (and the demo)
 #   make site      the console's site only (target/site)
@@ -30,7 +31,7 @@ CHROMIUM_PATH ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HERALD := target/release/herald
 
-.PHONY: help demo test release release-prod site tools build-tools e2e-tools lint unit e2e interop fuzz size clean-site bench-console alerts
+.PHONY: help demo test release release-prod site tools build-tools e2e-tools lint unit e2e interop attached fuzz size clean-site bench-console alerts
 
 help:
 	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -86,7 +87,7 @@ demo: release
 
 ## Tests ---------------------------------------------------------------------
 
-test: tools site size lint unit alerts release e2e interop fuzz
+test: tools site size lint unit alerts release e2e interop attached fuzz
 	@echo "make test: all passed"
 
 # The shipped alert rules and dashboard (contrib/): promtool checks the rules
@@ -125,6 +126,14 @@ interop:
 	@[ -x $(HERALD) ] || { echo "$(HERALD) is missing: run make release"; exit 1; }
 	@command -v openssl >/dev/null || $(SUDO) apt-get install -y openssl
 	scripts/synapse-interop.sh $(HERALD)
+
+# Herald attached to a real Synapse 1.163 (`[synapse]`), once on SQLite and
+# once on PostgreSQL (a throwaway cluster, scripts/pg-cluster.sh): Synapse's
+# admin signs in in Chromium, the non-admin is refused, a reset goes through
+# Synapse, a row Synapse changes shows within the refresh delay.
+attached: e2e-tools
+	@[ -x $(HERALD) ] || { echo "$(HERALD) is missing: run make release"; exit 1; }
+	scripts/synapse-attached.sh $(HERALD) sqlite postgresql
 
 # Schemathesis against the release binary and the OpenAPI document it serves
 # (installed from PyPI into .tools/schemathesis-venv on first use): no server

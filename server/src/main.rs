@@ -190,7 +190,10 @@ async fn run(cli: Cli) -> Result<()> {
             }
             config.validate()?;
             herald::accept::raise_open_files_limit();
-            let store = Store::open(&config.database).await?;
+            let store = match config.synapse_settings() {
+                Some(synapse) => Store::open_attached(&config.database, &synapse).await?,
+                None => Store::open(&config.database).await?,
+            };
             let listener = herald::serve::bind(config.listen_addr()?).await?;
             herald::serve::run(listener, store, config).await?;
         }
@@ -260,6 +263,12 @@ async fn run(cli: Cli) -> Result<()> {
                 },
         } => {
             let config = common.load()?;
+            if config.attached() {
+                bail!(
+                    "Herald is attached to Synapse ([synapse] in the config): admins sign in \
+                     with their Synapse accounts, and Herald keeps no accounts of its own"
+                );
+            }
             let name = valid_localpart(&name)?;
             let password = if password == "-" {
                 read_password()?

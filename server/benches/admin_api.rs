@@ -339,11 +339,12 @@ async fn count_in_sql(db: &Path, needle: &str) -> u64 {
         .connect()
         .await
         .expect("open the database");
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM destinations WHERE destination LIKE ?")
-        .bind(format!("%{needle}%"))
-        .fetch_one(&mut conn)
-        .await
-        .expect("count");
+    let count: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM destinations WHERE destination LIKE ?")
+            .bind(format!("%{needle}%"))
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
     count as u64
 }
 
@@ -1172,7 +1173,9 @@ async fn starts(db: &Path, token: &str, e: &Expected, times: u64) {
          its first right answer to the list, and its RSS\n",
         e.rows
     );
-    println!("| start | ready s | RSS ready | RSS after a common filter and the summary | peak RSS |");
+    println!(
+        "| start | ready s | RSS ready | RSS after a common filter and the summary | peak RSS |"
+    );
     println!("|---|---:|---:|---:|---:|");
     for line in lines {
         println!("{line}");

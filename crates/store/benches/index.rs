@@ -25,7 +25,9 @@ const WORDS: &[&str] = &[
     "falcon", "fjord", "garnet", "harbor", "hazel", "indigo", "iris", "jade", "juniper", "kelp",
     "lantern", "lumen", "maple", "meadow", "nebula", "nimbus", "oasis", "onyx", "orbit", "pixel",
 ];
-const TLDS: &[&str] = &["org", "org", "org", "com", "com", "net", "de", "de", "fr", "io", "chat"];
+const TLDS: &[&str] = &[
+    "org", "org", "org", "com", "com", "net", "de", "de", "fr", "io", "chat",
+];
 
 /// Names shaped as the admin API bench's: ~70% `matrix<i>.<w>-<w>.<tld>`.
 fn name(i: usize, state: &mut u64) -> String {

@@ -66,11 +66,11 @@ fn load_index(path: &Path) -> Result<DestinationIndex, StoreError> {
         let mut rows = stmt.query([]).map_err(load_error)?;
         while let Some(row) = rows.next().map_err(load_error)? {
             let name = match row.get_ref(0).map_err(load_error)? {
-                ValueRef::Text(bytes) => std::str::from_utf8(bytes).map_err(|_| {
-                    StoreError::Corrupt {
+                ValueRef::Text(bytes) => {
+                    std::str::from_utf8(bytes).map_err(|_| StoreError::Corrupt {
                         what: "a destination name that is not UTF-8".into(),
-                    }
-                })?,
+                    })?
+                }
                 _ => {
                     return Err(StoreError::Corrupt {
                         what: "a destination name that is not text".into(),
@@ -78,15 +78,18 @@ fn load_index(path: &Path) -> Result<DestinationIndex, StoreError> {
                 }
             };
             let column = |i: usize| {
-                row.get::<_, Option<i64>>(i).map_err(|e| StoreError::Corrupt {
-                    what: format!("destinations row {name:?}: {e}"),
-                })
+                row.get::<_, Option<i64>>(i)
+                    .map_err(|e| StoreError::Corrupt {
+                        what: format!("destinations row {name:?}: {e}"),
+                    })
             };
             let columns = [column(1)?, column(2)?, column(3)?, column(4)?];
             builder.push_columns(name, columns, 0);
         }
         let mut index = builder.finish();
-        let counts = counts.join().map_err(|_| StoreError::Task("reading room counts".into()))??;
+        let counts = counts
+            .join()
+            .map_err(|_| StoreError::Task("reading room counts".into()))??;
         for (name, rooms) in counts.iter() {
             index.set_room_count(name, rooms);
         }

@@ -375,10 +375,7 @@ impl IndexBuilder {
             let by_name_order = RankedList::from_sorted_iter(n, by_name_ref.iter().copied());
             // A sorting thread does not panic; if one did, its orders are
             // sorted again below.
-            (
-                [one.join().ok(), two.join().ok()],
-                by_name_order,
-            )
+            ([one.join().ok(), two.join().ok()], by_name_order)
         });
         let [one, two] = sorted;
         let mut orders: [Option<RankedList>; 4] = Default::default();
@@ -891,7 +888,11 @@ mod tests {
 
     /// The page as the database's SQL would produce it, computed naively:
     /// `ORDER BY <col> <dir>, destination ASC` with NULL where `nulls` says.
-    fn naive(rows: &[DestinationRow], q: &DestinationsQuery, nulls: NullsOrder) -> DestinationsPage {
+    fn naive(
+        rows: &[DestinationRow],
+        q: &DestinationsQuery,
+        nulls: NullsOrder,
+    ) -> DestinationsPage {
         let mut matching: Vec<&DestinationRow> = rows
             .iter()
             .filter(|r| match &q.destination {
@@ -1066,7 +1067,10 @@ mod tests {
                         dir,
                         ..Default::default()
                     };
-                    assert!(index.page(&q) == naive(&rows, &q, NullsOrder::Largest), "{q:?}");
+                    assert!(
+                        index.page(&q) == naive(&rows, &q, NullsOrder::Largest),
+                        "{q:?}"
+                    );
                 }
             }
         }
@@ -1120,7 +1124,11 @@ mod tests {
                 (0, OrderBy::FailureTs, Direction::Backwards),
                 (5_000, OrderBy::RetryInterval, Direction::Forwards),
                 (60_000, OrderBy::Destination, Direction::Backwards),
-                (90_000, OrderBy::LastSuccessfulStreamOrdering, Direction::Backwards),
+                (
+                    90_000,
+                    OrderBy::LastSuccessfulStreamOrdering,
+                    Direction::Backwards,
+                ),
             ] {
                 let q = DestinationsQuery {
                     from: from.min(want as u64 / 2),
@@ -1133,7 +1141,10 @@ mod tests {
                     destination: q.destination.clone().filter(|_| needle != "é"),
                     ..q
                 };
-                assert!(index.page(&q) == naive(&rows, &q, NullsOrder::Smallest), "{q:?}");
+                assert!(
+                    index.page(&q) == naive(&rows, &q, NullsOrder::Smallest),
+                    "{q:?}"
+                );
             }
         }
     }
@@ -1202,7 +1213,10 @@ mod tests {
 
     #[test]
     fn room_counts_follow_the_row() {
-        let mut index = built(&[row("a.org", None, None, None, None)], NullsOrder::Smallest);
+        let mut index = built(
+            &[row("a.org", None, None, None, None)],
+            NullsOrder::Smallest,
+        );
         assert_eq!(index.room_count("a.org"), Some(0));
         assert!(index.set_room_count("a.org", 12));
         assert!(!index.set_room_count("b.org", 1));

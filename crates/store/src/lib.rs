@@ -32,8 +32,8 @@ pub use destinations::{Destinations, ResetOutcome};
 pub use herald_federation::clock::now_ms;
 pub use herald_federation::RetryTimings;
 pub use index::{DestinationIndex, DestinationRow, IndexBuilder, NullsOrder};
-pub use shared_index::{Edit, SharedIndex};
 pub use outbox::{NewEdu, NewEvent, Outbox, OutboxError};
+pub use shared_index::{Edit, SharedIndex};
 pub use users::{TokenOwner, User, Users};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

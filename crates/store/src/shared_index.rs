@@ -75,6 +75,10 @@ impl SharedIndex {
         self.inner.read_recursive().len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Runs `f`, a short read (a page without a filter: a seek and `limit`
     /// rows), over the index on a blocking thread without queueing behind a
     /// waiting writer, as point reads do; `None` if that thread panicked.

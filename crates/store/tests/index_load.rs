@@ -19,7 +19,7 @@ fn event(id: &str, room: &str, destinations: &[&str]) -> NewEvent {
 
 /// The list as SQLite sorts it (NULL first ascending), page by page.
 async fn sql_names(db: &std::path::Path, order: OrderBy, dir: Direction) -> Vec<String> {
-    let mut conn = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();
     let dir = if dir == Direction::Forwards {
@@ -31,10 +31,10 @@ async fn sql_names(db: &std::path::Path, order: OrderBy, dir: Direction) -> Vec<
         "SELECT destination FROM destinations ORDER BY {} {dir}, destination ASC",
         order.as_str()
     ))
-    .fetch_all(&mut *conn.acquire().await.unwrap())
+    .fetch_all(&pool)
     .await
     .unwrap();
-    conn.close().await;
+    pool.close().await;
     rows.iter().map(|r| r.get::<String, _>(0)).collect()
 }
 

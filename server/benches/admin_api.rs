@@ -22,6 +22,11 @@
 //! Every response is checked (status, row counts, totals, order, filter
 //! matches) before its sample counts, so errors cannot pass as fast answers.
 //!
+//! Then the real binary (`herald serve`) is started on the same file, three
+//! times: the time from its start to its first right answer to the list (the
+//! index loaded, the listener up), and its RSS then, from `/proc/<pid>/status`
+//! (`HERALD_BENCH_STARTS=0` skips it).
+//!
 //! Then the list requests are asked again while the intake API runs at full
 //! speed on a copy of the database (`intake_load`): p50 and p99 quiet and
 //! loaded. `HERALD_BENCH_UNDER_INTAKE=0` skips that part.
@@ -29,6 +34,8 @@
 
 mod host;
 mod intake_load;
+#[path = "../tests/process/mod.rs"]
+mod process;
 
 use host::{env_number, machine, status_kb};
 
@@ -62,6 +69,8 @@ const WARMUP: usize = 3;
 const CASE_BUDGET: Duration = Duration::from_secs(4);
 
 const COMMON: &str = "matrix";
+/// A common top-level domain: about 1 name in 8.
+const TLD: &str = ".com";
 const RARE: &str = "quokka";
 const MISSING: &str = "xqzjvw";
 
@@ -256,6 +265,8 @@ struct Expected {
     big_destination: String,
     big_rooms: u64,
     detail: DestinationRow,
+    /// Names containing `TLD`, counted by SQLite in the measuring process.
+    tld: u64,
 }
 
 fn count_matching(rows: &[DestinationRow], needle: &str) -> u64 {
@@ -281,6 +292,7 @@ fn expected_of(rows: &[DestinationRow]) -> Expected {
         big_destination: rows[n / 2].destination.clone(),
         big_rooms: BIG_ROOMS.min(n) as u64,
         detail,
+        tld: count_matching(rows, TLD),
     }
 }
 
@@ -314,7 +326,26 @@ fn expected_from_json(v: &Value) -> Expected {
             failure_ts: d["failure_ts"].as_i64(),
             last_successful_stream_ordering: d["last_successful_stream_ordering"].as_i64(),
         },
+        tld: 0,
     }
+}
+
+/// How many names contain `needle`, as SQLite's `LIKE` counts them.
+async fn count_in_sql(db: &Path, needle: &str) -> u64 {
+    use sqlx::ConnectOptions as _;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .connect()
+        .await
+        .expect("open the database");
+    let count: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM destinations WHERE destination LIKE ?")
+            .bind(format!("%{needle}%"))
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+    count as u64
 }
 
 /// The child process: builds the database file and `expect.json` beside it.
@@ -793,6 +824,7 @@ fn cases(e: &Expected) -> Vec<Case> {
     }
     for (label, needle, total) in [
         ("common", COMMON, e.common),
+        ("tld", TLD, e.tld),
         ("rare", RARE, e.rare),
         ("missing", MISSING, e.missing),
     ] {
@@ -957,10 +989,11 @@ async fn bench(n: usize) {
         assert!(status.success(), "seeding failed: {status}");
         println!("seeding wall time: {:.1} s", t.elapsed().as_secs_f64());
     }
-    let expected = expected_from_json(
+    let mut expected = expected_from_json(
         &serde_json::from_slice(&std::fs::read(expect_path(&db)).expect("expect.json"))
             .expect("expect.json"),
     );
+    expected.tld = count_in_sql(&db, TLD).await;
     assert_eq!(
         expected.rows,
         n as u64,
@@ -1046,9 +1079,13 @@ async fn bench(n: usize) {
         outcomes.len()
     );
 
+    store.close().await;
+    if env_number("HERALD_BENCH_STARTS", 3) > 0 {
+        starts(&db, &token, &expected, env_number("HERALD_BENCH_STARTS", 3)).await;
+    }
+
     // The same list requests while the intake writes the index (on a copy).
     if std::env::var("HERALD_BENCH_UNDER_INTAKE").as_deref() != Ok("0") {
-        store.close().await;
         let list_cases: Vec<intake_load::ListCase> = cases
             .iter()
             .filter(|c| matches!(c.check, Check::List(_)))
@@ -1059,6 +1096,89 @@ async fn bench(n: usize) {
             })
             .collect();
         intake_load::run(&db, ADMIN, ADMIN_PASSWORD, SERVER_NAME, &list_cases).await;
+    }
+}
+
+/// A `kB` field of another process's `/proc/<pid>/status`.
+fn status_kb_of(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Starts `herald serve` on `db` `times` times: from the start of the
+/// process to its first right answer to the list (polled every 2 ms, up to
+/// 2 minutes), and its RSS then and after a common filter and a summary.
+async fn starts(db: &Path, token: &str, e: &Expected, times: u64) {
+    let bin = env!("CARGO_BIN_EXE_herald");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let client = reqwest::Client::new();
+    let mut lines = Vec::new();
+    for run in 1..=times {
+        let port = process::free_port();
+        let config = dir.path().join("herald.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "server_name = \"{SERVER_NAME}\"\ndatabase = {db:?}\nlisten = \"127.0.0.1:{port}\"\n"
+            ),
+        )
+        .expect("write config");
+        let log = dir.path().join(format!("herald-{run}.log"));
+        let started = Instant::now();
+        let child = process::Process(
+            std::process::Command::new(bin)
+                .args(["serve", "--config"])
+                .arg(&config)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .expect("start herald"),
+        );
+        let pid = child.0.id();
+        let base = format!("http://127.0.0.1:{port}");
+        let list = format!("{base}{PREFIX}/destinations?limit=1");
+        let deadline = started + Duration::from_secs(120);
+        let ready = loop {
+            if let Ok((_, body)) = timed_get(&client, &list, token).await {
+                assert_eq!(body["total"].as_u64(), Some(e.rows), "{body}");
+                break started.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herald did not answer within 2 minutes: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let rss_ready = status_kb_of(pid, "VmRSS:");
+        let filter = format!("{base}{PREFIX}/destinations?destination={COMMON}");
+        let (_, body) = timed_get(&client, &filter, token).await.expect("filter");
+        assert_eq!(body["total"].as_u64(), Some(e.common));
+        let summary = format!("{HERALD_PREFIX}/summary");
+        let _ = timed_get(&client, &format!("{base}{summary}"), token).await;
+        let rss_used = status_kb_of(pid, "VmRSS:");
+        let peak = status_kb_of(pid, "VmHWM:");
+        drop(child);
+        lines.push(format!(
+            "| {run} | {:.2} | {} | {} | {} |",
+            ready.as_secs_f64(),
+            mb(rss_ready),
+            mb(rss_used),
+            mb(peak)
+        ));
+    }
+    println!(
+        "\n`herald serve` on the {} destinations (page cache warm): from the process's start to \
+         its first right answer to the list, and its RSS\n",
+        e.rows
+    );
+    println!(
+        "| start | ready s | RSS ready | RSS after a common filter and the summary | peak RSS |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for line in lines {
+        println!("{line}");
     }
 }
 

@@ -61,7 +61,6 @@ impl Destinations {
         tx.commit().await?;
         let [rooms, queued_pdus, queued_edus] = counts;
         self.index.apply(vec![Edit::Remove(name.to_owned())]).await;
-        self.room_counts.write().remove(name);
         let entry = NewEntry {
             actor,
             message: Some(format!(

@@ -33,8 +33,9 @@ use sqlx::{ConnectOptions, Connection, Row};
 pub use destinations::{Destinations, ResetOutcome};
 pub use herald_federation::clock::now_ms;
 pub use herald_federation::RetryTimings;
-pub use index::{DestinationIndex, DestinationRow};
+pub use index::{DestinationIndex, DestinationRow, IndexBuilder, NullsOrder};
 pub use outbox::{NewEdu, NewEvent, Outbox, OutboxError};
+pub use shared_index::{Edit, SharedIndex};
 pub use users::{TokenOwner, User, Users};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -88,6 +89,8 @@ pub enum StoreError {
     Task(String),
     #[error("unexpected value in the database: {what}")]
     Corrupt { what: String },
+    #[error("loading the destinations index: {0}")]
+    Load(String),
 }
 
 /// The database, opened: one handle per table family, each with one job.
@@ -181,7 +184,7 @@ impl Store {
             })?;
         // Reads before writes: damage found while loading leaves the file
         // as it was.
-        let destinations = Destinations::load(pool.clone()).await?;
+        let destinations = Destinations::load(pool.clone(), path).await?;
         orderings::orderings_above_imported(&pool).await?;
         Ok(Store {
             outbox: Outbox::new(pool.clone(), destinations.clone()),

@@ -314,12 +314,13 @@ impl Outbox {
                     .into_iter()
                     .map(|(d, ordering)| Edit::Delivered(d.to_owned(), ordering)),
             )
+            .chain(
+                new_rooms
+                    .into_iter()
+                    .map(|(d, added)| Edit::RoomsAdded(d, added)),
+            )
             .collect();
         self.destinations.index.apply(edits).await;
-        let mut counts = self.destinations.room_counts.write();
-        for (destination, added) in new_rooms {
-            *counts.entry(destination).or_default() += added;
-        }
         Ok(orderings)
     }
 }

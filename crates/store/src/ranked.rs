@@ -19,10 +19,32 @@ pub struct RankedList {
 
 impl RankedList {
     /// Builds the list from ids already sorted in the list's order.
+    #[cfg(test)]
     pub fn from_sorted(ids: Vec<u32>) -> RankedList {
-        let len = ids.len();
-        let blocks = ids.chunks(MAX_BLOCK / 2).map(|c| c.to_vec()).collect();
-        RankedList { blocks, len }
+        RankedList::from_sorted_iter(ids.len(), ids.into_iter())
+    }
+
+    /// Builds the list from `len` ids given in the list's order, without
+    /// holding them all at once.
+    pub fn from_sorted_iter(len: usize, ids: impl Iterator<Item = u32>) -> RankedList {
+        let mut blocks = Vec::with_capacity(len.div_ceil(MAX_BLOCK / 2));
+        let mut block: Vec<u32> = Vec::with_capacity(MAX_BLOCK / 2);
+        let mut count = 0;
+        for id in ids {
+            block.push(id);
+            count += 1;
+            if block.len() == MAX_BLOCK / 2 {
+                blocks.push(std::mem::replace(
+                    &mut block,
+                    Vec::with_capacity(MAX_BLOCK / 2),
+                ));
+            }
+        }
+        if !block.is_empty() {
+            block.shrink_to_fit();
+            blocks.push(block);
+        }
+        RankedList { blocks, len: count }
     }
 
     pub fn len(&self) -> usize {

@@ -42,6 +42,10 @@ pub enum Edit {
     Delivered(String, i64),
     /// Forget the row (a forgotten destination).
     Remove(String),
+    /// Set a known destination's room count (rows of `destination_rooms`).
+    RoomCount(String, u64),
+    /// Add to a known destination's room count.
+    RoomsAdded(String, u64),
 }
 
 #[derive(Clone, Default)]
@@ -58,12 +62,21 @@ impl SharedIndex {
 
     /// The row of `name`; waits at most for one hold of the write lock.
     pub fn get(&self, name: &str) -> Option<DestinationRow> {
-        self.inner.read_recursive().get(name).cloned()
+        self.inner.read_recursive().get(name)
+    }
+
+    /// The room count of `name` (0 when unknown); waits as [`SharedIndex::get`].
+    pub fn room_count(&self, name: &str) -> u64 {
+        self.inner.read_recursive().room_count(name).unwrap_or(0)
     }
 
     /// How many destinations it holds.
     pub fn len(&self) -> usize {
         self.inner.read_recursive().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Runs `f`, a short read (a page without a filter: a seek and `limit`
@@ -104,7 +117,8 @@ impl SharedIndex {
         let work = move || {
             // Rows are removed only by a `Remove` and, but by a `Put`, never lowered: an
             // edit that changes nothing now changes nothing after the ones
-            // before it either (batches with a `Put` are applied whole).
+            // before it either (batches with a `Put` are applied whole;
+            // room counts are always applied).
             let edits: Vec<Edit> = if edits
                 .iter()
                 .any(|e| matches!(e, Edit::Put(_) | Edit::Remove(_)))
@@ -133,7 +147,8 @@ impl SharedIndex {
 /// Whether `edit` would change `index`.
 fn changes(index: &DestinationIndex, edit: &Edit) -> bool {
     match edit {
-        Edit::Put(_) | Edit::Remove(_) => true,
+        Edit::Put(_) | Edit::Remove(_) | Edit::RoomCount(..) => true,
+        Edit::RoomsAdded(_, added) => *added > 0,
         Edit::Known(name) => index.get(name).is_none(),
         Edit::Delivered(name, ordering) => index
             .get(name)
@@ -153,12 +168,19 @@ fn apply_one(index: &mut DestinationIndex, edit: &Edit) {
             }
         }
         Edit::Delivered(name, ordering) => {
-            if let Some(row) = index.get(name) {
+            if let Some(mut row) = index.get(name) {
                 if row.last_successful_stream_ordering < Some(*ordering) {
-                    let mut row = row.clone();
                     row.last_successful_stream_ordering = Some(*ordering);
                     index.put(row);
                 }
+            }
+        }
+        Edit::RoomCount(name, rooms) => {
+            index.set_room_count(name, *rooms);
+        }
+        Edit::RoomsAdded(name, added) => {
+            if let Some(rooms) = index.room_count(name) {
+                index.set_room_count(name, rooms.saturating_add(*added));
             }
         }
     }

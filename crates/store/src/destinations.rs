@@ -40,6 +40,8 @@ pub struct Destinations {
     resets: broadcast::Sender<Arc<str>>,
     /// Outages open now, and the history's writer (see `history`).
     pub(crate) outages: super::history::SharedOutages,
+    /// Attached mode: rows come from Synapse's database (see `synapse`).
+    pub(crate) attached: Option<Arc<super::synapse::Attached>>,
 }
 
 const SELECT_ROW: &str = "SELECT destination, retry_last_ts, retry_interval, failure_ts, \
@@ -101,6 +103,25 @@ impl Destinations {
             writer: Arc::new(tokio::sync::Mutex::new(())),
             resets: broadcast::channel(RESETS_BUFFERED).0,
             outages: Arc::new(super::history::OpenOutages::load(&pool).await?),
+            attached: None,
+            pool,
+        })
+    }
+
+    /// Attached: `index` holds Synapse's rows, every read of a row goes to
+    /// Synapse's database, every write is refused (see `synapse`).
+    pub(crate) async fn attached(
+        pool: SqlitePool,
+        index: DestinationIndex,
+        attached: Arc<super::synapse::Attached>,
+    ) -> Result<Destinations, StoreError> {
+        Ok(Destinations {
+            index: SharedIndex::new(index),
+            room_counts: Arc::new(RwLock::new(HashMap::new())),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            resets: broadcast::channel(RESETS_BUFFERED).0,
+            outages: Arc::new(super::history::OpenOutages::load(&pool).await?),
+            attached: Some(attached),
             pool,
         })
     }
@@ -153,6 +174,9 @@ impl Destinations {
 
     /// The stored row, if the destination is known.
     pub async fn destination(&self, name: &str) -> Result<Option<DestinationRow>, StoreError> {
+        if let Some(attached) = &self.attached {
+            return attached.source.destination(name).await;
+        }
         let row = sqlx::query(&format!("{SELECT_ROW} WHERE destination = ?"))
             .bind(name)
             .fetch_optional(&self.pool)
@@ -187,6 +211,9 @@ impl Destinations {
     }
 
     pub async fn is_destination_known(&self, name: &str) -> Result<bool, StoreError> {
+        if let Some(attached) = &self.attached {
+            return Ok(attached.source.destination(name).await?.is_some());
+        }
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM destinations WHERE destination = ?")
                 .bind(name)
@@ -201,6 +228,9 @@ impl Destinations {
         name: &str,
         q: RoomsQuery,
     ) -> Result<RoomsPage, StoreError> {
+        if let Some(attached) = &self.attached {
+            return attached.source.rooms_page(name, q).await;
+        }
         let total = self.room_counts.read().get(name).copied().unwrap_or(0);
         let order = match q.dir {
             Direction::Forwards => "ASC",
@@ -238,6 +268,7 @@ impl Destinations {
         name: &str,
         actor: Option<&str>,
     ) -> Result<ResetOutcome, StoreError> {
+        self.writable()?;
         let (this, name, actor) = (self.clone(), name.to_owned(), actor.map(str::to_owned));
         to_the_end(async move {
             let outcome = this.reset_now(&name).await?;
@@ -286,6 +317,16 @@ impl Destinations {
     /// The backoff of `name` as Synapse's retry limiter reads it: `None`
     /// unless there is a row with a non-zero `retry_last_ts`.
     pub async fn retry_timings(&self, name: &str) -> Result<Option<RetryTimings>, StoreError> {
+        if let Some(attached) = &self.attached {
+            let row = attached.source.destination(name).await?;
+            return Ok(row.and_then(|row| {
+                Some(RetryTimings {
+                    failure_ts: row.failure_ts,
+                    retry_last_ts: row.retry_last_ts.filter(|&ts| ts != 0)?,
+                    retry_interval: row.retry_interval.unwrap_or(0),
+                })
+            }));
+        }
         let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
             "SELECT failure_ts, retry_last_ts, retry_interval FROM destinations \
              WHERE destination = ?",
@@ -312,6 +353,7 @@ impl Destinations {
         name: &str,
         timings: RetryTimings,
     ) -> Result<(), StoreError> {
+        self.writable()?;
         let (this, name) = (self.clone(), name.to_owned());
         to_the_end(async move { this.set_timings_now(&name, timings).await }).await
     }
@@ -340,6 +382,7 @@ impl Destinations {
     /// Inserts or replaces whole rows (demo data, imports, tests), in one
     /// transaction; later stream orderings start above the ones they name.
     pub async fn put_destinations(&self, rows: &[DestinationRow]) -> Result<(), StoreError> {
+        self.writable()?;
         let (this, rows) = (self.clone(), rows.to_vec());
         to_the_end(async move { this.put_now(&rows).await }).await
     }
@@ -384,6 +427,7 @@ impl Destinations {
         destination: &str,
         rooms: &[DestinationRoom],
     ) -> Result<(), StoreError> {
+        self.writable()?;
         let (this, destination, rooms) = (self.clone(), destination.to_owned(), rooms.to_vec());
         to_the_end(async move { this.put_rooms_now(&destination, &rooms).await }).await
     }
@@ -425,11 +469,55 @@ impl Destinations {
         self.refresh_index(destination).await
     }
 
+    /// Re-reads Herald's own row of `name` and applies it to the index (a
+    /// row that is gone leaves it).
+    pub(crate) async fn refresh_own(&self, name: &str) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().await;
+        match self.destination(name).await? {
+            Some(row) => self.index.apply(vec![Edit::Put(row)]).await,
+            None => self.index.apply(vec![Edit::Remove(name.to_owned())]).await,
+        }
+        Ok(())
+    }
+
     /// Re-reads one row after a committed write and applies it to the index.
     async fn refresh_index(&self, name: &str) -> Result<(), StoreError> {
         if let Some(row) = self.destination(name).await? {
             self.index.apply(vec![Edit::Put(row)]).await;
         }
+        Ok(())
+    }
+
+    /// Makes the index and the room counts what Herald's own tables hold
+    /// now (after an import replaced them). Call with the writer held.
+    pub(crate) async fn reload(&self) -> Result<(), StoreError> {
+        let rows = load_all(&self.pool).await?;
+        let kept: std::collections::HashSet<&str> =
+            rows.iter().map(|r| r.destination.as_str()).collect();
+        let gone = self
+            .index
+            .scan(move |ix| {
+                ix.page(&DestinationsQuery {
+                    from: 0,
+                    limit: u64::MAX,
+                    ..Default::default()
+                })
+                .destinations
+                .into_iter()
+                .map(|d| d.destination)
+                .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+        let mut edits: Vec<Edit> = gone
+            .into_iter()
+            .filter(|name| !kept.contains(name.as_str()))
+            .map(Edit::Remove)
+            .collect();
+        drop(kept);
+        edits.extend(rows.into_iter().map(Edit::Put));
+        self.index.apply(edits).await;
+        *self.room_counts.write() = load_room_counts(&self.pool).await?;
         Ok(())
     }
 
@@ -467,6 +555,10 @@ impl BackoffStore for Destinations {
         timings: RetryTimings,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            // Attached, Synapse keeps the backoff: Herald's sender is off.
+            if self.is_attached() {
+                return Ok(());
+            }
             Destinations::set_retry_timings(self, destination, timings)
                 .await
                 .map_err(|e| StorageError(Box::new(e)))
@@ -484,6 +576,9 @@ impl BackoffStore for Destinations {
         outage: bool,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            if self.is_attached() {
+                return Ok(());
+            }
             Destinations::record_failure(self, destination, failure, outage)
                 .await
                 .map_err(|e| StorageError(Box::new(e)))
@@ -492,6 +587,9 @@ impl BackoffStore for Destinations {
 
     fn record_success<'a>(&'a self, destination: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            if self.is_attached() {
+                return Ok(());
+            }
             Destinations::record_success(self, destination)
                 .await
                 .map_err(|e| StorageError(Box::new(e)))

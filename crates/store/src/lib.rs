@@ -17,6 +17,7 @@ mod orderings;
 pub mod outbox;
 mod ranked;
 mod shared_index;
+pub mod synapse;
 pub mod users;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ pub use herald_federation::clock::now_ms;
 pub use herald_federation::RetryTimings;
 pub use index::{DestinationIndex, DestinationRow};
 pub use outbox::{NewEdu, NewEvent, Outbox, OutboxError};
+pub use synapse::{import_synapse, ImportCounts, ImportProgress, SynapseSettings};
 pub use users::{TokenOwner, User, Users};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -86,6 +88,25 @@ pub enum StoreError {
     Task(String),
     #[error("unexpected value in the database: {what}")]
     Corrupt { what: String },
+    /// Synapse's database, at start-up or for an import: `target` names it
+    /// (a path, or host, port and database without the password).
+    #[error("`[synapse] database` ({target}) {problem}")]
+    Synapse { target: String, problem: String },
+    /// A read from Synapse's database failed while running.
+    #[error("Synapse's database ({target}) does not answer: {detail}")]
+    SynapseUnavailable { target: String, detail: String },
+    /// A write asked of destinations that are read from Synapse's database.
+    #[error(
+        "destinations are read from Synapse's database, which Herald never writes \
+         (attached mode): make this change through Synapse"
+    )]
+    ReadOnly,
+    /// `herald import-synapse` into a Herald database that holds destinations.
+    #[error(
+        "Herald's database already holds {destinations} destinations and {rooms} destination \
+         rooms: refusing to import over them (pass --replace to replace them)"
+    )]
+    NotEmpty { destinations: u64, rooms: u64 },
 }
 
 /// The database, opened: one handle per table family, each with one job.
@@ -189,8 +210,10 @@ impl Store {
         })
     }
 
-    /// Closes the pool, checkpointing the WAL.
+    /// Closes the pool, checkpointing the WAL (and, attached, stops the
+    /// refresh and closes Synapse's database).
     pub async fn close(&self) {
+        self.destinations.detach().await;
         self.pool.close().await;
     }
 }

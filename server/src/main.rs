@@ -195,7 +195,10 @@ impl Progress {
         let mut err = std::io::stderr().lock();
         if self.tty {
             let width = 30u64;
-            let filled = (p.done * width).checked_div(p.total).unwrap_or(width).min(width);
+            let filled = (p.done * width)
+                .checked_div(p.total)
+                .unwrap_or(width)
+                .min(width);
             let bar = "#".repeat(filled as usize) + &"-".repeat((width - filled) as usize);
             let _ = write!(err, "\r{table:<17} [{bar}] {}/{}\x1b[K", p.done, p.total);
             let _ = err.flush();

@@ -22,6 +22,38 @@ pub async fn synapse_list_sql(
     from: i64,
     limit: i64,
 ) -> (Vec<Value>, i64) {
+    list_sql(db, order_by, dir, filter, from, limit, "").await
+}
+
+/// [`synapse_list_sql`] with NULLs sorted as the smallest value (as SQLite
+/// does) on PostgreSQL too: what attached mode answers on PostgreSQL until
+/// the index is built with `NullsOrder::Largest` there.
+// TODO(lean): drop this once attached PostgreSQL builds with NullsOrder::Largest.
+pub async fn synapse_list_sql_nulls_smallest(
+    db: OracleDb<'_>,
+    order_by: &str,
+    dir: &str,
+    filter: Option<&str>,
+    from: i64,
+    limit: i64,
+) -> (Vec<Value>, i64) {
+    let nulls = if dir == "b" {
+        " NULLS LAST"
+    } else {
+        " NULLS FIRST"
+    };
+    list_sql(db, order_by, dir, filter, from, limit, nulls).await
+}
+
+async fn list_sql(
+    db: OracleDb<'_>,
+    order_by: &str,
+    dir: &str,
+    filter: Option<&str>,
+    from: i64,
+    limit: i64,
+    nulls: &str,
+) -> (Vec<Value>, i64) {
     let order = if dir == "b" { "DESC" } else { "ASC" };
     let (where_sql, arg) = match filter {
         Some(f) => {
@@ -41,7 +73,7 @@ pub async fn synapse_list_sql(
     let sql = format!(
         "SELECT destination, retry_last_ts, CAST(retry_interval AS BIGINT), failure_ts, \
          last_successful_stream_ordering \
-         FROM destinations {where_sql} ORDER BY {order_by} {order}, destination ASC LIMIT ? OFFSET ?"
+         FROM destinations {where_sql} ORDER BY {order_by} {order}{nulls}, destination ASC LIMIT ? OFFSET ?"
     );
     let to_json = |dest: String, a: Option<i64>, b: Option<i64>, c: Option<i64>, d: Option<i64>| {
         json!({

@@ -169,6 +169,12 @@ impl SynapseDb {
 
     pub async fn put_rooms(&self, destination: &str, rooms: &[DestinationRoom]) {
         for room in rooms {
+            // Synapse's `destination_rooms.room_id` references `rooms`.
+            self.exec(
+                "INSERT INTO rooms (room_id, is_public) VALUES (?, FALSE) ON CONFLICT DO NOTHING",
+                &[Arg::Text(room.room_id.clone())],
+            )
+            .await;
             self.exec(
                 "INSERT INTO destination_rooms (destination, room_id, stream_ordering) VALUES (?, ?, ?)",
                 &[

@@ -517,12 +517,16 @@ fn decode_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<DestinationRow, sqlx::
     })
 }
 
-/// PostgreSQL's `retry_interval` is an `integer` (int4); the rest `bigint`.
+/// `retry_interval` was an `integer` (int4) in older schemas and is a
+/// `bigint` since; both are read.
 fn decode_pg(row: &sqlx::postgres::PgRow) -> Result<DestinationRow, sqlx::Error> {
     Ok(DestinationRow {
         destination: row.try_get(0)?,
         retry_last_ts: row.try_get(1)?,
-        retry_interval: row.try_get::<Option<i32>, _>(2)?.map(i64::from),
+        retry_interval: match row.try_get::<Option<i64>, _>(2) {
+            Ok(v) => v,
+            Err(_) => row.try_get::<Option<i32>, _>(2)?.map(i64::from),
+        },
         failure_ts: row.try_get(3)?,
         last_successful_stream_ordering: row.try_get(4)?,
     })

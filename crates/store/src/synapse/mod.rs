@@ -43,9 +43,9 @@ pub(crate) struct Attached {
     pub(crate) source: source::Source,
     /// Dropping or sending on it stops the refresh task.
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
-    /// Serialises the refresh and `refresh_one` so their edits apply in
-    /// the order they read.
-    pub(crate) applying: tokio::sync::Mutex<()>,
+    /// The refresh's state; held while a cycle or `refresh_one` reads and
+    /// applies, so their edits apply in the order they read.
+    pub(crate) applying: tokio::sync::Mutex<refresh::Cycles>,
 }
 
 impl Store {
@@ -87,7 +87,11 @@ impl Store {
         let attached = Arc::new(Attached {
             source,
             stop,
-            applying: tokio::sync::Mutex::new(()),
+            applying: tokio::sync::Mutex::new(refresh::Cycles {
+                seen,
+                held,
+                count: 0,
+            }),
         });
         let destinations =
             Destinations::attached(store.pool.clone(), index, attached.clone()).await?;
@@ -96,8 +100,6 @@ impl Store {
             Arc::downgrade(&attached),
             stopped,
             synapse.refresh_interval,
-            seen,
-            held,
         );
         Ok(Store {
             outbox: Outbox::new(store.pool.clone(), destinations.clone()),
@@ -129,6 +131,19 @@ impl Destinations {
         };
         self.index.apply(vec![edit]).await;
         Ok(())
+    }
+
+    /// Runs one refresh cycle now, as the task does (`compare`: compare the
+    /// buckets even if the change detector is still), for benchmarks and
+    /// tests; `None` when not attached.
+    pub async fn refresh_now(
+        &self,
+        compare: bool,
+    ) -> Result<Option<refresh::CycleReport>, StoreError> {
+        let Some(attached) = &self.attached else {
+            return Ok(None);
+        };
+        refresh::run_cycle(attached, &self.index, compare).await.map(Some)
     }
 
     /// Stops the refresh task (attached only).

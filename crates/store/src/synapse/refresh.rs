@@ -46,6 +46,15 @@ const WALK_CHUNK: u64 = 10_000;
 /// Edits applied per call while walking.
 const EDITS_PER_APPLY: usize = 10_000;
 
+/// The refresh's state between cycles.
+pub(crate) struct Cycles {
+    pub(crate) seen: Seen,
+    /// SQLite: the connection `PRAGMA data_version` is asked on.
+    pub(crate) held: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
+    /// Cycles run by the task (every `FORCED_EVERY`th compares anyway).
+    pub(crate) count: u32,
+}
+
 /// What the last cycle saw.
 pub(crate) struct Seen {
     pub(crate) marker: Option<i64>,
@@ -95,11 +104,8 @@ pub(crate) fn spawn(
     attached: Weak<Attached>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
     interval: Duration,
-    mut seen: Seen,
-    mut held: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
 ) {
     tokio::spawn(async move {
-        let mut cycle: u32 = 0;
         let mut failing = false;
         loop {
             tokio::select! {
@@ -113,9 +119,7 @@ pub(crate) fn spawn(
             let Some(attached) = attached.upgrade() else {
                 break;
             };
-            cycle = cycle.wrapping_add(1);
-            let forced = cycle.is_multiple_of(FORCED_EVERY);
-            match run_cycle(&attached, &index, &mut seen, &mut held, forced).await {
+            match run_cycle(&attached, &index, false).await {
                 Ok(report) => {
                     if failing {
                         tracing::info!("Synapse's database answers again");
@@ -130,7 +134,6 @@ pub(crate) fn spawn(
                         tracing::warn!(error = %e, "cannot refresh destinations from Synapse's database");
                     }
                     failing = true;
-                    held = None;
                 }
             }
         }
@@ -138,22 +141,30 @@ pub(crate) fn spawn(
     });
 }
 
-/// One cycle (see the module comment).
+/// One cycle (see the module comment); `forced` compares the buckets
+/// whatever the detector says.
 pub(crate) async fn run_cycle(
     attached: &Attached,
     index: &SharedIndex,
-    seen: &mut Seen,
-    held: &mut Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
     forced: bool,
 ) -> Result<CycleReport, StoreError> {
     let source = &attached.source;
+    let mut state = attached.applying.lock().await;
+    let Cycles { seen, held, count } = &mut *state;
+    *count = count.wrapping_add(1);
+    let forced = forced || count.is_multiple_of(FORCED_EVERY);
     let mut report = CycleReport::default();
-    let marker = source.change_marker(held).await?;
+    let marker = match source.change_marker(held).await {
+        Ok(marker) => marker,
+        Err(e) => {
+            *held = None;
+            return Err(e);
+        }
+    };
     if !forced && seen.marker == Some(marker) {
         return Ok(report);
     }
     report.compared = true;
-    let _applying = attached.applying.lock().await;
     let now = buckets(source).await?;
     let lost_rows = seen
         .buckets

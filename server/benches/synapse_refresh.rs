@@ -19,8 +19,8 @@ mod postgres;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use host::{cpu_time, env_number, machine, status_kb};
 use herald_store::{Store, SynapseSettings};
+use host::{cpu_time, env_number, machine, status_kb};
 
 /// Live samples of the change-to-shown delay.
 const LIVE_SAMPLES: usize = 5;
@@ -60,8 +60,14 @@ fn postgres_cpu() -> Duration {
             continue;
         }
         let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        ticks += fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        ticks += fields
+            .get(11)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
     }
     Duration::from_millis(ticks * 10)
 }
@@ -72,10 +78,14 @@ fn seed_sql(rows: u64, postgres: bool) -> String {
         CASE WHEN i % 10 = 0 THEN NULL WHEN i % 3 = 0 THEN 60000 * (1 + i % 50) ELSE 0 END, \
         CASE WHEN i % 3 = 0 THEN 1690000000000 + i ELSE NULL END, \
         CASE WHEN i % 7 = 0 THEN NULL ELSE i END";
-    let insert = "INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts, \
+    let insert =
+        "INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts, \
                   last_successful_stream_ordering)";
     if postgres {
-        format!("{insert} SELECT {columns} FROM generate_series(0, {}) AS s(i)", rows - 1)
+        format!(
+            "{insert} SELECT {columns} FROM generate_series(0, {}) AS s(i)",
+            rows - 1
+        )
     } else {
         format!(
             "{insert} WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
@@ -92,7 +102,11 @@ struct Cost {
 }
 
 async fn measure<T>(f: impl std::future::Future<Output = T>) -> (T, Cost) {
-    let (cpu0, pg0, t0) = (cpu_time().unwrap_or_default(), postgres_cpu(), Instant::now());
+    let (cpu0, pg0, t0) = (
+        cpu_time().unwrap_or_default(),
+        postgres_cpu(),
+        Instant::now(),
+    );
     let out = f.await;
     let cost = Cost {
         wall: t0.elapsed(),
@@ -104,7 +118,10 @@ async fn measure<T>(f: impl std::future::Future<Output = T>) -> (T, Cost) {
 
 fn show(what: &str, c: &Cost, postgres: bool) {
     let pg = if postgres {
-        format!(", PostgreSQL CPU {:>7.1} ms", c.postgres_cpu.as_secs_f64() * 1e3)
+        format!(
+            ", PostgreSQL CPU {:>7.1} ms",
+            c.postgres_cpu.as_secs_f64() * 1e3
+        )
     } else {
         String::new()
     };
@@ -128,7 +145,10 @@ async fn bench(kind: &str, rows: u64) {
     if postgres {
         db.exec("ANALYZE destinations", &[]).await;
     }
-    println!("{kind}: {rows} destinations seeded in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "{kind}: {rows} destinations seeded in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let own = dir.path().join("herald.db");
     let quiet = SynapseSettings {
@@ -160,7 +180,11 @@ async fn bench(kind: &str, rows: u64) {
     let name = format!("host{}.example", rows / 2);
     db.exec(
         "UPDATE destinations SET retry_last_ts = ?, retry_interval = ? WHERE destination = ?",
-        &[Arg::Int(Some(1_800_000_000_000)), Arg::Int(Some(123_456)), Arg::Text(name.clone())],
+        &[
+            Arg::Int(Some(1_800_000_000_000)),
+            Arg::Int(Some(123_456)),
+            Arg::Text(name.clone()),
+        ],
     )
     .await;
     // PostgreSQL's counters move once the writer's statistics are flushed.
@@ -168,14 +192,26 @@ async fn bench(kind: &str, rows: u64) {
     let report = report.unwrap().unwrap();
     assert_eq!((report.edits, report.walked), (1, false), "{report:?}");
     assert_eq!(d.indexed(&name).unwrap().retry_interval, Some(123_456));
-    show("cycle, one row updated (one bucket fetched)", &cost, postgres);
+    show(
+        "cycle, one row updated (one bucket fetched)",
+        &cost,
+        postgres,
+    );
 
-    db.exec("DELETE FROM destinations WHERE destination = ?", &[Arg::Text(name.clone())]).await;
+    db.exec(
+        "DELETE FROM destinations WHERE destination = ?",
+        &[Arg::Text(name.clone())],
+    )
+    .await;
     let (report, cost) = measure(d.refresh_now(true)).await;
     let report = report.unwrap().unwrap();
     assert!(report.walked && report.edits == 1, "{report:?}");
     assert!(d.indexed(&name).is_none());
-    show("cycle, one row deleted (walk over every row)", &cost, postgres);
+    show(
+        "cycle, one row deleted (walk over every row)",
+        &cost,
+        postgres,
+    );
     store.close().await;
 
     // Live: the task at the default interval.
@@ -195,7 +231,10 @@ async fn bench(kind: &str, rows: u64) {
         .await;
         let t = Instant::now();
         while store.destinations.indexed(&name).unwrap().retry_interval != Some(value) {
-            assert!(t.elapsed() < LIVE_BOUND, "{name} did not show within {LIVE_BOUND:?}");
+            assert!(
+                t.elapsed() < LIVE_BOUND,
+                "{name} did not show within {LIVE_BOUND:?}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         delays.push(t.elapsed());
@@ -217,7 +256,10 @@ async fn bench(kind: &str, rows: u64) {
 #[tokio::main]
 async fn main() {
     let rows = env_number("HERALD_BENCH_ROWS", 1_000_000);
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     println!("synapse_refresh on {}", machine());
     for kind in ["sqlite", "postgres"] {
         if only.is_empty() || only.iter().any(|o| o == kind) {

@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use sqlx::Row;
 
 const LIST: &str = "/_synapse/admin/v1/federation/destinations";
 

@@ -143,7 +143,9 @@ impl Destinations {
         let Some(attached) = &self.attached else {
             return Ok(None);
         };
-        refresh::run_cycle(attached, &self.index, compare).await.map(Some)
+        refresh::run_cycle(attached, &self.index, compare)
+            .await
+            .map(Some)
     }
 
     /// Stops the refresh task (attached only).

@@ -433,6 +433,7 @@ async fn open_error(database: String, dir: &std::path::Path) -> String {
         Err(e) => {
             // Herald's own database is not touched before Synapse's is good.
             assert!(!own.exists(), "{e}");
+            eprintln!("refused: {e}");
             e.to_string()
         }
     }
@@ -577,6 +578,23 @@ async fn import_from_sqlite_with_the_binary() {
         }
         cmd.output().unwrap()
     };
+    // A --from that is not there: named as the flag, nothing created.
+    let missing = dir.path().join("missing.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["import-synapse", "--from"])
+        .arg(&missing)
+        .arg("--database")
+        .arg(&own)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("`--from`") && stderr.contains("no such file"),
+        "{stderr}"
+    );
+    assert!(!missing.exists());
+
     let out = import(false);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -88,10 +88,15 @@ pub enum StoreError {
     Task(String),
     #[error("unexpected value in the database: {what}")]
     Corrupt { what: String },
-    /// Synapse's database, at start-up or for an import: `target` names it
-    /// (a path, or host, port and database without the password).
-    #[error("`[synapse] database` ({target}) {problem}")]
-    Synapse { target: String, problem: String },
+    /// Synapse's database, at start-up (`setting` is `[synapse] database`)
+    /// or for an import (`--from`): `target` names it (a path, or host, port
+    /// and database without the password).
+    #[error("`{setting}` ({target}) {problem}")]
+    Synapse {
+        setting: &'static str,
+        target: String,
+        problem: String,
+    },
     /// A read from Synapse's database failed while running.
     #[error("Synapse's database ({target}) does not answer: {detail}")]
     SynapseUnavailable { target: String, detail: String },

@@ -60,7 +60,16 @@ pub async fn import_synapse(
     mut progress: impl FnMut(ImportProgress),
 ) -> Result<ImportCounts, StoreError> {
     into.destinations.writable()?;
-    let source = Source::open(from).await?;
+    let source = Source::open(from).await.map_err(|e| match e {
+        StoreError::Synapse {
+            target, problem, ..
+        } => StoreError::Synapse {
+            setting: "--from",
+            target,
+            problem,
+        },
+        other => other,
+    })?;
     let result = copy(&source, into, replace, &mut progress).await;
     source.close().await;
     result

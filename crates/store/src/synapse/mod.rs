@@ -94,7 +94,14 @@ impl Store {
             }),
         });
         let destinations =
-            Destinations::attached(store.pool.clone(), index, attached.clone()).await?;
+            match Destinations::attached(store.pool.clone(), index, attached.clone()).await {
+                Ok(destinations) => destinations,
+                Err(e) => {
+                    attached.source.close().await;
+                    store.close().await;
+                    return Err(e);
+                }
+            };
         refresh::spawn(
             destinations.index.clone(),
             Arc::downgrade(&attached),

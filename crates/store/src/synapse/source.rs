@@ -44,9 +44,11 @@ pub(crate) enum Source {
     Postgres { pool: PgPool, shown: String },
 }
 
-/// The error for `target`'s `problem`.
+/// The error for `target`'s `problem`, named by [`SETTING`] (an import
+/// renames it to its own flag).
 fn bad(target: &str, problem: impl Into<String>) -> StoreError {
     StoreError::Synapse {
+        setting: SETTING,
         target: target.to_owned(),
         problem: problem.into(),
     }
@@ -118,6 +120,19 @@ impl Source {
             .options([("default_transaction_read_only", "on")])
             .application_name("herald")
             .disable_statement_logging();
+        // One connection first: the pool would only say it timed out, this
+        // says why (refused, no such database, authentication).
+        let probe = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(bad(&shown, format!("does not answer: {e}"))),
+            Err(_) => {
+                return Err(bad(
+                    &shown,
+                    format!("does not answer within {CONNECT_TIMEOUT:?}"),
+                ))
+            }
+        };
+        let _ = sqlx::Connection::close(probe).await;
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(CONNECT_TIMEOUT)

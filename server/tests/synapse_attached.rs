@@ -698,3 +698,24 @@ async fn import_from_postgres_with_counts_replace_and_orderings() {
     assert!(next_ordering_floor(&own).await >= 1014);
     syn.close().await;
 }
+
+#[tokio::test]
+async fn attached_keeps_answering_when_synapses_postgres_stops() {
+    let mut a = attach(Kind::Postgres).await;
+    // PostgreSQL stops (and its files go) under a running Herald.
+    drop(a._pg.take());
+    // The list is the index's: it still answers.
+    let (status, body) = a.get(&format!("{LIST}?limit=100")).await;
+    assert_eq!((status, &body["total"]), (200, &json!(11)), "{body}");
+    // A read that needs Synapse's database is a Matrix error, not a crash.
+    for path in [format!("{LIST}/b.org"), format!("{LIST}/b.org/rooms")] {
+        let (status, body) = a.get(&path).await;
+        assert!(status >= 500, "{path}: {status} {body}");
+        assert!(body["errcode"].is_string() && body["error"].is_string(), "{body}");
+    }
+    // The refresh fails, is logged, and the server goes on.
+    assert!(a.store.destinations.refresh_now(true).await.is_err());
+    let (status, _) = a.get(&format!("{LIST}?limit=1")).await;
+    assert_eq!(status, 200);
+    a.store.close().await;
+}

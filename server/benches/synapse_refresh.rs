@@ -166,6 +166,7 @@ async fn bench(kind: &str, rows: u64) {
         (status_kb("VmRSS:").unwrap_or(0).saturating_sub(rss0)) / 1024
     );
     let d = &store.destinations;
+    list_queries(d, rows).await;
 
     let (report, cost) = measure(d.refresh_now(false)).await;
     let report = report.unwrap().unwrap();
@@ -251,6 +252,60 @@ async fn bench(kind: &str, rows: u64) {
     );
     store.close().await;
     db.close().await;
+}
+
+/// The admin API bench's kinds of list query, on the attached store
+/// (direct calls: the HTTP layer is the same as unattached).
+async fn list_queries(d: &herald_store::Destinations, rows: u64) {
+    use herald_shared::{DestinationsQuery, Direction, OrderBy};
+    let cases: Vec<(&str, DestinationsQuery)> = vec![
+        ("first page", DestinationsQuery::default()),
+        (
+            "deep page (from 90%)",
+            DestinationsQuery {
+                from: rows * 9 / 10,
+                ..Default::default()
+            },
+        ),
+        (
+            "sorted deep page (retry_last_ts desc, from 50%)",
+            DestinationsQuery {
+                from: rows / 2,
+                order_by: OrderBy::RetryLastTs,
+                dir: Direction::Backwards,
+                ..Default::default()
+            },
+        ),
+        (
+            "filter, common substring (\"host1\")",
+            DestinationsQuery {
+                destination: Some("host1".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "filter, no match",
+            DestinationsQuery {
+                destination: Some("xqzjvw".into()),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (what, query) in cases {
+        let mut times = Vec::new();
+        let mut total = 0;
+        for _ in 0..21 {
+            let t = Instant::now();
+            let page = d.list_destinations(query.clone()).await;
+            times.push(t.elapsed());
+            total = page.total;
+        }
+        times.sort();
+        println!(
+            "  list: {what:<46} median {:>7.2} ms (total {total})",
+            times[10].as_secs_f64() * 1e3
+        );
+    }
 }
 
 #[tokio::main]

@@ -711,7 +711,10 @@ async fn attached_keeps_answering_when_synapses_postgres_stops() {
     for path in [format!("{LIST}/b.org"), format!("{LIST}/b.org/rooms")] {
         let (status, body) = a.get(&path).await;
         assert!(status >= 500, "{path}: {status} {body}");
-        assert!(body["errcode"].is_string() && body["error"].is_string(), "{body}");
+        assert!(
+            body["errcode"].is_string() && body["error"].is_string(),
+            "{body}"
+        );
     }
     // The refresh fails, is logged, and the server goes on.
     assert!(a.store.destinations.refresh_now(true).await.is_err());

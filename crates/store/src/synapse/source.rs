@@ -485,7 +485,7 @@ impl Source {
         }
     }
 
-    /// Both tables, streamed for an import.
+    /// Every `destination_rooms` row, streamed for an import.
     pub(crate) fn rooms_stream(&self) -> BoxStream<'_, Result<(String, String, i64), StoreError>> {
         let sql = "SELECT destination, room_id, stream_ordering FROM destination_rooms";
         match self {

@@ -453,6 +453,17 @@ async fn bad_synapse_databases_are_refused_naming_the_setting_on_sqlite() {
     // Herald's own database is not Synapse's.
     let herald_db = dir.path().join("herald.db");
     Store::open(&herald_db).await.unwrap().close().await;
+    // sqlx may finish closing (checkpointing the WAL into the file) after
+    // close() returns: the baseline is the file once its WAL is gone.
+    let wal = dir.path().join("herald.db-wal");
+    let start = Instant::now();
+    while wal.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "Herald's WAL stays"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let bytes = file_bytes(&herald_db);
     let e = open_error(herald_db.display().to_string(), dir.path()).await;
     assert!(

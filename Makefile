@@ -31,14 +31,20 @@ CHROMIUM_PATH ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HERALD := target/release/herald
 
-.PHONY: help demo test release release-prod site tools build-tools e2e-tools lint unit e2e interop attached fuzz size clean-site bench-console alerts
+.PHONY: help demo test release release-prod site tools build-tools e2e-tools synapse-venv lint unit e2e interop attached fuzz size clean-site bench-console alerts
 
 help:
 	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
 
 ## Tools ---------------------------------------------------------------------
 
-tools: build-tools e2e-tools
+tools: build-tools e2e-tools synapse-venv
+
+# What the attached-mode and import tests need: Synapse 1.163 and psycopg2 in
+# .tools/synapse-venv (to create a real Synapse schema), PostgreSQL's binaries
+# (each test starts a throwaway cluster).
+synapse-venv:
+	scripts/synapse-schema.sh
 
 # What building the site needs: the wasm32 target, wasm-bindgen, wasm-opt.
 build-tools:
@@ -113,7 +119,7 @@ lint:
 	cargo clippy -p herald-app --lib --target wasm32-unknown-unknown --no-default-features \
 	  --features hydrate,full --target-dir target/front -- -D warnings
 
-unit:
+unit: synapse-venv
 	cargo test --workspace
 
 e2e: e2e-tools
@@ -131,7 +137,7 @@ interop:
 # once on PostgreSQL (a throwaway cluster, scripts/pg-cluster.sh): Synapse's
 # admin signs in in Chromium, the non-admin is refused, a reset goes through
 # Synapse, a row Synapse changes shows within the refresh delay.
-attached: e2e-tools
+attached: e2e-tools synapse-venv
 	@[ -x $(HERALD) ] || { echo "$(HERALD) is missing: run make release"; exit 1; }
 	scripts/synapse-attached.sh $(HERALD) sqlite postgresql
 

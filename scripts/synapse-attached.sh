@@ -25,7 +25,7 @@ read -r -a kinds <<<"${kinds[*]}"
 venv=.tools/synapse-venv
 synapse_version=1.163.0
 
-scripts/synapse-venv.sh "$venv" "$synapse_version"
+scripts/synapse-schema.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

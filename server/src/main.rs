@@ -2,6 +2,7 @@
 //! `serve` runs the admin API and console (and the federation listener with
 //! the key server, when configured), `user add` creates accounts,
 //! `federation request` and `federation diagnose` talk to other servers,
+//! `import-synapse` copies Synapse's destinations into Herald's database,
 //! `demo` runs everything on a fresh database with realistic data.
 
 use std::io::{Read, Write};
@@ -44,6 +45,19 @@ enum Command {
     Federation {
         #[command(subcommand)]
         command: FederationCommand,
+    },
+    /// Copy Synapse's `destinations` and `destination_rooms` into Herald's
+    /// database (`database` in the config), for moving to Herald's sender.
+    /// Synapse's database is only read.
+    ImportSynapse {
+        /// Synapse's database: its SQLite file or a postgresql:// URL.
+        #[arg(long)]
+        from: String,
+        /// Replace the destinations and rooms Herald's database already holds.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        common: Common,
     },
     /// Run on a fresh demo database with realistic data and a printed login.
     #[cfg(feature = "demo")]
@@ -160,6 +174,47 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// An import's progress on standard error: one line redrawn in place on a
+/// terminal, a line per table at its start and end otherwise (no progress
+/// bar crate is in the offline registry; this is a dozen lines).
+struct Progress {
+    tty: bool,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            drawn: false,
+        }
+    }
+
+    fn show(&mut self, p: herald_store::ImportProgress) {
+        let table = p.table.as_str();
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let width = 30u64;
+            let filled = (p.done * width)
+                .checked_div(p.total)
+                .unwrap_or(width)
+                .min(width);
+            let bar = "#".repeat(filled as usize) + &"-".repeat((width - filled) as usize);
+            let _ = write!(err, "\r{table:<17} [{bar}] {}/{}\x1b[K", p.done, p.total);
+            let _ = err.flush();
+            self.drawn = true;
+        } else if p.done == 0 || p.done >= p.total {
+            let _ = writeln!(err, "{table}: {}/{}", p.done, p.total);
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}
+
 /// The error and its causes, each said once: a cause whose text its
 /// immediate wrapper already ends with (as `cannot open database …:
 /// {source}` does) is not repeated; any other cause is, even if its text
@@ -196,6 +251,30 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let listener = herald::serve::bind(config.listen_addr()?).await?;
             herald::serve::run(listener, store, config).await?;
+        }
+        Command::ImportSynapse {
+            from,
+            replace,
+            common,
+        } => {
+            let config = common.load()?;
+            config.validate()?;
+            let store = Store::open(&config.database).await?;
+            let mut shown = Progress::new();
+            let counts =
+                herald_store::import_synapse(&from, &store, replace, |p| shown.show(p)).await;
+            shown.finish();
+            store.close().await;
+            let counts = counts?;
+            println!(
+                "imported {} destinations and {} destination rooms into {}",
+                counts.destinations,
+                counts.destination_rooms,
+                config.database.display()
+            );
+            if let Some(max) = counts.max_stream_ordering {
+                println!("Herald's next stream ordering is above {max}");
+            }
         }
         Command::Federation {
             command:

@@ -6,12 +6,11 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use sqlx::Row;
 
 const LIST: &str = "/_synapse/admin/v1/federation/destinations";
 
-/// Synapse's own SQL for the list, run on the same database: the oracle
-/// (with `%`/`_` escaped, Herald's one deliberate difference).
+/// Synapse's own SQL for the list, run on the same database (see
+/// `common::oracle`).
 async fn synapse_sql(
     server: &TestServer,
     order_by: &str,
@@ -20,50 +19,18 @@ async fn synapse_sql(
     from: i64,
     limit: i64,
 ) -> (Vec<Value>, i64) {
-    let order = if dir == "b" { "DESC" } else { "ASC" };
-    let (where_sql, arg) = match filter {
-        Some(f) => {
-            let escaped = f
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            (
-                "WHERE LOWER(destination) LIKE ? ESCAPE '\\'",
-                Some(format!("%{escaped}%")),
-            )
-        }
-        None => ("", None),
-    };
-    let pool = &common::sql_pool(&server.db_path).await;
-    let count_sql = format!("SELECT COUNT(*) FROM destinations {where_sql}");
-    let mut count = sqlx::query(&count_sql);
-    if let Some(a) = &arg {
-        count = count.bind(a.clone());
-    }
-    let total: i64 = count.fetch_one(pool).await.unwrap().get(0);
-    let sql = format!(
-        "SELECT destination, retry_last_ts, retry_interval, failure_ts, last_successful_stream_ordering \
-         FROM destinations {where_sql} ORDER BY {order_by} {order}, destination ASC LIMIT ? OFFSET ?"
-    );
-    let mut q = sqlx::query(&sql);
-    if let Some(a) = &arg {
-        q = q.bind(a.clone());
-    }
-    let rows = q.bind(limit).bind(from).fetch_all(pool).await.unwrap();
-    let rows = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "destination": r.get::<String, _>(0),
-                "retry_last_ts": r.get::<Option<i64>, _>(1).unwrap_or(0),
-                "retry_interval": r.get::<Option<i64>, _>(2).unwrap_or(0),
-                "failure_ts": r.get::<Option<i64>, _>(3),
-                "last_successful_stream_ordering": r.get::<Option<i64>, _>(4),
-            })
-        })
-        .collect();
-    (rows, total)
+    let pool = common::sql_pool(&server.db_path).await;
+    let found = oracle::synapse_list_sql(
+        oracle::OracleDb::Sqlite(&pool),
+        order_by,
+        dir,
+        filter,
+        from,
+        limit,
+    )
+    .await;
+    pool.close().await;
+    found
 }
 
 #[tokio::test]

@@ -38,6 +38,8 @@ pub struct Destinations {
     resets: broadcast::Sender<Arc<str>>,
     /// Outages open now, and the history's writer (see `history`).
     pub(crate) outages: super::history::SharedOutages,
+    /// Attached mode: rows come from Synapse's database (see `synapse`).
+    pub(crate) attached: Option<Arc<super::synapse::Attached>>,
 }
 
 const SELECT_ROW: &str = "SELECT destination, retry_last_ts, retry_interval, failure_ts, \
@@ -58,8 +60,25 @@ fn decode(row: &SqliteRow) -> Result<DestinationRow, sqlx::Error> {
 /// 2 µs and allocates its name, which made loading 1M rows take seconds).
 /// The room counts are read on a second connection meanwhile.
 fn load_index(path: &Path) -> Result<DestinationIndex, StoreError> {
+    load_index_with(path, true)
+}
+
+/// [`load_index`] of the `destinations` table in the SQLite file at `path`
+/// (Herald's, or attached, Synapse's, opened read-only either way), with
+/// the room counts or without (attached reads them from Synapse at each
+/// request).
+pub(crate) fn load_index_with(
+    path: &Path,
+    room_counts: bool,
+) -> Result<DestinationIndex, StoreError> {
     std::thread::scope(|scope| {
-        let counts = scope.spawn(|| load_room_counts(path));
+        let counts = scope.spawn(|| {
+            if room_counts {
+                load_room_counts(path)
+            } else {
+                Ok(RoomCounts::default())
+            }
+        });
         let conn = open_for_load(path)?;
         let mut builder = DestinationIndex::builder(NullsOrder::Smallest);
         let mut stmt = conn.prepare(SELECT_ROW).map_err(load_error)?;
@@ -178,6 +197,24 @@ impl Destinations {
             writer: Arc::new(tokio::sync::Mutex::new(())),
             resets: broadcast::channel(RESETS_BUFFERED).0,
             outages: Arc::new(super::history::OpenOutages::load(&pool).await?),
+            attached: None,
+            pool,
+        })
+    }
+
+    /// Attached: `index` holds Synapse's rows, every read of a row goes to
+    /// Synapse's database, every write is refused (see `synapse`).
+    pub(crate) async fn attached(
+        pool: SqlitePool,
+        index: DestinationIndex,
+        attached: Arc<super::synapse::Attached>,
+    ) -> Result<Destinations, StoreError> {
+        Ok(Destinations {
+            index: SharedIndex::new(index),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            resets: broadcast::channel(RESETS_BUFFERED).0,
+            outages: Arc::new(super::history::OpenOutages::load(&pool).await?),
+            attached: Some(attached),
             pool,
         })
     }
@@ -230,6 +267,9 @@ impl Destinations {
 
     /// The stored row, if the destination is known.
     pub async fn destination(&self, name: &str) -> Result<Option<DestinationRow>, StoreError> {
+        if let Some(attached) = &self.attached {
+            return attached.source.destination(name).await;
+        }
         let row = sqlx::query(&format!("{SELECT_ROW} WHERE destination = ?"))
             .bind(name)
             .fetch_optional(&self.pool)
@@ -264,6 +304,9 @@ impl Destinations {
     }
 
     pub async fn is_destination_known(&self, name: &str) -> Result<bool, StoreError> {
+        if let Some(attached) = &self.attached {
+            return Ok(attached.source.destination(name).await?.is_some());
+        }
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM destinations WHERE destination = ?")
                 .bind(name)
@@ -278,6 +321,9 @@ impl Destinations {
         name: &str,
         q: RoomsQuery,
     ) -> Result<RoomsPage, StoreError> {
+        if let Some(attached) = &self.attached {
+            return attached.source.rooms_page(name, q).await;
+        }
         let total = self.index.room_count(name);
         let order = match q.dir {
             Direction::Forwards => "ASC",
@@ -315,6 +361,7 @@ impl Destinations {
         name: &str,
         actor: Option<&str>,
     ) -> Result<ResetOutcome, StoreError> {
+        self.writable()?;
         let (this, name, actor) = (self.clone(), name.to_owned(), actor.map(str::to_owned));
         to_the_end(async move {
             let outcome = this.reset_now(&name).await?;
@@ -363,6 +410,16 @@ impl Destinations {
     /// The backoff of `name` as Synapse's retry limiter reads it: `None`
     /// unless there is a row with a non-zero `retry_last_ts`.
     pub async fn retry_timings(&self, name: &str) -> Result<Option<RetryTimings>, StoreError> {
+        if let Some(attached) = &self.attached {
+            let row = attached.source.destination(name).await?;
+            return Ok(row.and_then(|row| {
+                Some(RetryTimings {
+                    failure_ts: row.failure_ts,
+                    retry_last_ts: row.retry_last_ts.filter(|&ts| ts != 0)?,
+                    retry_interval: row.retry_interval.unwrap_or(0),
+                })
+            }));
+        }
         let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
             "SELECT failure_ts, retry_last_ts, retry_interval FROM destinations \
              WHERE destination = ?",
@@ -389,6 +446,7 @@ impl Destinations {
         name: &str,
         timings: RetryTimings,
     ) -> Result<(), StoreError> {
+        self.writable()?;
         let (this, name) = (self.clone(), name.to_owned());
         to_the_end(async move { this.set_timings_now(&name, timings).await }).await
     }
@@ -417,6 +475,7 @@ impl Destinations {
     /// Inserts or replaces whole rows (demo data, imports, tests), in one
     /// transaction; later stream orderings start above the ones they name.
     pub async fn put_destinations(&self, rows: &[DestinationRow]) -> Result<(), StoreError> {
+        self.writable()?;
         let (this, rows) = (self.clone(), rows.to_vec());
         to_the_end(async move { this.put_now(&rows).await }).await
     }
@@ -461,6 +520,7 @@ impl Destinations {
         destination: &str,
         rooms: &[DestinationRoom],
     ) -> Result<(), StoreError> {
+        self.writable()?;
         let (this, destination, rooms) = (self.clone(), destination.to_owned(), rooms.to_vec());
         to_the_end(async move { this.put_rooms_now(&destination, &rooms).await }).await
     }
@@ -507,11 +567,33 @@ impl Destinations {
         Ok(())
     }
 
+    /// Re-reads Herald's own row of `name` and applies it to the index (a
+    /// row that is gone leaves it).
+    pub(crate) async fn refresh_own(&self, name: &str) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().await;
+        match self.destination(name).await? {
+            Some(row) => self.index.apply(vec![Edit::Put(row)]).await,
+            None => self.index.apply(vec![Edit::Remove(name.to_owned())]).await,
+        }
+        Ok(())
+    }
+
     /// Re-reads one row after a committed write and applies it to the index.
     async fn refresh_index(&self, name: &str) -> Result<(), StoreError> {
         if let Some(row) = self.destination(name).await? {
             self.index.apply(vec![Edit::Put(row)]).await;
         }
+        Ok(())
+    }
+
+    /// Makes the index what Herald's own tables hold now (after an import
+    /// replaced them), loaded as at start-up. Call with the writer held.
+    pub(crate) async fn reload(&self) -> Result<(), StoreError> {
+        let path = self.pool.connect_options().get_filename().to_owned();
+        let index = tokio::task::spawn_blocking(move || load_index(&path))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        self.index.replace(index).await;
         Ok(())
     }
 
@@ -549,6 +631,10 @@ impl BackoffStore for Destinations {
         timings: RetryTimings,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            // Attached, Synapse keeps the backoff: Herald's sender is off.
+            if self.is_attached() {
+                return Ok(());
+            }
             Destinations::set_retry_timings(self, destination, timings)
                 .await
                 .map_err(|e| StorageError(Box::new(e)))
@@ -566,6 +652,9 @@ impl BackoffStore for Destinations {
         outage: bool,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            if self.is_attached() {
+                return Ok(());
+            }
             Destinations::record_failure(self, destination, failure, outage)
                 .await
                 .map_err(|e| StorageError(Box::new(e)))
@@ -574,6 +663,9 @@ impl BackoffStore for Destinations {
 
     fn record_success<'a>(&'a self, destination: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            if self.is_attached() {
+                return Ok(());
+            }
             Destinations::record_success(self, destination)
                 .await
                 .map_err(|e| StorageError(Box::new(e)))

@@ -18,6 +18,7 @@ impl Destinations {
         name: &str,
         actor: Option<&str>,
     ) -> Result<Option<Forgotten>, StoreError> {
+        self.writable()?;
         let (this, name, actor) = (self.clone(), name.to_owned(), actor.map(str::to_owned));
         to_the_end(async move { this.forget_now(&name, actor).await }).await
     }

@@ -17,9 +17,8 @@ mod orderings;
 pub mod outbox;
 mod ranked;
 mod shared_index;
-mod synapse_stub;
+pub mod synapse;
 pub mod users;
-pub use synapse_stub::SynapseSettings;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -36,6 +35,7 @@ pub use herald_federation::RetryTimings;
 pub use index::{DestinationIndex, DestinationRow, IndexBuilder, NullsOrder};
 pub use outbox::{NewEdu, NewEvent, Outbox, OutboxError};
 pub use shared_index::{Edit, SharedIndex};
+pub use synapse::{import_synapse, ImportCounts, ImportProgress, SynapseSettings};
 pub use users::{TokenOwner, User, Users};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -91,6 +91,30 @@ pub enum StoreError {
     Corrupt { what: String },
     #[error("loading the destinations index: {0}")]
     Load(String),
+    /// Synapse's database, at start-up (`setting` is `[synapse] database`)
+    /// or for an import (`--from`): `target` names it (a path, or host, port
+    /// and database without the password).
+    #[error("`{setting}` ({target}) {problem}")]
+    Synapse {
+        setting: &'static str,
+        target: String,
+        problem: String,
+    },
+    /// A read from Synapse's database failed while running.
+    #[error("Synapse's database ({target}) does not answer: {detail}")]
+    SynapseUnavailable { target: String, detail: String },
+    /// A write asked of destinations that are read from Synapse's database.
+    #[error(
+        "destinations are read from Synapse's database, which Herald never writes \
+         (attached mode): make this change through Synapse"
+    )]
+    ReadOnly,
+    /// `herald import-synapse` into a Herald database that holds destinations.
+    #[error(
+        "Herald's database already holds {destinations} destinations and {rooms} destination \
+         rooms: refusing to import over them (pass --replace to replace them)"
+    )]
+    NotEmpty { destinations: u64, rooms: u64 },
 }
 
 /// The database, opened: one handle per table family, each with one job.
@@ -194,8 +218,10 @@ impl Store {
         })
     }
 
-    /// Closes the pool, checkpointing the WAL.
+    /// Closes the pool, checkpointing the WAL (and, attached, stops the
+    /// refresh and closes Synapse's database).
     pub async fn close(&self) {
+        self.destinations.detach().await;
         self.pool.close().await;
     }
 }

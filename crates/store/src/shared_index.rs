@@ -60,6 +60,16 @@ impl SharedIndex {
         }
     }
 
+    /// Puts `index` in place of the whole index (after an import).
+    pub async fn replace(&self, index: DestinationIndex) {
+        let inner = self.inner.clone();
+        let old =
+            tokio::task::spawn_blocking(move || std::mem::replace(&mut *inner.write(), index))
+                .await
+                .ok();
+        drop(old);
+    }
+
     /// The row of `name`; waits at most for one hold of the write lock.
     pub fn get(&self, name: &str) -> Option<DestinationRow> {
         self.inner.read_recursive().get(name)

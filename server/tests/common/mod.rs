@@ -2,6 +2,10 @@
 //! known rows, plus a small HTTP client for the tests.
 #![allow(dead_code)]
 
+pub mod oracle;
+pub mod postgres;
+pub mod synapse_db;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -1,0 +1,197 @@
+//! `herald import-synapse`: copies Synapse's `destinations` and
+//! `destination_rooms` into Herald's own database, streamed (never holding
+//! every row) and committed in batches, then moves Herald's next stream
+//! ordering above every imported one and reloads the index.
+
+use futures_util::TryStreamExt;
+
+use super::source::Source;
+use crate::{Store, StoreError};
+
+/// Rows written per transaction.
+const BATCH: usize = 5_000;
+
+/// Where an import is, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportProgress {
+    /// Which table is being copied now.
+    pub table: ImportTable,
+    /// Rows of it copied so far.
+    pub done: u64,
+    /// Rows it held when the import began.
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportTable {
+    Destinations,
+    DestinationRooms,
+}
+
+impl ImportTable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportTable::Destinations => "destinations",
+            ImportTable::DestinationRooms => "destination_rooms",
+        }
+    }
+}
+
+/// What an import copied, and where Herald's stream orderings now start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportCounts {
+    pub destinations: u64,
+    pub destination_rooms: u64,
+    /// The largest stream ordering the imported rows name (Herald's next
+    /// one is above it).
+    pub max_stream_ordering: Option<i64>,
+}
+
+/// Copies Synapse's rows at `from` (an SQLite path or a `postgresql://`
+/// URL, opened read-only and checked as attached mode does) into `into`.
+/// Refuses a Herald database that already holds destinations or rooms
+/// unless `replace`, which deletes them first (with their rooms; Herald's
+/// own history, health and queues stay). `progress` is told after each
+/// batch.
+pub async fn import_synapse(
+    from: &str,
+    into: &Store,
+    replace: bool,
+    mut progress: impl FnMut(ImportProgress),
+) -> Result<ImportCounts, StoreError> {
+    into.destinations.writable()?;
+    let source = Source::open(from).await.map_err(|e| match e {
+        StoreError::Synapse {
+            target, problem, ..
+        } => StoreError::Synapse {
+            setting: "--from",
+            target,
+            problem,
+        },
+        other => other,
+    })?;
+    let result = copy(&source, into, replace, &mut progress).await;
+    source.close().await;
+    result
+}
+
+async fn copy(
+    source: &Source,
+    into: &Store,
+    replace: bool,
+    progress: &mut impl FnMut(ImportProgress),
+) -> Result<ImportCounts, StoreError> {
+    let pool = &into.pool;
+    let _writer = into.destinations.writer.lock().await;
+    let (have_d, have_r): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM destinations), (SELECT COUNT(*) FROM destination_rooms)",
+    )
+    .fetch_one(pool)
+    .await?;
+    if (have_d > 0 || have_r > 0) && !replace {
+        return Err(StoreError::NotEmpty {
+            destinations: have_d.max(0) as u64,
+            rooms: have_r.max(0) as u64,
+        });
+    }
+    let (total_d, total_r) = source.counts().await?;
+    let mut counts = ImportCounts::default();
+    let mut tx = pool.begin().await?;
+    if replace {
+        // Rooms first: they name their destination.
+        sqlx::query("DELETE FROM destination_rooms")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM destinations")
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut in_batch = 0usize;
+    let mut rows = source.rows_by_name();
+    progress(ImportProgress {
+        table: ImportTable::Destinations,
+        done: 0,
+        total: total_d,
+    });
+    while let Some(row) = rows.try_next().await? {
+        sqlx::query(
+            "INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts, \
+             last_successful_stream_ordering) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&row.destination)
+        .bind(row.retry_last_ts)
+        .bind(row.retry_interval)
+        .bind(row.failure_ts)
+        .bind(row.last_successful_stream_ordering)
+        .execute(&mut *tx)
+        .await?;
+        counts.destinations += 1;
+        counts.max_stream_ordering = counts
+            .max_stream_ordering
+            .max(row.last_successful_stream_ordering);
+        in_batch += 1;
+        if in_batch == BATCH {
+            tx.commit().await?;
+            tx = pool.begin().await?;
+            in_batch = 0;
+            progress(ImportProgress {
+                table: ImportTable::Destinations,
+                done: counts.destinations,
+                total: total_d.max(counts.destinations),
+            });
+        }
+    }
+    drop(rows);
+    progress(ImportProgress {
+        table: ImportTable::Destinations,
+        done: counts.destinations,
+        total: total_d.max(counts.destinations),
+    });
+    let mut rooms = source.rooms_stream();
+    progress(ImportProgress {
+        table: ImportTable::DestinationRooms,
+        done: 0,
+        total: total_r,
+    });
+    while let Some((destination, room_id, stream_ordering)) = rooms.try_next().await? {
+        // A room whose destination row Synapse lacks (its foreign key is not
+        // enforced on SQLite) gets an empty one, as Herald's own writes do.
+        sqlx::query("INSERT INTO destinations (destination) VALUES (?) ON CONFLICT DO NOTHING")
+            .bind(&destination)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO destination_rooms (destination, room_id, stream_ordering) \
+             VALUES (?, ?, ?) ON CONFLICT (destination, room_id) \
+             DO UPDATE SET stream_ordering = excluded.stream_ordering",
+        )
+        .bind(&destination)
+        .bind(&room_id)
+        .bind(stream_ordering)
+        .execute(&mut *tx)
+        .await?;
+        counts.destination_rooms += 1;
+        counts.max_stream_ordering = counts.max_stream_ordering.max(Some(stream_ordering));
+        in_batch += 1;
+        if in_batch == BATCH {
+            tx.commit().await?;
+            tx = pool.begin().await?;
+            in_batch = 0;
+            progress(ImportProgress {
+                table: ImportTable::DestinationRooms,
+                done: counts.destination_rooms,
+                total: total_r.max(counts.destination_rooms),
+            });
+        }
+    }
+    drop(rooms);
+    tx.commit().await?;
+    progress(ImportProgress {
+        table: ImportTable::DestinationRooms,
+        done: counts.destination_rooms,
+        total: total_r.max(counts.destination_rooms),
+    });
+    crate::orderings::orderings_above_imported(pool).await?;
+    into.destinations.reload().await?;
+    Ok(counts)
+}

@@ -1,0 +1,95 @@
+//! Synapse's own SQL for the destinations list, run on a database of the
+//! test's choosing (Herald's SQLite file, or Synapse's SQLite or
+//! PostgreSQL database): the oracle the list is compared with (with `%`/`_`
+//! escaped, Herald's one deliberate difference).
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use sqlx::Row;
+
+/// Where the oracle runs.
+#[derive(Clone, Copy)]
+pub enum OracleDb<'a> {
+    Sqlite(&'a sqlx::SqlitePool),
+    Postgres(&'a sqlx::PgPool),
+}
+
+/// Synapse's query, as Synapse runs it on that database (NULLs ordered as
+/// that database orders them).
+pub async fn synapse_list_sql(
+    db: OracleDb<'_>,
+    order_by: &str,
+    dir: &str,
+    filter: Option<&str>,
+    from: i64,
+    limit: i64,
+) -> (Vec<Value>, i64) {
+    let order = if dir == "b" { "DESC" } else { "ASC" };
+    let (where_sql, arg) = match filter {
+        Some(f) => {
+            let escaped = f
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            (
+                "WHERE LOWER(destination) LIKE ? ESCAPE '\\'",
+                Some(format!("%{escaped}%")),
+            )
+        }
+        None => ("", None),
+    };
+    let count_sql = format!("SELECT COUNT(*) FROM destinations {where_sql}");
+    let sql = format!(
+        "SELECT destination, retry_last_ts, CAST(retry_interval AS BIGINT), failure_ts, \
+         last_successful_stream_ordering \
+         FROM destinations {where_sql} ORDER BY {order_by} {order}, destination ASC LIMIT ? OFFSET ?"
+    );
+    let to_json = |dest: String, a: Option<i64>, b: Option<i64>, c: Option<i64>, d: Option<i64>| {
+        json!({
+            "destination": dest,
+            "retry_last_ts": a.unwrap_or(0),
+            "retry_interval": b.unwrap_or(0),
+            "failure_ts": c,
+            "last_successful_stream_ordering": d,
+        })
+    };
+    match db {
+        OracleDb::Sqlite(pool) => {
+            let mut count = sqlx::query(&count_sql);
+            if let Some(a) = &arg {
+                count = count.bind(a.clone());
+            }
+            let total: i64 = count.fetch_one(pool).await.unwrap().get(0);
+            let mut q = sqlx::query(&sql);
+            if let Some(a) = &arg {
+                q = q.bind(a.clone());
+            }
+            let rows = q.bind(limit).bind(from).fetch_all(pool).await.unwrap();
+            let rows = rows
+                .iter()
+                .map(|r| to_json(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                .collect();
+            (rows, total)
+        }
+        OracleDb::Postgres(pool) => {
+            let count_sql = super::synapse_db::dollar(&count_sql);
+            let sql = super::synapse_db::dollar(&sql);
+            let mut count = sqlx::query(&count_sql);
+            if let Some(a) = &arg {
+                count = count.bind(a.clone());
+            }
+            let total: i64 = count.fetch_one(pool).await.unwrap().get(0);
+            let mut q = sqlx::query(&sql);
+            if let Some(a) = &arg {
+                q = q.bind(a.clone());
+            }
+            let rows = q.bind(limit).bind(from).fetch_all(pool).await.unwrap();
+            let rows = rows
+                .iter()
+                .map(|r| to_json(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                .collect();
+            (rows, total)
+        }
+    }
+}

@@ -23,7 +23,8 @@ shift || true
 kinds=("${@:-sqlite postgresql}")
 read -r -a kinds <<<"${kinds[*]}"
 venv=.tools/synapse-venv
-synapse_version=1.163.0
+# The venv's own python (not the interpreter its symlink points at).
+python="$PWD/$venv/bin/python"
 
 scripts/synapse-schema.sh
 
@@ -121,7 +122,7 @@ EOF
 
   echo "synapse-attached ($kind): Synapse at $synapse, Herald at http://127.0.0.1:$her_admin"
   (cd end2end && HERALD_URL="http://127.0.0.1:$her_admin" SYNAPSE_URL="$synapse" \
-    SYNAPSE_DB="$db" SYNAPSE_DB_KIND="$kind" SYNAPSE_PYTHON="$(realpath "../$venv/bin/python")" \
+    SYNAPSE_DB="$db" SYNAPSE_DB_KIND="$kind" SYNAPSE_PYTHON="$python" \
     CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}" \
     npx playwright test --config attached.config.ts) || {
     echo "--- herald.log (tail)"; tail -30 "$dir/herald.log"

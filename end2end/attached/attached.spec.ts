@@ -71,6 +71,8 @@ test("a reset through Herald is Synapse's own reset", async ({ page, request }) 
   await hydrated(page);
   await expect(page.locator("#reset-connection")).toBeEnabled();
   await page.locator("#reset-connection").click();
+  await page.locator("#reset-confirm").click();
+  await expect(page.locator("#reset-result")).toContainText("reset by Synapse");
   await expect(page.locator("#reset-connection")).toBeDisabled();
 
   // Synapse's own admin API (its cache, not only its table) says it is reset.
@@ -100,7 +102,7 @@ test("a row Synapse changes shows in Herald within the refresh delay", async ({ 
       async () => {
         await page.goto(`/destinations/${name}`);
         await hydrated(page);
-        return page.locator('#destination-details [data-col="retry_interval"]').textContent();
+        return page.locator('#destination-details td[data-col="retry_interval"]').textContent();
       },
       { timeout: REFRESH_BOUND_MS, intervals: [250] },
     )

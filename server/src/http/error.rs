@@ -141,8 +141,20 @@ impl From<ParamError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "database error");
-        ApiError::internal()
+        match e {
+            // Attached: Synapse's database is upstream of Herald.
+            StoreError::SynapseUnavailable { .. } => {
+                tracing::warn!(error = %e, "Synapse's database does not answer");
+                ApiError::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", e.to_string())
+            }
+            StoreError::ReadOnly => {
+                ApiError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", e.to_string())
+            }
+            e => {
+                tracing::error!(error = %e, "database error");
+                ApiError::internal()
+            }
+        }
     }
 }
 

@@ -119,13 +119,16 @@ pub enum TokenCheck {
     Refused(Answer),
 }
 
+/// Synapse's verdicts by token hash, with when each was given.
+type Verdicts = Arc<Mutex<HashMap<[u8; 32], (Instant, TokenCheck)>>>;
+
 /// The client for one Synapse, with the token verdicts it gave lately.
 #[derive(Clone)]
 pub struct SynapseApi {
     base: Arc<str>,
     http: reqwest::Client,
     token_cache: Duration,
-    verdicts: Arc<Mutex<HashMap<[u8; 32], (Instant, TokenCheck)>>>,
+    verdicts: Verdicts,
     checks: Arc<tokio::sync::Semaphore>,
 }
 

@@ -85,7 +85,7 @@ fn main() {
                 dir,
                 ..Default::default()
             };
-            let mut time = |from: u64| {
+            let time = |from: u64| {
                 let t = Instant::now();
                 let page = index.page(&q(from));
                 let took = t.elapsed().as_secs_f64() * 1e3;

@@ -22,10 +22,19 @@
 //! Ordering is Synapse's SQL: `ORDER BY <column> <dir>, destination ASC`,
 //! names compared as bytes, NULL placed as the database Synapse runs on
 //! places it ([`NullsOrder`]).
+//!
+//! A filter scans the arena once (memchr's `memmem`, on two threads at 1M
+//! rows) and maps each match to its name by galloping forward through the
+//! names' offsets. The last filter's match set is kept ([`LastFilter`]): the
+//! console asks the same filter page after page, and those pages then only
+//! walk the order. Only a change to the set of names (a new destination, a
+//! forgotten one) drops it; a row's timings changing does not, since the
+//! set is of names and the walk reads the live orders.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use herald_shared::{
@@ -33,6 +42,7 @@ use herald_shared::{
     FederationSummary, OrderBy,
 };
 use memchr::memmem;
+use parking_lot::Mutex;
 
 use super::ranked::RankedList;
 
@@ -214,6 +224,17 @@ pub struct DestinationIndex {
     /// Ids of forgotten rows: out of every list and of `by_name`, their
     /// names blanked; a name forgotten and seen again gets a new id.
     removed: HashSet<u32>,
+    /// The last filter's match set, dropped when a name is added or blanked.
+    last_filter: Mutex<Option<Arc<LastFilter>>>,
+}
+
+/// The names one lower-cased needle matches: one bit per id (125 KB at 1M
+/// rows) and how many.
+#[derive(Debug)]
+struct LastFilter {
+    needle: String,
+    bits: Vec<u64>,
+    count: usize,
 }
 
 impl Default for DestinationIndex {
@@ -429,6 +450,7 @@ impl DestinationIndex {
                 orders: Default::default(),
                 by_name_order: RankedList::default(),
                 removed: HashSet::new(),
+                last_filter: Mutex::new(None),
             },
         }
     }
@@ -514,6 +536,7 @@ impl DestinationIndex {
             entry.remove();
         }
         self.names.blank(id);
+        *self.last_filter.get_mut() = None;
         self.rooms[id as usize] = 0;
         self.removed.insert(id);
         true
@@ -589,6 +612,7 @@ impl DestinationIndex {
             }
             None => {
                 let id = self.names.push(&row.destination);
+                *self.last_filter.get_mut() = None;
                 for (column, value) in self.columns.iter_mut().zip(values) {
                     column.push(value);
                 }
@@ -672,13 +696,21 @@ impl DestinationIndex {
         for found in finder.find_iter(&self.names.lower[start..end]) {
             let pos = start + found;
             // The name holding `pos`: a few steps when matches are dense,
-            // a binary search when sparse.
+            // then galloping: doubling strides, and a binary search within
+            // the last one (a binary search over all the names left cost
+            // ~20 cache misses a match; measured, most of a common filter).
             let mut next = id + 1;
             while next < hi && next < id + 8 && starts[next] <= pos {
                 next += 1;
             }
             if next < hi && starts[next] <= pos {
-                next += starts[next..hi].partition_point(|&s| s <= pos);
+                let mut stride = 8;
+                while next + stride < hi && starts[next + stride] <= pos {
+                    next += stride;
+                    stride *= 2;
+                }
+                let bound = (next + stride).min(hi);
+                next += starts[next..bound].partition_point(|&s| s <= pos);
             }
             id = next - 1;
             if id != last {
@@ -747,6 +779,25 @@ impl DestinationIndex {
         }
     }
 
+    /// The names matching the lower-cased `needle`: the last filter's set
+    /// when it is the same needle, else one scan (kept as the last filter).
+    fn matches(&self, needle: &str) -> Arc<LastFilter> {
+        if let Some(last) = self.last_filter.lock().as_ref() {
+            if last.needle == needle {
+                return Arc::clone(last);
+            }
+        }
+        let finder = memmem::Finder::new(needle.as_bytes());
+        let (bits, count) = self.scan(&finder, self.scan_parts());
+        let matches = Arc::new(LastFilter {
+            needle: needle.to_owned(),
+            bits,
+            count,
+        });
+        *self.last_filter.lock() = Some(Arc::clone(&matches));
+        matches
+    }
+
     /// A filtered page: the ids of its rows into `rows`, the match count
     /// returned. One scan of the arena marks the matches; few are sorted,
     /// more are met walking the listed order.
@@ -757,8 +808,8 @@ impl DestinationIndex {
         needle: &str,
         rows: &mut Vec<u32>,
     ) -> usize {
-        let finder = memmem::Finder::new(needle.as_bytes());
-        let (bits, count) = self.scan(&finder, self.scan_parts());
+        let matches = self.matches(needle);
+        let (bits, count) = (&matches.bits, matches.count);
         if (q.from as usize) >= count || limit == 0 {
             return count;
         }
@@ -1237,6 +1288,48 @@ mod tests {
         assert!(index.remove("a.org"));
         index.put(row("a.org", None, None, None, None));
         assert_eq!(index.room_count("a.org"), Some(0));
+    }
+
+    /// The last filter's match set is reused page after page, follows
+    /// changed timings, and is dropped when a name comes or goes.
+    #[test]
+    fn the_last_filter_follows_every_write() {
+        let mut seed = 11;
+        let mut rows = random_rows(2_000, &mut seed);
+        let mut index = built(&rows, NullsOrder::Smallest);
+        let q = |needle: &str, from| DestinationsQuery {
+            from,
+            limit: 10,
+            destination: Some(needle.into()),
+            order_by: OrderBy::RetryLastTs,
+            dir: Direction::Backwards,
+        };
+        let check = |index: &DestinationIndex, rows: &[DestinationRow], needle: &str| {
+            for from in [0, 10, 30] {
+                let want = naive(rows, &q(needle, from), NullsOrder::Smallest);
+                assert!(index.page(&q(needle, from)) == want, "{needle} {from}");
+            }
+        };
+        check(&index, &rows, "ORG");
+        // A timing change keeps the set but moves the row in the order.
+        rows[3].retry_last_ts = Some(1 << 40);
+        index.put(rows[3].clone());
+        check(&index, &rows, "org");
+        // A new matching name, then a forgotten one, change the total.
+        let new = row("zz-new.org", Some(5), None, None, None);
+        rows.push(new.clone());
+        index.put(new);
+        check(&index, &rows, "org");
+        assert_eq!(index.page(&q("zz-new", 0)).total, 1);
+        check(&index, &rows, "org");
+        let gone = rows.swap_remove(0);
+        assert!(index.remove(&gone.destination));
+        check(&index, &rows, "org");
+        let back = row(&gone.destination, None, None, None, None);
+        rows.push(back.clone());
+        index.put(back);
+        check(&index, &rows, "ORG");
+        check(&index, &rows, "1");
     }
 
     #[test]

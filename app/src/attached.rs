@@ -1,14 +1,15 @@
-//! Whether the server is attached to a Synapse (`[synapse]`), and which.
-//! The server renders `<meta name="herald-synapse" content="<url>">` into
-//! every page when attached ([`crate::shell_for`]); the browser reads it back
+//! Whether the server is attached to a Synapse (`[synapse]`). The server
+//! renders `<meta name="herald-synapse" content="attached">` into every page
+//! when attached ([`crate::shell_for`]); the browser reads it back
 //! ([`Attached::from_page`]), so the server's HTML and the hydrated page
-//! agree without an API call.
+//! agree without an API call. Synapse's address is not in the page: every
+//! visitor, signed in or not, gets the page.
 
 use leptos::prelude::*;
 
-/// Synapse's base URL when attached; `None` when Herald is the sender.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Attached(pub Option<String>);
+/// Whether Herald is attached to a Synapse (its own sender off).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attached(pub bool);
 
 /// The `<meta>` name the server writes and the browser reads.
 pub const META: &str = "herald-synapse";
@@ -18,26 +19,25 @@ impl Attached {
     pub fn from_page() -> Attached {
         #[cfg(feature = "hydrate")]
         {
-            let url = document()
+            let meta = document()
                 .query_selector(&format!("meta[name=\"{META}\"]"))
                 .ok()
-                .flatten()
-                .and_then(|m| m.get_attribute("content"));
-            Attached(url)
+                .flatten();
+            Attached(meta.is_some())
         }
         #[cfg(not(feature = "hydrate"))]
-        Attached(None)
+        Attached(false)
     }
 
     /// The value for this render: the server's context, else the page's.
     pub fn provide() -> Attached {
         let attached = use_context::<Attached>().unwrap_or_else(Attached::from_page);
-        provide_context(attached.clone());
+        provide_context(attached);
         attached
     }
 }
 
-/// Synapse's URL if the console runs attached.
-pub fn use_attached() -> Option<String> {
-    use_context::<Attached>().and_then(|a| a.0)
+/// Whether the console runs attached to a Synapse.
+pub fn use_attached() -> bool {
+    use_context::<Attached>().is_some_and(|a| a.0)
 }

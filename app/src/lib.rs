@@ -71,14 +71,14 @@ pub fn bundle_for(path: &str) -> &'static str {
 /// `options.output_name` names the bundle the page loads (the server sets
 /// it with [`bundle_for`]).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
-    shell_for(options, None)
+    shell_for(options, false)
 }
 
-/// [`shell`], attached to the Synapse at `synapse` (its URL goes into the
-/// page for [`attached::Attached`]).
-pub fn shell_for(options: LeptosOptions, synapse: Option<String>) -> impl IntoView {
-    provide_context(attached::Attached(synapse.clone()));
-    let meta = synapse.map(|url| view! { <meta name=attached::META content=url /> });
+/// [`shell`], saying whether Herald is attached to a Synapse (for
+/// [`attached::Attached`]).
+pub fn shell_for(options: LeptosOptions, attached: bool) -> impl IntoView {
+    provide_context(attached::Attached(attached));
+    let meta = attached.then(|| view! { <meta name=attached::META content="attached" /> });
     view! {
         <!DOCTYPE html>
         <html lang="en">

@@ -43,7 +43,7 @@ test("Synapse's admin signs in to Herald and sees Synapse's destinations", async
   await expect(page).toHaveURL(/\/destinations$/);
   await expect(page.locator("#summary-total")).toHaveAttribute("data-count", String(SEEDED));
   await expect(row(page, "d0000.attached.test")).toBeVisible();
-  await expect(page.locator("#attached-to")).toContainText(SYNAPSE);
+  await expect(page.locator("#attached-to")).toHaveText("Attached to Synapse");
 });
 
 test("a Synapse user who is not an admin is refused", async ({ page, expectHttpError }) => {

@@ -308,7 +308,7 @@ impl Default for DiagnoseSection {
 /// `[synapse]`: attached mode. Herald reads the destinations of a Synapse
 /// it does not replace (`database`, read-only), signs admins in through it
 /// and forwards resets to it (`url`); its own sender is off.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SynapseSection {
     /// Synapse's database: an SQLite file or a `postgresql://` URL. Only
@@ -323,6 +323,21 @@ pub struct SynapseSection {
     /// kept: a token Synapse revokes works on Herald for at most this long.
     #[serde(default = "SynapseSection::default_token_cache")]
     pub token_cache: ConfigDuration,
+}
+
+/// `Debug` without the database URL's password.
+impl std::fmt::Debug for SynapseSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SynapseSection")
+            .field(
+                "database",
+                &herald_store::synapse::without_password(&self.database),
+            )
+            .field("url", &self.url)
+            .field("refresh_interval", &self.refresh_interval)
+            .field("token_cache", &self.token_cache)
+            .finish()
+    }
 }
 
 impl SynapseSection {
@@ -1194,6 +1209,11 @@ mod tests {
         assert_eq!(s.base_url(), "http://127.0.0.1:8008");
         assert_eq!(s.refresh_interval.0, Duration::from_secs(2));
         assert_eq!(s.token_cache.0, Duration::from_secs(30));
+        let c2 = Config::parse(
+            "[synapse]\ndatabase = \"postgresql://r:pw-secret@127.0.0.1/synapse\"\nurl = \"http://127.0.0.1:8008\"",
+        )
+        .unwrap();
+        assert!(!format!("{c2:?}").contains("pw-secret"));
         assert_eq!(
             c.synapse_settings().unwrap().database,
             "postgresql://herald@127.0.0.1/synapse"

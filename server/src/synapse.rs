@@ -40,9 +40,15 @@ pub enum SynapseError {
 }
 
 impl From<SynapseError> for ApiError {
+    /// The detail (Synapse's address, the network error) goes to the log;
+    /// whoever asked, signed in or not, is told only which setting to check.
     fn from(e: SynapseError) -> Self {
         tracing::warn!(error = %e, "Synapse gave no usable answer");
-        ApiError::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", e.to_string())
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "M_UNKNOWN",
+            "Synapse ([synapse] url) did not answer as Synapse does; Herald's log says why",
+        )
     }
 }
 
@@ -195,13 +201,17 @@ impl SynapseApi {
     /// Logs `token` out on Synapse and forgets its verdict.
     pub async fn logout(&self, token: &str) -> Result<Answer, SynapseError> {
         self.verdicts.lock().remove(&key(token));
-        self.send(
-            reqwest::Method::POST,
-            "/_matrix/client/v3/logout",
-            Some(token),
-            Some(&Value::Object(Map::new())),
-        )
-        .await
+        let answer = self
+            .send(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/logout",
+                Some(token),
+                Some(&Value::Object(Map::new())),
+            )
+            .await;
+        // Again: a check under way meanwhile may have stored a verdict.
+        self.verdicts.lock().remove(&key(token));
+        answer
     }
 
     /// `reset_connection` for `destination`, on Synapse, as the admin whose

@@ -300,6 +300,25 @@ async fn refresh_shows_changes(kind: Kind) {
         })
         .await;
     eprintln!("delete shown after {took:?}");
+    // The newest row deleted and another inserted: on SQLite it takes the
+    // deleted row's rowid, so its bucket keeps its count.
+    a.db.exec(
+        "DELETE FROM destinations WHERE destination = ?",
+        &[Arg::Text("new.example".into())],
+    )
+    .await;
+    a.db.put_row(&row("wen.example", Some(0), Some(0), None, Some(77)))
+        .await;
+    a.until(&format!("{LIST}?limit=100"), "a replaced row", |b| {
+        let names: Vec<&str> = b["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["destination"].as_str())
+            .collect();
+        names.contains(&"wen.example") && !names.contains(&"new.example")
+    })
+    .await;
     // The whole list is Synapse's again.
     let (_, body) = a.get(&format!("{LIST}?limit=100")).await;
     let (rows, _) = synapse_list_sql(a.oracle(), "destination", "f", None, 0, 100).await;

@@ -1,6 +1,6 @@
 //! The bar above every page: the console's name, the links to the
 //! destinations and the sender page, who is signed in, the sign-out
-//! button, and when attached, which Synapse the destinations come from.
+//! button, and when attached, that the destinations are a Synapse's.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -15,11 +15,10 @@ pub fn TopBar() -> impl IntoView {
     let session = use_session();
     let navigate = use_navigate();
     let signing_out = RwSignal::new(false);
-    let attached = use_attached().map(|url| {
+    let attached = use_attached().then(|| {
         view! {
-            <span id="attached-to" class="muted" title="Herald reads this Synapse's database and signs in and resets through it; its own sender is off">
-                "Synapse at "
-                {url}
+            <span id="attached-to" class="muted" title="Herald reads Synapse's database and signs in and resets through Synapse; its own sender is off">
+                "Attached to Synapse"
             </span>
         }
     });

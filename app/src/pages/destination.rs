@@ -205,7 +205,7 @@ fn rooms_html(p: &RoomsPage, q: &RoomsQuery) -> String {
 
 #[component]
 pub fn DestinationPage() -> impl IntoView {
-    let attached = crate::attached::use_attached().is_some();
+    let attached = crate::attached::use_attached();
     let session = use_session();
     let navigate = use_navigate();
     let location = use_location();

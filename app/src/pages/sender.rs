@@ -198,15 +198,13 @@ pub fn SenderPage() -> impl IntoView {
             navigate("/login", super::replace());
         }
     });
-    if let Some(url) = crate::attached::use_attached() {
+    if crate::attached::use_attached() {
         return view! {
             <Title text="Sender · Herald" />
             <section id="sender-page" class="page">
                 <h1>"Sender"</h1>
                 <p id="sender-off" class="notice">
-                    "Herald's sender is off: it is attached to the Synapse at "
-                    {url}
-                    ", which sends its own federation traffic. Synapse's metrics show its sender (synapse_federation_client_sent_transactions_total and the rest)."
+                    "Herald's sender is off: it is attached to Synapse, which sends its own federation traffic. Synapse's metrics show its sender (synapse_federation_client_sent_transactions_total and the rest)."
                 </p>
             </section>
         }

@@ -196,6 +196,11 @@ async fn reset_through_synapse(
     destination: &str,
     admin: &herald_store::TokenOwner,
 ) -> ApiResult<Json<Value>> {
+    // A URL resolves `.` and `..` (even encoded) away: no destination has
+    // such a name, and the request must not reach another of Synapse's paths.
+    if matches!(destination, "." | "..") {
+        return Err(ApiError::not_found("Unknown destination"));
+    }
     let token = crate::auth::access_token(headers, uri)?;
     let answer = synapse.reset_connection(&token, destination).await?;
     if !answer.status.is_success() {

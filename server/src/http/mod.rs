@@ -77,9 +77,9 @@ pub fn api_router() -> Router<AppState> {
 
 /// The whole application.
 pub fn router(state: AppState, listen: SocketAddr) -> Router {
-    let synapse = state.synapse.as_ref().map(|s| s.url().to_owned());
+    let attached = state.synapse.is_some();
     let api = api_router().with_state(state);
-    api.merge(site::router(leptos_options(listen), synapse))
+    api.merge(site::router(leptos_options(listen), attached))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(synapse_conventions))
         .layer(middleware::from_fn(security::headers))

@@ -25,12 +25,12 @@ use super::{is_api_path, unrecognized};
 #[allow_missing = true]
 struct Site;
 
-/// What the console's pages are rendered with: the Leptos options and,
-/// attached, Synapse's URL (written into every page).
+/// What the console's pages are rendered with: the Leptos options and
+/// whether Herald is attached to a Synapse (said in every page).
 #[derive(Clone)]
 struct Pages {
     options: LeptosOptions,
-    synapse: Option<String>,
+    attached: bool,
 }
 
 impl axum::extract::FromRef<Pages> for LeptosOptions {
@@ -40,18 +40,15 @@ impl axum::extract::FromRef<Pages> for LeptosOptions {
 }
 
 /// The console's routes plus the fallback described in the module header;
-/// `synapse` is the URL of the Synapse Herald is attached to, if any.
-pub fn router(options: LeptosOptions, synapse: Option<String>) -> Router {
+/// `attached`: whether Herald is attached to a Synapse.
+pub fn router(options: LeptosOptions, attached: bool) -> Router {
     let routes = generate_route_list(herald_app::App);
-    let site = Pages { options, synapse };
+    let site = Pages { options, attached };
     let shell_site = site.clone();
     Router::new()
         .leptos_routes(&site, routes, move || {
             super::security::set_page_policy();
-            herald_app::shell_for(
-                for_this_page(&shell_site.options),
-                shell_site.synapse.clone(),
-            )
+            herald_app::shell_for(for_this_page(&shell_site.options), shell_site.attached)
         })
         .fallback(fallback)
         .with_state(site)
@@ -90,7 +87,7 @@ async fn fallback(State(site): State<Pages>, req: Request) -> Response {
 async fn not_found_page(site: Pages, req: Request) -> Response {
     let render = leptos_axum::render_app_to_stream(move || {
         super::security::set_page_policy();
-        herald_app::shell_for(for_this_page(&site.options), site.synapse.clone())
+        herald_app::shell_for(for_this_page(&site.options), site.attached)
     });
     let mut response = render(req).await;
     *response.status_mut() = StatusCode::NOT_FOUND;

@@ -24,12 +24,39 @@ pub use import::{import_synapse, ImportCounts, ImportProgress};
 pub use source::{KNOWN_SCHEMA_VERSIONS, SETTING};
 
 /// Where Synapse's database is and how often Herald looks for changes.
-#[derive(Debug, Clone)]
+/// `Debug` never shows a password in `database`.
+#[derive(Clone)]
 pub struct SynapseSettings {
     /// An SQLite path or a `postgresql://` (or `postgres://`) URL.
     pub database: String,
     /// How often the refresh looks for rows Synapse changed.
     pub refresh_interval: Duration,
+}
+
+impl std::fmt::Debug for SynapseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SynapseSettings")
+            .field("database", &without_password(&self.database))
+            .field("refresh_interval", &self.refresh_interval)
+            .finish()
+    }
+}
+
+/// `database` with the password of a `scheme://user:password@host/…` URL
+/// replaced by `***` (a path or a URL without one is returned as it is).
+pub fn without_password(database: &str) -> String {
+    let Some((scheme, rest)) = database.split_once("://") else {
+        return database.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => database.to_owned(),
+        },
+        None => database.to_owned(),
+    }
 }
 
 impl SynapseSettings {
@@ -170,5 +197,32 @@ impl Destinations {
             Some(_) => Err(StoreError::ReadOnly),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let s = SynapseSettings {
+            database: "postgresql://reader:s3cret@db.example:5432/synapse?sslmode=require".into(),
+            refresh_interval: Duration::from_secs(2),
+        };
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgresql://reader:***@db.example:5432/synapse"),
+            "{shown}"
+        );
+        assert_eq!(
+            without_password("/var/lib/synapse/homeserver.db"),
+            "/var/lib/synapse/homeserver.db"
+        );
+        assert_eq!(
+            without_password("postgresql://reader@db/synapse"),
+            "postgresql://reader@db/synapse"
+        );
     }
 }

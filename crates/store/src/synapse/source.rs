@@ -405,10 +405,17 @@ impl Source {
             + (COALESCE(failure_ts, -1) % 999983) * 7 \
             + (COALESCE(last_successful_stream_ordering, -1) % 1000037) * 11 \
             + LENGTH(destination)";
+        // SQLite's buckets are rowid ranges, so a name replaced in place (a
+        // delete whose rowid an insert reuses) must move the sum by itself;
+        // PostgreSQL's buckets and weights come from the name's hash.
+        const SQLITE_NAME: &str = "UNICODE(destination) * 13 \
+            + UNICODE(SUBSTR(destination, -1)) * 17 \
+            + UNICODE(SUBSTR(destination, (LENGTH(destination) + 1) / 2, 1)) * 19";
         match self {
             Source::Sqlite { pool, .. } => {
                 sqlx::query_as(&format!(
-                    "SELECT rowid >> 10 AS b, COUNT(*), SUM(({MIX}) * ((rowid % 1021) + 1)) \
+                    "SELECT rowid >> 10 AS b, COUNT(*), \
+                 SUM(({MIX} + {SQLITE_NAME}) * ((rowid % 1021) + 1)) \
                  FROM destinations GROUP BY b ORDER BY b"
                 ))
                 .fetch_all(pool)

@@ -115,6 +115,12 @@ pub enum StoreError {
          rooms: refusing to import over them (pass --replace to replace them)"
     )]
     NotEmpty { destinations: u64, rooms: u64 },
+    /// `herald import-synapse --replace` while the sender holds PDUs.
+    #[error(
+        "Herald's sender still holds {pdus} queued PDUs for the destinations --replace would \
+         remove: let Herald deliver them (or forget those destinations) first"
+    )]
+    QueuedPdus { pdus: u64 },
 }
 
 /// The database, opened: one handle per table family, each with one job.

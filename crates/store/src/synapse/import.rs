@@ -1,14 +1,15 @@
 //! `herald import-synapse`: copies Synapse's `destinations` and
 //! `destination_rooms` into Herald's own database, streamed (never holding
-//! every row) and committed in batches, then moves Herald's next stream
-//! ordering above every imported one and reloads the index.
+//! every row) in one transaction (a failure halfway changes nothing), then
+//! moves Herald's next stream ordering above every imported one and reloads
+//! the index.
 
 use futures_util::TryStreamExt;
 
 use super::source::Source;
 use crate::{Store, StoreError};
 
-/// Rows written per transaction.
+/// Rows written between two progress reports.
 const BATCH: usize = 5_000;
 
 /// Where an import is, for a progress bar.
@@ -94,8 +95,22 @@ async fn copy(
             rooms: have_r.max(0) as u64,
         });
     }
+    if replace {
+        // Queued PDUs name their destination (a foreign key): replacing the
+        // rows under them would fail halfway.
+        let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM destination_pdus")
+            .fetch_one(pool)
+            .await?;
+        if queued > 0 {
+            return Err(StoreError::QueuedPdus {
+                pdus: queued.max(0) as u64,
+            });
+        }
+    }
     let (total_d, total_r) = source.counts().await?;
     let mut counts = ImportCounts::default();
+    // One transaction: an import that fails halfway (Synapse's database
+    // gone, a bad row) leaves Herald's rows as they were.
     let mut tx = pool.begin().await?;
     if replace {
         // Rooms first: they name their destination.
@@ -131,8 +146,6 @@ async fn copy(
             .max(row.last_successful_stream_ordering);
         in_batch += 1;
         if in_batch == BATCH {
-            tx.commit().await?;
-            tx = pool.begin().await?;
             in_batch = 0;
             progress(ImportProgress {
                 table: ImportTable::Destinations,
@@ -174,8 +187,6 @@ async fn copy(
         counts.max_stream_ordering = counts.max_stream_ordering.max(Some(stream_ordering));
         in_batch += 1;
         if in_batch == BATCH {
-            tx.commit().await?;
-            tx = pool.begin().await?;
             in_batch = 0;
             progress(ImportProgress {
                 table: ImportTable::DestinationRooms,

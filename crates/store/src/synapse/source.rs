@@ -139,6 +139,24 @@ impl Source {
             .connect_with(options)
             .await
             .map_err(|e| bad(&shown, format!("does not answer: {e}")))?;
+        // Herald orders names as bytes, as the C collation Synapse asks
+        // for does; a database made with `allow_unsafe_locale` and another
+        // collation orders Synapse's list differently.
+        let collation: Result<(String,), _> = sqlx::query_as(
+            "SELECT datcollate::text FROM pg_database WHERE datname = current_database()",
+        )
+        .fetch_one(&pool)
+        .await;
+        if let Ok((collation,)) = collation {
+            if collation != "C" && collation != "POSIX" {
+                tracing::warn!(
+                    database = %shown,
+                    collation = ?collation,
+                    "Synapse's database does not use the C collation: Herald orders destinations \
+                     as bytes (as C does), so its list may order names differently from Synapse's"
+                );
+            }
+        }
         Ok(Source::Postgres { pool, shown })
     }
 

@@ -239,6 +239,13 @@ async fn login_through_synapse(
     match answer.status {
         StatusCode::OK => {
             if let Err(wait) = state.login_limits.succeeded(&account) {
+                // Refused after Synapse gave a token: that token (and its
+                // device) must not stay behind in Synapse.
+                if let Some(token) = answer.body.get("access_token").and_then(Value::as_str) {
+                    if let Err(e) = synapse.logout(token).await {
+                        tracing::warn!(error = %e, "cannot log out a token Herald refused");
+                    }
+                }
                 return Err(ApiError::limit_exceeded(wait));
             }
             tracing::info!(user = ?user, %address, "logged in through Synapse");

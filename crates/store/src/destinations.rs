@@ -186,12 +186,21 @@ pub enum ResetOutcome {
 }
 
 impl Destinations {
-    /// Loads the index from the committed rows of the database at `path`.
-    pub(crate) async fn load(pool: SqlitePool, path: &Path) -> Result<Destinations, StoreError> {
+    /// Loads the index from the committed rows of the database at `path`
+    /// (or, without `read_rows`, starts with an empty one).
+    pub(crate) async fn load(
+        pool: SqlitePool,
+        path: &Path,
+        read_rows: bool,
+    ) -> Result<Destinations, StoreError> {
         let path = path.to_owned();
-        let index = tokio::task::spawn_blocking(move || load_index(&path))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let index = if read_rows {
+            tokio::task::spawn_blocking(move || load_index(&path))
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))??
+        } else {
+            DestinationIndex::builder(NullsOrder::Smallest).finish()
+        };
         Ok(Destinations {
             index: SharedIndex::new(index),
             writer: Arc::new(tokio::sync::Mutex::new(())),

@@ -143,10 +143,20 @@ impl Store {
     /// failure (locked, unreadable) removes nothing: what appeared meanwhile
     /// may be another process's.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_reading(path, true).await
+    }
+
+    /// [`Store::open`]; with `read_destinations` false the index of
+    /// Herald's own `destinations` is left empty (attached, it is Synapse's
+    /// rows that are loaded instead, see `synapse`).
+    pub(crate) async fn open_reading(
+        path: &Path,
+        read_destinations: bool,
+    ) -> Result<Store, StoreError> {
         let before = Sidecars::present(path);
         let created = create_private(path)?;
         let mut opened = None;
-        match Store::open_existing(path, &mut opened).await {
+        match Store::open_existing(path, read_destinations, &mut opened).await {
             Ok(store) => Ok(store),
             Err(error) => {
                 if let Some(pool) = opened {
@@ -181,6 +191,7 @@ impl Store {
     /// close on failure.
     async fn open_existing(
         path: &Path,
+        read_destinations: bool,
         opened: &mut Option<SqlitePool>,
     ) -> Result<Store, StoreError> {
         check_identity(path).await?;
@@ -214,7 +225,7 @@ impl Store {
             })?;
         // Reads before writes: damage found while loading leaves the file
         // as it was.
-        let destinations = Destinations::load(pool.clone(), path).await?;
+        let destinations = Destinations::load(pool.clone(), path, read_destinations).await?;
         orderings::orderings_above_imported(&pool).await?;
         Ok(Store {
             outbox: Outbox::new(pool.clone(), destinations.clone()),

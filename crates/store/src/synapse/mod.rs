@@ -102,7 +102,9 @@ impl Store {
                 return Err(e);
             }
         };
-        let store = match Store::open(own).await {
+        // Herald's own file, without loading its `destinations`: the index
+        // is Synapse's.
+        let store = match Store::open_reading(own, false).await {
             Ok(store) => store,
             Err(e) => {
                 drop(held);

@@ -54,42 +54,35 @@ pub async fn synapse_list_sql(
             "last_successful_stream_ordering": d,
         })
     };
+    // The same two queries on either kind of pool (sqlx has no query
+    // generic over both); PostgreSQL numbers its placeholders.
+    macro_rules! run {
+        ($pool:expr, $count_sql:expr, $sql:expr) => {{
+            let mut count = sqlx::query($count_sql);
+            if let Some(a) = &arg {
+                count = count.bind(a.clone());
+            }
+            let total: i64 = count.fetch_one($pool).await.unwrap().get(0);
+            let mut q = sqlx::query($sql);
+            if let Some(a) = &arg {
+                q = q.bind(a.clone());
+            }
+            let rows = q.bind(limit).bind(from).fetch_all($pool).await.unwrap();
+            let rows = rows
+                .iter()
+                .map(|r| to_json(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                .collect();
+            (rows, total)
+        }};
+    }
     match db {
-        OracleDb::Sqlite(pool) => {
-            let mut count = sqlx::query(&count_sql);
-            if let Some(a) = &arg {
-                count = count.bind(a.clone());
-            }
-            let total: i64 = count.fetch_one(pool).await.unwrap().get(0);
-            let mut q = sqlx::query(&sql);
-            if let Some(a) = &arg {
-                q = q.bind(a.clone());
-            }
-            let rows = q.bind(limit).bind(from).fetch_all(pool).await.unwrap();
-            let rows = rows
-                .iter()
-                .map(|r| to_json(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-                .collect();
-            (rows, total)
-        }
+        OracleDb::Sqlite(pool) => run!(pool, &count_sql, &sql),
         OracleDb::Postgres(pool) => {
-            let count_sql = super::synapse_db::dollar(&count_sql);
-            let sql = super::synapse_db::dollar(&sql);
-            let mut count = sqlx::query(&count_sql);
-            if let Some(a) = &arg {
-                count = count.bind(a.clone());
-            }
-            let total: i64 = count.fetch_one(pool).await.unwrap().get(0);
-            let mut q = sqlx::query(&sql);
-            if let Some(a) = &arg {
-                q = q.bind(a.clone());
-            }
-            let rows = q.bind(limit).bind(from).fetch_all(pool).await.unwrap();
-            let rows = rows
-                .iter()
-                .map(|r| to_json(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-                .collect();
-            (rows, total)
+            let (count_sql, sql) = (
+                super::synapse_db::dollar(&count_sql),
+                super::synapse_db::dollar(&sql),
+            );
+            run!(pool, &count_sql, &sql)
         }
     }
 }

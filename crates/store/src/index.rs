@@ -23,9 +23,10 @@
 //! names compared as bytes, NULL placed as the database Synapse runs on
 //! places it ([`NullsOrder`]).
 //!
-//! A filter scans the arena once (memchr's `memmem`, on two threads at 1M
-//! rows) and maps each match to its name by galloping forward through the
-//! names' offsets. The last filter's match set is kept ([`LastFilter`]): the
+//! A filter scans the arena once, on two threads at 1M rows, a 64-byte
+//! block at a time ([`crate::substring`]: each block's first name id is
+//! kept beside the arena, so a match finds its name by counting the
+//! separators before it). The last filter's match set is kept ([`LastFilter`]): the
 //! console asks the same filter page after page, and those pages then only
 //! walk the order. Only a change to the set of names (a new destination, a
 //! forgotten one) drops it; a row's timings changing does not, since the
@@ -41,10 +42,10 @@ use herald_shared::{
     next_token, Destination, DestinationStatus, DestinationsPage, DestinationsQuery, Direction,
     FederationSummary, OrderBy,
 };
-use memchr::memmem;
 use parking_lot::Mutex;
 
 use super::ranked::RankedList;
+use super::substring::{Layout, Needle, BLANK, BLOCK, SEPARATOR};
 
 /// One `destinations` row as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,10 +129,6 @@ fn sort_key(value: i64, nulls: NullsOrder) -> u64 {
     }
 }
 
-/// Byte that ends each name in the arena: never part of UTF-8, so no
-/// needle and no name holds it, and no match spans two names.
-const SEPARATOR: u8 = 0xFF;
-
 /// The names: one arena of lower-cased names, and the original spelling of
 /// the few that lower-casing changes.
 #[derive(Debug, Default)]
@@ -140,6 +137,8 @@ struct Names {
     lower: Vec<u8>,
     /// Offset of each id's name in `lower`.
     starts: Vec<usize>,
+    /// For each `BLOCK` bytes of `lower`, the id holding the first of them.
+    block_first: Vec<u32>,
     /// One bit per id: its spelling is in `originals`.
     mixed: Vec<u64>,
     originals: HashMap<u32, Box<str>>,
@@ -165,6 +164,9 @@ impl Names {
             self.originals.insert(id, name.into());
         }
         self.lower.push(SEPARATOR);
+        while self.block_first.len() * BLOCK < self.lower.len() {
+            self.block_first.push(id);
+        }
         id
     }
 
@@ -192,10 +194,10 @@ impl Names {
     }
 
     /// Blanks a forgotten name: it matches no filter (no needle holds a
-    /// `SEPARATOR`) and its spelling is dropped.
+    /// `BLANK`) and its spelling is dropped.
     fn blank(&mut self, id: u32) {
         let (start, end) = (self.starts[id as usize], self.end(id));
-        self.lower[start..end].fill(SEPARATOR);
+        self.lower[start..end].fill(BLANK);
         self.mixed[id as usize / 64] &= !(1 << (id % 64));
         self.originals.remove(&id);
     }
@@ -203,6 +205,7 @@ impl Names {
     fn shrink_to_fit(&mut self) {
         self.lower.shrink_to_fit();
         self.starts.shrink_to_fit();
+        self.block_first.shrink_to_fit();
         self.mixed.shrink_to_fit();
         self.originals.shrink_to_fit();
     }
@@ -647,7 +650,7 @@ impl DestinationIndex {
     /// The names containing the lower-cased needle, as a bitset over ids,
     /// and how many there are: one pass over the arena, in `parts` slices of
     /// ids (multiples of 64, so each thread writes its own words).
-    fn scan(&self, finder: &memmem::Finder<'_>, parts: usize) -> (Vec<u64>, usize) {
+    fn scan(&self, needle: &Needle<'_>, parts: usize) -> (Vec<u64>, usize) {
         let n = self.names.len();
         let mut bits = vec![0u64; n.div_ceil(64)];
         let words = bits.len();
@@ -665,61 +668,35 @@ impl DestinationIndex {
         let count = if slices.len() <= 1 {
             slices
                 .into_iter()
-                .map(|(w, mine)| self.scan_into(finder, w * 64, mine))
+                .map(|(w, mine)| self.layout().mark(needle, w * 64, mine))
                 .sum()
         } else {
+            // The last slice on this thread, the others on their own.
+            let layout = self.layout();
+            let layout = &layout;
             std::thread::scope(|scope| {
+                let mut slices = slices;
+                let own = slices.pop();
                 let handles: Vec<_> = slices
                     .into_iter()
-                    .map(|(w, mine)| scope.spawn(move || self.scan_into(finder, w * 64, mine)))
+                    .map(|(w, mine)| scope.spawn(move || layout.mark(needle, w * 64, mine)))
                     .collect();
-                handles
+                let own = own.map_or(0, |(w, mine)| layout.mark(needle, w * 64, mine));
+                own + handles
                     .into_iter()
                     .map(|h| h.join().unwrap_or_default())
-                    .sum()
+                    .sum::<usize>()
             })
         };
         (bits, count)
     }
 
-    /// Marks in `bits` (ids `lo..`, one bit each) the names that match
-    /// among them; returns how many.
-    fn scan_into(&self, finder: &memmem::Finder<'_>, lo: usize, bits: &mut [u64]) -> usize {
-        let hi = (lo + bits.len() * 64).min(self.names.len());
-        if lo >= hi {
-            return 0;
+    fn layout(&self) -> Layout<'_> {
+        Layout {
+            arena: &self.names.lower,
+            starts: &self.names.starts,
+            block_first: &self.names.block_first,
         }
-        let starts = &self.names.starts;
-        let start = starts[lo];
-        let end = starts.get(hi).copied().unwrap_or(self.names.lower.len());
-        let (mut count, mut id, mut last) = (0, lo, usize::MAX);
-        for found in finder.find_iter(&self.names.lower[start..end]) {
-            let pos = start + found;
-            // The name holding `pos`: a few steps when matches are dense,
-            // then galloping: doubling strides, and a binary search within
-            // the last one (a binary search over all the names left cost
-            // ~20 cache misses a match; measured, most of a common filter).
-            let mut next = id + 1;
-            while next < hi && next < id + 8 && starts[next] <= pos {
-                next += 1;
-            }
-            if next < hi && starts[next] <= pos {
-                let mut stride = 8;
-                while next + stride < hi && starts[next + stride] <= pos {
-                    next += stride;
-                    stride *= 2;
-                }
-                let bound = (next + stride).min(hi);
-                next += starts[next..bound].partition_point(|&s| s <= pos);
-            }
-            id = next - 1;
-            if id != last {
-                last = id;
-                count += 1;
-                bits[(id - lo) / 64] |= 1 << ((id - lo) % 64);
-            }
-        }
-        count
     }
 
     /// Destinations per derived status at `now_ms`.
@@ -787,8 +764,7 @@ impl DestinationIndex {
                 return Arc::clone(last);
             }
         }
-        let finder = memmem::Finder::new(needle.as_bytes());
-        let (bits, count) = self.scan(&finder, self.scan_parts());
+        let (bits, count) = self.scan(&Needle::new(needle.as_bytes()), self.scan_parts());
         let matches = Arc::new(LastFilter {
             needle: needle.to_owned(),
             bits,
@@ -1171,15 +1147,15 @@ mod tests {
         let rows = random_rows(PARALLEL_SCAN_ROWS + 2_000, &mut seed);
         let index = built(&rows, NullsOrder::Smallest);
         for needle in ["org", "b1", "%", "zz", "9.o", "é", "n\u{0}ul", "12345"] {
-            let finder = memmem::Finder::new(needle.as_bytes());
-            let one = index.scan(&finder, 1);
+            let prepared = Needle::new(needle.as_bytes());
+            let one = index.scan(&prepared, 1);
             let want = rows
                 .iter()
                 .filter(|r| r.destination.to_ascii_lowercase().contains(needle))
                 .count();
             assert_eq!(one.1, want, "{needle}");
             for parts in [2, 3, 7] {
-                assert!(index.scan(&finder, parts) == one, "{needle} on {parts}");
+                assert!(index.scan(&prepared, parts) == one, "{needle} on {parts}");
             }
             for (from, order_by, dir) in [
                 (0, OrderBy::Destination, Direction::Forwards),

@@ -17,6 +17,7 @@ mod orderings;
 pub mod outbox;
 mod ranked;
 mod shared_index;
+mod substring;
 pub mod synapse;
 pub mod users;
 

@@ -24,9 +24,8 @@
 //! places it ([`NullsOrder`]).
 //!
 //! A filter scans the arena once, on two threads at 1M rows, a 64-byte
-//! block at a time ([`crate::substring`]: each block's first name id is
-//! kept beside the arena, so a match finds its name by counting the
-//! separators before it). The last filter's match set is kept ([`LastFilter`]): the
+//! block at a time ([`crate::substring`]), marking the end of each matching
+//! name. The last filter's match set is kept ([`LastFilter`]): the
 //! console asks the same filter page after page, and those pages then only
 //! walk the order. Only a change to the set of names (a new destination, a
 //! forgotten one) drops it; a row's timings changing does not, since the
@@ -45,7 +44,7 @@ use herald_shared::{
 use parking_lot::Mutex;
 
 use super::ranked::RankedList;
-use super::substring::{Layout, Needle, BLANK, BLOCK, SEPARATOR};
+use super::substring::{self, Matches, Needle, BLANK, SEPARATOR};
 
 /// One `destinations` row as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,8 +136,6 @@ struct Names {
     lower: Vec<u8>,
     /// Offset of each id's name in `lower`.
     starts: Vec<usize>,
-    /// For each `BLOCK` bytes of `lower`, the id holding the first of them.
-    block_first: Vec<u32>,
     /// One bit per id: its spelling is in `originals`.
     mixed: Vec<u64>,
     originals: HashMap<u32, Box<str>>,
@@ -164,9 +161,6 @@ impl Names {
             self.originals.insert(id, name.into());
         }
         self.lower.push(SEPARATOR);
-        while self.block_first.len() * BLOCK < self.lower.len() {
-            self.block_first.push(id);
-        }
         id
     }
 
@@ -205,7 +199,6 @@ impl Names {
     fn shrink_to_fit(&mut self) {
         self.lower.shrink_to_fit();
         self.starts.shrink_to_fit();
-        self.block_first.shrink_to_fit();
         self.mixed.shrink_to_fit();
         self.originals.shrink_to_fit();
     }
@@ -231,13 +224,13 @@ pub struct DestinationIndex {
     last_filter: Mutex<Option<Arc<LastFilter>>>,
 }
 
-/// The names one lower-cased needle matches: one bit per id (125 KB at 1M
-/// rows) and how many.
+/// The names one lower-cased needle matches: one bit per byte of the
+/// arena, set at the end of each matching name (3.4 MB at 1M rows), and
+/// how many.
 #[derive(Debug)]
 struct LastFilter {
     needle: String,
-    bits: Vec<u64>,
-    count: usize,
+    matches: Matches,
 }
 
 impl Default for DestinationIndex {
@@ -647,56 +640,10 @@ impl DestinationIndex {
         }
     }
 
-    /// The names containing the lower-cased needle, as a bitset over ids,
-    /// and how many there are: one pass over the arena, in `parts` slices of
-    /// ids (multiples of 64, so each thread writes its own words).
-    fn scan(&self, needle: &Needle<'_>, parts: usize) -> (Vec<u64>, usize) {
-        let n = self.names.len();
-        let mut bits = vec![0u64; n.div_ceil(64)];
-        let words = bits.len();
-        let parts = parts.clamp(1, words.max(1));
-        let mut slices: Vec<(usize, &mut [u64])> = Vec::with_capacity(parts);
-        let mut rest: &mut [u64] = &mut bits;
-        let mut first_word = 0;
-        for p in 0..parts {
-            let end_word = words * (p + 1) / parts;
-            let (mine, after) = rest.split_at_mut(end_word - first_word);
-            slices.push((first_word, mine));
-            rest = after;
-            first_word = end_word;
-        }
-        let count = if slices.len() <= 1 {
-            slices
-                .into_iter()
-                .map(|(w, mine)| self.layout().mark(needle, w * 64, mine))
-                .sum()
-        } else {
-            // The last slice on this thread, the others on their own.
-            let layout = self.layout();
-            let layout = &layout;
-            std::thread::scope(|scope| {
-                let mut slices = slices;
-                let own = slices.pop();
-                let handles: Vec<_> = slices
-                    .into_iter()
-                    .map(|(w, mine)| scope.spawn(move || layout.mark(needle, w * 64, mine)))
-                    .collect();
-                let own = own.map_or(0, |(w, mine)| layout.mark(needle, w * 64, mine));
-                own + handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_default())
-                    .sum::<usize>()
-            })
-        };
-        (bits, count)
-    }
-
-    fn layout(&self) -> Layout<'_> {
-        Layout {
-            arena: &self.names.lower,
-            starts: &self.names.starts,
-            block_first: &self.names.block_first,
-        }
+    /// The names containing the lower-cased needle: one pass over the
+    /// arena, in `parts` runs (see [`crate::substring`]).
+    fn scan(&self, needle: &Needle<'_>, parts: usize) -> Matches {
+        substring::scan(&self.names.lower, needle, parts)
     }
 
     /// Destinations per derived status at `now_ms`.
@@ -764,11 +711,9 @@ impl DestinationIndex {
                 return Arc::clone(last);
             }
         }
-        let (bits, count) = self.scan(&Needle::new(needle.as_bytes()), self.scan_parts());
         let matches = Arc::new(LastFilter {
             needle: needle.to_owned(),
-            bits,
-            count,
+            matches: self.scan(&Needle::new(needle.as_bytes()), self.scan_parts()),
         });
         *self.last_filter.lock() = Some(Arc::clone(&matches));
         matches
@@ -784,20 +729,18 @@ impl DestinationIndex {
         needle: &str,
         rows: &mut Vec<u32>,
     ) -> usize {
-        let matches = self.matches(needle);
-        let (bits, count) = (&matches.bits, matches.count);
+        let last = self.matches(needle);
+        let (matches, count) = (&last.matches, last.matches.count);
         if (q.from as usize) >= count || limit == 0 {
             return count;
         }
         let take = limit.min((count as u64) - q.from) as usize;
         if count <= (self.names.len() / SORT_FEW).max(SORT_FEW) {
+            // Each separator's name: the last one starting before it.
+            let starts = &self.names.starts;
             let mut ids: Vec<u32> = Vec::with_capacity(count);
-            for (w, &word) in bits.iter().enumerate() {
-                let mut word = word;
-                while word != 0 {
-                    ids.push((w * 64) as u32 + word.trailing_zeros());
-                    word &= word - 1;
-                }
+            for end in matches.ends() {
+                ids.push((starts.partition_point(|&s| s <= end) - 1) as u32);
             }
             ids.sort_unstable_by(|&a, &b| self.cmp_dir(q.order_by, q.dir, a, b));
             rows.extend(ids.into_iter().skip(q.from as usize).take(take));
@@ -805,7 +748,7 @@ impl DestinationIndex {
         }
         let mut skip = q.from as usize;
         self.walk(q.order_by, q.dir, 0, |id| {
-            if bits[id as usize / 64] & (1u64 << (id % 64)) != 0 {
+            if matches.holds_end(self.names.end(id)) {
                 if skip > 0 {
                     skip -= 1;
                 } else {
@@ -1153,7 +1096,7 @@ mod tests {
                 .iter()
                 .filter(|r| r.destination.to_ascii_lowercase().contains(needle))
                 .count();
-            assert_eq!(one.1, want, "{needle}");
+            assert_eq!(one.count, want, "{needle}");
             for parts in [2, 3, 7] {
                 assert!(index.scan(&prepared, parts) == one, "{needle} on {parts}");
             }

@@ -1,18 +1,27 @@
-//! The filter's scan: which names of the index's arena contain a needle,
-//! marked one bit per name id.
+//! The filter's scan: which names of the index's arena contain a needle.
 //!
-//! The arena holds every name followed by [`SEPARATOR`]; [`Layout`] adds,
-//! for each 64-byte block of it, the id of the name its first byte belongs
-//! to. A scan reads the arena a block at a time with SSE2 (through `wide`,
-//! safe Rust): two needle bytes compared at their offsets give candidate
-//! starts (memchr's `packedpair::Pair` picks the two rarest), a candidate is
-//! checked whole, and its name is the block's first id plus the separators
-//! before it in the block. No per-match search restarts and no search for
-//! the name: at 1M names a common needle (200k matches) costs a few ns a
-//! match instead of memchr `memmem`'s ~25 ns restart plus ~9 ns to find the
-//! name by galloping over the offsets (measured, see the README). The last
-//! few bytes of the arena, too short for a block's loads, are searched with
-//! `memmem`.
+//! The arena holds every name followed by [`SEPARATOR`]. A scan reads it a
+//! 64-byte block at a time with SSE2 compares (through `wide`, safe Rust)
+//! and gives, per block, a 64-bit mask of the needle's match starts. Each
+//! match is carried to its name's separator by one addition: with `s` the
+//! block's separator mask, `(!s + matches + carry) & s` sets exactly the
+//! separators that end a name holding a match (a match's bit carries up
+//! through its name's non-separator bits; a name running past the block
+//! carries into the next). The result ([`Matches`]) is one bit per arena
+//! byte, set at the separator of each matching name, and how many: no
+//! branch and no work per match, so a needle in every eighth name costs what
+//! a needle in none does.
+//!
+//! Two ways to find the match starts, chosen per needle by sampling the
+//! arena's first blocks: compare every needle byte in every block (dense
+//! needles), or compare two bytes first (memchr's `packedpair::Pair` picks
+//! the two rarest) and the rest only in blocks where those two meet (sparse
+//! needles). Needles longer than [`MAX_NEEDLE`] are searched with memchr's
+//! `memmem` (they match rarely).
+//!
+//! Measured at 1M names (see the README): a common needle (125k names) took
+//! ~6 ms with `memmem` (one restart per match, ~25 ns) plus a search for
+//! each match's name; here ~2.6 ms on one core.
 //!
 //! Hand-written because no crate counts *records* holding a substring: the
 //! searchers (memchr, aho-corasick) report positions one call at a time.
@@ -26,184 +35,325 @@ use wide::u8x16;
 pub(crate) const SEPARATOR: u8 = 0xFF;
 
 /// Byte a forgotten name's bytes are overwritten with: never part of UTF-8
-/// either (so nothing matches it) and not a separator (so the separators
-/// still count the names).
+/// either (so nothing matches it) and not a separator (so every separator
+/// still ends one name).
 pub(crate) const BLANK: u8 = 0xFE;
 
-/// Bytes per block of the arena.
-pub(crate) const BLOCK: usize = 64;
+/// Bytes per block of the arena (one word of [`Matches::ends`]).
+const BLOCK: usize = 64;
 
-/// Bytes a block scan reads from a block's start: the block, and what a
-/// needle starting in its last byte may span.
+/// Bytes a block's compares read from its start: the block, and what a
+/// needle starting in its last byte spans.
 const WINDOW: usize = 2 * BLOCK;
 
-/// Longest needle the block scan takes (its bytes lie within `WINDOW`);
-/// longer ones are searched by memmem (they match rarely).
-const MAX_BLOCK_NEEDLE: usize = BLOCK;
+/// Longest needle compared in blocks (its bytes lie within `WINDOW`).
+const MAX_NEEDLE: usize = BLOCK;
 
-/// A lower-cased needle, prepared once for a scan.
+/// Blocks sampled to choose between the dense and the sparse compare.
+const SAMPLE_BLOCKS: usize = 4096;
+
+/// The names one needle matches.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Matches {
+    /// One bit per arena byte, set at the separator ending a matching name.
+    pub(crate) ends: Vec<u64>,
+    /// How many names match.
+    pub(crate) count: usize,
+}
+
+impl Matches {
+    /// Whether the name whose separator is at `end` matches.
+    pub(crate) fn holds_end(&self, end: usize) -> bool {
+        self.ends
+            .get(end / BLOCK)
+            .is_some_and(|w| w & (1 << (end % BLOCK)) != 0)
+    }
+
+    /// The separators set, in arena order.
+    pub(crate) fn ends(&self) -> impl Iterator<Item = usize> + '_ {
+        self.ends.iter().enumerate().flat_map(|(w, &word)| {
+            let mut word = word;
+            std::iter::from_fn(move || {
+                (word != 0).then(|| {
+                    let bit = word.trailing_zeros() as usize;
+                    word &= word - 1;
+                    w * BLOCK + bit
+                })
+            })
+        })
+    }
+}
+
+/// A lower-cased, non-empty needle, prepared once for a scan.
 pub(crate) struct Needle<'a> {
     bytes: &'a [u8],
-    finder: memmem::Finder<'a>,
-    /// The two offsets compared for candidates (equal for one byte).
+    /// Each byte, splatted (empty for a needle longer than `MAX_NEEDLE`).
+    lanes: Vec<u8x16>,
+    /// The two offsets the sparse compare tries first.
     pair: (usize, usize),
-    /// The needle as a little-endian word and its mask, when it fits in 8
-    /// bytes (checked with one load instead of a slice comparison).
-    word: Option<(u64, u64)>,
 }
 
 impl<'a> Needle<'a> {
-    /// `bytes` must not be empty (an empty filter is no filter).
     pub(crate) fn new(bytes: &'a [u8]) -> Needle<'a> {
         let pair = Pair::new(bytes)
             .map(|p| (usize::from(p.index1()), usize::from(p.index2())))
             .unwrap_or((0, 0));
-        let word = (!bytes.is_empty() && bytes.len() <= 8).then(|| {
-            let mut buf = [0u8; 8];
-            buf[..bytes.len()].copy_from_slice(bytes);
-            let mask = u64::MAX >> (8 * (8 - bytes.len()));
-            (u64::from_le_bytes(buf), mask)
-        });
-        Needle {
-            bytes,
-            finder: memmem::Finder::new(bytes),
-            pair,
-            word,
-        }
-    }
-
-    /// Whether the needle starts at `offset` (below `BLOCK`) of a window.
-    fn matches_at(&self, window: &[u8; WINDOW], offset: usize) -> bool {
-        let offset = offset & (BLOCK - 1);
-        match self.word {
-            Some((word, mask)) => (load8(window, offset) ^ word) & mask == 0,
-            None => window.get(offset..offset + self.bytes.len()) == Some(self.bytes),
-        }
-    }
-}
-
-/// The arena and what maps a byte of it to its name.
-pub(crate) struct Layout<'a> {
-    /// The names, each followed by [`SEPARATOR`].
-    pub(crate) arena: &'a [u8],
-    /// Offset of each id's name in `arena`.
-    pub(crate) starts: &'a [usize],
-    /// For each block of `arena`, the id of the name holding its first byte.
-    pub(crate) block_first: &'a [u32],
-}
-
-impl Layout<'_> {
-    /// Marks in `bits` (ids `lo..`, one bit each) the names among them that
-    /// contain `needle`; returns how many.
-    pub(crate) fn mark(&self, needle: &Needle<'_>, lo: usize, bits: &mut [u64]) -> usize {
-        let hi = (lo + bits.len() * 64).min(self.starts.len());
-        if lo >= hi || needle.bytes.is_empty() {
-            return 0;
-        }
-        let start = self.starts[lo];
-        let end = self.starts.get(hi).copied().unwrap_or(self.arena.len());
-        let mut marks = Marks {
-            lo,
-            bits,
-            count: 0,
-            last: usize::MAX,
+        let lanes = if bytes.len() <= MAX_NEEDLE {
+            bytes.iter().map(|&b| u8x16::splat(b)).collect()
+        } else {
+            Vec::new()
         };
-        let mut base = start - start % BLOCK;
-        if needle.bytes.len() <= MAX_BLOCK_NEEDLE {
-            base = self.blocks(needle, start, end, base, &mut marks);
-        }
-        // The rest (the tail too short for a block's loads, or all of it
-        // for a long needle), searched by memmem.
-        let from = base.max(start);
-        if from < end {
-            let mut id = lo;
-            for found in needle.finder.find_iter(&self.arena[from..end]) {
-                let pos = from + found;
-                id += self.starts[id + 1..hi].partition_point(|&s| s <= pos);
-                marks.add(id);
+        Needle { bytes, lanes, pair }
+    }
+
+    /// The match starts in the block at the window's start: every byte
+    /// compared, four lane groups at a time.
+    #[inline(always)]
+    fn starts(&self, window: &[u8; WINDOW]) -> u64 {
+        let mut hits = [u8x16::splat(0xFF); BLOCK / 16];
+        for (j, lane) in self.lanes.iter().enumerate() {
+            for (k, hit) in hits.iter_mut().enumerate() {
+                *hit &= load16(window, 16 * k + j).simd_eq(*lane);
             }
         }
-        marks.count
+        bitmask(hits)
+    }
+
+    /// [`Needle::starts`] for a needle of exactly `L` bytes: every offset a
+    /// constant, the compares unrolled.
+    #[inline(always)]
+    fn starts_of<const L: usize>(&self, window: &[u8; WINDOW]) -> u64 {
+        let mut hits = [u8x16::splat(0xFF); BLOCK / 16];
+        let lanes: [u8x16; L] =
+            std::array::from_fn(|j| self.lanes.get(j).copied().unwrap_or_default());
+        for (j, lane) in lanes.iter().enumerate() {
+            for (k, hit) in hits.iter_mut().enumerate() {
+                *hit &= load16(window, 16 * k + j).simd_eq(*lane);
+            }
+        }
+        bitmask(hits)
+    }
+
+    /// Whether the block may hold a match start: its two rarest bytes meet.
+    #[inline(always)]
+    fn may_start(&self, window: &[u8; WINDOW]) -> bool {
+        let (i1, i2) = self.pair;
+        let (Some(c1), Some(c2)) = (self.lanes.get(i1), self.lanes.get(i2)) else {
+            return true;
+        };
+        let mut any = u8x16::splat(0);
+        for k in 0..BLOCK / 16 {
+            any |=
+                load16(window, 16 * k + i1).simd_eq(*c1) & load16(window, 16 * k + i2).simd_eq(*c2);
+        }
+        any.to_bitmask() != 0
     }
 }
 
-impl Layout<'_> {
-    /// The block scan of `start..end` from the block at `base`, while a
-    /// block's loads stay within the arena; returns where it stopped.
-    fn blocks(
-        &self,
-        needle: &Needle<'_>,
-        start: usize,
-        end: usize,
-        mut base: usize,
-        marks: &mut Marks<'_>,
-    ) -> usize {
-        // Offsets below 64 (the needle is at most MAX_BLOCK_NEEDLE long):
-        // every load then lies in a WINDOW-byte array, unchecked.
-        let (i1, i2) = (needle.pair.0 & 63, needle.pair.1 & 63);
-        let (c1, c2) = (
-            u8x16::splat(needle.bytes[i1]),
-            u8x16::splat(needle.bytes[i2]),
-        );
-        let separator = u8x16::splat(SEPARATOR);
-        while base < end {
-            let Some(window) = self
-                .arena
-                .get(base..base + WINDOW)
-                .and_then(|w| <&[u8; WINDOW]>::try_from(w).ok())
-            else {
-                break;
-            };
-            let hits: [u8x16; BLOCK / 16] = std::array::from_fn(|k| {
-                load16(window, 16 * k + i1).simd_eq(c1) & load16(window, 16 * k + i2).simd_eq(c2)
-            });
-            if (hits[0] | hits[1] | hits[2] | hits[3]).to_bitmask() != 0 {
-                let mut candidates = 0u64;
-                let mut separators = 0u64;
-                for (k, hit) in hits.iter().enumerate() {
-                    candidates |= u64::from(hit.to_bitmask()) << (16 * k);
-                    let bytes = load16(window, 16 * k).simd_eq(separator);
-                    separators |= u64::from(bytes.to_bitmask()) << (16 * k);
-                }
-                let first = self.block_first[base / BLOCK] as usize;
-                while candidates != 0 {
-                    let offset = candidates.trailing_zeros();
-                    candidates &= candidates - 1;
-                    let pos = base + offset as usize;
-                    if pos >= start && pos < end && needle.matches_at(window, offset as usize) {
-                        let before = separators & ((1u64 << offset) - 1);
-                        marks.add(first + before.count_ones() as usize);
+/// Which names of `arena` hold `needle`: the arena in `parts` runs of
+/// blocks, one thread each.
+pub(crate) fn scan(arena: &[u8], needle: &Needle<'_>, parts: usize) -> Matches {
+    let blocks = arena.len().div_ceil(BLOCK);
+    let ends = vec![0u64; blocks];
+    if needle.bytes.is_empty() || blocks == 0 {
+        return Matches { ends, count: 0 };
+    }
+    scan_as(arena, needle, parts, dense(arena, needle), ends)
+}
+
+/// [`scan`] with the compare chosen.
+fn scan_as(
+    arena: &[u8],
+    needle: &Needle<'_>,
+    parts: usize,
+    dense: bool,
+    mut ends: Vec<u64>,
+) -> Matches {
+    if needle.lanes.is_empty() {
+        let mut matches = Matches { ends, count: 0 };
+        for found in memmem::find_iter(arena, needle.bytes) {
+            mark_end_after(arena, found, &mut matches);
+        }
+        return matches;
+    }
+    let blocks = ends.len();
+    let parts = parts.min(blocks).max(1);
+    let mut runs: Vec<(usize, &mut [u64])> = Vec::with_capacity(parts);
+    let mut rest: &mut [u64] = &mut ends;
+    let mut first = 0;
+    for p in 0..parts {
+        let next = blocks * (p + 1) / parts;
+        let (mine, after) = rest.split_at_mut(next - first);
+        runs.push((first, mine));
+        rest = after;
+        first = next;
+    }
+    let results: Vec<(usize, usize, bool)> = if runs.len() == 1 {
+        runs.into_iter()
+            .map(|(first, mine)| (first, scan_run(arena, needle, dense, first, mine)))
+            .map(|(first, (count, carry))| (first, count, carry))
+            .collect()
+    } else {
+        std::thread::scope(|scope| {
+            // The last run on this thread, the others on their own.
+            let own = runs.pop();
+            let handles: Vec<_> = runs
+                .into_iter()
+                .map(|(first, mine)| {
+                    scope.spawn(move || (first, scan_run(arena, needle, dense, first, mine)))
+                })
+                .collect();
+            let own = own.map(|(first, mine)| (first, scan_run(arena, needle, dense, first, mine)));
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok())
+                .chain(own)
+                .map(|(first, (count, carry))| (first, count, carry))
+                .collect()
+        })
+    };
+    let mut matches = Matches {
+        count: results.iter().map(|r| r.1).sum(),
+        ends,
+    };
+    // A name running from one run into the next ends in the later one.
+    for pair in results.windows(2) {
+        if pair[0].2 {
+            mark_end_after(arena, pair[1].0 * BLOCK, &mut matches);
+        }
+    }
+    matches
+}
+
+/// Marks the separator at or after `pos` (the end of the name holding it),
+/// counting it if it was not marked.
+fn mark_end_after(arena: &[u8], pos: usize, matches: &mut Matches) {
+    let Some(at) = arena
+        .get(pos..)
+        .and_then(|rest| memchr::memchr(SEPARATOR, rest))
+    else {
+        return;
+    };
+    let end = pos + at;
+    if !matches.holds_end(end) {
+        if let Some(word) = matches.ends.get_mut(end / BLOCK) {
+            *word |= 1 << (end % BLOCK);
+            matches.count += 1;
+        }
+    }
+}
+
+/// Whether `needle` is common enough in the arena's first blocks that
+/// comparing all its bytes everywhere beats trying two first.
+fn dense(arena: &[u8], needle: &Needle<'_>) -> bool {
+    if needle.bytes.len() <= 2 {
+        return true;
+    }
+    let mut hits = 0;
+    let mut sampled = 0;
+    for base in (0..arena.len()).step_by(BLOCK).take(SAMPLE_BLOCKS) {
+        let Some(window) = arena
+            .get(base..base + WINDOW)
+            .and_then(|w| <&[u8; WINDOW]>::try_from(w).ok())
+        else {
+            break;
+        };
+        sampled += 1;
+        hits += usize::from(needle.may_start(window));
+    }
+    // One block in eight: about where the two costs meet (measured).
+    hits * 8 > sampled
+}
+
+/// Scans the blocks from `first` into `ends` (one word each); returns how
+/// many separators it set and whether a match is carried past its last
+/// block (into a name that ends later).
+fn scan_run(
+    arena: &[u8],
+    needle: &Needle<'_>,
+    dense: bool,
+    first: usize,
+    ends: &mut [u64],
+) -> (usize, bool) {
+    // One loop per compare, each compiled with its own (inlined) compare.
+    macro_rules! fixed {
+        ($($n:literal)*) => {
+            match needle.bytes.len() {
+                $($n if dense => scan_blocks(arena, first, ends, true, |w| needle.starts_of::<$n>(w)),)*
+                _ if dense => scan_blocks(arena, first, ends, true, |w| needle.starts(w)),
+                _ => scan_blocks(arena, first, ends, false, |w| {
+                    if needle.may_start(w) {
+                        needle.starts(w)
+                    } else {
+                        0
                     }
-                }
+                }),
             }
-            base += BLOCK;
-        }
-        base
+        };
     }
+    fixed!(1 2 3 4 5 6 7 8)
 }
 
-/// The bits one scan sets, counting each name once.
-struct Marks<'b> {
-    lo: usize,
-    bits: &'b mut [u64],
-    count: usize,
-    last: usize,
+/// The block loop of [`scan_run`] with `starts` finding each block's match
+/// starts; `dense` says they are common (no branch to skip empty blocks).
+#[inline(always)]
+fn scan_blocks(
+    arena: &[u8],
+    first: usize,
+    ends: &mut [u64],
+    dense: bool,
+    starts: impl Fn(&[u8; WINDOW]) -> u64,
+) -> (usize, bool) {
+    let separator = u8x16::splat(SEPARATOR);
+    let mut carry = 0u64;
+    let mut count = 0usize;
+    let mut padded = [0u8; WINDOW];
+    for (i, end_bits) in ends.iter_mut().enumerate() {
+        let base = (first + i) * BLOCK;
+        let window = match arena
+            .get(base..base + WINDOW)
+            .and_then(|w| <&[u8; WINDOW]>::try_from(w).ok())
+        {
+            Some(window) => window,
+            // The last blocks: the arena's end, then BLANK (no match, no
+            // separator).
+            None => {
+                let tail = arena.get(base..).unwrap_or_default();
+                padded.fill(BLANK);
+                padded[..tail.len()].copy_from_slice(tail);
+                &padded
+            }
+        };
+        let starts = starts(window);
+        if !dense && starts == 0 && carry == 0 {
+            // Nothing starts or runs on here: no name ends matched.
+            *end_bits = 0;
+            continue;
+        }
+        let separators = bitmask(std::array::from_fn(|k| {
+            load16(window, 16 * k).simd_eq(separator)
+        }));
+        let (sum, over) = (!separators).overflowing_add(starts);
+        let (sum, over_again) = sum.overflowing_add(carry);
+        carry = u64::from(over || over_again);
+        let ended = sum & separators;
+        *end_bits = ended;
+        count += ended.count_ones() as usize;
+    }
+    (count, carry != 0)
 }
 
-impl Marks<'_> {
-    fn add(&mut self, id: usize) {
-        if id != self.last {
-            self.last = id;
-            self.count += 1;
-            let bit = id - self.lo;
-            self.bits[bit / 64] |= 1 << (bit % 64);
-        }
-    }
+/// One bit per byte of four lane groups (true lanes are all ones).
+#[inline(always)]
+fn bitmask(groups: [u8x16; BLOCK / 16]) -> u64 {
+    groups.iter().enumerate().fold(0, |mask, (k, g)| {
+        mask | u64::from(g.to_bitmask()) << (16 * k)
+    })
 }
 
 /// 16 bytes of the window at `at` (at most 111 by construction: a lane
-/// group's start plus an offset below 64; the `min` lets the compiler drop
-/// the bounds check).
+/// group's start plus an offset below `MAX_NEEDLE`; the `min` lets the
+/// compiler drop the bounds check).
 #[inline(always)]
 fn load16(window: &[u8; WINDOW], at: usize) -> u8x16 {
     let at = at.min(WINDOW - 16);
@@ -212,36 +362,24 @@ fn load16(window: &[u8; WINDOW], at: usize) -> u8x16 {
     u8x16::from(lanes)
 }
 
-/// 8 bytes of the window at `at` (below `BLOCK`), little-endian.
-#[inline(always)]
-fn load8(window: &[u8; WINDOW], at: usize) -> u64 {
-    let at = at & (BLOCK - 1);
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&window[at..at + 8]);
-    u64::from_le_bytes(word)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// An arena as the index lays it out, with the names at `blanked`
     /// overwritten as a forgotten name is.
-    fn layout_of(names: &[String], blanked: &[usize]) -> (Vec<u8>, Vec<usize>, Vec<u32>) {
-        let (mut arena, mut starts, mut block_first) = (Vec::new(), Vec::new(), Vec::new());
+    fn arena_of(names: &[String], blanked: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        let (mut arena, mut ends) = (Vec::new(), Vec::new());
         for (id, name) in names.iter().enumerate() {
-            starts.push(arena.len());
+            let start = arena.len();
             arena.extend_from_slice(name.as_bytes());
             if blanked.contains(&id) {
-                let from = starts[id];
-                arena[from..].fill(BLANK);
+                arena[start..].fill(BLANK);
             }
+            ends.push(arena.len());
             arena.push(SEPARATOR);
-            while block_first.len() * BLOCK < arena.len() {
-                block_first.push(id as u32);
-            }
         }
-        (arena, starts, block_first)
+        (arena, ends)
     }
 
     fn rng(seed: &mut u64) -> u64 {
@@ -252,15 +390,16 @@ mod tests {
     }
 
     #[test]
-    fn marks_exactly_the_names_holding_the_needle_in_any_id_range() {
+    fn marks_the_end_of_exactly_the_names_holding_the_needle() {
         let mut seed = 0x5eed_u64;
         // Names from empty to several blocks long, over a small alphabet so
-        // that needles match often, twice in a name, and across blocks.
+        // that needles match often, twice in a name, across blocks and
+        // across the runs of a scan on several threads.
         let names: Vec<String> = (0..3_000)
             .map(|i| {
                 let len = match rng(&mut seed) % 10 {
                     0 => 0,
-                    1 => 64 + (rng(&mut seed) % 150) as usize,
+                    1 => 64 + (rng(&mut seed) % 300) as usize,
                     _ => (rng(&mut seed) % 40) as usize,
                 };
                 let mut name: String = (0..len)
@@ -273,12 +412,8 @@ mod tests {
             })
             .collect();
         let blanked = [3, 64, 65, 1_000, 2_999];
-        let (arena, starts, block_first) = layout_of(&names, &blanked);
-        let layout = Layout {
-            arena: &arena,
-            starts: &starts,
-            block_first: &block_first,
-        };
+        let (arena, ends) = arena_of(&names, &blanked);
+        let long = "ab".repeat(40);
         for needle in [
             "a",
             ".",
@@ -291,39 +426,37 @@ mod tests {
             "abcabcabc",
             "b.c.o.m-a",
             "zz",
+            &long,
         ] {
             let prepared = Needle::new(needle.as_bytes());
-            for (lo, words) in [(0, 47), (64, 1), (128, 3), (2_944, 1), (1_024, 20)] {
-                let mut bits = vec![0u64; words];
-                let count = layout.mark(&prepared, lo, &mut bits);
-                let hi = (lo + words * 64).min(names.len());
-                let mut want = 0;
-                for id in lo..hi {
-                    let holds = !blanked.contains(&id) && names[id].contains(needle);
-                    let bit = bits[(id - lo) / 64] & (1 << ((id - lo) % 64)) != 0;
-                    assert_eq!(bit, holds, "{needle:?} id {id} ({:?})", names[id]);
-                    want += usize::from(holds);
+            let want: Vec<usize> = names
+                .iter()
+                .enumerate()
+                .filter(|(id, name)| !blanked.contains(id) && name.contains(needle))
+                .map(|(id, _)| ends[id])
+                .collect();
+            for dense in [true, false] {
+                for parts in [1, 2, 3, 7, 5_000] {
+                    let blocks = arena.len().div_ceil(BLOCK);
+                    let found = scan_as(&arena, &prepared, parts, dense, vec![0; blocks]);
+                    assert_eq!(found.count, want.len(), "{needle:?} {dense} {parts}");
+                    assert_eq!(found.ends().collect::<Vec<_>>(), want, "{needle:?}");
                 }
-                assert_eq!(count, want, "{needle:?} from {lo}");
             }
+            assert_eq!(scan(&arena, &prepared, 2).count, want.len(), "{needle:?}");
         }
     }
 
     #[test]
     fn a_match_in_the_last_bytes_is_found() {
-        // The tail is too short for a block's loads: searched by memmem.
-        for len in [1, 7, 63, 64, 65, 130] {
+        // The last blocks are read through a padded copy.
+        for len in [0, 1, 7, 63, 64, 65, 130] {
             let mut names: Vec<String> = (0..5).map(|i| format!("x{i}")).collect();
             names.push(format!("{}needle", "y".repeat(len)));
-            let (arena, starts, block_first) = layout_of(&names, &[]);
-            let layout = Layout {
-                arena: &arena,
-                starts: &starts,
-                block_first: &block_first,
-            };
-            let mut bits = vec![0u64; 1];
-            assert_eq!(layout.mark(&Needle::new(b"needle"), 0, &mut bits), 1);
-            assert_eq!(bits[0], 1 << 5, "{len}");
+            let (arena, ends) = arena_of(&names, &[]);
+            let found = scan(&arena, &Needle::new(b"needle"), 1);
+            assert_eq!(found.ends().collect::<Vec<_>>(), [ends[5]], "{len}");
+            assert!(found.holds_end(ends[5]) && !found.holds_end(ends[4]));
         }
     }
 }

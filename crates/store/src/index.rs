@@ -642,8 +642,8 @@ impl DestinationIndex {
 
     /// The names containing the lower-cased needle: one pass over the
     /// arena, in `parts` runs (see [`crate::substring`]).
-    fn scan(&self, needle: &Needle<'_>, parts: usize) -> Matches {
-        substring::scan(&self.names.lower, needle, parts)
+    fn scan(&self, needle: &Needle<'_>, parts: usize, reuse: Vec<u64>) -> Matches {
+        substring::scan(&self.names.lower, needle, parts, reuse)
     }
 
     /// Destinations per derived status at `now_ms`.
@@ -711,9 +711,17 @@ impl DestinationIndex {
                 return Arc::clone(last);
             }
         }
+        // The last filter's words, written over when no page holds them.
+        let reuse = self
+            .last_filter
+            .lock()
+            .take()
+            .and_then(|last| Arc::try_unwrap(last).ok())
+            .map(|last| last.matches.ends)
+            .unwrap_or_default();
         let matches = Arc::new(LastFilter {
             needle: needle.to_owned(),
-            matches: self.scan(&Needle::new(needle.as_bytes()), self.scan_parts()),
+            matches: self.scan(&Needle::new(needle.as_bytes()), self.scan_parts(), reuse),
         });
         *self.last_filter.lock() = Some(Arc::clone(&matches));
         matches
@@ -1091,14 +1099,17 @@ mod tests {
         let index = built(&rows, NullsOrder::Smallest);
         for needle in ["org", "b1", "%", "zz", "9.o", "é", "n\u{0}ul", "12345"] {
             let prepared = Needle::new(needle.as_bytes());
-            let one = index.scan(&prepared, 1);
+            let one = index.scan(&prepared, 1, Vec::new());
             let want = rows
                 .iter()
                 .filter(|r| r.destination.to_ascii_lowercase().contains(needle))
                 .count();
             assert_eq!(one.count, want, "{needle}");
             for parts in [2, 3, 7] {
-                assert!(index.scan(&prepared, parts) == one, "{needle} on {parts}");
+                assert!(
+                    index.scan(&prepared, parts, vec![u64::MAX; 9]) == one,
+                    "{needle} on {parts}"
+                );
             }
             for (from, order_by, dir) in [
                 (0, OrderBy::Destination, Direction::Forwards),

@@ -743,3 +743,32 @@ async fn attached_keeps_answering_when_synapses_postgres_stops() {
     assert_eq!(status, 200);
     a.store.close().await;
 }
+
+#[tokio::test]
+async fn import_replace_refuses_while_the_sender_holds_pdus() {
+    let dir = tempfile::tempdir().unwrap();
+    let syn = SynapseDb::sqlite(dir.path()).await;
+    seed(&syn).await;
+    let own = dir.path().join("herald.db");
+    let store = Store::open(&own).await.unwrap();
+    store
+        .outbox
+        .enqueue_pdus(vec![herald_store::NewEvent {
+            event_id: "$queued".into(),
+            room_id: "!room:herald.test".into(),
+            pdu_json: r#"{"type":"m.room.message"}"#.into(),
+            destinations: vec!["queued.example".into()],
+        }])
+        .await
+        .unwrap();
+    let refused = herald_store::import_synapse(&syn.setting(), &store, true, |_| {}).await;
+    assert!(
+        matches!(refused, Err(StoreError::QueuedPdus { pdus: 1 })),
+        "{refused:?}"
+    );
+    // Nothing was replaced: the queued destination is still Herald's.
+    assert!(store.destinations.indexed("queued.example").is_some());
+    assert_eq!(store.destinations.destination_count(), 1);
+    store.close().await;
+    syn.close().await;
+}

@@ -5,7 +5,8 @@
 //! (its match set reused), the match counts checked against a plain scan of
 //! the names.
 //!
-//! Run: `cargo bench -p herald-store --bench index`
+//! Run: `cargo bench -p herald-store --bench index` (`HERALD_BENCH_NAMES=FILE`
+//! for a list of names of your own, one a line).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benches may panic
 
 use std::time::Instant;
@@ -48,7 +49,18 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let mut state = 0x4845_5241_4c44;
-    let names: Vec<String> = (0..n).map(|i| name(i, &mut state)).collect();
+    // `HERALD_BENCH_NAMES=FILE`: the names of FILE (one a line, in that
+    // order) instead, e.g. `sqlite3 herald.db 'SELECT destination FROM
+    // destinations ORDER BY rowid' > FILE`.
+    let names: Vec<String> = match std::env::var("HERALD_BENCH_NAMES") {
+        Ok(file) => std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        Err(_) => (0..n).map(|i| name(i, &mut state)).collect(),
+    };
+    let n = names.len();
     let t = Instant::now();
     let mut builder = DestinationIndex::builder(NullsOrder::Smallest);
     for (i, d) in names.iter().enumerate() {
@@ -72,8 +84,13 @@ fn main() {
         destination: Some("evict-the-last-filter".into()),
         ..Default::default()
     };
-    for needle in ["matrix", ".com", "net", "meadow", "9999", "xqzjvw"] {
-        let hits = names.iter().filter(|d| d.contains(needle)).count() as u64;
+    for needle in [
+        "matrix", ".com", "net", "meadow", "9999", "quokka", "xqzjvw",
+    ] {
+        let hits = names
+            .iter()
+            .filter(|d| d.to_ascii_lowercase().contains(needle))
+            .count() as u64;
         for (order_by, dir) in [
             (OrderBy::Destination, Direction::Forwards),
             (OrderBy::RetryLastTs, Direction::Backwards),

@@ -366,3 +366,105 @@ fn load16(window: &[u8; WINDOW], at: usize) -> u8x16 {
         .first_chunk::<16>()
         .map_or(u8x16::splat(0), |bytes| u8x16::from(*bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An arena as the index lays it out, with the names at `blanked`
+    /// overwritten as a forgotten name is.
+    fn arena_of(names: &[String], blanked: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        let (mut arena, mut ends) = (Vec::new(), Vec::new());
+        for (id, name) in names.iter().enumerate() {
+            let start = arena.len();
+            arena.extend_from_slice(name.as_bytes());
+            if blanked.contains(&id) {
+                arena[start..].fill(BLANK);
+            }
+            ends.push(arena.len());
+            arena.push(SEPARATOR);
+        }
+        (arena, ends)
+    }
+
+    fn rng(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    #[test]
+    fn marks_the_end_of_exactly_the_names_holding_the_needle() {
+        let mut seed = 0x5eed_u64;
+        // Names from empty to several blocks long, over a small alphabet so
+        // that needles match often, twice in a name, across blocks and
+        // across the runs of a scan on several threads.
+        let names: Vec<String> = (0..3_000)
+            .map(|i| {
+                let len = match rng(&mut seed) % 10 {
+                    0 => 0,
+                    1 => 64 + (rng(&mut seed) % 300) as usize,
+                    _ => (rng(&mut seed) % 40) as usize,
+                };
+                let mut name: String = (0..len)
+                    .map(|_| ['a', 'b', '.', 'c', 'o', 'm', '-'][(rng(&mut seed) % 7) as usize])
+                    .collect();
+                if i % 97 == 0 {
+                    name.push('é');
+                }
+                name
+            })
+            .collect();
+        let blanked = [3, 64, 65, 1_000, 2_999];
+        let (arena, ends) = arena_of(&names, &blanked);
+        let long = "ab".repeat(40);
+        for needle in [
+            "a",
+            ".",
+            "é",
+            "ab",
+            ".com",
+            "com",
+            "a.b-c",
+            "abcabcab",
+            "abcabcabc",
+            "b.c.o.m-a",
+            "zz",
+            &long,
+        ] {
+            let prepared = Needle::new(needle.as_bytes());
+            let want: Vec<usize> = names
+                .iter()
+                .enumerate()
+                .filter(|(id, name)| !blanked.contains(id) && name.contains(needle))
+                .map(|(id, _)| ends[id])
+                .collect();
+            for dense in [true, false] {
+                for parts in [1, 2, 3, 7, 5_000] {
+                    let blocks = arena.len().div_ceil(BLOCK);
+                    let found = scan_as(&arena, &prepared, parts, dense, vec![0; blocks]);
+                    assert_eq!(found.count, want.len(), "{needle:?} {dense} {parts}");
+                    assert_eq!(found.ends().collect::<Vec<_>>(), want, "{needle:?}");
+                }
+            }
+            // Over an earlier scan's words, as the index reuses them.
+            let reused = scan(&arena, &Needle::new(b"a"), 1, Vec::new()).ends;
+            let found = scan(&arena, &prepared, 2, reused);
+            assert_eq!(found.ends().collect::<Vec<_>>(), want, "{needle:?} reused");
+        }
+    }
+
+    #[test]
+    fn a_match_in_the_last_bytes_is_found() {
+        // The last blocks are read through a padded copy.
+        for len in [0, 1, 7, 63, 64, 65, 130] {
+            let mut names: Vec<String> = (0..5).map(|i| format!("x{i}")).collect();
+            names.push(format!("{}needle", "y".repeat(len)));
+            let (arena, ends) = arena_of(&names, &[]);
+            let found = scan(&arena, &Needle::new(b"needle"), 1, vec![u64::MAX; 3]);
+            assert_eq!(found.ends().collect::<Vec<_>>(), [ends[5]], "{len}");
+            assert!(found.holds_end(ends[5]) && !found.holds_end(ends[4]));
+        }
+    }
+}

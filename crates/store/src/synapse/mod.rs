@@ -184,6 +184,9 @@ impl Destinations {
     pub(crate) async fn detach(&self) {
         if let Some(attached) = &self.attached {
             let _ = attached.stop.send(true);
+            // The detector's connection goes back first: closing the pool
+            // waits for every connection checked out of it.
+            attached.applying.lock().await.held = None;
             attached.source.close().await;
         }
     }

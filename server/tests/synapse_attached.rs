@@ -189,6 +189,108 @@ async fn attached_list_matches_synapse_sql_on_postgres() {
     list_matches_synapse_sql(Kind::Postgres).await;
 }
 
+/// Attaching loads the rows and the refresh's bucket checksums in one
+/// scan, computed in Herald; the first compared cycle reads the
+/// database's own (`bucket_sums`, SQL) and must find every bucket
+/// unchanged: a bucket whose count or sum Herald got wrong would be
+/// fetched, or the rows walked. Rows whose arithmetic is easy to get
+/// wrong: NULLs, negative and extreme numbers, multi-byte names (and on
+/// SQLite a NUL inside one), a one-character and an empty name, and
+/// enough rows to fill many buckets.
+async fn first_cycle_finds_the_loaded_buckets(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _pg) = synapse_db(&kind, dir.path()).await;
+    let n = |v: Option<i64>| v.map_or("NULL".to_owned(), |v| v.to_string());
+    let mut values: Vec<String> = Vec::new();
+    let mut add = |name: &str, c: [Option<i64>; 4]| {
+        values.push(format!(
+            "('{name}', {}, {}, {}, {})",
+            n(c[0]),
+            n(c[1]),
+            n(c[2]),
+            n(c[3])
+        ));
+    };
+    add("", [None; 4]);
+    add("b", [Some(-1), Some(-1_000_034), Some(-7), Some(0)]);
+    add(
+        "é.example",
+        [Some(i64::MAX), Some(i64::MIN + 1), None, Some(-5)],
+    );
+    add(
+        "例え.テスト",
+        [Some(1_700_000_000_000), Some(600_000), Some(1), None],
+    );
+    add(
+        "🦀x🦀",
+        [
+            Some(-1_700_000_000_000),
+            None,
+            Some(999_983),
+            Some(1_000_037),
+        ],
+    );
+    for i in 0..3000i64 {
+        let v = |m: i64| (i % m != 0).then_some((i * 7_919 - 4_000) * m);
+        add(
+            &format!("host{i}.ñ{}.example", i % 13),
+            [v(3), v(5), v(7), v(11)],
+        );
+    }
+    let rows = values.len();
+    db.exec(
+        &format!(
+            "INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts, \
+             last_successful_stream_ordering) VALUES {}",
+            values.join(", ")
+        ),
+        &[],
+    )
+    .await;
+    if matches!(kind, Kind::Sqlite) {
+        db.exec(
+            "INSERT INTO destinations (destination, retry_last_ts) VALUES (?, ?)",
+            &[Arg::Text("nul\0inside".into()), Arg::Int(Some(-3))],
+        )
+        .await;
+    }
+    let own = dir.path().join("herald.db");
+    let quiet = SynapseSettings {
+        database: db.setting(),
+        refresh_interval: Duration::from_secs(3600),
+    };
+    let store = Store::open_attached(&own, &quiet).await.unwrap();
+    let d = &store.destinations;
+    let expected = rows + usize::from(matches!(kind, Kind::Sqlite));
+    assert_eq!(d.destination_count(), expected);
+    let e = d.indexed("é.example").unwrap();
+    assert_eq!(
+        (e.retry_last_ts, e.retry_interval, e.failure_ts),
+        (Some(i64::MAX), Some(i64::MIN + 1), None)
+    );
+    let report = d.refresh_now(true).await.unwrap().unwrap();
+    assert_eq!(
+        report,
+        herald_store::synapse::refresh::CycleReport {
+            compared: true,
+            ..Default::default()
+        },
+        "the database's buckets differ from those computed at load"
+    );
+    store.close().await;
+    db.close().await;
+}
+
+#[tokio::test]
+async fn attached_load_computes_the_databases_buckets_on_sqlite() {
+    first_cycle_finds_the_loaded_buckets(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn attached_load_computes_the_databases_buckets_on_postgres() {
+    first_cycle_finds_the_loaded_buckets(Kind::Postgres).await;
+}
+
 async fn details_and_rooms(kind: Kind) {
     let a = attach(kind).await;
     let (status, body) = a.get(&format!("{LIST}/b.org")).await;

@@ -45,6 +45,10 @@ pub struct Destinations {
 const SELECT_ROW: &str = "SELECT destination, retry_last_ts, retry_interval, failure_ts, \
                           last_successful_stream_ordering FROM destinations";
 
+/// [`SELECT_ROW`]'s columns and the `rowid`, without the `FROM`.
+const SELECT_ROW_ROWID: &str = "SELECT destination, retry_last_ts, retry_interval, failure_ts, \
+                                last_successful_stream_ordering, rowid";
+
 fn decode(row: &SqliteRow) -> Result<DestinationRow, sqlx::Error> {
     Ok(DestinationRow {
         destination: row.try_get(0)?,
@@ -60,16 +64,23 @@ fn decode(row: &SqliteRow) -> Result<DestinationRow, sqlx::Error> {
 /// 2 µs and allocates its name, which made loading 1M rows take seconds).
 /// The room counts are read on a second connection meanwhile.
 fn load_index(path: &Path) -> Result<DestinationIndex, StoreError> {
-    load_index_with(path, true)
+    load_index_with(path, true, None)
 }
+
+/// Called with each row's `rowid`, name and numeric columns as the load
+/// reads it.
+pub(crate) type OnRow<'a> = &'a mut dyn FnMut(i64, &str, [Option<i64>; 4]);
 
 /// [`load_index`] of the `destinations` table in the SQLite file at `path`
 /// (Herald's, or attached, Synapse's, opened read-only either way), with
 /// the room counts or without (attached reads them from Synapse at each
-/// request).
+/// request). With `on_row`, the rows are read with their `rowid` and each
+/// is also handed to it (attached: the refresh's bucket sums), from the
+/// same statement, so from the same snapshot.
 pub(crate) fn load_index_with(
     path: &Path,
     room_counts: bool,
+    mut on_row: Option<OnRow<'_>>,
 ) -> Result<DestinationIndex, StoreError> {
     std::thread::scope(|scope| {
         let counts = scope.spawn(|| {
@@ -81,7 +92,11 @@ pub(crate) fn load_index_with(
         });
         let conn = open_for_load(path)?;
         let mut builder = DestinationIndex::builder(NullsOrder::Smallest);
-        let mut stmt = conn.prepare(SELECT_ROW).map_err(load_error)?;
+        let sql = match on_row {
+            Some(_) => format!("{SELECT_ROW_ROWID} FROM destinations"),
+            None => SELECT_ROW.to_owned(),
+        };
+        let mut stmt = conn.prepare(&sql).map_err(load_error)?;
         let mut rows = stmt.query([]).map_err(load_error)?;
         while let Some(row) = rows.next().map_err(load_error)? {
             let name = match row.get_ref(0).map_err(load_error)? {
@@ -103,6 +118,10 @@ pub(crate) fn load_index_with(
                     })
             };
             let columns = [column(1)?, column(2)?, column(3)?, column(4)?];
+            if let Some(on_row) = on_row.as_mut() {
+                let rowid: i64 = row.get(5).map_err(load_error)?;
+                on_row(rowid, name, columns);
+            }
             builder.push_columns(name, columns, 0);
         }
         let mut index = builder.finish();

@@ -7,9 +7,13 @@
 //! (`SQLITE_OPEN_READONLY`, never created), PostgreSQL through a pool whose
 //! sessions are `default_transaction_read_only=on`, and every admin write
 //! answers [`StoreError::ReadOnly`]. One job per file: [`source`] (connect,
-//! check the schema, the reads), [`refresh`] (keeping the index fresh),
-//! [`import`] (copying Synapse's rows into Herald's own database).
+//! check the schema, the reads), [`copy`] (PostgreSQL's binary COPY of the
+//! rows, read), [`buckets`] (the refresh's checksums of the loaded rows),
+//! [`refresh`] (keeping the index fresh), [`import`] (copying Synapse's
+//! rows into Herald's own database).
 
+mod buckets;
+mod copy;
 pub mod import;
 pub mod refresh;
 pub(crate) mod source;
@@ -86,16 +90,8 @@ impl Store {
     pub async fn open_attached(own: &Path, synapse: &SynapseSettings) -> Result<Store, StoreError> {
         let source = source::Source::open(&synapse.database).await?;
         let mut held = None;
-        let seen = match refresh::Seen::read(&source, &mut held).await {
-            Ok(seen) => seen,
-            Err(e) => {
-                drop(held);
-                source.close().await;
-                return Err(e);
-            }
-        };
-        let index = match source.load_index().await {
-            Ok(index) => index,
+        let (seen, index) = match refresh::Seen::load(&source, &mut held).await {
+            Ok(loaded) => loaded,
             Err(e) => {
                 drop(held);
                 source.close().await;
@@ -188,6 +184,9 @@ impl Destinations {
     pub(crate) async fn detach(&self) {
         if let Some(attached) = &self.attached {
             let _ = attached.stop.send(true);
+            // The detector's connection goes back first: closing the pool
+            // waits for every connection checked out of it.
+            attached.applying.lock().await.held = None;
             attached.source.close().await;
         }
     }

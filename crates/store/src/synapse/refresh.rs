@@ -9,7 +9,8 @@
 //!    statistics are off.
 //! 2. reads per-bucket row counts and checksums computed in the database
 //!    ([`Source::bucket_sums`]: ~1000 numbers at 1M rows), and compares them
-//!    with the last cycle's;
+//!    with the last cycle's (the first cycle's "last" are computed in Herald
+//!    from the rows the start-up load read: [`super::buckets`]);
 //! 3. fetches only the rows of buckets whose checksum moved and applies
 //!    those that differ from the index as `Edit::Put`. When a bucket lost
 //!    rows (a delete, or a row that moved), or too many buckets moved, it
@@ -32,7 +33,7 @@ use herald_shared::{DestinationsQuery, Direction, OrderBy};
 use super::source::Source;
 use super::Attached;
 use crate::shared_index::{Edit, SharedIndex};
-use crate::{DestinationRow, StoreError};
+use crate::{DestinationIndex, DestinationRow, StoreError};
 
 /// Cycles after which the buckets are compared even if the detector is still.
 pub(crate) const FORCED_EVERY: u32 = 5;
@@ -64,16 +65,28 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    /// The detector and the buckets, read before the index is loaded, so
-    /// that a change made while it loads is found by the first cycle.
-    pub(crate) async fn read(
+    /// The detector, read before the rows, and the index with the buckets
+    /// of the very rows it holds: one statement reads both
+    /// ([`Source::load_index`]), so they are the same snapshot, and a
+    /// change committed after it moves the detector past `marker` and is
+    /// found by the first cycle.
+    pub(crate) async fn load(
         source: &Source,
         held: &mut Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
-    ) -> Result<Seen, StoreError> {
-        Ok(Seen {
-            marker: Some(source.change_marker(held).await?),
-            buckets: buckets(source).await?,
-        })
+    ) -> Result<(Seen, DestinationIndex), StoreError> {
+        let started = std::time::Instant::now();
+        let marker = source.change_marker(held).await?;
+        let (index, sums) = source.load_index().await?;
+        let seen = Seen {
+            marker: Some(marker),
+            buckets: sums.into_buckets()?,
+        };
+        tracing::debug!(
+            rows = index.len(),
+            took = ?started.elapsed(),
+            "loaded Synapse's destinations and their buckets"
+        );
+        Ok((seen, index))
     }
 }
 

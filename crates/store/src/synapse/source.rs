@@ -19,6 +19,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Row};
 
+use super::buckets::BucketSums;
+use super::copy::{CopyError, CopyReader};
 use crate::{DestinationIndex, DestinationRow, NullsOrder, StoreError};
 
 /// The config setting every error about Synapse's database names.
@@ -168,6 +170,16 @@ impl Source {
         }
     }
 
+    /// PostgreSQL's COPY of the rows is not what was asked for.
+    fn malformed_copy(&self, e: CopyError) -> StoreError {
+        StoreError::Corrupt {
+            what: format!(
+                "Synapse's destinations as {} sent them (binary COPY): {e}",
+                self.shown()
+            ),
+        }
+    }
+
     /// A failed read while running: Synapse's database went away or broke.
     fn unavailable(&self, e: sqlx::Error) -> StoreError {
         StoreError::SynapseUnavailable {
@@ -284,31 +296,72 @@ impl Source {
     }
 
     /// The index of every row, in the NULL order of Synapse's database
-    /// (SQLite: NULL smallest; PostgreSQL: NULL largest), built as it is
-    /// read: SQLite's file through the same read-only loader as Herald's
-    /// own, PostgreSQL's rows streamed straight into the builder.
-    pub(crate) async fn load_index(&self) -> Result<DestinationIndex, StoreError> {
+    /// (SQLite: NULL smallest; PostgreSQL: NULL largest), and the
+    /// refresh's bucket sums of the same rows, computed in Herald (see
+    /// [`BucketSums`]): one statement reads both, so they describe one
+    /// snapshot and the table is scanned once. SQLite's file is read
+    /// through the same read-only loader as Herald's own (with `rowid`);
+    /// PostgreSQL's rows come as a binary `COPY` of the query (with
+    /// `hashtext(destination)`), read straight into the builder.
+    pub(crate) async fn load_index(&self) -> Result<(DestinationIndex, BucketSums), StoreError> {
         match self {
             Source::Sqlite { path, .. } => {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || {
-                    crate::destinations::load_index_with(&path, false)
+                    let mut sums = BucketSums::default();
+                    let index = crate::destinations::load_index_with(
+                        &path,
+                        false,
+                        Some(&mut |rowid, name, columns| sums.add_sqlite(rowid, name, columns)),
+                    )?;
+                    Ok((index, sums))
                 })
                 .await
                 .map_err(|e| StoreError::Task(e.to_string()))?
             }
             Source::Postgres { pool, .. } => {
+                let mut conn = pool.acquire().await.map_err(|e| self.unavailable(e))?;
                 let mut builder = DestinationIndex::builder(NullsOrder::Largest);
-                let mut rows =
-                    sqlx::query(concat!("SELECT ", columns!(), " FROM destinations")).fetch(pool);
-                while let Some(row) = rows.try_next().await.map_err(|e| self.unavailable(e))? {
-                    let row = decode_pg(&row).map_err(|e| self.unavailable(e))?;
-                    builder.push(row, 0);
+                let mut sums = BucketSums::default();
+                let mut reader = CopyReader::default();
+                let read = async {
+                    let mut chunks = conn
+                        .copy_out_raw(
+                            "COPY (SELECT destination, retry_last_ts::bigint, \
+                             retry_interval::bigint, failure_ts::bigint, \
+                             last_successful_stream_ordering::bigint, hashtext(destination) \
+                             FROM destinations) TO STDOUT (FORMAT binary)",
+                        )
+                        .await
+                        .map_err(|e| self.unavailable(e))?;
+                    while let Some(chunk) =
+                        chunks.try_next().await.map_err(|e| self.unavailable(e))?
+                    {
+                        reader
+                            .feed(&chunk, |row| {
+                                sums.add_postgres(row.hash, row.destination, row.columns);
+                                builder.push_columns(row.destination, row.columns, 0);
+                            })
+                            .map_err(|e| self.malformed_copy(e))?;
+                    }
+                    Ok::<_, StoreError>(())
+                };
+                let read = read.await;
+                let read = read.and_then(|()| {
+                    std::mem::take(&mut reader)
+                        .finish()
+                        .map_err(|e| self.malformed_copy(e))
+                });
+                if let Err(e) = read {
+                    // The connection may be in the middle of the COPY.
+                    conn.close_on_drop();
+                    return Err(e);
                 }
-                drop(rows);
-                tokio::task::spawn_blocking(move || builder.finish())
+                drop(conn);
+                let index = tokio::task::spawn_blocking(move || builder.finish())
                     .await
-                    .map_err(|e| StoreError::Task(e.to_string()))
+                    .map_err(|e| StoreError::Task(e.to_string()))?;
+                Ok((index, sums))
             }
         }
     }
@@ -416,7 +469,10 @@ impl Source {
     /// ranges of 1024 rowids (Synapse's upserts keep a row's rowid);
     /// PostgreSQL's are `hashtext(destination) & 1023`. The checksum
     /// weights each row's columns by a per-row factor, so values moving
-    /// between two rows of a bucket change it too.
+    /// between two rows of a bucket change it too. The start-up load
+    /// computes the same numbers in Herald (`super::buckets`, which must
+    /// change with this SQL). SQLite's sum is 0, not NULL, for a bucket
+    /// whose only row has an empty name (`UNICODE('')` is NULL).
     pub(crate) async fn bucket_sums(&self) -> Result<Vec<(i64, i64, i64)>, StoreError> {
         const MIX: &str = "(COALESCE(retry_last_ts, -1) % 1000003) * 3 \
             + (COALESCE(retry_interval, -1) % 1000033) * 5 \
@@ -433,7 +489,7 @@ impl Source {
             Source::Sqlite { pool, .. } => {
                 sqlx::query_as(&format!(
                     "SELECT rowid >> 10 AS b, COUNT(*), \
-                 SUM(({MIX} + {SQLITE_NAME}) * ((rowid % 1021) + 1)) \
+                 COALESCE(SUM(({MIX} + {SQLITE_NAME}) * ((rowid % 1021) + 1)), 0) \
                  FROM destinations GROUP BY b ORDER BY b"
                 ))
                 .fetch_all(pool)

@@ -211,7 +211,8 @@ fn scan_as(
             let own = own.map(|(first, mine)| (first, scan_run(arena, needle, dense, first, mine)));
             handles
                 .into_iter()
-                .filter_map(|h| h.join().ok())
+                // A run that panicked (a bug) is not silently missing.
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .chain(own)
                 .map(|(first, (count, carry))| (first, count, carry))
                 .collect()
@@ -361,6 +362,7 @@ fn bitmask(groups: [u8x16; BLOCK / 16]) -> u64 {
 /// load (a copy through a local array costs a store-forwarding stall).
 #[inline(always)]
 fn load16(window: &[u8; WINDOW], at: usize) -> u8x16 {
+    debug_assert!(at <= WINDOW - 16, "a load past the window: {at}");
     let at = at.min(WINDOW - 16);
     window[at..]
         .first_chunk::<16>()
@@ -416,9 +418,21 @@ mod tests {
                 name
             })
             .collect();
+        // Needles of exactly `MAX_NEEDLE` bytes and longer (memmem), planted
+        // in some names: once, twice, and at every offset of a block.
+        let edge = "ab.co-m".repeat(10)[..MAX_NEEDLE].to_owned();
+        let long = "m-oc.ba".repeat(11);
+        let mut names = names;
+        for (i, id) in (100..2_900).step_by(97).enumerate() {
+            let pad = "a".repeat(i % 70);
+            names[id] = match i % 3 {
+                0 => format!("{pad}{edge}"),
+                1 => format!("{pad}{long}.{long}"),
+                _ => format!("{pad}{edge}{long}"),
+            };
+        }
         let blanked = [3, 64, 65, 1_000, 2_999];
         let (arena, ends) = arena_of(&names, &blanked);
-        let long = "ab".repeat(40);
         for needle in [
             "a",
             ".",
@@ -431,6 +445,7 @@ mod tests {
             "abcabcabc",
             "b.c.o.m-a",
             "zz",
+            &edge,
             &long,
         ] {
             let prepared = Needle::new(needle.as_bytes());
@@ -440,6 +455,9 @@ mod tests {
                 .filter(|(id, name)| !blanked.contains(id) && name.contains(needle))
                 .map(|(id, _)| ends[id])
                 .collect();
+            if needle.len() >= MAX_NEEDLE {
+                assert!(want.len() > 10, "{needle:?} is planted");
+            }
             for dense in [true, false] {
                 for parts in [1, 2, 3, 7, 5_000] {
                     let blocks = arena.len().div_ceil(BLOCK);

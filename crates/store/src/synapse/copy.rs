@@ -25,6 +25,8 @@ pub(crate) enum CopyError {
     Signature,
     #[error("its header asks for flags {0:#x} (OIDs or an unknown critical flag)")]
     Flags(u32),
+    #[error("its header extension has a length of {0}")]
+    Extension(i32),
     #[error("row {row} has {found} fields, not {FIELDS}")]
     FieldCount { row: u64, found: i16 },
     #[error("row {row}, field {field}: a length of {length}")]
@@ -264,12 +266,14 @@ fn header(bytes: &[u8]) -> Result<Step<()>, CopyError> {
     let (Some(flags), Some(extension)) = (c.i32(), c.i32()) else {
         return Ok(Step::More);
     };
+    // Bit 16: OIDs in every row; bits 0-15: critical flags a reader must
+    // know; bits 17-31 are for readers to ignore.
     let flags = flags as u32;
-    if flags != 0 {
+    if flags & 0x0001_FFFF != 0 {
         return Err(CopyError::Flags(flags));
     }
     let Ok(extension) = usize::try_from(extension) else {
-        return Err(CopyError::Flags(flags));
+        return Err(CopyError::Extension(extension));
     };
     match c.take(extension) {
         Some(_) => Ok(Step::Done((), c.at)),
@@ -401,6 +405,16 @@ mod tests {
         let mut oids = good.clone();
         oids[11..15].copy_from_slice(&(1i32 << 16).to_be_bytes());
         assert_eq!(read_in_chunks(&oids, 64), Err(CopyError::Flags(1 << 16)));
+        // Bits 17-31 are for readers to ignore.
+        let mut ignorable = good.clone();
+        ignorable[11..15].copy_from_slice(&(1i32 << 20).to_be_bytes());
+        assert_eq!(read_in_chunks(&ignorable, 64), read_in_chunks(&good, 64));
+        let mut extension = good.clone();
+        extension[15..19].copy_from_slice(&(-2i32).to_be_bytes());
+        assert_eq!(
+            read_in_chunks(&extension, 64),
+            Err(CopyError::Extension(-2))
+        );
         let null_name = stream(&[(None, [None; 4], 0)]);
         assert_eq!(
             read_in_chunks(&null_name, 64),

@@ -79,6 +79,18 @@ pub(crate) struct Attached {
     pub(crate) applying: tokio::sync::Mutex<refresh::Cycles>,
 }
 
+impl Attached {
+    /// Closes Synapse's database. The detector's connection goes back
+    /// first (closing the pool waits for every connection checked out of
+    /// it), and the refresh's lock is held throughout, so a cycle waiting
+    /// for it cannot check out another before the pool is closed.
+    pub(crate) async fn close(&self) {
+        let mut cycles = self.applying.lock().await;
+        cycles.held = None;
+        self.source.close().await;
+    }
+}
+
 impl Store {
     /// Herald's own database at `own` (its users, history, health tables
     /// as today) with `destinations`/`destination_rooms` read — never
@@ -122,7 +134,7 @@ impl Store {
             match Destinations::attached(store.pool.clone(), index, attached.clone()).await {
                 Ok(destinations) => destinations,
                 Err(e) => {
-                    attached.source.close().await;
+                    attached.close().await;
                     store.close().await;
                     return Err(e);
                 }
@@ -184,10 +196,7 @@ impl Destinations {
     pub(crate) async fn detach(&self) {
         if let Some(attached) = &self.attached {
             let _ = attached.stop.send(true);
-            // The detector's connection goes back first: closing the pool
-            // waits for every connection checked out of it.
-            attached.applying.lock().await.held = None;
-            attached.source.close().await;
+            attached.close().await;
         }
     }
 

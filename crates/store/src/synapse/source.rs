@@ -321,6 +321,10 @@ impl Source {
             }
             Source::Postgres { pool, .. } => {
                 let mut conn = pool.acquire().await.map_err(|e| self.unavailable(e))?;
+                // Closed, never returned to the pool: a load dropped or
+                // failed in the middle of the COPY leaves the connection
+                // in it (one reconnect at start-up).
+                conn.close_on_drop();
                 let mut builder = DestinationIndex::builder(NullsOrder::Largest);
                 let mut sums = BucketSums::default();
                 let mut reader = CopyReader::default();
@@ -352,11 +356,7 @@ impl Source {
                         .finish()
                         .map_err(|e| self.malformed_copy(e))
                 });
-                if let Err(e) = read {
-                    // The connection may be in the middle of the COPY.
-                    conn.close_on_drop();
-                    return Err(e);
-                }
+                read?;
                 drop(conn);
                 let index = tokio::task::spawn_blocking(move || builder.finish())
                     .await
@@ -520,10 +520,12 @@ impl Source {
                     let rows = sqlx::query(concat!(
                         "SELECT ",
                         columns!(),
-                        " FROM destinations WHERE rowid >= ? AND rowid < ?"
+                        " FROM destinations WHERE rowid >= ? AND rowid <= ?"
                     ))
+                    // The bucket's first and last rowid (`(b + 1) << 10`
+                    // would wrap for the top bucket).
                     .bind(b << 10)
-                    .bind((b + 1) << 10)
+                    .bind((b << 10) | 1023)
                     .fetch_all(pool)
                     .await
                     .map_err(|e| self.unavailable(e))?;

@@ -8,6 +8,7 @@
 //! admin list), [`users`] (accounts and access tokens) and [`outbox`] (the
 //! sender's accepted PDUs and EDUs, written by group commit).
 
+pub mod db;
 pub mod delivery;
 pub mod destinations;
 pub mod forget;
@@ -15,11 +16,18 @@ pub mod history;
 pub mod index;
 mod orderings;
 pub mod outbox;
+pub mod postgres;
 mod ranked;
 mod shared_index;
 mod substring;
 pub mod synapse;
 pub mod users;
+
+/// The tests' throwaway PostgreSQL cluster (`scripts/pg-cluster.sh`), the
+/// server tests' own helper.
+#[cfg(test)]
+#[path = "../../../server/tests/common/postgres.rs"]
+pub(crate) mod test_cluster;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -30,6 +38,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection, Row};
 
+pub use db::{is_postgres_url, DatabaseTarget, Db};
 pub use destinations::{Destinations, ResetOutcome};
 pub use herald_federation::clock::now_ms;
 pub use herald_federation::RetryTimings;
@@ -80,6 +89,29 @@ pub enum StoreError {
     #[error("migrating {path}: {source}")]
     Migrate {
         path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    /// Herald's own PostgreSQL database (`database`) cannot be reached or
+    /// refuses the login; `target` is the URL without its password.
+    #[error("`database` ({target}) does not answer: {detail}")]
+    PgUnreachable { target: String, detail: String },
+    #[error(
+        "`database` ({target}) holds tables that are not Herald's ({tables}); \
+         refusing to touch it: point `database` at a new PostgreSQL database for Herald"
+    )]
+    PgForeign { target: String, tables: String },
+    #[error(
+        "`database` ({target}) was written by a newer Herald (schema version {found}, \
+         this build knows up to {known}); refusing to touch it: upgrade Herald"
+    )]
+    PgTooNew {
+        target: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("migrating `database` ({target}): {source}")]
+    PgMigrate {
+        target: String,
         source: sqlx::migrate::MigrateError,
     },
     #[error("database error: {0}")]

@@ -42,9 +42,8 @@ impl Users {
         admin: bool,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let inserted =
-            on_db!(&self.db, |pool| {
-                sqlx::query(
+        let inserted = on_db!(&self.db, |pool| {
+            sqlx::query(
             "INSERT INTO users (name, password_hash, admin, created_ts) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO NOTHING",
         )
@@ -55,7 +54,7 @@ impl Users {
         .execute(pool)
         .await
         .map(|r| r.rows_affected())
-            })?;
+        })?;
         if inserted == 0 {
             return Err(StoreError::UserExists(name.into()));
         }

@@ -96,11 +96,32 @@ impl Db {
     pub fn is_postgres(&self) -> bool {
         matches!(self, Db::Postgres(_))
     }
+
+    /// A transaction as each backend begins one by default (SQLite:
+    /// deferred).
+    pub(crate) async fn begin(&self) -> Result<DbTx, sqlx::Error> {
+        match self {
+            Db::Sqlite(pool) => pool.begin().await.map(DbTx::Sqlite),
+            Db::Postgres(pool) => pool.begin().await.map(DbTx::Postgres),
+        }
+    }
+
+    /// A transaction that reads, then writes: SQLite's `BEGIN IMMEDIATE`
+    /// (the write lock at once, so a read cannot make the later write fail
+    /// with `SQLITE_BUSY_SNAPSHOT`); PostgreSQL's rows lock as they are
+    /// written, its default `BEGIN` suffices.
+    pub(crate) async fn begin_write(&self) -> Result<DbTx, sqlx::Error> {
+        match self {
+            Db::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(DbTx::Sqlite),
+            Db::Postgres(pool) => pool.begin().await.map(DbTx::Postgres),
+        }
+    }
 }
 
 /// Runs `$body` with `$pool` bound to the pool [`Db`] holds: the body is
 /// expanded once per pool type, so one query text (with `$n` placeholders)
-/// and one set of binds serve both backends.
+/// and one set of binds serve both backends. With `|pool, pg|`, `pg` is
+/// `true` on PostgreSQL, to pick between two texts kept side by side.
 ///
 /// ```ignore
 /// let n: i64 = on_db!(&db, |pool| sqlx::query_scalar("SELECT $1").bind(1_i64).fetch_one(pool).await)?;
@@ -112,8 +133,67 @@ macro_rules! on_db {
             $crate::db::Db::Postgres($pool) => $body,
         }
     };
+    ($db:expr, |$pool:ident, $pg:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => {
+                let $pg = false;
+                $body
+            }
+            $crate::db::Db::Postgres($pool) => {
+                let $pg = true;
+                $body
+            }
+        }
+    };
 }
 pub(crate) use on_db;
+
+/// A transaction on either backend (see [`Db::begin`], [`Db::begin_write`]).
+pub(crate) enum DbTx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl DbTx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            DbTx::Sqlite(tx) => tx.commit().await,
+            DbTx::Postgres(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// [`on_db!`] for a transaction: `$conn` is the transaction's connection
+/// (`&mut SqliteConnection` or `&mut PgConnection`).
+macro_rules! on_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx {
+            $crate::db::DbTx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::db::DbTx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+    ($tx:expr, |$conn:ident, $pg:ident| $body:expr) => {
+        match $tx {
+            $crate::db::DbTx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                let $pg = false;
+                $body
+            }
+            $crate::db::DbTx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                let $pg = true;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_tx;
 
 #[cfg(test)]
 mod tests {

@@ -166,7 +166,7 @@ pub struct Store {
     pub outbox: Outbox,
     /// Accounts and access tokens.
     pub users: Users,
-    pool: SqlitePool,
+    pool: Db,
 }
 
 impl Store {
@@ -177,6 +177,47 @@ impl Store {
     /// may be another process's.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         Store::open_reading(path, true).await
+    }
+
+    /// Opens the store `target` names: an SQLite file ([`Store::open`]) or
+    /// a PostgreSQL database ([`Store::open_postgres`]).
+    pub async fn open_target(target: &DatabaseTarget) -> Result<Store, StoreError> {
+        match target {
+            DatabaseTarget::Sqlite(path) => Store::open(path).await,
+            DatabaseTarget::Postgres(url) => Store::open_postgres(url).await,
+        }
+    }
+
+    /// Opens Herald's store in the PostgreSQL database `url` names,
+    /// migrating it if needed (see [`postgres`] for what is refused).
+    pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let pool = postgres::open_schema(url).await?;
+        match Store::on_pool(pool.clone(), None, true).await {
+            Ok(store) => Ok(store),
+            Err(e) => {
+                pool.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The handles on an opened, migrated pool; `path` is the SQLite file
+    /// (read with rusqlite for the index load).
+    async fn on_pool(
+        pool: Db,
+        path: Option<&Path>,
+        read_destinations: bool,
+    ) -> Result<Store, StoreError> {
+        // Reads before writes: damage found while loading leaves the file
+        // as it was.
+        let destinations = Destinations::load(pool.clone(), path, read_destinations).await?;
+        orderings::orderings_above_imported(&pool).await?;
+        Ok(Store {
+            outbox: Outbox::new(pool.clone(), destinations.clone()),
+            users: Users::new(pool.clone()),
+            destinations,
+            pool,
+        })
     }
 
     /// [`Store::open`]; with `read_destinations` false the index of
@@ -256,16 +297,7 @@ impl Store {
                 path: path.into(),
                 source,
             })?;
-        // Reads before writes: damage found while loading leaves the file
-        // as it was.
-        let destinations = Destinations::load(pool.clone(), path, read_destinations).await?;
-        orderings::orderings_above_imported(&pool).await?;
-        Ok(Store {
-            outbox: Outbox::new(pool.clone(), destinations.clone()),
-            users: Users::new(pool.clone()),
-            destinations,
-            pool,
-        })
+        Store::on_pool(Db::Sqlite(pool), Some(path), read_destinations).await
     }
 
     /// Closes the pool, checkpointing the WAL (and, attached, stops the

@@ -229,9 +229,8 @@ impl Outbox {
         limit: u32,
         up_to: i64,
     ) -> Result<Vec<PendingEdu>, StoreError> {
-        let rows: Vec<(i64, String, String, i64)> =
-            on_db!(&self.pool, |pool| {
-                sqlx::query_as(
+        let rows: Vec<(i64, String, String, i64)> = on_db!(&self.pool, |pool| {
+            sqlx::query_as(
             "SELECT id, edu_type, content, canonical FROM destination_edus WHERE destination = $1 \
              AND id <= $2 ORDER BY id LIMIT $3",
         )
@@ -240,7 +239,7 @@ impl Outbox {
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?
-            });
+        });
         Ok(rows
             .into_iter()
             .map(|(id, edu_type, content_json, canonical)| PendingEdu {
@@ -482,15 +481,14 @@ pub struct QueuedCounts {
 impl Outbox {
     /// How much is queued for `destination` (the admin's queue view).
     pub async fn queued_counts(&self, destination: &str) -> Result<QueuedCounts, StoreError> {
-        let (pdus, first): (i64, Option<i64>) =
-            on_db!(&self.pool, |pool| {
-                sqlx::query_as(
+        let (pdus, first): (i64, Option<i64>) = on_db!(&self.pool, |pool| {
+            sqlx::query_as(
             "SELECT COUNT(*), MIN(stream_ordering) FROM destination_pdus WHERE destination = $1",
         )
         .bind(destination)
         .fetch_one(pool)
         .await?
-            });
+        });
         let edus: i64 = on_db!(&self.pool, |pool| sqlx::query_scalar(
             "SELECT COUNT(*) FROM destination_edus WHERE destination = $1"
         )

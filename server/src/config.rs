@@ -337,6 +337,12 @@ impl From<PathBuf> for Database {
     }
 }
 
+impl From<String> for Database {
+    fn from(text: String) -> Database {
+        Database(PathBuf::from(text))
+    }
+}
+
 impl From<&str> for Database {
     fn from(text: &str) -> Database {
         Database(PathBuf::from(text))

@@ -97,6 +97,13 @@ impl Db {
         matches!(self, Db::Postgres(_))
     }
 
+    /// Whether a row can hold `text`: PostgreSQL stores no NUL character,
+    /// so a lookup of a key holding one finds nothing without asking (as
+    /// SQLite would find nothing, the key never having been written).
+    pub(crate) fn can_hold(&self, text: &str) -> bool {
+        !(self.is_postgres() && text.contains('\0'))
+    }
+
     /// A transaction as each backend begins one by default (SQLite:
     /// deferred).
     pub(crate) async fn begin(&self) -> Result<DbTx, sqlx::Error> {

@@ -481,6 +481,9 @@ pub struct QueuedCounts {
 impl Outbox {
     /// How much is queued for `destination` (the admin's queue view).
     pub async fn queued_counts(&self, destination: &str) -> Result<QueuedCounts, StoreError> {
+        if !self.pool.can_hold(destination) {
+            return Ok(QueuedCounts::default());
+        }
         let (pdus, first): (i64, Option<i64>) = on_db!(&self.pool, |pool| {
             sqlx::query_as(
             "SELECT COUNT(*), MIN(stream_ordering) FROM destination_pdus WHERE destination = $1",

@@ -337,6 +337,9 @@ impl Destinations {
         if let Some(attached) = &self.attached {
             return attached.source.destination(name).await;
         }
+        if !self.pool.can_hold(name) {
+            return Ok(None);
+        }
         let row = on_db!(&self.pool, |pool| sqlx::query(&format!(
             "{SELECT_ROW} WHERE destination = $1"
         ))
@@ -379,6 +382,9 @@ impl Destinations {
         if let Some(attached) = &self.attached {
             return Ok(attached.source.destination(name).await?.is_some());
         }
+        if !self.pool.can_hold(name) {
+            return Ok(false);
+        }
         let found = on_db!(&self.pool, |pool| sqlx::query(
             "SELECT 1 FROM destinations WHERE destination = $1"
         )
@@ -399,6 +405,13 @@ impl Destinations {
             return attached.source.rooms_page(name, q).await;
         }
         let total = self.index.room_count(name);
+        if !self.pool.can_hold(name) {
+            return Ok(RoomsPage {
+                next_token: None,
+                rooms: Vec::new(),
+                total,
+            });
+        }
         let order = match q.dir {
             Direction::Forwards => "ASC",
             Direction::Backwards => "DESC",
@@ -493,6 +506,9 @@ impl Destinations {
                     retry_interval: row.retry_interval.unwrap_or(0),
                 })
             }));
+        }
+        if !self.pool.can_hold(name) {
+            return Ok(None);
         }
         let row: Option<(Option<i64>, Option<i64>, Option<i64>)> =
             on_db!(&self.pool, |pool| sqlx::query_as(

@@ -29,6 +29,9 @@ impl Destinations {
         name: &str,
         actor: Option<String>,
     ) -> Result<Option<Forgotten>, StoreError> {
+        if !self.pool.can_hold(name) {
+            return Ok(None);
+        }
         let _writer = self.writer.lock().await;
         let _history = self.outages.writer.lock().await;
         // Immediate: it reads, then writes, beside writers that take

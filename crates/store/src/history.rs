@@ -318,6 +318,9 @@ impl Destinations {
         limit: u32,
     ) -> Result<Option<HistoryPage>, StoreError> {
         let limit = limit.clamp(1, MAX_PAGE);
+        if !self.pool.can_hold(name) {
+            return Ok(None);
+        }
         let rows: Vec<(i64, Option<HistoryEntry>)> = on_db!(&self.pool, |pool| sqlx::query(
             &format!("{SELECT_ENTRY} WHERE destination = $1 AND id < $2 ORDER BY id DESC LIMIT $3")
         )
@@ -373,7 +376,7 @@ impl Destinations {
         if names.is_empty() {
             return Ok(out);
         }
-        let list = serde_json::Value::from(names.to_vec()).to_string();
+        let list = super::json_array(names.iter().filter(|n| self.pool.can_hold(n)));
         type Health = (
             String,
             Option<i64>,

@@ -115,7 +115,11 @@ pub enum StoreError {
         source: sqlx::migrate::MigrateError,
     },
     #[error("database error: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(sqlx::Error),
+    /// PostgreSQL cannot store this text (a NUL character, which SQLite
+    /// stores): the request's value, not the database, is at fault.
+    #[error("PostgreSQL cannot store a NUL character in text: {0}")]
+    Unstorable(String),
     #[error("user {0} already exists")]
     UserExists(String),
     #[error("a store task stopped: {0}")]
@@ -154,6 +158,24 @@ pub enum StoreError {
          remove: let Herald deliver them (or forget those destinations) first"
     )]
     QueuedPdus { pdus: u64 },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        // 22021 character_not_in_repertoire (a NUL in text), 22P05
+        // untranslatable_character (`\u0000` in JSON).
+        match &e {
+            sqlx::Error::Database(db)
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                    && matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                StoreError::Unstorable(db.message().to_owned())
+            }
+            _ => StoreError::Sql(e),
+        }
+    }
 }
 
 /// The database, opened: one handle per table family, each with one job.

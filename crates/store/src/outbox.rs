@@ -132,7 +132,8 @@ impl Outbox {
         &self,
         event_ids: impl IntoIterator<Item = &'a str>,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let ids = json_array(event_ids);
+        // (PostgreSQL holds no event ID with a NUL: none to find.)
+        let ids = json_array(event_ids.into_iter().filter(|id| self.pool.can_hold(id)));
         Ok(on_db!(&self.pool, |pool, pg| sqlx::query_as(if pg {
             "SELECT event_id, room_id FROM outgoing_events \
              WHERE event_id IN (SELECT value FROM jsonb_array_elements_text($1::jsonb))"

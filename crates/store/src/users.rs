@@ -62,6 +62,9 @@ impl Users {
     }
 
     pub async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        if !self.db.can_hold(name) {
+            return Ok(None);
+        }
         let row = on_db!(&self.db, |pool| sqlx::query(
             "SELECT name, password_hash, admin FROM users WHERE name = $1"
         )

@@ -82,6 +82,14 @@ impl TestDb {
         }
     }
 
+    /// The `database` setting (and `--database` value) naming it.
+    pub fn setting(&self) -> String {
+        match &self.target {
+            DatabaseTarget::Sqlite(path) => path.display().to_string(),
+            DatabaseTarget::Postgres(url) => url.clone(),
+        }
+    }
+
     /// Opens (creating and migrating) the store, as Herald does.
     pub async fn open(&self) -> Store {
         Store::open_target(&self.target).await.unwrap()
@@ -103,6 +111,27 @@ impl TestDb {
                 let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
                 sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
                 conn.close().await.unwrap();
+            }
+        }
+    }
+
+    /// The first column of every row `sql` returns, as an integer.
+    pub async fn i64s(&self, sql: &str) -> Vec<i64> {
+        match &self.target {
+            DatabaseTarget::Sqlite(path) => {
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .unwrap();
+                let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                rows.iter().map(|r| r.get::<i64, _>(0)).collect()
+            }
+            DatabaseTarget::Postgres(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                rows.iter().map(|r| r.get::<i64, _>(0)).collect()
             }
         }
     }

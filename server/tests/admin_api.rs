@@ -605,8 +605,8 @@ async fn queue_view_needs_an_admin_and_a_known_destination(backend: Backend) {
 }
 
 /// The same requests to a server on SQLite and one on PostgreSQL, seeded
-/// alike, get the same answers, byte for byte (the summary aside, whose
-/// statuses depend on the clock, its totals compared).
+/// alike, get the same answers, byte for byte (the summary but the time it
+/// was computed for).
 #[tokio::test]
 async fn sqlite_and_postgresql_answer_alike() {
     let sqlite = TestServer::start_on(Backend::Sqlite, |_| {}).await;
@@ -651,11 +651,14 @@ async fn sqlite_and_postgresql_answer_alike() {
         assert_eq!(a, b, "{path}");
     }
     let path = "/_herald/admin/v1/federation/summary";
-    let (a, b) = (
+    let (mut a, mut b) = (
         sqlite.get(path, Some(&ts)).await,
         pg.get(path, Some(&tp)).await,
     );
-    assert_eq!((a.0, &a.1["total"]), (b.0, &b.1["total"]), "{a:?} {b:?}");
+    for (_, body) in [&mut a, &mut b] {
+        body.as_object_mut().unwrap().remove("now_ts");
+    }
+    assert_eq!(a, b);
 }
 
 both_backends!(

@@ -11,14 +11,15 @@ use super::StoreError;
 /// count as older than what those rows say was already sent, and catch-up
 /// would skip them.
 pub(crate) async fn orderings_above_imported(pool: &Db) -> Result<(), StoreError> {
-    let imported: Option<i64> = on_db!(pool, |pool| {
-        sqlx::query_scalar(
+    let imported: Option<i64> =
+        on_db!(pool, |pool| {
+            sqlx::query_scalar(
         "SELECT MAX(m) FROM (SELECT MAX(last_successful_stream_ordering) AS m FROM destinations \
          UNION ALL SELECT MAX(stream_ordering) FROM destination_rooms) AS imported",
     )
     .fetch_one(pool)
     .await?
-    });
+        });
     match imported {
         Some(imported) => raise_next_ordering(pool, imported).await,
         None => Ok(()),
@@ -33,7 +34,7 @@ pub(crate) async fn raise_next_ordering(pool: &Db, imported: i64) -> Result<(), 
         Db::Sqlite(pool) => pool,
         Db::Postgres(pool) => {
             sqlx::query(
-                "SELECT setval(pg_get_serial_sequence('outgoing_events', 'stream_ordering'), $1) \
+                "SELECT setval('outgoing_events_stream_ordering_seq', $1) \
                  FROM outgoing_events_stream_ordering_seq \
                  WHERE (CASE WHEN is_called THEN last_value ELSE last_value - 1 END) < $1",
             )

@@ -2,6 +2,7 @@
 //! named (never its password), another program's database and a newer
 //! Herald schema are refused and left as they were, and the migrations give
 //! the same tables, columns, keys and indexes as SQLite's.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 #[path = "../../../server/tests/common/postgres.rs"]
 mod postgres;

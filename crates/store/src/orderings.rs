@@ -11,15 +11,12 @@ use super::StoreError;
 /// count as older than what those rows say was already sent, and catch-up
 /// would skip them.
 pub(crate) async fn orderings_above_imported(pool: &Db) -> Result<(), StoreError> {
-    let imported: Option<i64> =
-        on_db!(pool, |pool| {
-            sqlx::query_scalar(
-        "SELECT MAX(m) FROM (SELECT MAX(last_successful_stream_ordering) AS m FROM destinations \
-         UNION ALL SELECT MAX(stream_ordering) FROM destination_rooms) AS imported",
-    )
-    .fetch_one(pool)
-    .await?
-        });
+    const IMPORTED: &str = "SELECT MAX(m) FROM \
+        (SELECT MAX(last_successful_stream_ordering) AS m FROM destinations \
+        UNION ALL SELECT MAX(stream_ordering) FROM destination_rooms) AS imported";
+    let imported: Option<i64> = on_db!(pool, |pool| sqlx::query_scalar(IMPORTED)
+        .fetch_one(pool)
+        .await?);
     match imported {
         Some(imported) => raise_next_ordering(pool, imported).await,
         None => Ok(()),

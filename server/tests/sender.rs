@@ -77,6 +77,9 @@ impl Fixture {
                 .port();
             let name = format!("127.0.0.1:{port}");
             let mut config = Config::loopback(&name, self.db.setting());
+            // Where SQLite's default puts it (on PostgreSQL the default is
+            // the working directory).
+            config.signing_key_path = Some(self.db.dir().join(format!("{name}.signing.key")));
             config.federation_listen = Some(name.clone());
             config.tls_certificate_path = Some(self.cert.cert_path.clone());
             config.tls_private_key_path = Some(self.cert.key_path.clone());

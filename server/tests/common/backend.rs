@@ -75,6 +75,11 @@ impl TestDb {
         }
     }
 
+    /// A temp directory of the test's own (on SQLite, the file's).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn backend(&self) -> Backend {
         match self.target {
             DatabaseTarget::Sqlite(_) => Backend::Sqlite,

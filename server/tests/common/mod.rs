@@ -112,6 +112,9 @@ impl TestServer {
             herald_store::DatabaseTarget::Postgres(_) => PathBuf::from("/nonexistent/herald.db"),
         };
         let mut config = Config::loopback(SERVER_NAME, db.setting());
+        // Where SQLite's default puts it (on PostgreSQL the default is the
+        // working directory).
+        config.signing_key_path = Some(db.dir().join(format!("{SERVER_NAME}.signing.key")));
         tweak(&mut config);
         let store = db.open().await;
         for (name, password, admin) in [(ADMIN, ADMIN_PASSWORD, true), (USER, USER_PASSWORD, false)]

@@ -234,9 +234,22 @@ fn user_add_and_serve_on_postgresql() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    // `serve` with the URL in a config file (and its signing key, which
+    // would default to the working directory, in a temp dir).
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database = {url:?}\nsigning_key_path = {:?}\n",
+            dir.path().join("localhost.signing.key")
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
     {
         let (_server, addr, _) = spawn_listening(
-            &["serve", "--database", &url, "--listen", "127.0.0.1:0"],
+            &["serve", "--config", config, "--listen", "127.0.0.1:0"],
             None,
         );
         let token = login(&addr, "admin", "pw1");
@@ -250,7 +263,7 @@ fn user_add_and_serve_on_postgresql() {
     }
     let port = cluster.port;
     drop(cluster);
-    let out = herald(&["serve", "--database", &url, "--listen", "127.0.0.1:0"]);
+    let out = herald(&["serve", "--config", config, "--listen", "127.0.0.1:0"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("`database`"), "{stderr}");

@@ -170,6 +170,7 @@ async fn orderings_keep_growing_across_a_reopen(backend: Backend) {
     // A second store and server on the same file, as after a restart.
     let store = Store::open_target(&s.db.target).await.expect("reopen");
     let mut config = Config::loopback(SERVER_NAME, s.db.setting());
+    config.signing_key_path = Some(s.db.dir().join(format!("{SERVER_NAME}.signing.key")));
     config.sender_api_token = Some(TOKEN.into());
     let addr = herald::serve::spawn(store.clone(), config)
         .await

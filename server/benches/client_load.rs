@@ -400,7 +400,9 @@ async fn bench() -> bool {
     config.ip_range_whitelist = vec!["127.0.0.0/8".into()];
     config.federation_custom_ca_list = Some(vec![ca]);
     config.validate().expect("config");
-    let store = Store::open(&config.database).await.expect("store");
+    let store = Store::open_target(&config.database.target())
+        .await
+        .expect("store");
     let key = SigningKey::from_seed("a_bench", &[9; 32]).expect("key");
     let server = start_server(&cert_pem, &key_der, key.verify_key()).await;
     let keys = Arc::new(ServerKeys::new(ORIGIN, key));

@@ -305,6 +305,56 @@ impl Default for DiagnoseSection {
     }
 }
 
+/// `database`: Herald's own store. A path is an SQLite file (the default,
+/// `herald.db`); a `postgresql://` or `postgres://` URL is a PostgreSQL
+/// database. `Debug` never shows a URL's password.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Database(PathBuf);
+
+impl Database {
+    /// Which store it names.
+    pub fn target(&self) -> herald_store::DatabaseTarget {
+        match self.0.to_str() {
+            Some(text) => herald_store::DatabaseTarget::parse(text),
+            None => herald_store::DatabaseTarget::Sqlite(self.0.clone()),
+        }
+    }
+
+    /// For messages: the path, or the URL without its password.
+    pub fn shown(&self) -> String {
+        self.target().shown()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.target(), herald_store::DatabaseTarget::Postgres(_))
+    }
+}
+
+impl From<PathBuf> for Database {
+    fn from(path: PathBuf) -> Database {
+        Database(path)
+    }
+}
+
+impl From<String> for Database {
+    fn from(text: String) -> Database {
+        Database(PathBuf::from(text))
+    }
+}
+
+impl From<&str> for Database {
+    fn from(text: &str) -> Database {
+        Database(PathBuf::from(text))
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Database").field(&self.shown()).finish()
+    }
+}
+
 /// `[synapse]`: attached mode. Herald reads the destinations of a Synapse
 /// it does not replace (`database`, read-only), signs admins in through it
 /// and forwards resets to it (`url`); its own sender is off.
@@ -405,7 +455,7 @@ fn url_base(url: &str) -> Option<String> {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server_name: String,
-    pub database: PathBuf,
+    pub database: Database,
     pub listen: String,
     /// Where the federation listener (key server) listens, e.g.
     /// `"0.0.0.0:8448"`; absent = no federation listener. It is never the
@@ -461,7 +511,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             server_name: "localhost".into(),
-            database: PathBuf::from("herald.db"),
+            database: Database::from("herald.db"),
             listen: "127.0.0.1:8008".into(),
             federation_listen: None,
             tls_certificate_path: None,
@@ -495,14 +545,14 @@ impl Config {
     /// A config for local tools, tests and benchmarks: `server_name`, the
     /// database file, a free port on 127.0.0.1, and login limits high enough
     /// never to trigger.
-    pub fn loopback(server_name: &str, database: PathBuf) -> Config {
+    pub fn loopback(server_name: &str, database: impl Into<Database>) -> Config {
         let generous = RateLimit {
             per_second: 1000.0,
             burst_count: 1000.0,
         };
         Config {
             server_name: server_name.into(),
-            database,
+            database: database.into(),
             listen: "127.0.0.1:0".into(),
             rc_login: RcLogin {
                 address: generous,
@@ -594,8 +644,16 @@ impl Config {
         if self.key_refresh_interval.0 < Duration::from_secs(1) {
             return invalid("key_refresh_interval", "must be at least 1s".into());
         }
-        if self.database.as_os_str().is_empty() {
+        if self.database.0.as_os_str().is_empty() {
             return invalid("database", "must not be empty".into());
+        }
+        if self.database.is_postgres() && self.synapse.is_some() {
+            return invalid(
+                "database",
+                "is a PostgreSQL URL, but attached mode ([synapse]) keeps Herald's own tables \
+                 in an SQLite file for now: set `database` to a path"
+                    .into(),
+            );
         }
         if !(self.destination_retry_multiplier >= 1.0
             && self.destination_retry_multiplier.is_finite())
@@ -724,14 +782,15 @@ impl Config {
     }
 
     /// Where the signing key file is: `signing_key_path`, or else
-    /// `<server_name>.signing.key` in the database's directory (so
-    /// `--database` moves it along).
+    /// `<server_name>.signing.key` in the SQLite database's directory (so
+    /// `--database` moves it along), or on PostgreSQL in the working
+    /// directory.
     pub fn signing_key_path(&self) -> PathBuf {
-        match &self.signing_key_path {
-            Some(path) => path.clone(),
-            None => self
-                .database
-                .with_file_name(format!("{}.signing.key", self.server_name)),
+        let file = format!("{}.signing.key", self.server_name);
+        match (&self.signing_key_path, self.database.target()) {
+            (Some(path), _) => path.clone(),
+            (None, herald_store::DatabaseTarget::Sqlite(db)) => db.with_file_name(file),
+            (None, herald_store::DatabaseTarget::Postgres(_)) => PathBuf::from(file),
         }
     }
 
@@ -840,11 +899,42 @@ mod tests {
     }
 
     #[test]
+    fn a_postgresql_url_selects_postgresql_and_its_password_never_shows() {
+        for url in [
+            "postgresql://herald:pw-secret@127.0.0.1:5432/herald",
+            "postgres://herald:pw-secret@127.0.0.1/herald",
+        ] {
+            let c = Config::parse(&format!("database = \"{url}\"")).unwrap();
+            c.validate().unwrap();
+            assert!(matches!(
+                c.database.target(),
+                herald_store::DatabaseTarget::Postgres(u) if u == url
+            ));
+            let shown = format!("{c:?} {c:#?} {}", c.database.shown());
+            assert!(!shown.contains("pw-secret"), "{shown}");
+            assert!(shown.contains("herald:***@127.0.0.1"), "{shown}");
+        }
+        let c = Config::parse("database = \"/var/lib/herald/herald.db\"").unwrap();
+        assert_eq!(
+            c.database.target(),
+            herald_store::DatabaseTarget::Sqlite(PathBuf::from("/var/lib/herald/herald.db"))
+        );
+        // Attached mode keeps Herald's own tables in SQLite for now.
+        let e = Config::parse(
+            "database = \"postgresql://h@127.0.0.1/h\"\n\
+             [synapse]\ndatabase = \"s.db\"\nurl = \"http://127.0.0.1:8008\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("database") && e.contains("attached"), "{e}");
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         let c = Config::parse("").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.listen, "127.0.0.1:8008");
-        assert_eq!(c.database, PathBuf::from("herald.db"));
+        assert_eq!(c.database, Database::from("herald.db"));
     }
 
     #[test]
@@ -1163,7 +1253,12 @@ mod tests {
             c.signing_key_path(),
             PathBuf::from("/var/lib/herald/example.org.signing.key")
         );
-        c.database = PathBuf::from("herald.db");
+        c.database = Database::from("herald.db");
+        assert_eq!(
+            c.signing_key_path(),
+            PathBuf::from("example.org.signing.key")
+        );
+        c.database = Database::from("postgresql://herald@db.example/herald");
         assert_eq!(
             c.signing_key_path(),
             PathBuf::from("example.org.signing.key")

@@ -130,7 +130,8 @@ struct Common {
     /// TOML config file.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// SQLite database file (overrides `database`).
+    /// Herald's database: an SQLite file or a postgresql:// URL (overrides
+    /// `database`).
     #[arg(long)]
     database: Option<PathBuf>,
 }
@@ -142,7 +143,7 @@ impl Common {
             None => Config::default(),
         };
         if let Some(db) = &self.database {
-            config.database = db.clone();
+            config.database = db.clone().into();
         }
         Ok(config)
     }
@@ -246,8 +247,14 @@ async fn run(cli: Cli) -> Result<()> {
             config.validate()?;
             herald::accept::raise_open_files_limit();
             let store = match config.synapse_settings() {
-                Some(synapse) => Store::open_attached(&config.database, &synapse).await?,
-                None => Store::open(&config.database).await?,
+                Some(synapse) => {
+                    // `validate` refused a PostgreSQL `database` with `[synapse]`.
+                    let herald_store::DatabaseTarget::Sqlite(own) = config.database.target() else {
+                        bail!("attached mode ([synapse]) needs an SQLite `database`");
+                    };
+                    Store::open_attached(&own, &synapse).await?
+                }
+                None => Store::open_target(&config.database.target()).await?,
             };
             let listener = herald::serve::bind(config.listen_addr()?).await?;
             herald::serve::run(listener, store, config).await?;
@@ -259,7 +266,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let config = common.load()?;
             config.validate()?;
-            let store = Store::open(&config.database).await?;
+            let store = Store::open_target(&config.database.target()).await?;
             let mut shown = Progress::new();
             let counts =
                 herald_store::import_synapse(&from, &store, replace, |p| shown.show(p)).await;
@@ -270,7 +277,7 @@ async fn run(cli: Cli) -> Result<()> {
                 "imported {} destinations and {} destination rooms into {}",
                 counts.destinations,
                 counts.destination_rooms,
-                config.database.display()
+                config.database.shown()
             );
             if let Some(max) = counts.max_stream_ordering {
                 println!("Herald's next stream ordering is above {max}");
@@ -357,7 +364,7 @@ async fn run(cli: Cli) -> Result<()> {
             if password.is_empty() {
                 bail!("the password must not be empty");
             }
-            let store = Store::open(&config.database).await?;
+            let store = Store::open_target(&config.database.target()).await?;
             let hash = tokio::task::spawn_blocking(move || password::hash(&password)).await??;
             store.users.create_user(&name, &hash, admin).await?;
             store.close().await;
@@ -368,7 +375,7 @@ async fn run(cli: Cli) -> Result<()> {
                 if admin { "admin" } else { "user" },
                 name,
                 config.server_name,
-                config.database.display()
+                config.database.shown()
             )?;
         }
         #[cfg(feature = "demo")]
@@ -519,7 +526,7 @@ async fn federation_request(
         .map(serde_json::from_str)
         .transpose()
         .context("--data is not JSON")?;
-    let store = Store::open(&config.database).await?;
+    let store = Store::open_target(&config.database.target()).await?;
     let keys = herald_keys::ServerKeys::load(
         &config.server_name,
         &config.signing_key_path(),

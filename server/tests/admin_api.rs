@@ -1,16 +1,19 @@
-//! The federation admin API over real HTTP against a real SQLite file,
+//! The federation admin API over real HTTP against a real SQLite file and a
+//! PostgreSQL database (every test on both),
 //! checked against Synapse 1.163's observable behaviour.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod common;
 
+use common::backend::Backend;
 use common::*;
 use serde_json::{json, Value};
 
 const LIST: &str = "/_synapse/admin/v1/federation/destinations";
 
 /// Synapse's own SQL for the list, run on the same database (see
-/// `common::oracle`).
+/// `common::oracle`; on PostgreSQL with SQLite's NULL order, which Herald's
+/// own list keeps on both backends).
 async fn synapse_sql(
     server: &TestServer,
     order_by: &str,
@@ -19,23 +22,40 @@ async fn synapse_sql(
     from: i64,
     limit: i64,
 ) -> (Vec<Value>, i64) {
-    let pool = common::sql_pool(&server.db_path).await;
-    let found = oracle::synapse_list_sql(
-        oracle::OracleDb::Sqlite(&pool),
-        order_by,
-        dir,
-        filter,
-        from,
-        limit,
-    )
-    .await;
-    pool.close().await;
-    found
+    match &server.db.target {
+        herald_store::DatabaseTarget::Sqlite(path) => {
+            let pool = common::sql_pool(path).await;
+            let found = oracle::synapse_list_sql(
+                oracle::OracleDb::Sqlite(&pool),
+                order_by,
+                dir,
+                filter,
+                from,
+                limit,
+            )
+            .await;
+            pool.close().await;
+            found
+        }
+        herald_store::DatabaseTarget::Postgres(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let found = oracle::synapse_list_sql(
+                oracle::OracleDb::PostgresSqliteNulls(&pool),
+                order_by,
+                dir,
+                filter,
+                from,
+                limit,
+            )
+            .await;
+            pool.close().await;
+            found
+        }
+    }
 }
 
-#[tokio::test]
-async fn auth_is_checked_first_on_every_route() {
-    let s = TestServer::start().await;
+async fn auth_is_checked_first_on_every_route(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let alice = s.login(USER, USER_PASSWORD).await;
     for path in [
         format!("{LIST}?from=-1"),
@@ -53,9 +73,8 @@ async fn auth_is_checked_first_on_every_route() {
     assert_not_admin(&s.post_raw(&reset, Some(&alice), "{}").await);
 }
 
-#[tokio::test]
-async fn token_may_come_from_the_query_but_not_from_both() {
-    let s = TestServer::start().await;
+async fn token_may_come_from_the_query_but_not_from_both(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let token = s.admin_token().await;
     let (status, body) = s.get(&format!("{LIST}?access_token={token}"), None).await;
     assert_eq!(status, 200, "{body}");
@@ -84,9 +103,8 @@ async fn token_may_come_from_the_query_but_not_from_both() {
     );
 }
 
-#[tokio::test]
-async fn every_order_and_direction_matches_synapse_sql() {
-    let s = TestServer::start().await;
+async fn every_order_and_direction_matches_synapse_sql(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let token = s.admin_token().await;
     for order_by in [
         "destination",
@@ -117,9 +135,8 @@ async fn every_order_and_direction_matches_synapse_sql() {
     }
 }
 
-#[tokio::test]
-async fn ties_break_by_name_ascending_even_backwards_and_nulls_sort_lowest() {
-    let s = TestServer::start().await;
+async fn ties_break_by_name_ascending_even_backwards_and_nulls_sort_lowest(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let token = s.admin_token().await;
     let names = |body: &Value| -> Vec<String> {
         body["destinations"]
@@ -159,9 +176,8 @@ async fn ties_break_by_name_ascending_even_backwards_and_nulls_sort_lowest() {
     assert_eq!(&n[..3], ["B.org", "UPPER.Example.COM", "[::1]:8448"]);
 }
 
-#[tokio::test]
-async fn destination_filter_is_case_insensitive_and_literal() {
-    let s = TestServer::start().await;
+async fn destination_filter_is_case_insensitive_and_literal(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let token = s.admin_token().await;
     for filter in [
         "ORG",
@@ -198,9 +214,8 @@ async fn destination_filter_is_case_insensitive_and_literal() {
     assert_eq!(body["total"], 11);
 }
 
-#[tokio::test]
-async fn bad_parameters_get_synapses_errors_in_synapses_order() {
-    let s = TestServer::start().await;
+async fn bad_parameters_get_synapses_errors_in_synapses_order(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let t = s.admin_token().await;
     let cases: &[(&str, &str, &str)] = &[
         ("from=abc", "M_INVALID_PARAM", "Query parameter from must be an integer"),
@@ -253,9 +268,8 @@ async fn bad_parameters_get_synapses_errors_in_synapses_order() {
     assert_eq!(body["destinations"], json!([]));
 }
 
-#[tokio::test]
-async fn details_follow_synapses_backoff_special_case() {
-    let s = TestServer::start().await;
+async fn details_follow_synapses_backoff_special_case(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let t = s.admin_token().await;
     let (status, body) = s.get(&format!("{LIST}/b.org"), Some(&t)).await;
     assert_eq!(status, 200);
@@ -309,9 +323,8 @@ async fn details_follow_synapses_backoff_special_case() {
     );
 }
 
-#[tokio::test]
-async fn rooms_are_paginated_by_room_id_and_404_comes_before_parameters() {
-    let s = TestServer::start().await;
+async fn rooms_are_paginated_by_room_id_and_404_comes_before_parameters(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let t = s.admin_token().await;
     let mut expected: Vec<String> = seed_rooms().into_iter().map(|r| r.room_id).collect();
     expected.sort();
@@ -363,9 +376,8 @@ async fn rooms_are_paginated_by_room_id_and_404_comes_before_parameters() {
     assert_eq!(body, json!({"rooms": [], "total": 0}));
 }
 
-#[tokio::test]
-async fn reset_connection_clears_backoff_once() {
-    let s = TestServer::start().await;
+async fn reset_connection_clears_backoff_once(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let t = s.admin_token().await;
     let reset = |name: &str| format!("{LIST}/{name}/reset_connection");
     assert_error(
@@ -421,9 +433,8 @@ async fn reset_connection_clears_backoff_once() {
     );
 }
 
-#[tokio::test]
-async fn unknown_paths_wrong_methods_options_and_cors() {
-    let s = TestServer::start().await;
+async fn unknown_paths_wrong_methods_options_and_cors(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let t = s.admin_token().await;
     for path in [
         "/_synapse/admin/v1/federation/destinations/b.org/",
@@ -494,9 +505,8 @@ async fn unknown_paths_wrong_methods_options_and_cors() {
         .starts_with("application/json"));
 }
 
-#[tokio::test]
-async fn hostile_input_never_yields_a_500() {
-    let s = TestServer::start().await;
+async fn hostile_input_never_yields_a_500(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let t = s.admin_token().await;
     let paths = [
         format!("{LIST}?from=%00&limit=%FF%FE"),
@@ -521,9 +531,8 @@ async fn hostile_input_never_yields_a_500() {
     }
 }
 
-#[tokio::test]
-async fn summary_counts_destinations_per_status() {
-    let s = TestServer::start().await;
+async fn summary_counts_destinations_per_status(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let t = s.admin_token().await;
     let path = "/_herald/admin/v1/federation/summary";
     assert_missing_token(&s.get(path, None).await);
@@ -561,9 +570,8 @@ async fn summary_counts_destinations_per_status() {
     );
 }
 
-#[tokio::test]
-async fn queue_view_needs_an_admin_and_a_known_destination() {
-    let s = TestServer::start().await;
+async fn queue_view_needs_an_admin_and_a_known_destination(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let t = s.admin_token().await;
     let path = "/_herald/admin/v1/federation/destinations/a.org/queue";
     assert_missing_token(&s.get(path, None).await);
@@ -595,3 +603,76 @@ async fn queue_view_needs_an_admin_and_a_known_destination() {
         .await;
     assert_error(&got, 404, "M_NOT_FOUND", "Unknown destination");
 }
+
+/// The same requests to a server on SQLite and one on PostgreSQL, seeded
+/// alike, get the same answers, byte for byte (the summary but the time it
+/// was computed for).
+#[tokio::test]
+async fn sqlite_and_postgresql_answer_alike() {
+    let sqlite = TestServer::start_on(Backend::Sqlite, |_| {}).await;
+    let pg = TestServer::start_on(Backend::Postgres, |_| {}).await;
+    let (ts, tp) = (sqlite.admin_token().await, pg.admin_token().await);
+    let mut paths = Vec::new();
+    for order_by in [
+        "destination",
+        "retry_last_ts",
+        "retry_interval",
+        "failure_ts",
+        "last_successful_stream_ordering",
+    ] {
+        for dir in ["f", "b"] {
+            for query in [
+                "",
+                "&destination=ORG",
+                "&from=3&limit=4",
+                "&destination=%25",
+            ] {
+                paths.push(format!("{LIST}?order_by={order_by}&dir={dir}{query}"));
+            }
+        }
+    }
+    for name in [
+        "b.org",
+        "B.org",
+        "never.example",
+        "%5B%3A%3A1%5D%3A8448",
+        "unknown.example",
+    ] {
+        paths.push(format!("{LIST}/{name}"));
+        paths.push(format!("{LIST}/{name}/rooms?limit=4&from=2"));
+        paths.push(format!("{LIST}/{name}/rooms?dir=b"));
+        paths.push(format!(
+            "/_herald/admin/v1/federation/destinations/{name}/queue"
+        ));
+    }
+    for path in &paths {
+        let a = sqlite.get(path, Some(&ts)).await;
+        let b = pg.get(path, Some(&tp)).await;
+        assert_eq!(a, b, "{path}");
+    }
+    let path = "/_herald/admin/v1/federation/summary";
+    let (mut a, mut b) = (
+        sqlite.get(path, Some(&ts)).await,
+        pg.get(path, Some(&tp)).await,
+    );
+    for (_, body) in [&mut a, &mut b] {
+        body.as_object_mut().unwrap().remove("now_ts");
+    }
+    assert_eq!(a, b);
+}
+
+both_backends!(
+    auth_is_checked_first_on_every_route,
+    token_may_come_from_the_query_but_not_from_both,
+    every_order_and_direction_matches_synapse_sql,
+    ties_break_by_name_ascending_even_backwards_and_nulls_sort_lowest,
+    destination_filter_is_case_insensitive_and_literal,
+    bad_parameters_get_synapses_errors_in_synapses_order,
+    details_follow_synapses_backoff_special_case,
+    rooms_are_paginated_by_room_id_and_404_comes_before_parameters,
+    reset_connection_clears_backoff_once,
+    unknown_paths_wrong_methods_options_and_cors,
+    hostile_input_never_yields_a_500,
+    summary_counts_destinations_per_status,
+    queue_view_needs_an_admin_and_a_known_destination,
+);

@@ -2,6 +2,8 @@
 //! request`, and refusing databases and configs it must not use.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
+#[path = "common/postgres.rs"]
+mod postgres;
 mod process;
 
 use process::{free_port, Process};
@@ -189,6 +191,88 @@ fn user_add_then_serve_then_sign_in() {
         Some(&bob),
     );
     assert_eq!(status, 403);
+}
+
+/// The same on PostgreSQL: `--database postgresql://…` on every command;
+/// messages name the database without its password, and one that does not
+/// answer stops start-up naming `database`.
+#[test]
+fn user_add_and_serve_on_postgresql() {
+    let cluster = postgres::PgCluster::start();
+    // (Trust authentication: the password is never asked for, only shown.)
+    let url = format!(
+        "postgresql://herald:pw-secret@127.0.0.1:{}/postgres",
+        cluster.port
+    );
+    let out = herald(&[
+        "user",
+        "add",
+        "Admin",
+        "--password",
+        "pw1",
+        "--admin",
+        "--database",
+        &url,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("@admin:localhost"), "{stdout}");
+    assert!(stdout.contains("herald:***@127.0.0.1"), "{stdout}");
+    assert!(!stdout.contains("pw-secret"), "{stdout}");
+    let out = herald(&[
+        "user",
+        "add",
+        "admin",
+        "--password",
+        "x",
+        "--database",
+        &url,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    // `serve` with the URL in a config file (and its signing key, which
+    // would default to the working directory, in a temp dir).
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database = {url:?}\nsigning_key_path = {:?}\n",
+            dir.path().join("localhost.signing.key")
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    {
+        let (_server, addr, _) = spawn_listening(
+            &["serve", "--config", config, "--listen", "127.0.0.1:0"],
+            None,
+        );
+        let token = login(&addr, "admin", "pw1");
+        let (status, body) = http_get(
+            &addr,
+            "/_synapse/admin/v1/federation/destinations",
+            Some(&token),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"total\":0"), "{body}");
+    }
+    let port = cluster.port;
+    drop(cluster);
+    let out = herald(&["serve", "--config", config, "--listen", "127.0.0.1:0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("`database`"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("herald:***@127.0.0.1:{port}/postgres")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not answer"), "{stderr}");
+    assert!(!stderr.contains("pw-secret"), "{stderr}");
 }
 
 #[test]

@@ -1,12 +1,24 @@
 //! Crash safety of the sender with the real binary: `herald serve` runs as
-//! a child process on a real SQLite file; simulated homeservers (HTTPS on
+//! a child process on a real SQLite file, and again on PostgreSQL (every
+//! test on both); simulated homeservers (HTTPS on
 //! 127.0.0.1, verifying Herald's signatures) receive. Events acknowledged by
 //! the intake API must reach every reachable receiver, whatever happens to
 //! the process in between: a restart with events queued for a receiver that
 //! was failing, and `kill -9` at random moments while events pour in.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
+#[path = "common/backend.rs"]
+pub mod backend;
+#[path = "common/postgres.rs"]
+pub mod postgres;
 mod process;
+
+mod common {
+    //! What `both_backends!` names (`crate::common::backend`).
+    pub use super::backend;
+}
+
+use backend::{Backend, TestDb};
 
 use process::{free_port, sending_config, Process};
 use std::collections::HashSet;
@@ -41,6 +53,7 @@ fn test_seed() -> u64 {
 
 /// Herald's config and files, started and killed as the test says.
 struct Setup {
+    _db: TestDb,
     dir: tempfile::TempDir,
     cert: LoopbackCert,
     config: PathBuf,
@@ -49,27 +62,37 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(min_retry: &str) -> Setup {
+    async fn new(min_retry: &str, backend: Backend) -> Setup {
+        let db = TestDb::new(backend).await;
         let dir = tempfile::tempdir().unwrap();
         let cert = LoopbackCert::generate(dir.path()).unwrap();
         let (admin_port, federation_port) = (free_port(), free_port());
         let config = dir.path().join("herald.toml");
-        std::fs::write(
-            &config,
-            sending_config(
-                dir.path(),
-                (&cert.cert_path, &cert.key_path),
-                (admin_port, federation_port),
-                TOKEN,
-                &format!(
-                    "destination_min_retry_interval = \"{min_retry}\"\n\
+        let mut text = sending_config(
+            dir.path(),
+            (&cert.cert_path, &cert.key_path),
+            (admin_port, federation_port),
+            TOKEN,
+            &format!(
+                "destination_min_retry_interval = \"{min_retry}\"\n\
                      [federation]\n\
                      max_long_retries = 0\n"
-                ),
             ),
-        )
-        .unwrap();
+        );
+        if backend == Backend::Postgres {
+            // The URL instead of the file, the key in the temp dir.
+            let file = format!("database = {:?}\n", dir.path().join("herald.db"));
+            let url = format!(
+                "database = {:?}\nsigning_key_path = {:?}\n",
+                db.setting(),
+                dir.path().join("herald.signing.key")
+            );
+            assert!(text.contains(&file));
+            text = text.replace(&file, &url);
+        }
+        std::fs::write(&config, text).unwrap();
         Setup {
+            _db: db,
             dir,
             cert,
             config,
@@ -172,9 +195,8 @@ async fn wait_delivered(setup: &Setup, receivers: &[&Homeserver], expected: &Has
     }
 }
 
-#[tokio::test]
-async fn queued_events_are_delivered_after_a_restart() {
-    let mut setup = Setup::new("500ms");
+async fn queued_events_are_delivered_after_a_restart(backend: Backend) {
+    let mut setup = Setup::new("500ms", backend).await;
     let rx = setup.receiver(Behaviour::healthy()).await;
     rx.force_status(Some(500));
     let http = reqwest::Client::new();
@@ -203,11 +225,10 @@ async fn queued_events_are_delivered_after_a_restart() {
     assert_eq!(rx.received().event_ids(), ids);
 }
 
-#[tokio::test]
-async fn kill_9_at_random_moments_loses_no_acknowledged_event() {
+async fn kill_9_at_random_moments_loses_no_acknowledged_event(backend: Backend) {
     let seed = test_seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut setup = Setup::new("300ms");
+    let mut setup = Setup::new("300ms", backend).await;
     let healthy = setup.receiver(Behaviour::healthy()).await;
     let slow = setup
         .receiver(Behaviour {
@@ -285,3 +306,8 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_event() {
         start.elapsed()
     );
 }
+
+both_backends!(
+    queued_events_are_delivered_after_a_restart,
+    kill_9_at_random_moments_loses_no_acknowledged_event,
+);

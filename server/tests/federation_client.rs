@@ -295,7 +295,7 @@ async fn env_with(tweak: impl FnOnce(&mut Config, &mut ClientSettings)) -> Env {
     settings.retry_delay_scale = 0.01;
     tweak(&mut config, &mut settings);
     config.validate().unwrap();
-    let store = Store::open(&config.database).await.unwrap();
+    let store = Store::open_target(&config.database.target()).await.unwrap();
     let key = SigningKey::generate("a_test").unwrap();
     let verify_key = key.verify_key();
     let keys = Arc::new(ServerKeys::new(ORIGIN, key));

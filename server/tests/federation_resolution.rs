@@ -234,7 +234,7 @@ async fn env_filtered(
     settings.retry_delay_scale = 0.2;
     settings.client_timeout = Duration::from_secs(10);
     tweak(&mut settings);
-    let store = Store::open(&config.database).await.unwrap();
+    let store = Store::open_target(&config.database.target()).await.unwrap();
     let key = SigningKey::generate("a_test").unwrap();
     let verify_key = key.verify_key();
     let keys = Arc::new(ServerKeys::new(ORIGIN, key));

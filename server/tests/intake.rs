@@ -1,4 +1,5 @@
-//! The sender's intake API over real HTTP against a temp SQLite file:
+//! The sender's intake API over real HTTP against a temp SQLite file and a
+//! PostgreSQL database (every test on both):
 //! stream orderings, the rows stored, `destinations` / `destination_rooms`
 //! as the admin API shows them, skipped destinations, every 400 storing
 //! nothing, authentication, EDUs, and concurrent requests sharing commits.
@@ -6,6 +7,7 @@
 
 mod common;
 
+use common::backend::Backend;
 use common::*;
 use herald::config::Config;
 use herald_store::Store;
@@ -16,8 +18,8 @@ const PDUS: &str = "/_herald/v1/send/pdus";
 const EDUS: &str = "/_herald/v1/send/edus";
 const LIST: &str = "/_synapse/admin/v1/federation/destinations";
 
-async fn start() -> TestServer {
-    TestServer::start_with(|c| c.sender_api_token = Some(TOKEN.into())).await
+async fn start(backend: Backend) -> TestServer {
+    TestServer::start_on(backend, |c| c.sender_api_token = Some(TOKEN.into())).await
 }
 
 fn event(id: &str, room: &str, destinations: &[&str]) -> Value {
@@ -43,10 +45,7 @@ async fn send(s: &TestServer, events: Vec<Value>) -> Vec<i64> {
 }
 
 async fn count(s: &TestServer, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-        .fetch_one(&common::sql_pool(&s.db_path).await)
-        .await
-        .expect("count")
+    s.db.i64s(&format!("SELECT COUNT(*) FROM {table}")).await[0]
 }
 
 async fn counts(s: &TestServer) -> Vec<i64> {
@@ -74,9 +73,8 @@ async fn outbox(s: &TestServer, destination: &str) -> Vec<(i64, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn accepted_events_are_stored_in_order_and_fill_destination_rooms() {
-    let s = start().await;
+async fn accepted_events_are_stored_in_order_and_fill_destination_rooms(backend: Backend) {
+    let s = start(backend).await;
     let t = s.admin_token().await;
     let orderings = send(
         &s,
@@ -154,12 +152,10 @@ async fn accepted_events_are_stored_in_order_and_fill_destination_rooms() {
     )
     .await;
     assert_eq!(again, [orderings[0]]);
-    let rooms: i64 = sqlx::query_scalar(
+    let rooms = s.db.i64s(
         "SELECT stream_ordering FROM destination_rooms WHERE destination = 'one.example' AND room_id = '!r1:herald.test'",
     )
-    .fetch_one(&common::sql_pool(&s.db_path).await)
-    .await
-    .unwrap();
+    .await[0];
     assert_eq!(rooms, orderings[1]);
     assert_eq!(count(&s, "outgoing_events").await, 4);
     assert_eq!(
@@ -168,13 +164,13 @@ async fn accepted_events_are_stored_in_order_and_fill_destination_rooms() {
     );
 }
 
-#[tokio::test]
-async fn orderings_keep_growing_across_a_reopen() {
-    let s = start().await;
+async fn orderings_keep_growing_across_a_reopen(backend: Backend) {
+    let s = start(backend).await;
     let first = send(&s, vec![event("$a", "!r:herald.test", &["x.example"])]).await;
     // A second store and server on the same file, as after a restart.
-    let store = Store::open(&s.db_path).await.expect("reopen");
-    let mut config = Config::loopback(SERVER_NAME, s.db_path.clone());
+    let store = Store::open_target(&s.db.target).await.expect("reopen");
+    let mut config = Config::loopback(SERVER_NAME, s.db.setting());
+    config.signing_key_path = Some(s.db.dir().join(format!("{SERVER_NAME}.signing.key")));
     config.sender_api_token = Some(TOKEN.into());
     let addr = herald::serve::spawn(store.clone(), config)
         .await
@@ -205,9 +201,8 @@ async fn orderings_keep_growing_across_a_reopen() {
     );
 }
 
-#[tokio::test]
-async fn whitelist_self_and_duplicates_are_skipped() {
-    let s = TestServer::start_with(|c| {
+async fn whitelist_self_and_duplicates_are_skipped(backend: Backend) {
+    let s = TestServer::start_on(backend, |c| {
         c.sender_api_token = Some(TOKEN.into());
         c.federation_domain_whitelist = Some(vec!["a.example".into(), SERVER_NAME.into()]);
     })
@@ -233,9 +228,8 @@ async fn whitelist_self_and_duplicates_are_skipped() {
     assert_eq!(count(&s, "destination_pdus").await, 1);
 }
 
-#[tokio::test]
-async fn every_bad_request_stores_nothing() {
-    let s = start().await;
+async fn every_bad_request_stores_nothing(backend: Backend) {
+    let s = start(backend).await;
     let good = event("$ok", "!r:herald.test", &["a.example"]);
     let cases: Vec<(String, u16, &str)> = vec![
         ("not json".into(), 400, "M_NOT_JSON"),
@@ -309,9 +303,8 @@ async fn every_bad_request_stores_nothing() {
     assert_eq!(counts(&s).await, before);
 }
 
-#[tokio::test]
-async fn authentication() {
-    let s = start().await;
+async fn authentication(backend: Backend) {
+    let s = start(backend).await;
     let body = json!({"events": [event("$a", "!r:herald.test", &["a.example"])]});
     let got = s.post_json(PDUS, None, body.clone()).await;
     assert_missing_token(&got);
@@ -330,7 +323,7 @@ async fn authentication() {
     assert_eq!(send(&s, vec![]).await, Vec::<i64>::new());
 
     // No token configured: the API does not exist.
-    let off = TestServer::start().await;
+    let off = TestServer::start_on(backend, |_| {}).await;
     for token in [None, Some(TOKEN), Some("")] {
         let got = off.post_json(PDUS, token, body.clone()).await;
         assert_error(&got, 404, "M_UNRECOGNIZED", "Unrecognized request");
@@ -340,9 +333,8 @@ async fn authentication() {
     assert_eq!(count(&off, "outgoing_events").await, 0);
 }
 
-#[tokio::test]
-async fn edus_are_stored_per_destination() {
-    let s = start().await;
+async fn edus_are_stored_per_destination(backend: Backend) {
+    let s = start(backend).await;
     let before = count(&s, "destinations").await;
     let (status, body) = s
         .post_json(
@@ -385,9 +377,8 @@ async fn edus_are_stored_per_destination() {
     assert_eq!(count(&s, "destinations").await, before);
 }
 
-#[tokio::test]
-async fn concurrent_requests_are_all_acknowledged() {
-    let s = start().await;
+async fn concurrent_requests_are_all_acknowledged(backend: Backend) {
+    let s = start(backend).await;
     let mut tasks = Vec::new();
     for i in 0..50 {
         let client = s.client.clone();
@@ -433,9 +424,8 @@ async fn concurrent_requests_are_all_acknowledged() {
     assert_eq!(shared, newest_shared);
 }
 
-#[tokio::test]
-async fn pdus_that_cannot_be_sent_are_refused_whole() {
-    let s = start().await;
+async fn pdus_that_cannot_be_sent_are_refused_whole(backend: Backend) {
+    let s = start(backend).await;
     let before = counts(&s).await;
     let mut float = event("$f", "!r:x", &["a.example"]);
     float["pdu"]["content"]["n"] = json!(1.5);
@@ -480,9 +470,8 @@ async fn pdus_that_cannot_be_sent_are_refused_whole() {
     assert_eq!(counts(&s).await, before, "nothing stored");
 }
 
-#[tokio::test]
-async fn an_event_id_is_one_event_in_one_room() {
-    let s = start().await;
+async fn an_event_id_is_one_event_in_one_room(backend: Backend) {
+    let s = start(backend).await;
     send(&s, vec![event("$e", "!one:x", &["a.example"])]).await;
     let got = s
         .post_json(
@@ -520,9 +509,8 @@ async fn an_event_id_is_one_event_in_one_room() {
 /// runs inside the commit, so exactly one is stored and the other is
 /// refused, with nothing of it kept (before, both passed a check made
 /// before the commit and both were acknowledged).
-#[tokio::test]
-async fn racing_requests_cannot_store_one_event_id_in_two_rooms() {
-    let s = start().await;
+async fn racing_requests_cannot_store_one_event_id_in_two_rooms(backend: Backend) {
+    let s = start(backend).await;
     for round in 0..20 {
         let id = format!("$race{round}");
         let mut tasks = Vec::new();
@@ -557,25 +545,33 @@ async fn racing_requests_cannot_store_one_event_id_in_two_rooms() {
     }
     // One event per race, and only the winners' own events beside them.
     assert_eq!(count(&s, "outgoing_events").await, 40);
-    let pool = common::sql_pool(&s.db_path).await;
-    let rooms: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT room_id, COUNT(*) FROM outgoing_events GROUP BY room_id ORDER BY room_id",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert_eq!(rooms.iter().map(|r| r.1).sum::<i64>(), 40);
-    let split: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM outgoing_events o JOIN outgoing_events r \
-         ON r.event_id = '$own' || substr(o.event_id, 6) || 'a.example' \
-         OR r.event_id = '$own' || substr(o.event_id, 6) || 'b.example' \
-         WHERE o.event_id LIKE '$race%' AND r.room_id != o.room_id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let rooms =
+        s.db.i64s("SELECT COUNT(*) FROM outgoing_events GROUP BY room_id ORDER BY room_id")
+            .await;
+    assert_eq!(rooms.iter().sum::<i64>(), 40);
+    let split =
+        s.db.i64s(
+            "SELECT COUNT(*) FROM outgoing_events o JOIN outgoing_events r \
+             ON r.event_id = '$own' || substr(o.event_id, 6) || 'a.example' \
+             OR r.event_id = '$own' || substr(o.event_id, 6) || 'b.example' \
+             WHERE o.event_id LIKE '$race%' AND r.room_id != o.room_id",
+        )
+        .await[0];
     assert_eq!(
         split, 0,
         "a race's event and its winner's own event share a room"
     );
 }
+
+both_backends!(
+    accepted_events_are_stored_in_order_and_fill_destination_rooms,
+    orderings_keep_growing_across_a_reopen,
+    whitelist_self_and_duplicates_are_skipped,
+    every_bad_request_stores_nothing,
+    authentication,
+    edus_are_stored_per_destination,
+    concurrent_requests_are_all_acknowledged,
+    pdus_that_cannot_be_sent_are_refused_whole,
+    an_event_id_is_one_event_in_one_room,
+    racing_requests_cannot_store_one_event_id_in_two_rooms,
+);

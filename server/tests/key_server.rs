@@ -51,7 +51,9 @@ fn config(dir: &Path, tls: &Tls) -> Config {
 }
 
 async fn start(config: Config) -> Addresses {
-    let store = Store::open(&config.database).await.expect("open store");
+    let store = Store::open_target(&config.database.target())
+        .await
+        .expect("open store");
     herald::serve::spawn_all(store, config)
         .await
         .expect("serve")

@@ -1,15 +1,16 @@
-//! The Matrix login routes an admin tool signs in through, over real HTTP.
+//! The Matrix login routes an admin tool signs in through, over real HTTP,
+//! every test on SQLite and on PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod common;
 
+use common::backend::Backend;
 use common::*;
 use herald::config::{RateLimit, RcLogin};
 use serde_json::{json, Value};
 
-#[tokio::test]
-async fn versions_flows_and_server_version() {
-    let s = TestServer::start().await;
+async fn versions_flows_and_server_version(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let (status, body) = s.get("/_matrix/client/versions", None).await;
     assert_eq!(status, 200);
     assert!(body["versions"]
@@ -32,9 +33,8 @@ async fn versions_flows_and_server_version() {
         .starts_with("Herald "));
 }
 
-#[tokio::test]
-async fn password_login_whoami_and_logout() {
-    let s = TestServer::start().await;
+async fn password_login_whoami_and_logout(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let (status, body) = s
         .post_json(
             "/_matrix/client/v3/login",
@@ -62,14 +62,12 @@ async fn password_login_whoami_and_logout() {
     assert_eq!(status, 200);
 
     // Tokens are stored only as hashes.
-    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_hash FROM access_tokens")
-        .fetch_all(&common::sql_pool(&s.db_path).await)
-        .await
-        .unwrap();
+    let stored =
+        s.db.i64s("SELECT CAST(length(token_hash) AS BIGINT) FROM access_tokens")
+            .await;
     assert!(!stored.is_empty());
-    assert!(stored
-        .iter()
-        .all(|h| h.len() == 32 && h.as_slice() != token.as_bytes()));
+    assert!(stored.iter().all(|&len| len == 32), "{stored:?}");
+    assert_ne!(token.len(), 32);
 
     let (status, body) = s
         .post_json("/_matrix/client/v3/logout", Some(&token), json!({}))
@@ -90,9 +88,8 @@ async fn password_login_whoami_and_logout() {
     );
 }
 
-#[tokio::test]
-async fn legacy_user_field_full_user_id_and_r0_paths() {
-    let s = TestServer::start().await;
+async fn legacy_user_field_full_user_id_and_r0_paths(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     for (path, body) in [
         (
             "/_matrix/client/r0/login",
@@ -108,16 +105,14 @@ async fn legacy_user_field_full_user_id_and_r0_paths() {
         assert_eq!(resp["user_id"], "@admin:herald.test");
     }
     // Passwords are stored as Argon2id hashes.
-    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE name = 'admin'")
-        .fetch_one(&common::sql_pool(&s.db_path).await)
-        .await
-        .unwrap();
-    assert!(hash.starts_with("$argon2id$"));
+    let hash =
+        s.db.strings("SELECT password_hash FROM users WHERE name = 'admin'")
+            .await;
+    assert!(hash[0].starts_with("$argon2id$"), "{hash:?}");
 }
 
-#[tokio::test]
-async fn wrong_credentials_give_one_answer_and_bad_bodies_a_400() {
-    let s = TestServer::start().await;
+async fn wrong_credentials_give_one_answer_and_bad_bodies_a_400(backend: Backend) {
+    let s = TestServer::start_on(backend, |_| {}).await;
     let login = login_body;
     for body in [
         login("admin", "wrong"),
@@ -210,9 +205,8 @@ async fn wrong_credentials_give_one_answer_and_bad_bodies_a_400() {
     );
 }
 
-#[tokio::test]
-async fn failed_logins_are_rate_limited_per_user() {
-    let s = TestServer::start_with(|c| {
+async fn failed_logins_are_rate_limited_per_user(backend: Backend) {
+    let s = TestServer::start_on(backend, |c| {
         c.rc_login.failed_attempts = RateLimit {
             per_second: 0.01,
             burst_count: 3.0,
@@ -258,10 +252,9 @@ async fn login_from(s: &TestServer, address: &str, user: &str, password: &str) -
     into_json(resp).await
 }
 
-#[tokio::test]
-async fn every_login_attempt_counts_per_address() {
+async fn every_login_attempt_counts_per_address(backend: Backend) {
     // Synapse's `rc_login.address`: successful logins count too.
-    let s = TestServer::start_with(|c| {
+    let s = TestServer::start_on(backend, |c| {
         c.rc_login.address = RateLimit {
             per_second: 0.01,
             burst_count: 3.0,
@@ -286,10 +279,9 @@ async fn every_login_attempt_counts_per_address() {
     );
 }
 
-#[tokio::test]
-async fn successful_logins_are_rate_limited_per_account() {
+async fn successful_logins_are_rate_limited_per_account(backend: Backend) {
     // Synapse's `rc_login.account`.
-    let s = TestServer::start_with(|c| {
+    let s = TestServer::start_on(backend, |c| {
         c.rc_login.account = RateLimit {
             per_second: 0.01,
             burst_count: 2.0,
@@ -309,9 +301,8 @@ async fn successful_logins_are_rate_limited_per_account() {
 
 /// The default limits (Synapse's `rc_login`): wrong passwords for `admin`
 /// from one address lock out that address, not the admin.
-#[tokio::test]
-async fn failures_from_elsewhere_do_not_lock_the_admin_out() {
-    let s = TestServer::start_with(|c| c.rc_login = RcLogin::default()).await;
+async fn failures_from_elsewhere_do_not_lock_the_admin_out(backend: Backend) {
+    let s = TestServer::start_on(backend, |c| c.rc_login = RcLogin::default()).await;
     for _ in 0..3 {
         let (status, body) = login_from(&s, "127.0.0.2", ADMIN, "wrong").await;
         assert_eq!(status, 403, "{body}");
@@ -334,9 +325,8 @@ async fn failures_from_elsewhere_do_not_lock_the_admin_out() {
     );
 }
 
-#[tokio::test]
-async fn failed_logins_are_rate_limited_globally() {
-    let s = TestServer::start_with(|c| {
+async fn failed_logins_are_rate_limited_globally(backend: Backend) {
+    let s = TestServer::start_on(backend, |c| {
         c.rc_login.global_failed_attempts = RateLimit {
             per_second: 0.01,
             burst_count: 4.0,
@@ -373,9 +363,8 @@ async fn login_forwarded_for(
 /// Behind a reverse proxy every login comes from one address: with
 /// `x_forwarded`, the limits count the client named first in
 /// `X-Forwarded-For`, so failures from one client do not lock out another.
-#[tokio::test]
-async fn x_forwarded_counts_the_forwarded_client() {
-    let s = TestServer::start_with(|c| {
+async fn x_forwarded_counts_the_forwarded_client(backend: Backend) {
+    let s = TestServer::start_on(backend, |c| {
         c.rc_login = RcLogin::default();
         c.x_forwarded = true;
     })
@@ -393,9 +382,8 @@ async fn x_forwarded_counts_the_forwarded_client() {
 
 /// Without `x_forwarded` (the default) the header is ignored: the TCP
 /// source that failed is held back whatever the header says.
-#[tokio::test]
-async fn without_x_forwarded_the_header_is_ignored() {
-    let s = TestServer::start_with(|c| c.rc_login = RcLogin::default()).await;
+async fn without_x_forwarded_the_header_is_ignored(backend: Backend) {
+    let s = TestServer::start_on(backend, |c| c.rc_login = RcLogin::default()).await;
     for _ in 0..3 {
         let (status, body) = login_forwarded_for(&s, "10.0.0.1", ADMIN, "wrong").await;
         assert_eq!(status, 403, "{body}");
@@ -403,3 +391,17 @@ async fn without_x_forwarded_the_header_is_ignored() {
     let (status, body) = login_forwarded_for(&s, "10.0.0.2", ADMIN, ADMIN_PASSWORD).await;
     assert_eq!(status, 429, "{body}");
 }
+
+both_backends!(
+    versions_flows_and_server_version,
+    password_login_whoami_and_logout,
+    legacy_user_field_full_user_id_and_r0_paths,
+    wrong_credentials_give_one_answer_and_bad_bodies_a_400,
+    failed_logins_are_rate_limited_per_user,
+    every_login_attempt_counts_per_address,
+    successful_logins_are_rate_limited_per_account,
+    failures_from_elsewhere_do_not_lock_the_admin_out,
+    failed_logins_are_rate_limited_globally,
+    x_forwarded_counts_the_forwarded_client,
+    without_x_forwarded_the_header_is_ignored,
+);

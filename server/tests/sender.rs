@@ -2,7 +2,8 @@
 //! the intake API over HTTP, Herald sends them as signed transactions to
 //! simulated homeservers — real HTTPS servers on 127.0.0.1 that fetch
 //! Herald's key from its key server and verify every request — and the test
-//! reads what they accepted, the SQLite file and the admin API.
+//! reads what they accepted, the database and the admin API. Every test
+//! runs on SQLite and on PostgreSQL.
 //!
 //! Covered: batching limits and order; transaction IDs increasing and kept
 //! on a retry; backoff, then the timer's wake-up; an admin's reset waking a
@@ -13,6 +14,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod common;
+
+use common::backend::{Backend, TestDb};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,17 +34,24 @@ fn now_ms() -> i64 {
     herald_store::now_ms()
 }
 
-/// A temp directory and the certificate Herald and the receivers share.
+/// Herald's database (on the test's backend) and the certificate Herald
+/// and the receivers share (in a temp directory kept as long).
 struct Fixture {
-    dir: tempfile::TempDir,
+    db: TestDb,
+    _dir: tempfile::TempDir,
     cert: LoopbackCert,
 }
 
 impl Fixture {
-    fn new() -> Arc<Fixture> {
+    async fn new(backend: Backend) -> Arc<Fixture> {
+        let db = TestDb::new(backend).await;
         let dir = tempfile::tempdir().unwrap();
         let cert = LoopbackCert::generate(dir.path()).unwrap();
-        Arc::new(Fixture { dir, cert })
+        Arc::new(Fixture {
+            db,
+            _dir: dir,
+            cert,
+        })
     }
 
     /// A simulated homeserver trusting the certificate.
@@ -55,8 +65,7 @@ impl Fixture {
     /// key), the intake API, an admin user, and a client trusting the
     /// certificate; failed transactions back off at once, briefly.
     async fn herald(self: &Arc<Self>, tweak: impl Fn(&mut Config)) -> Herald {
-        let db = self.dir.path().join("herald.db");
-        let store = Store::open(&db).await.unwrap();
+        let store = Store::open_target(&self.db.target).await.unwrap();
         let hash = herald::auth::password::hash("admin-password").unwrap();
         store.users.create_user("admin", &hash, true).await.unwrap();
         for attempt in 1.. {
@@ -67,7 +76,10 @@ impl Fixture {
                 .unwrap()
                 .port();
             let name = format!("127.0.0.1:{port}");
-            let mut config = Config::loopback(&name, db.clone());
+            let mut config = Config::loopback(&name, self.db.setting());
+            // Where SQLite's default puts it (on PostgreSQL the default is
+            // the working directory).
+            config.signing_key_path = Some(self.db.dir().join(format!("{name}.signing.key")));
             config.federation_listen = Some(name.clone());
             config.tls_certificate_path = Some(self.cert.cert_path.clone());
             config.tls_private_key_path = Some(self.cert.key_path.clone());
@@ -105,8 +117,8 @@ struct Herald {
 }
 
 impl Herald {
-    async fn start(tweak: impl Fn(&mut Config)) -> Herald {
-        Fixture::new().herald(tweak).await
+    async fn start(backend: Backend, tweak: impl Fn(&mut Config)) -> Herald {
+        Fixture::new(backend).await.herald(tweak).await
     }
 
     async fn receiver(&self, behaviour: Behaviour) -> Homeserver {
@@ -273,9 +285,8 @@ async fn assert_stays(what: &str, window: Duration, mut holds: impl FnMut() -> b
     }
 }
 
-#[tokio::test]
-async fn delivers_everything_in_order_in_batches_within_the_limits() {
-    let herald = Herald::start(|_| {}).await;
+async fn delivers_everything_in_order_in_batches_within_the_limits(backend: Backend) {
+    let herald = Herald::start(backend, |_| {}).await;
     let rx = herald.receiver(Behaviour::healthy()).await;
     let ids: Vec<String> = (0..120).map(|i| format!("$e{i:03}")).collect();
     let events = ids
@@ -351,9 +362,8 @@ async fn wait_for_queue_empty(herald: &Herald, destination: &str) {
     }
 }
 
-#[tokio::test]
-async fn one_event_reaches_many_destinations() {
-    let herald = Herald::start(|_| {}).await;
+async fn one_event_reaches_many_destinations(backend: Backend) {
+    let herald = Herald::start(backend, |_| {}).await;
     let mut receivers = Vec::new();
     for _ in 0..20 {
         receivers.push(herald.receiver(Behaviour::healthy()).await);
@@ -370,9 +380,8 @@ async fn one_event_reaches_many_destinations() {
     }
 }
 
-#[tokio::test]
-async fn a_failed_transaction_backs_off_and_is_retried_by_the_timer_with_its_id() {
-    let herald = Herald::start(|_| {}).await;
+async fn a_failed_transaction_backs_off_and_is_retried_by_the_timer_with_its_id(backend: Backend) {
+    let herald = Herald::start(backend, |_| {}).await;
     let rx = herald.receiver(Behaviour::healthy()).await;
     rx.force_status(Some(500));
     herald
@@ -429,10 +438,9 @@ async fn a_failed_transaction_backs_off_and_is_retried_by_the_timer_with_its_id(
         .contains("herald_sender_transactions_total{outcome=\"failed\"}"));
 }
 
-#[tokio::test]
-async fn reset_connection_wakes_a_destination_in_backoff_at_once() {
+async fn reset_connection_wakes_a_destination_in_backoff_at_once(backend: Backend) {
     // Backoff of 10 minutes: only the reset can bring it back in time.
-    let herald = Herald::start(|c| {
+    let herald = Herald::start(backend, |c| {
         c.destination_min_retry_interval = ConfigDuration(Duration::from_secs(600));
     })
     .await;
@@ -490,9 +498,8 @@ async fn reset_connection_wakes_a_destination_in_backoff_at_once() {
 /// Synapse-style details show `failure_ts` and a `retry_interval` from its
 /// first failed try on, never a healthy row while it keeps failing, and its
 /// tries come further and further apart (backoff from 800 ms, × 2 × jitter).
-#[tokio::test]
-async fn a_destination_answering_200_with_a_body_that_is_not_json_backs_off() {
-    let herald = Herald::start(|_| {}).await;
+async fn a_destination_answering_200_with_a_body_that_is_not_json_backs_off(backend: Backend) {
+    let herald = Herald::start(backend, |_| {}).await;
     let rx = herald
         .receiver(Behaviour {
             html_answers: true,
@@ -569,9 +576,8 @@ async fn a_destination_answering_200_with_a_body_that_is_not_json_backs_off() {
     assert_eq!(view["queued_pdus"], 1, "{view}");
 }
 
-#[tokio::test]
-async fn catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus() {
-    let herald = Herald::start(|_| {}).await;
+async fn catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus(backend: Backend) {
+    let herald = Herald::start(backend, |_| {}).await;
     let rx = herald.receiver(Behaviour::healthy()).await;
     // Down for two hours by its record; due again in an hour, so that
     // everything below is queued during the outage however slow the
@@ -667,9 +673,8 @@ async fn catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus() 
     assert_eq!(history["entries"][1]["count"], 3, "{history}");
 }
 
-#[tokio::test]
-async fn whitelist_and_our_own_name_are_skipped() {
-    let fixture = Fixture::new();
+async fn whitelist_and_our_own_name_are_skipped(backend: Backend) {
+    let fixture = Fixture::new(backend).await;
     let allowed = fixture.receiver(Behaviour::healthy()).await;
     let blocked = fixture.receiver(Behaviour::healthy()).await;
     let allowed_name = allowed.name().to_owned();
@@ -709,9 +714,8 @@ async fn whitelist_and_our_own_name_are_skipped() {
         .is_none());
 }
 
-#[tokio::test]
-async fn pdus_the_destination_refuses_are_recorded_and_not_retried() {
-    let herald = Herald::start(|_| {}).await;
+async fn pdus_the_destination_refuses_are_recorded_and_not_retried(backend: Backend) {
+    let herald = Herald::start(backend, |_| {}).await;
     let rx = herald
         .receiver(Behaviour {
             refuse_event_ids: HashSet::from(["$bad".to_owned()]),
@@ -763,9 +767,8 @@ async fn pdus_the_destination_refuses_are_recorded_and_not_retried() {
     );
 }
 
-#[tokio::test]
-async fn catch_up_after_imported_rows_still_delivers_every_room() {
-    let herald = Herald::start(|_| {}).await;
+async fn catch_up_after_imported_rows_still_delivers_every_room(backend: Backend) {
+    let herald = Herald::start(backend, |_| {}).await;
     let rx = herald.receiver(Behaviour::healthy()).await;
     // Copied from Synapse: orderings in the millions, a room it was behind
     // in, and a long backoff ending in a moment.
@@ -804,9 +807,8 @@ async fn catch_up_after_imported_rows_still_delivers_every_room() {
     assert_eq!(rx.received().event_ids(), ["$y1", "$x2"]);
 }
 
-#[tokio::test]
-async fn catch_up_does_not_drop_an_old_event_queued_again_in_another_room() {
-    let herald = Herald::start(|_| {}).await;
+async fn catch_up_does_not_drop_an_old_event_queued_again_in_another_room(backend: Backend) {
+    let herald = Herald::start(backend, |_| {}).await;
     let rx = herald.receiver(Behaviour::healthy()).await;
     let other = herald.receiver(Behaviour::healthy()).await;
     // `$old` goes to another server first: it gets an early ordering.
@@ -846,9 +848,8 @@ async fn catch_up_does_not_drop_an_old_event_queued_again_in_another_room() {
     );
 }
 
-#[tokio::test]
-async fn delivered_events_are_pruned_but_the_newest_of_each_room_stays() {
-    let herald = Herald::start(|_| {}).await;
+async fn delivered_events_are_pruned_but_the_newest_of_each_room_stays(backend: Backend) {
+    let herald = Herald::start(backend, |_| {}).await;
     let rx = herald.receiver(Behaviour::healthy()).await;
     let down = herald.receiver(Behaviour::healthy()).await;
     down.force_status(Some(500));
@@ -872,11 +873,11 @@ async fn delivered_events_are_pruned_but_the_newest_of_each_room_stays() {
         .prune_delivered_events(10_000)
         .await
         .unwrap();
-    let left: Vec<String> =
-        sqlx::query_scalar("SELECT event_id FROM outgoing_events ORDER BY stream_ordering")
-            .fetch_all(&common::sql_pool(&herald.fixture.dir.path().join("herald.db")).await)
-            .await
-            .unwrap();
+    let left = herald
+        .fixture
+        .db
+        .strings("SELECT event_id FROM outgoing_events ORDER BY stream_ordering")
+        .await;
     // $p3 and $p4 are the newest of !b and !a for rx; $q1 is queued.
     assert_eq!(left, ["$p3", "$p4", "$q1"], "pruned {pruned}");
     assert_eq!(pruned, 2);
@@ -890,3 +891,17 @@ async fn delivered_events_are_pruned_but_the_newest_of_each_room_stays() {
         0
     );
 }
+
+both_backends!(
+    delivers_everything_in_order_in_batches_within_the_limits,
+    one_event_reaches_many_destinations,
+    a_failed_transaction_backs_off_and_is_retried_by_the_timer_with_its_id,
+    reset_connection_wakes_a_destination_in_backoff_at_once,
+    a_destination_answering_200_with_a_body_that_is_not_json_backs_off,
+    catch_up_sends_the_newest_event_of_each_room_and_drops_volatile_edus,
+    whitelist_and_our_own_name_are_skipped,
+    pdus_the_destination_refuses_are_recorded_and_not_retried,
+    catch_up_after_imported_rows_still_delivers_every_room,
+    catch_up_does_not_drop_an_old_event_queued_again_in_another_room,
+    delivered_events_are_pruned_but_the_newest_of_each_room_stays,
+);

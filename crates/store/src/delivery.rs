@@ -4,9 +4,9 @@
 //! group-commit writer), the destinations with anything queued (start-up),
 //! and blocks of transaction IDs that keep growing across restarts.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::db::{on_db, on_tx, DbTx};
 use super::{Outbox, StoreError};
 
 /// EDU types that describe a moment and are dropped from a destination's
@@ -86,65 +86,73 @@ impl Delivery {
     /// Removes what was delivered from the queues and moves
     /// `last_successful_stream_ordering` forward (never back). Returns the
     /// newest ordering delivered.
-    pub(super) async fn apply(
-        &self,
-        tx: &mut Transaction<'_, Sqlite>,
-    ) -> Result<Option<i64>, StoreError> {
+    pub(super) async fn apply(&self, tx: &mut DbTx) -> Result<Option<i64>, StoreError> {
         if !self.pdus.is_empty() {
-            sqlx::query(
+            on_tx!(tx, |conn, pg| sqlx::query(if pg {
+                "DELETE FROM destination_pdus WHERE destination = $1 AND stream_ordering IN \
+                 (SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text($2::jsonb))"
+            } else {
                 "DELETE FROM destination_pdus WHERE destination = ? \
-                 AND stream_ordering IN (SELECT value FROM json_each(?))",
-            )
+                 AND stream_ordering IN (SELECT value FROM json_each(?))"
+            })
             .bind(&self.destination)
             .bind(int_array(&self.pdus))
-            .execute(&mut **tx)
-            .await?;
+            .execute(conn)
+            .await
+            .map(drop))?;
         }
         if let Some(Superseded { room_id, up_to }) = &self.superseded {
-            sqlx::query(
-                "DELETE FROM destination_pdus WHERE destination = ? AND stream_ordering <= ? \
+            on_tx!(tx, |conn| sqlx::query(
+                "DELETE FROM destination_pdus WHERE destination = $1 AND stream_ordering <= $2 \
                  AND stream_ordering IN (SELECT stream_ordering FROM outgoing_events \
-                 WHERE room_id = ? AND stream_ordering <= ?)",
+                 WHERE room_id = $3 AND stream_ordering <= $2)",
             )
             .bind(&self.destination)
             .bind(up_to)
             .bind(room_id)
-            .bind(up_to)
-            .execute(&mut **tx)
-            .await?;
+            .execute(conn)
+            .await
+            .map(drop))?;
         }
         if !self.edus.is_empty() {
-            sqlx::query(
+            on_tx!(tx, |conn, pg| sqlx::query(if pg {
+                "DELETE FROM destination_edus WHERE destination = $1 AND id IN \
+                 (SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text($2::jsonb))"
+            } else {
                 "DELETE FROM destination_edus WHERE destination = ? \
-                 AND id IN (SELECT value FROM json_each(?))",
-            )
+                 AND id IN (SELECT value FROM json_each(?))"
+            })
             .bind(&self.destination)
             .bind(int_array(&self.edus))
-            .execute(&mut **tx)
-            .await?;
+            .execute(conn)
+            .await
+            .map(drop))?;
         }
         if !self.pdus.is_empty() || !self.edus.is_empty() {
-            sqlx::query(
-                "INSERT INTO destination_health (destination, last_delivered_ts) VALUES (?, ?) \
+            on_tx!(tx, |conn| {
+                sqlx::query(
+                "INSERT INTO destination_health (destination, last_delivered_ts) VALUES ($1, $2) \
                  ON CONFLICT (destination) DO UPDATE SET last_delivered_ts = excluded.last_delivered_ts",
             )
             .bind(&self.destination)
             .bind(super::now_ms())
-            .execute(&mut **tx)
-            .await?;
+            .execute(conn)
+            .await
+            .map(drop)
+            })?;
         }
         let newest = self.newest();
         if let Some(newest) = newest {
-            sqlx::query(
-                "UPDATE destinations SET last_successful_stream_ordering = ? \
-                 WHERE destination = ? AND (last_successful_stream_ordering IS NULL \
-                 OR last_successful_stream_ordering < ?)",
+            on_tx!(tx, |conn| sqlx::query(
+                "UPDATE destinations SET last_successful_stream_ordering = $1 \
+                 WHERE destination = $2 AND (last_successful_stream_ordering IS NULL \
+                 OR last_successful_stream_ordering < $1)",
             )
             .bind(newest)
             .bind(&self.destination)
-            .bind(newest)
-            .execute(&mut **tx)
-            .await?;
+            .execute(conn)
+            .await
+            .map(drop))?;
         }
         Ok(newest)
     }
@@ -154,7 +162,12 @@ fn int_array(values: &[i64]) -> String {
     serde_json::Value::from(values.to_vec()).to_string()
 }
 
-fn decode_pdu(r: &SqliteRow) -> Result<PendingPdu, sqlx::Error> {
+fn decode_pdu<'r, R: Row>(r: &'r R) -> Result<PendingPdu, sqlx::Error>
+where
+    usize: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
     Ok(PendingPdu {
         stream_ordering: r.try_get(0)?,
         event_id: r.try_get(1)?,
@@ -182,19 +195,22 @@ impl Outbox {
         limit: u32,
         up_to: i64,
     ) -> Result<Vec<PendingPdu>, StoreError> {
-        let rows = sqlx::query(
+        let pdus = on_db!(&self.pool, |pool| sqlx::query(
             "SELECT p.stream_ordering, e.event_id, e.room_id, e.json, e.canonical \
              FROM destination_pdus p \
              JOIN outgoing_events e ON e.stream_ordering = p.stream_ordering \
-             WHERE p.destination = ? AND p.stream_ordering <= ? \
-             ORDER BY p.stream_ordering LIMIT ?",
+             WHERE p.destination = $1 AND p.stream_ordering <= $2 \
+             ORDER BY p.stream_ordering LIMIT $3",
         )
         .bind(destination)
         .bind(up_to)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(decode_pdu).collect::<Result<_, _>>()?)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(decode_pdu)
+        .collect::<Result<_, _>>());
+        Ok(pdus?)
     }
 
     /// Up to `limit` EDUs still to deliver to `destination`, oldest first.
@@ -213,26 +229,26 @@ impl Outbox {
         limit: u32,
         up_to: i64,
     ) -> Result<Vec<PendingEdu>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, edu_type, content, canonical FROM destination_edus WHERE destination = ? \
-             AND id <= ? ORDER BY id LIMIT ?",
+        let rows: Vec<(i64, String, String, i64)> = on_db!(&self.pool, |pool| {
+            sqlx::query_as(
+            "SELECT id, edu_type, content, canonical FROM destination_edus WHERE destination = $1 \
+             AND id <= $2 ORDER BY id LIMIT $3",
         )
         .bind(destination)
         .bind(up_to)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PendingEdu {
-                    id: r.try_get(0)?,
-                    edu_type: r.try_get(1)?,
-                    content_json: r.try_get(2)?,
-                    canonical: r.try_get::<i64, _>(3)? != 0,
-                })
+        .fetch_all(pool)
+        .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, edu_type, content_json, canonical)| PendingEdu {
+                id,
+                edu_type,
+                content_json,
+                canonical: canonical != 0,
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+            .collect())
     }
 
     /// Catch-up: for up to `limit` rooms whose newest event for
@@ -243,26 +259,24 @@ impl Outbox {
         after: i64,
         limit: u32,
     ) -> Result<Vec<CatchUpEvent>, StoreError> {
-        let rows = sqlx::query(
+        type Row = (i64, String, Option<String>, Option<String>, Option<i64>);
+        let rows: Vec<Row> = on_db!(&self.pool, |pool| sqlx::query_as(
             "SELECT r.stream_ordering, r.room_id, e.event_id, e.json, e.canonical \
              FROM destination_rooms r \
              LEFT JOIN outgoing_events e ON e.stream_ordering = r.stream_ordering \
-             WHERE r.destination = ? AND r.stream_ordering > ? \
-             ORDER BY r.stream_ordering LIMIT ?",
+             WHERE r.destination = $1 AND r.stream_ordering > $2 \
+             ORDER BY r.stream_ordering LIMIT $3",
         )
         .bind(destination)
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let stream_ordering: i64 = r.try_get(0)?;
-                let room_id: String = r.try_get(1)?;
-                let event_id: Option<String> = r.try_get(2)?;
-                let json: Option<String> = r.try_get(3)?;
-                let canonical = r.try_get::<Option<i64>, _>(4)?.is_some_and(|c| c != 0);
-                Ok(CatchUpEvent {
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(stream_ordering, room_id, event_id, json, canonical)| {
+                let canonical = canonical.is_some_and(|c| c != 0);
+                CatchUpEvent {
                     pdu: event_id.zip(json).map(|(event_id, pdu_json)| PendingPdu {
                         stream_ordering,
                         event_id,
@@ -272,24 +286,26 @@ impl Outbox {
                     }),
                     stream_ordering,
                     room_id,
-                })
+                }
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+            .collect())
     }
 
     /// Drops the presence, typing and receipt EDUs queued for
     /// `destination` (catch-up after a long outage); how many.
     pub async fn drop_volatile_edus(&self, destination: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
+        Ok(on_db!(&self.pool, |pool, pg| sqlx::query(if pg {
+            "DELETE FROM destination_edus WHERE destination = $1 \
+             AND edu_type IN (SELECT value FROM jsonb_array_elements_text($2::jsonb))"
+        } else {
             "DELETE FROM destination_edus WHERE destination = ? \
-             AND edu_type IN (SELECT value FROM json_each(?))",
-        )
+             AND edu_type IN (SELECT value FROM json_each(?))"
+        })
         .bind(destination)
         .bind(super::json_array(VOLATILE_EDU_TYPES))
-        .execute(&self.pool)
+        .execute(pool)
         .await?
-        .rows_affected())
+        .rows_affected()))
     }
 
     /// Removes these PDUs and EDUs from `destination`'s queue undelivered
@@ -301,22 +317,30 @@ impl Outbox {
         edus: &[i64],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        on_tx!(&mut tx, |conn, pg| sqlx::query(if pg {
+            "DELETE FROM destination_pdus WHERE destination = $1 AND stream_ordering IN \
+             (SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text($2::jsonb))"
+        } else {
             "DELETE FROM destination_pdus WHERE destination = ? \
-             AND stream_ordering IN (SELECT value FROM json_each(?))",
-        )
+             AND stream_ordering IN (SELECT value FROM json_each(?))"
+        })
         .bind(destination)
         .bind(int_array(pdus))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
+        .execute(conn)
+        .await
+        .map(drop))?;
+        on_tx!(&mut tx, |conn, pg| sqlx::query(if pg {
+            "DELETE FROM destination_edus WHERE destination = $1 AND id IN \
+             (SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text($2::jsonb))"
+        } else {
             "DELETE FROM destination_edus WHERE destination = ? \
-             AND id IN (SELECT value FROM json_each(?))",
-        )
+             AND id IN (SELECT value FROM json_each(?))"
+        })
         .bind(destination)
         .bind(int_array(edus))
-        .execute(&mut *tx)
-        .await?;
+        .execute(conn)
+        .await
+        .map(drop))?;
         tx.commit().await?;
         Ok(())
     }
@@ -327,11 +351,13 @@ impl Outbox {
         let mut tx = self.pool.begin().await?;
         let mut dropped = 0;
         for table in ["destination_pdus", "destination_edus"] {
-            dropped += sqlx::query(&format!("DELETE FROM {table} WHERE destination = ?"))
-                .bind(destination)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            dropped += on_tx!(&mut tx, |conn| sqlx::query(&format!(
+                "DELETE FROM {table} WHERE destination = $1"
+            ))
+            .bind(destination)
+            .execute(conn)
+            .await?
+            .rows_affected());
         }
         tx.commit().await?;
         Ok(dropped)
@@ -339,27 +365,29 @@ impl Outbox {
 
     /// Every destination with a PDU or EDU still queued (start-up).
     pub async fn destinations_with_pending(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(on_db!(&self.pool, |pool| sqlx::query_scalar(
             "SELECT DISTINCT destination FROM destination_pdus \
              UNION SELECT DISTINCT destination FROM destination_edus",
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Reserves `count` transaction IDs and returns the first. IDs handed
     /// out are never handed out again, even after a crash: the reservation
     /// is committed before any of them is used.
     pub async fn reserve_txn_ids(&self, count: u32) -> Result<i64, StoreError> {
-        let end: String = sqlx::query_scalar(
-            "INSERT INTO herald_meta (key, value) VALUES ('txn_ids_reserved', ?) \
-             ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) \
+        // (`herald_meta.value`: PostgreSQL would not know which `value`.)
+        let end: String = on_db!(&self.pool, |pool| sqlx::query_scalar(
+            "INSERT INTO herald_meta (key, value) VALUES ('txn_ids_reserved', $1) \
+             ON CONFLICT (key) DO UPDATE SET \
+             value = CAST(CAST(herald_meta.value AS BIGINT) + $2 AS TEXT) \
              RETURNING value",
         )
         .bind(i64::from(count).to_string())
         .bind(i64::from(count))
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(pool)
+        .await?);
         let end: i64 = end.parse().map_err(|_| StoreError::Corrupt {
             what: format!("herald_meta txn_ids_reserved = {end:?}"),
         })?;
@@ -371,12 +399,12 @@ impl Outbox {
     /// When the oldest PDU still queued for some destination was accepted.
     /// Scans the queue (metrics scrapes only).
     pub async fn oldest_undelivered_ts(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(on_db!(&self.pool, |pool| sqlx::query_scalar(
             "SELECT received_ts FROM outgoing_events WHERE stream_ordering = \
              (SELECT MIN(stream_ordering) FROM destination_pdus)",
         )
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool)
+        .await?))
     }
 }
 
@@ -400,12 +428,12 @@ impl Outbox {
     /// How many PDUs and EDUs are queued over all destinations. Counts the
     /// queue tables (metrics scrapes and the sender page only).
     pub async fn queue_totals(&self) -> Result<QueueTotals, StoreError> {
-        let (pdus, edus): (i64, i64) = sqlx::query_as(
+        let (pdus, edus): (i64, i64) = on_db!(&self.pool, |pool| sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM destination_pdus), \
              (SELECT COUNT(*) FROM destination_edus)",
         )
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(pool)
+        .await?);
         Ok(QueueTotals {
             pdus: pdus.max(0) as u64,
             edus: edus.max(0) as u64,
@@ -416,18 +444,20 @@ impl Outbox {
     /// first, ties by name. One pass over each queue table's primary index
     /// (grouped by destination); at most `limit` rows come back.
     pub async fn top_queued(&self, limit: u32) -> Result<Vec<QueuedDestination>, StoreError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT destination, SUM(pdus), SUM(edus) FROM ( \
-               SELECT destination, COUNT(*) AS pdus, 0 AS edus FROM destination_pdus \
-               GROUP BY destination \
+        // CASTs: PostgreSQL's SUM of a BIGINT is NUMERIC; a subquery needs an alias.
+        let rows: Vec<(String, i64, i64)> = on_db!(&self.pool, |pool| sqlx::query_as(
+            "SELECT destination, CAST(SUM(pdus) AS BIGINT), CAST(SUM(edus) AS BIGINT) FROM ( \
+               SELECT destination, COUNT(*) AS pdus, CAST(0 AS BIGINT) AS edus \
+               FROM destination_pdus GROUP BY destination \
                UNION ALL \
-               SELECT destination, 0, COUNT(*) FROM destination_edus GROUP BY destination \
-             ) GROUP BY destination ORDER BY SUM(pdus) + SUM(edus) DESC, destination \
-             LIMIT ?",
+               SELECT destination, CAST(0 AS BIGINT), COUNT(*) FROM destination_edus \
+               GROUP BY destination \
+             ) AS queued GROUP BY destination ORDER BY SUM(pdus) + SUM(edus) DESC, destination \
+             LIMIT $1",
         )
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool)
+        .await?);
         Ok(rows
             .into_iter()
             .map(|(destination, pdus, edus)| QueuedDestination {
@@ -451,26 +481,30 @@ pub struct QueuedCounts {
 impl Outbox {
     /// How much is queued for `destination` (the admin's queue view).
     pub async fn queued_counts(&self, destination: &str) -> Result<QueuedCounts, StoreError> {
-        let (pdus, first): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(stream_ordering) FROM destination_pdus WHERE destination = ?",
+        if !self.pool.can_hold(destination) {
+            return Ok(QueuedCounts::default());
+        }
+        let (pdus, first): (i64, Option<i64>) = on_db!(&self.pool, |pool| {
+            sqlx::query_as(
+            "SELECT COUNT(*), MIN(stream_ordering) FROM destination_pdus WHERE destination = $1",
         )
         .bind(destination)
-        .fetch_one(&self.pool)
-        .await?;
-        let edus: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM destination_edus WHERE destination = ?")
-                .bind(destination)
-                .fetch_one(&self.pool)
-                .await?;
+        .fetch_one(pool)
+        .await?
+        });
+        let edus: i64 = on_db!(&self.pool, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM destination_edus WHERE destination = $1"
+        )
+        .bind(destination)
+        .fetch_one(pool)
+        .await?);
         let oldest_pdu_ts = match first {
-            Some(so) => {
-                sqlx::query_scalar(
-                    "SELECT received_ts FROM outgoing_events WHERE stream_ordering = ?",
-                )
-                .bind(so)
-                .fetch_optional(&self.pool)
-                .await?
-            }
+            Some(so) => on_db!(&self.pool, |pool| sqlx::query_scalar(
+                "SELECT received_ts FROM outgoing_events WHERE stream_ordering = $1",
+            )
+            .bind(so)
+            .fetch_optional(pool)
+            .await?),
             None => None,
         };
         Ok(QueuedCounts {
@@ -489,17 +523,17 @@ impl Outbox {
         // One statement, so that an event queued again (keeping its old
         // ordering) by an intake commit is either seen as queued or pruned
         // before that commit, which then stores it anew.
-        Ok(sqlx::query(
+        Ok(on_db!(&self.pool, |pool| sqlx::query(
             "DELETE FROM outgoing_events WHERE stream_ordering IN ( \
              SELECT e.stream_ordering FROM outgoing_events e WHERE e.stream_ordering < \
              (SELECT COALESCE(MIN(stream_ordering), 9223372036854775807) FROM destination_pdus) \
              AND NOT EXISTS (SELECT 1 FROM destination_rooms r \
              WHERE r.room_id = e.room_id AND r.stream_ordering = e.stream_ordering) \
-             ORDER BY e.stream_ordering LIMIT ?)",
+             ORDER BY e.stream_ordering LIMIT $1)",
         )
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .execute(pool)
         .await?
-        .rows_affected())
+        .rows_affected()))
     }
 }

@@ -8,10 +8,11 @@ use herald_shared::{
 };
 use std::path::Path;
 
+use futures_util::TryStreamExt;
 use rusqlite::types::ValueRef;
 use rusqlite::OpenFlags;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use sqlx::postgres::PgPool;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use herald_federation::backoff::{BackoffStore, StorageError, StoreFuture};
 use herald_federation::RetryTimings;
 use tokio::sync::broadcast;
 
+use super::db::{on_db, on_tx, Db};
 use super::shared_index::{Edit, SharedIndex};
 use super::{DestinationIndex, DestinationRow, NullsOrder, StoreError};
 
@@ -29,7 +31,7 @@ const RESETS_BUFFERED: usize = 256;
 /// change a destination's health, with the in-memory index kept in step.
 #[derive(Clone)]
 pub struct Destinations {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: Db,
     pub(crate) index: SharedIndex,
     /// Serialises writes to `destinations` so the index sees them in commit order.
     pub(crate) writer: Arc<tokio::sync::Mutex<()>>,
@@ -49,7 +51,13 @@ const SELECT_ROW: &str = "SELECT destination, retry_last_ts, retry_interval, fai
 const SELECT_ROW_ROWID: &str = "SELECT destination, retry_last_ts, retry_interval, failure_ts, \
                                 last_successful_stream_ordering, rowid";
 
-fn decode(row: &SqliteRow) -> Result<DestinationRow, sqlx::Error> {
+/// A `destinations` row read with [`SELECT_ROW`], from either backend.
+pub(crate) fn decode<'r, R: Row>(row: &'r R) -> Result<DestinationRow, sqlx::Error>
+where
+    usize: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
     Ok(DestinationRow {
         destination: row.try_get(0)?,
         retry_last_ts: row.try_get(1)?,
@@ -196,6 +204,50 @@ fn load_room_counts(path: &Path) -> Result<RoomCounts, StoreError> {
     Ok(out)
 }
 
+/// [`load_index`] on PostgreSQL: every row of `destinations` streamed
+/// into the builder (NULLs ordered as Herald orders them, as on SQLite),
+/// then the room counts.
+async fn load_index_pg(pool: &PgPool) -> Result<DestinationIndex, StoreError> {
+    let mut builder = DestinationIndex::builder(NullsOrder::Smallest);
+    let mut rows = sqlx::query(SELECT_ROW).fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        let name: &str = row.try_get(0)?;
+        let columns = [
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+            row.try_get(4)?,
+        ];
+        builder.push_columns(name, columns, 0);
+    }
+    drop(rows);
+    let mut index = tokio::task::spawn_blocking(move || builder.finish())
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+    let mut counts =
+        sqlx::query("SELECT destination, COUNT(*) FROM destination_rooms GROUP BY destination")
+            .fetch(pool);
+    while let Some(row) = counts.try_next().await? {
+        let count: i64 = row.try_get(1)?;
+        index.set_room_count(row.try_get(0)?, count.max(0) as u64);
+    }
+    Ok(index)
+}
+
+/// The index of Herald's own rows, loaded as at start-up: from the SQLite
+/// file with rusqlite, or streamed from PostgreSQL.
+async fn load_own_index(pool: &Db) -> Result<DestinationIndex, StoreError> {
+    match pool {
+        Db::Sqlite(pool) => {
+            let path = pool.connect_options().get_filename().to_owned();
+            tokio::task::spawn_blocking(move || load_index(&path))
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?
+        }
+        Db::Postgres(pool) => load_index_pg(pool).await,
+    }
+}
+
 /// What `reset_connection` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetOutcome {
@@ -208,15 +260,20 @@ impl Destinations {
     /// Loads the index from the committed rows of the database at `path`
     /// (or, without `read_rows`, starts with an empty one).
     pub(crate) async fn load(
-        pool: SqlitePool,
-        path: &Path,
+        pool: Db,
+        path: Option<&Path>,
         read_rows: bool,
     ) -> Result<Destinations, StoreError> {
-        let path = path.to_owned();
         let index = if read_rows {
-            tokio::task::spawn_blocking(move || load_index(&path))
-                .await
-                .map_err(|e| StoreError::Task(e.to_string()))??
+            match path {
+                Some(path) => {
+                    let path = path.to_owned();
+                    tokio::task::spawn_blocking(move || load_index(&path))
+                        .await
+                        .map_err(|e| StoreError::Task(e.to_string()))??
+                }
+                None => load_own_index(&pool).await?,
+            }
         } else {
             DestinationIndex::builder(NullsOrder::Smallest).finish()
         };
@@ -233,10 +290,11 @@ impl Destinations {
     /// Attached: `index` holds Synapse's rows, every read of a row goes to
     /// Synapse's database, every write is refused (see `synapse`).
     pub(crate) async fn attached(
-        pool: SqlitePool,
+        pool: impl Into<Db>,
         index: DestinationIndex,
         attached: Arc<super::synapse::Attached>,
     ) -> Result<Destinations, StoreError> {
+        let pool = pool.into();
         Ok(Destinations {
             index: SharedIndex::new(index),
             writer: Arc::new(tokio::sync::Mutex::new(())),
@@ -298,11 +356,19 @@ impl Destinations {
         if let Some(attached) = &self.attached {
             return attached.source.destination(name).await;
         }
-        let row = sqlx::query(&format!("{SELECT_ROW} WHERE destination = ?"))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(decode).transpose()?)
+        if !self.pool.can_hold(name) {
+            return Ok(None);
+        }
+        let row = on_db!(&self.pool, |pool| sqlx::query(&format!(
+            "{SELECT_ROW} WHERE destination = $1"
+        ))
+        .bind(name)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(decode)
+        .transpose());
+        Ok(row?)
     }
 
     /// `GET destinations/<name>`, as Synapse shapes it: no timings unless
@@ -335,12 +401,17 @@ impl Destinations {
         if let Some(attached) = &self.attached {
             return Ok(attached.source.destination(name).await?.is_some());
         }
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM destinations WHERE destination = ?")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(found.is_some())
+        if !self.pool.can_hold(name) {
+            return Ok(false);
+        }
+        let found = on_db!(&self.pool, |pool| sqlx::query(
+            "SELECT 1 FROM destinations WHERE destination = $1"
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?
+        .is_some());
+        Ok(found)
     }
 
     /// Rooms of a destination ordered by room ID.
@@ -353,28 +424,34 @@ impl Destinations {
             return attached.source.rooms_page(name, q).await;
         }
         let total = self.index.room_count(name);
+        if !self.pool.can_hold(name) {
+            return Ok(RoomsPage {
+                next_token: None,
+                rooms: Vec::new(),
+                total,
+            });
+        }
         let order = match q.dir {
             Direction::Forwards => "ASC",
             Direction::Backwards => "DESC",
         };
-        let rows = sqlx::query(&format!(
-            "SELECT room_id, stream_ordering FROM destination_rooms WHERE destination = ? \
-             ORDER BY room_id {order} LIMIT ? OFFSET ?"
+        // `room_id` compares bytes on both backends (COLLATE "C" on PostgreSQL).
+        let rows: Vec<(String, i64)> = on_db!(&self.pool, |pool| sqlx::query_as(&format!(
+            "SELECT room_id, stream_ordering FROM destination_rooms WHERE destination = $1 \
+             ORDER BY room_id {order} LIMIT $2 OFFSET $3"
         ))
         .bind(name)
         .bind(q.limit as i64)
         .bind(q.from as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool)
+        .await?);
         let rooms = rows
-            .iter()
-            .map(|r| {
-                Ok(DestinationRoom {
-                    room_id: r.try_get(0)?,
-                    stream_ordering: r.try_get(1)?,
-                })
+            .into_iter()
+            .map(|(room_id, stream_ordering)| DestinationRoom {
+                room_id,
+                stream_ordering,
             })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            .collect::<Vec<_>>();
         Ok(RoomsPage {
             next_token: next_token(q.from, q.limit, rooms.len(), total),
             rooms,
@@ -422,13 +499,14 @@ impl Destinations {
         if row.retry_last_ts.is_none_or(|ts| ts == 0) {
             return Ok(ResetOutcome::NotInBackoff);
         }
-        sqlx::query(
+        on_db!(&self.pool, |pool| sqlx::query(
             "UPDATE destinations SET failure_ts = NULL, retry_last_ts = 0, retry_interval = 0 \
-             WHERE destination = ?",
+             WHERE destination = $1",
         )
         .bind(name)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(drop))?;
         self.refresh_index(name).await?;
         // Nobody listening is fine.
         let _ = self.resets.send(name.into());
@@ -448,13 +526,17 @@ impl Destinations {
                 })
             }));
         }
-        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT failure_ts, retry_last_ts, retry_interval FROM destinations \
-             WHERE destination = ?",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
+        if !self.pool.can_hold(name) {
+            return Ok(None);
+        }
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> =
+            on_db!(&self.pool, |pool| sqlx::query_as(
+                "SELECT failure_ts, retry_last_ts, retry_interval FROM destinations \
+                 WHERE destination = $1",
+            )
+            .bind(name)
+            .fetch_optional(pool)
+            .await?);
         Ok(row.and_then(|(failure_ts, last, interval)| {
             let retry_last_ts = last.filter(|&ts| ts != 0)?;
             Some(RetryTimings {
@@ -481,9 +563,9 @@ impl Destinations {
 
     async fn set_timings_now(&self, name: &str, timings: RetryTimings) -> Result<(), StoreError> {
         let _writer = self.writer.lock().await;
-        sqlx::query(
+        on_db!(&self.pool, |pool| sqlx::query(
             "INSERT INTO destinations (destination, failure_ts, retry_last_ts, retry_interval) \
-             VALUES (?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4) \
              ON CONFLICT (destination) DO UPDATE SET failure_ts = excluded.failure_ts, \
              retry_last_ts = excluded.retry_last_ts, retry_interval = excluded.retry_interval \
              WHERE excluded.retry_interval = 0 OR excluded.retry_last_ts = 0 \
@@ -495,8 +577,9 @@ impl Destinations {
         .bind(timings.failure_ts)
         .bind(timings.retry_last_ts)
         .bind(timings.retry_interval)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(drop))?;
         self.refresh_index(name).await
     }
 
@@ -512,9 +595,10 @@ impl Destinations {
         let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         for row in rows {
-            sqlx::query(
+            on_tx!(&mut tx, |conn| {
+                sqlx::query(
                 "INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts, \
-                 last_successful_stream_ordering) VALUES (?, ?, ?, ?, ?) \
+                 last_successful_stream_ordering) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (destination) DO UPDATE SET retry_last_ts = excluded.retry_last_ts, \
                  retry_interval = excluded.retry_interval, failure_ts = excluded.failure_ts, \
                  last_successful_stream_ordering = excluded.last_successful_stream_ordering",
@@ -524,8 +608,10 @@ impl Destinations {
             .bind(row.retry_interval)
             .bind(row.failure_ts)
             .bind(row.last_successful_stream_ordering)
-            .execute(&mut *tx)
-            .await?;
+            .execute(conn)
+            .await
+            .map(drop)
+            })?;
         }
         tx.commit().await?;
         if let Some(max) = rows
@@ -560,30 +646,37 @@ impl Destinations {
     ) -> Result<(), StoreError> {
         let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO destinations (destination) VALUES (?) ON CONFLICT DO NOTHING")
-            .bind(destination)
-            .execute(&mut *tx)
-            .await?;
+        on_tx!(&mut tx, |conn| sqlx::query(
+            "INSERT INTO destinations (destination) VALUES ($1) ON CONFLICT DO NOTHING"
+        )
+        .bind(destination)
+        .execute(conn)
+        .await
+        .map(drop))?;
         for room in rooms {
-            sqlx::query(
-                "INSERT INTO destination_rooms (destination, room_id, stream_ordering) VALUES (?, ?, ?) \
+            on_tx!(&mut tx, |conn| {
+                sqlx::query(
+                "INSERT INTO destination_rooms (destination, room_id, stream_ordering) VALUES ($1, $2, $3) \
                  ON CONFLICT (destination, room_id) DO UPDATE SET stream_ordering = excluded.stream_ordering",
             )
             .bind(destination)
             .bind(&room.room_id)
             .bind(room.stream_ordering)
-            .execute(&mut *tx)
-            .await?;
+            .execute(conn)
+            .await
+            .map(drop)
+            })?;
         }
         tx.commit().await?;
         if let Some(max) = rooms.iter().map(|r| r.stream_ordering).max() {
             super::orderings::raise_next_ordering(&self.pool, max).await?;
         }
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM destination_rooms WHERE destination = ?")
-                .bind(destination)
-                .fetch_one(&self.pool)
-                .await?;
+        let count: i64 = on_db!(&self.pool, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM destination_rooms WHERE destination = $1"
+        )
+        .bind(destination)
+        .fetch_one(pool)
+        .await?);
         if let Some(row) = self.destination(destination).await? {
             self.index
                 .apply(vec![
@@ -617,10 +710,7 @@ impl Destinations {
     /// Makes the index what Herald's own tables hold now (after an import
     /// replaced them), loaded as at start-up. Call with the writer held.
     pub(crate) async fn reload(&self) -> Result<(), StoreError> {
-        let path = self.pool.connect_options().get_filename().to_owned();
-        let index = tokio::task::spawn_blocking(move || load_index(&path))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let index = load_own_index(&self.pool).await?;
         self.index.replace(index).await;
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 use herald_shared::{Forgotten, HistoryEvent};
 
+use super::db::on_tx;
 use super::destinations::to_the_end;
 use super::history::NewEntry;
 use super::shared_index::Edit;
@@ -28,17 +29,25 @@ impl Destinations {
         name: &str,
         actor: Option<String>,
     ) -> Result<Option<Forgotten>, StoreError> {
+        if !self.pool.can_hold(name) {
+            return Ok(None);
+        }
         let _writer = self.writer.lock().await;
         let _history = self.outages.writer.lock().await;
         // Immediate: it reads, then writes, beside writers that take
         // neither of the locks above (pruning, dropped queues).
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let known: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM destinations WHERE destination = ?")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if known.is_none() {
+        // (PostgreSQL: `FOR UPDATE` holds the row until the commit.)
+        let mut tx = self.pool.begin_write().await?;
+        let known = on_tx!(&mut tx, |conn, pg| sqlx::query(if pg {
+            "SELECT 1 FROM destinations WHERE destination = $1 FOR UPDATE"
+        } else {
+            "SELECT 1 FROM destinations WHERE destination = $1"
+        })
+        .bind(name)
+        .fetch_optional(conn)
+        .await?
+        .is_some());
+        if !known {
             return Ok(None);
         }
         // Rows that name it first (foreign keys), then the row itself.
@@ -47,17 +56,22 @@ impl Destinations {
             .into_iter()
             .enumerate()
         {
-            counts[i] = sqlx::query(&format!("DELETE FROM {table} WHERE destination = ?"))
-                .bind(name)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            counts[i] = on_tx!(&mut tx, |conn| sqlx::query(&format!(
+                "DELETE FROM {table} WHERE destination = $1"
+            ))
+            .bind(name)
+            .execute(conn)
+            .await?
+            .rows_affected());
         }
         for table in ["destination_health", "destinations"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE destination = ?"))
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
+            on_tx!(&mut tx, |conn| sqlx::query(&format!(
+                "DELETE FROM {table} WHERE destination = $1"
+            ))
+            .bind(name)
+            .execute(conn)
+            .await
+            .map(drop))?;
         }
         tx.commit().await?;
         let [rooms, queued_pdus, queued_edus] = counts;

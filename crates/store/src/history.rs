@@ -21,9 +21,9 @@ use herald_shared::{
     DestinationExtras, Failure, FailureKind, HistoryEntry, HistoryEvent, HistoryPage, LastError,
 };
 use parking_lot::Mutex;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::db::{on_db, on_tx, Db, DbTx};
 use super::{now_ms, Destinations, StoreError};
 
 /// Entries kept per destination (the newest).
@@ -48,21 +48,20 @@ pub(crate) struct OpenOutages {
 impl OpenOutages {
     /// The open outages as the table holds them: destinations whose newest
     /// `failing`/`recovered`/`forgotten` entry is `failing`.
-    pub(crate) async fn load(pool: &SqlitePool) -> Result<OpenOutages, StoreError> {
+    pub(crate) async fn load(pool: &Db) -> Result<OpenOutages, StoreError> {
         let mut open = HashMap::new();
-        let mut rows = sqlx::query(
-            "SELECT h.destination, h.id, h.ts FROM destination_history h \
-             WHERE h.event = 'failing' AND h.id = (SELECT MAX(id) FROM destination_history \
-             WHERE destination = h.destination \
-             AND event IN ('failing', 'recovered', 'forgotten'))",
-        )
-        .fetch(pool);
-        while let Some(row) = rows.try_next().await? {
-            open.insert(
-                row.try_get::<String, _>(0)?,
-                (row.try_get(1)?, row.try_get(2)?),
-            );
-        }
+        on_db!(pool, |pool| {
+            let mut rows = sqlx::query_as::<_, (String, i64, i64)>(
+                "SELECT h.destination, h.id, h.ts FROM destination_history h \
+                 WHERE h.event = 'failing' AND h.id = (SELECT MAX(id) FROM destination_history \
+                 WHERE destination = h.destination \
+                 AND event IN ('failing', 'recovered', 'forgotten'))",
+            )
+            .fetch(pool);
+            while let Some((name, id, ts)) = rows.try_next().await? {
+                open.insert(name, (id, ts));
+            }
+        });
         Ok(OpenOutages {
             open: Mutex::new(open),
             writer: tokio::sync::Mutex::new(()),
@@ -83,7 +82,14 @@ pub struct NewEntry {
 const SELECT_ENTRY: &str = "SELECT id, ts, event, last_ts, count, kind, message, outage_ms, \
                             actor FROM destination_history";
 
-fn decode_entry(row: &SqliteRow) -> Result<Option<HistoryEntry>, sqlx::Error> {
+fn decode_entry<'r, R: Row>(row: &'r R) -> Result<Option<HistoryEntry>, sqlx::Error>
+where
+    usize: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
     let event: String = row.try_get(2)?;
     // A row this build does not know (a newer Herald's) is skipped.
     let Some(event) = HistoryEvent::parse(&event) else {
@@ -129,9 +135,9 @@ impl Destinations {
         let now = now_ms();
         let _writer = self.outages.writer.lock().await;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        on_tx!(&mut tx, |conn| sqlx::query(
             "INSERT INTO destination_health (destination, last_error_ts, last_error_kind, \
-             last_error_message, last_error_address) VALUES (?, ?, ?, ?, ?) \
+             last_error_message, last_error_address) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (destination) DO UPDATE SET last_error_ts = excluded.last_error_ts, \
              last_error_kind = excluded.last_error_kind, \
              last_error_message = excluded.last_error_message, \
@@ -142,20 +148,24 @@ impl Destinations {
         .bind(failure.kind.as_str())
         .bind(&failure.message)
         .bind(&failure.address)
-        .execute(&mut *tx)
-        .await?;
+        .execute(conn)
+        .await
+        .map(drop))?;
         let mut opened = None;
         let open = self.outages.open.lock().get(name).copied();
         if outage || open.is_some() {
             match open {
                 Some((id, _)) => {
-                    sqlx::query(
-                        "UPDATE destination_history SET count = count + 1, last_ts = ? WHERE id = ?",
+                    on_tx!(&mut tx, |conn| {
+                        sqlx::query(
+                        "UPDATE destination_history SET count = count + 1, last_ts = $1 WHERE id = $2",
                     )
                     .bind(now)
                     .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                    .execute(conn)
+                    .await
+                    .map(drop)
+                    })?;
                 }
                 None => {
                     let id = insert_entry(
@@ -245,15 +255,15 @@ impl Destinations {
         let (this, name) = (self.clone(), name.to_owned());
         super::destinations::to_the_end(async move {
             let _writer = this.outages.writer.lock().await;
-            let newest: Option<String> = sqlx::query_scalar(
-                "SELECT event FROM destination_history WHERE destination = ? \
-                 AND event IN (?, ?) ORDER BY id DESC LIMIT 1",
+            let newest: Option<String> = on_db!(&this.pool, |pool| sqlx::query_scalar(
+                "SELECT event FROM destination_history WHERE destination = $1 \
+                 AND event IN ($2, $3) ORDER BY id DESC LIMIT 1",
             )
             .bind(&name)
             .bind(event.as_str())
             .bind(closing.as_str())
-            .fetch_optional(&this.pool)
-            .await?;
+            .fetch_optional(pool)
+            .await?);
             if newest.as_deref() == Some(event.as_str()) {
                 return Ok(());
             }
@@ -283,17 +293,18 @@ impl Destinations {
     /// (an open outage among older ones stays).
     async fn trim_history(&self, name: &str) -> Result<(), StoreError> {
         let open = self.outages.open.lock().get(name).map(|(id, _)| *id);
-        sqlx::query(
-            "DELETE FROM destination_history WHERE destination = ? AND id <= \
-             (SELECT id FROM destination_history WHERE destination = ? \
-             ORDER BY id DESC LIMIT 1 OFFSET ?) AND id IS NOT ?",
+        // `$1` twice, `IS DISTINCT FROM` for SQLite's `IS NOT`: one text.
+        on_db!(&self.pool, |pool| sqlx::query(
+            "DELETE FROM destination_history WHERE destination = $1 AND id <= \
+             (SELECT id FROM destination_history WHERE destination = $1 \
+             ORDER BY id DESC LIMIT 1 OFFSET $2) AND id IS DISTINCT FROM $3",
         )
-        .bind(name)
         .bind(name)
         .bind(MAX_ENTRIES_PER_DESTINATION)
         .bind(open)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(drop))?;
         Ok(())
     }
 
@@ -307,44 +318,47 @@ impl Destinations {
         limit: u32,
     ) -> Result<Option<HistoryPage>, StoreError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let rows = sqlx::query(&format!(
-            "{SELECT_ENTRY} WHERE destination = ? AND id < ? ORDER BY id DESC LIMIT ?"
-        ))
+        if !self.pool.can_hold(name) {
+            return Ok(None);
+        }
+        let rows: Vec<(i64, Option<HistoryEntry>)> = on_db!(&self.pool, |pool| sqlx::query(
+            &format!("{SELECT_ENTRY} WHERE destination = $1 AND id < $2 ORDER BY id DESC LIMIT $3")
+        )
         .bind(name)
         .bind(before.unwrap_or(i64::MAX))
         .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get::<i64, _>(0)?, decode_entry(row)?)))
+        .collect::<Result<_, sqlx::Error>>()?);
         // No entry at all, and no such destination: unknown.
         if rows.is_empty() && self.indexed(name).is_none() {
             let any = match before {
                 None => None,
-                Some(_) => {
-                    sqlx::query_scalar::<_, i64>(
-                        "SELECT 1 FROM destination_history WHERE destination = ? LIMIT 1",
-                    )
-                    .bind(name)
-                    .fetch_optional(&self.pool)
-                    .await?
-                }
+                Some(_) => on_db!(&self.pool, |pool| sqlx::query(
+                    "SELECT 1 FROM destination_history WHERE destination = $1 LIMIT 1",
+                )
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+                .map(drop)),
             };
             if any.is_none() {
                 return Ok(None);
             }
         }
         let more = rows.len() > limit as usize;
-        let mut entries = Vec::with_capacity(rows.len());
-        for row in rows.iter().take(limit as usize) {
-            entries.extend(decode_entry(row)?);
-        }
         let next_token = if more {
-            rows.get(limit as usize - 1)
-                .map(|r| r.try_get::<i64, _>(0))
-                .transpose()?
-                .map(|id| id.to_string())
+            rows.get(limit as usize - 1).map(|(id, _)| id.to_string())
         } else {
             None
         };
+        let entries: Vec<HistoryEntry> = rows
+            .into_iter()
+            .take(limit as usize)
+            .filter_map(|(_, entry)| entry)
+            .collect();
         Ok(Some(HistoryPage {
             destination: name.to_owned(),
             entries,
@@ -362,34 +376,48 @@ impl Destinations {
         if names.is_empty() {
             return Ok(out);
         }
-        let list = serde_json::Value::from(names.to_vec()).to_string();
-        let mut rows = sqlx::query(
-            "SELECT destination, last_error_ts, last_error_kind, last_error_message, \
-             last_error_address, last_delivered_ts FROM destination_health \
-             WHERE destination IN (SELECT value FROM json_each(?))",
-        )
-        .bind(list)
-        .fetch(&self.pool);
-        while let Some(row) = rows.try_next().await? {
-            let ts: Option<i64> = row.try_get(1)?;
-            let kind: Option<String> = row.try_get(2)?;
-            let last_error = match (ts, kind.as_deref().and_then(FailureKind::parse)) {
-                (Some(ts), Some(kind)) => Some(LastError {
-                    ts,
-                    kind,
-                    message: row.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
-                    address: row.try_get(4)?,
-                }),
-                _ => None,
-            };
-            out.insert(
-                row.try_get(0)?,
-                DestinationExtras {
-                    last_error,
-                    last_delivered_ts: row.try_get(5)?,
-                },
-            );
-        }
+        let list = super::json_array(names.iter().filter(|n| self.pool.can_hold(n)));
+        type Health = (
+            String,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+        );
+        on_db!(&self.pool, |pool, pg| {
+            let mut rows = sqlx::query_as::<_, Health>(if pg {
+                "SELECT destination, last_error_ts, last_error_kind, last_error_message, \
+                 last_error_address, last_delivered_ts FROM destination_health \
+                 WHERE destination IN (SELECT value FROM jsonb_array_elements_text($1::jsonb))"
+            } else {
+                "SELECT destination, last_error_ts, last_error_kind, last_error_message, \
+                 last_error_address, last_delivered_ts FROM destination_health \
+                 WHERE destination IN (SELECT value FROM json_each(?))"
+            })
+            .bind(&list)
+            .fetch(pool);
+            while let Some((destination, ts, kind, message, address, delivered)) =
+                rows.try_next().await?
+            {
+                let last_error = match (ts, kind.as_deref().and_then(FailureKind::parse)) {
+                    (Some(ts), Some(kind)) => Some(LastError {
+                        ts,
+                        kind,
+                        message: message.unwrap_or_default(),
+                        address,
+                    }),
+                    _ => None,
+                };
+                out.insert(
+                    destination,
+                    DestinationExtras {
+                        last_error,
+                        last_delivered_ts: delivered,
+                    },
+                );
+            }
+        });
         Ok(out)
     }
 
@@ -406,31 +434,43 @@ impl Destinations {
             .map(|(id, _)| *id)
             .collect();
         let open = serde_json::Value::from(open).to_string();
-        let old = sqlx::query(
+        let old = on_db!(&self.pool, |pool, pg| sqlx::query(if pg {
+            "DELETE FROM destination_history WHERE id IN (SELECT id FROM destination_history \
+             WHERE COALESCE(last_ts, ts) < $1 AND id NOT IN \
+             (SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text($2::jsonb)) \
+             ORDER BY ts LIMIT $3)"
+        } else {
             "DELETE FROM destination_history WHERE id IN (SELECT id FROM destination_history \
              WHERE COALESCE(last_ts, ts) < ? \
-             AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY ts LIMIT ?)",
-        )
+             AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY ts LIMIT ?)"
+        })
         .bind(cutoff)
         .bind(&open)
         .bind(i64::from(batch))
-        .execute(&self.pool)
+        .execute(pool)
         .await?
-        .rows_affected();
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM destination_history")
-            .fetch_one(&self.pool)
-            .await?;
+        .rows_affected());
+        let total: i64 = on_db!(&self.pool, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM destination_history"
+        )
+        .fetch_one(pool)
+        .await?);
         let excess = (total - MAX_ENTRIES).clamp(0, i64::from(batch));
         let over = if excess > 0 {
-            sqlx::query(
+            on_db!(&self.pool, |pool, pg| sqlx::query(if pg {
                 "DELETE FROM destination_history WHERE id IN (SELECT id FROM destination_history \
-                 WHERE id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?)",
-            )
+                 WHERE id NOT IN \
+                 (SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text($1::jsonb)) \
+                 ORDER BY id LIMIT $2)"
+            } else {
+                "DELETE FROM destination_history WHERE id IN (SELECT id FROM destination_history \
+                 WHERE id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?)"
+            })
             .bind(&open)
             .bind(excess)
-            .execute(&self.pool)
+            .execute(pool)
             .await?
-            .rows_affected()
+            .rows_affected())
         } else {
             0
         };
@@ -438,17 +478,18 @@ impl Destinations {
     }
 }
 
+/// Inserts an entry; its id (`RETURNING`, on both backends).
 async fn insert_entry(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut DbTx,
     name: &str,
     now: i64,
     event: HistoryEvent,
     entry: &NewEntry,
 ) -> Result<i64, StoreError> {
     let last_ts = (event == HistoryEvent::Failing).then_some(now);
-    let id = sqlx::query(
+    let id = on_tx!(tx, |conn| sqlx::query_scalar(
         "INSERT INTO destination_history (destination, ts, event, last_ts, count, kind, \
-         message, outage_ms, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         message, outage_ms, actor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     )
     .bind(name)
     .bind(now)
@@ -459,9 +500,8 @@ async fn insert_entry(
     .bind(&entry.message)
     .bind(entry.outage_ms)
     .bind(&entry.actor)
-    .execute(&mut **tx)
-    .await?
-    .last_insert_rowid();
+    .fetch_one(conn)
+    .await?);
     Ok(id)
 }
 

@@ -8,6 +8,7 @@
 //! admin list), [`users`] (accounts and access tokens) and [`outbox`] (the
 //! sender's accepted PDUs and EDUs, written by group commit).
 
+pub mod db;
 pub mod delivery;
 pub mod destinations;
 pub mod forget;
@@ -15,11 +16,18 @@ pub mod history;
 pub mod index;
 mod orderings;
 pub mod outbox;
+pub mod postgres;
 mod ranked;
 mod shared_index;
 mod substring;
 pub mod synapse;
 pub mod users;
+
+/// The tests' throwaway PostgreSQL cluster (`scripts/pg-cluster.sh`), the
+/// server tests' own helper.
+#[cfg(test)]
+#[path = "../../../server/tests/common/postgres.rs"]
+pub(crate) mod test_cluster;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -30,6 +38,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection, Row};
 
+pub use db::{is_postgres_url, DatabaseTarget, Db};
 pub use destinations::{Destinations, ResetOutcome};
 pub use herald_federation::clock::now_ms;
 pub use herald_federation::RetryTimings;
@@ -82,8 +91,35 @@ pub enum StoreError {
         path: PathBuf,
         source: sqlx::migrate::MigrateError,
     },
+    /// Herald's own PostgreSQL database (`database`) cannot be reached or
+    /// refuses the login; `target` is the URL without its password.
+    #[error("`database` ({target}) does not answer: {detail}")]
+    PgUnreachable { target: String, detail: String },
+    #[error(
+        "`database` ({target}) holds tables that are not Herald's ({tables}); \
+         refusing to touch it: point `database` at a new PostgreSQL database for Herald"
+    )]
+    PgForeign { target: String, tables: String },
+    #[error(
+        "`database` ({target}) was written by a newer Herald (schema version {found}, \
+         this build knows up to {known}); refusing to touch it: upgrade Herald"
+    )]
+    PgTooNew {
+        target: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("migrating `database` ({target}): {source}")]
+    PgMigrate {
+        target: String,
+        source: sqlx::migrate::MigrateError,
+    },
     #[error("database error: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(sqlx::Error),
+    /// PostgreSQL cannot store this text (a NUL character, which SQLite
+    /// stores): the request's value, not the database, is at fault.
+    #[error("PostgreSQL cannot store a NUL character in text: {0}")]
+    Unstorable(String),
     #[error("user {0} already exists")]
     UserExists(String),
     #[error("a store task stopped: {0}")]
@@ -124,6 +160,24 @@ pub enum StoreError {
     QueuedPdus { pdus: u64 },
 }
 
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        // 22021 character_not_in_repertoire (a NUL in text), 22P05
+        // untranslatable_character (`\u0000` in JSON).
+        match &e {
+            sqlx::Error::Database(db)
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                    && matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                StoreError::Unstorable(db.message().to_owned())
+            }
+            _ => StoreError::Sql(e),
+        }
+    }
+}
+
 /// The database, opened: one handle per table family, each with one job.
 /// Clone it freely (every handle shares one connection pool).
 #[derive(Clone)]
@@ -134,7 +188,7 @@ pub struct Store {
     pub outbox: Outbox,
     /// Accounts and access tokens.
     pub users: Users,
-    pool: SqlitePool,
+    pool: Db,
 }
 
 impl Store {
@@ -145,6 +199,47 @@ impl Store {
     /// may be another process's.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         Store::open_reading(path, true).await
+    }
+
+    /// Opens the store `target` names: an SQLite file ([`Store::open`]) or
+    /// a PostgreSQL database ([`Store::open_postgres`]).
+    pub async fn open_target(target: &DatabaseTarget) -> Result<Store, StoreError> {
+        match target {
+            DatabaseTarget::Sqlite(path) => Store::open(path).await,
+            DatabaseTarget::Postgres(url) => Store::open_postgres(url).await,
+        }
+    }
+
+    /// Opens Herald's store in the PostgreSQL database `url` names,
+    /// migrating it if needed (see [`postgres`] for what is refused).
+    pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let pool = postgres::open_schema(url).await?;
+        match Store::on_pool(pool.clone(), None, true).await {
+            Ok(store) => Ok(store),
+            Err(e) => {
+                pool.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The handles on an opened, migrated pool; `path` is the SQLite file
+    /// (read with rusqlite for the index load).
+    async fn on_pool(
+        pool: Db,
+        path: Option<&Path>,
+        read_destinations: bool,
+    ) -> Result<Store, StoreError> {
+        // Reads before writes: damage found while loading leaves the file
+        // as it was.
+        let destinations = Destinations::load(pool.clone(), path, read_destinations).await?;
+        orderings::orderings_above_imported(&pool).await?;
+        Ok(Store {
+            outbox: Outbox::new(pool.clone(), destinations.clone()),
+            users: Users::new(pool.clone()),
+            destinations,
+            pool,
+        })
     }
 
     /// [`Store::open`]; with `read_destinations` false the index of
@@ -224,16 +319,7 @@ impl Store {
                 path: path.into(),
                 source,
             })?;
-        // Reads before writes: damage found while loading leaves the file
-        // as it was.
-        let destinations = Destinations::load(pool.clone(), path, read_destinations).await?;
-        orderings::orderings_above_imported(&pool).await?;
-        Ok(Store {
-            outbox: Outbox::new(pool.clone(), destinations.clone()),
-            users: Users::new(pool.clone()),
-            destinations,
-            pool,
-        })
+        Store::on_pool(Db::Sqlite(pool), Some(path), read_destinations).await
     }
 
     /// Closes the pool, checkpointing the WAL (and, attached, stops the

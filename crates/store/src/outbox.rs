@@ -14,8 +14,8 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::db::{on_db, on_tx, Db, DbTx};
 use super::delivery::Delivery;
-use sqlx::SqlitePool;
 
 use super::shared_index::Edit;
 use super::{json_array, now_ms, Destinations, StoreError};
@@ -25,7 +25,7 @@ use super::{json_array, now_ms, Destinations, StoreError};
 /// writer; the `destinations` rows and index they touch are kept in step.
 #[derive(Clone)]
 pub struct Outbox {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: Db,
     writer: Writer,
     destinations: Destinations,
 }
@@ -94,9 +94,9 @@ impl Job {
 pub(super) type Writer = Arc<OnceLock<mpsc::Sender<Job>>>;
 
 impl Outbox {
-    pub(crate) fn new(pool: SqlitePool, destinations: Destinations) -> Outbox {
+    pub(crate) fn new(pool: impl Into<Db>, destinations: Destinations) -> Outbox {
         Outbox {
-            pool,
+            pool: pool.into(),
             writer: Writer::default(),
             destinations,
         }
@@ -132,13 +132,18 @@ impl Outbox {
         &self,
         event_ids: impl IntoIterator<Item = &'a str>,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(
+        // (PostgreSQL holds no event ID with a NUL: none to find.)
+        let ids = json_array(event_ids.into_iter().filter(|id| self.pool.can_hold(id)));
+        Ok(on_db!(&self.pool, |pool, pg| sqlx::query_as(if pg {
             "SELECT event_id, room_id FROM outgoing_events \
-             WHERE event_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(json_array(event_ids))
-        .fetch_all(&self.pool)
-        .await?)
+             WHERE event_id IN (SELECT value FROM jsonb_array_elements_text($1::jsonb))"
+        } else {
+            "SELECT event_id, room_id FROM outgoing_events \
+             WHERE event_id IN (SELECT value FROM json_each(?))"
+        })
+        .bind(ids)
+        .fetch_all(pool)
+        .await?))
     }
 
     async fn submit(&self, job: Job) -> Result<(), OutboxError> {
@@ -220,7 +225,8 @@ impl Outbox {
         // event-ID check); a deferred transaction that read first could not
         // take the lock after another connection wrote (SQLITE_BUSY_SNAPSHOT,
         // which no busy timeout waits out).
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // (PostgreSQL: see `insert_events` for the rows it locks.)
+        let mut tx = self.pool.begin_write().await?;
         // Destinations that PDUs were queued for (their rows are created).
         let mut destinations: BTreeSet<&str> = BTreeSet::new();
         let mut orderings = Vec::new();
@@ -248,17 +254,24 @@ impl Outbox {
                         if edu.destinations.is_empty() {
                             continue;
                         }
-                        sqlx::query(
+                        on_tx!(&mut tx, |conn, pg| sqlx::query(if pg {
                             "INSERT INTO destination_edus \
                              (destination, edu_type, content, received_ts, canonical) \
-                             SELECT value, ?, ?, ?, 1 FROM json_each(?)",
-                        )
+                             SELECT value, $1, $2, $3, 1 \
+                             FROM jsonb_array_elements_text($4::jsonb) WITH ORDINALITY \
+                             ORDER BY ordinality"
+                        } else {
+                            "INSERT INTO destination_edus \
+                             (destination, edu_type, content, received_ts, canonical) \
+                             SELECT value, ?, ?, ?, 1 FROM json_each(?)"
+                        })
                         .bind(&edu.edu_type)
                         .bind(&edu.content_json)
                         .bind(now)
                         .bind(json_array(edu.destinations.iter()))
-                        .execute(&mut *tx)
-                        .await?;
+                        .execute(conn)
+                        .await
+                        .map(drop))?;
                     }
                 }
                 Job::Delivered(delivery, _) => {
@@ -281,29 +294,41 @@ impl Outbox {
                     .collect(),
             )
             .to_string();
-            let inserted: Vec<String> = sqlx::query_scalar(
+            let inserted: Vec<String> = on_tx!(&mut tx, |conn, pg| sqlx::query_scalar(if pg {
+                "INSERT INTO destination_rooms (destination, room_id, stream_ordering) \
+                 SELECT value->>0, value->>1, CAST(value->>2 AS BIGINT) \
+                 FROM jsonb_array_elements($1::jsonb) \
+                 ON CONFLICT DO NOTHING RETURNING destination"
+            } else {
                 "INSERT INTO destination_rooms (destination, room_id, stream_ordering) \
                  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
                  json_extract(value, '$[2]') FROM json_each(?) WHERE true \
-                 ON CONFLICT DO NOTHING RETURNING destination",
-            )
+                 ON CONFLICT DO NOTHING RETURNING destination"
+            })
             .bind(&rows)
-            .fetch_all(&mut *tx)
-            .await?;
+            .fetch_all(conn)
+            .await?);
             for destination in inserted {
                 *new_rooms.entry(destination).or_default() += 1;
             }
             // The rooms known before: never lower their ordering.
-            sqlx::query(
+            on_tx!(&mut tx, |conn, pg| sqlx::query(if pg {
+                "UPDATE destination_rooms SET stream_ordering = j.so FROM \
+                 (SELECT value->>0 AS d, value->>1 AS r, CAST(value->>2 AS BIGINT) AS so \
+                 FROM jsonb_array_elements($1::jsonb)) AS j \
+                 WHERE destination_rooms.destination = j.d AND destination_rooms.room_id = j.r \
+                 AND destination_rooms.stream_ordering < j.so"
+            } else {
                 "UPDATE destination_rooms SET stream_ordering = j.so FROM \
                  (SELECT json_extract(value, '$[0]') AS d, json_extract(value, '$[1]') AS r, \
                  json_extract(value, '$[2]') AS so FROM json_each(?)) AS j \
                  WHERE destination_rooms.destination = j.d AND destination_rooms.room_id = j.r \
-                 AND destination_rooms.stream_ordering < j.so",
-            )
+                 AND destination_rooms.stream_ordering < j.so"
+            })
             .bind(&rows)
-            .execute(&mut *tx)
-            .await?;
+            .execute(conn)
+            .await
+            .map(drop))?;
         }
         tx.commit().await?;
         let edits = destinations
@@ -330,19 +355,26 @@ impl Outbox {
 /// first event ID stored earlier with another room. Events new to the store
 /// get orderings in their order in the request; one stored before keeps its
 /// own.
+///
+/// On PostgreSQL the events found are locked (`FOR SHARE`) until the
+/// commit, so that pruning cannot delete one this commit queues again (on
+/// SQLite, `BEGIN IMMEDIATE` keeps every other writer out).
 async fn insert_events(
-    conn: &mut sqlx::SqliteConnection,
+    tx: &mut DbTx,
     events: &[NewEvent],
     now: i64,
 ) -> Result<Result<Vec<i64>, OutboxError>, StoreError> {
     let ids = json_array(events.iter().map(|e| e.event_id.as_str()));
-    let known: Vec<(String, String, i64)> = sqlx::query_as(
+    let known: Vec<(String, String, i64)> = on_tx!(tx, |conn, pg| sqlx::query_as(if pg {
         "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
-         WHERE event_id IN (SELECT value FROM json_each(?))",
-    )
+         WHERE event_id IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) FOR SHARE"
+    } else {
+        "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
+         WHERE event_id IN (SELECT value FROM json_each(?))"
+    })
     .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(conn)
+    .await?);
     let mut room_of: HashMap<&str, &str> = HashMap::with_capacity(events.len());
     for event in events {
         if let Some(room) = room_of.insert(&event.event_id, &event.room_id) {
@@ -367,13 +399,17 @@ async fn insert_events(
         .collect();
     if !queued.is_empty() {
         // `destination_pdus` refers to the destination's row.
-        sqlx::query(
+        on_tx!(tx, |conn, pg| sqlx::query(if pg {
+            "INSERT INTO destinations (destination) \
+             SELECT value FROM jsonb_array_elements_text($1::jsonb) ON CONFLICT DO NOTHING"
+        } else {
             "INSERT INTO destinations (destination) SELECT value FROM json_each(?) \
-             WHERE true ON CONFLICT DO NOTHING",
-        )
+             WHERE true ON CONFLICT DO NOTHING"
+        })
         .bind(json_array(queued.iter()))
-        .execute(&mut *conn)
-        .await?;
+        .execute(conn)
+        .await
+        .map(drop))?;
     }
     let new_rows = serde_json::Value::Array(
         events
@@ -383,17 +419,23 @@ async fn insert_events(
             .collect(),
     );
     if new_rows.as_array().is_some_and(|rows| !rows.is_empty()) {
-        // json_each walks the array in order, so orderings follow it.
-        let inserted: Vec<(String, i64)> = sqlx::query_as(
+        // json_each walks the array in order, so orderings follow it
+        // (PostgreSQL: in the order of the array's ordinality).
+        let inserted: Vec<(String, i64)> = on_tx!(tx, |conn, pg| sqlx::query_as(if pg {
+            "INSERT INTO outgoing_events (event_id, room_id, json, received_ts, canonical) \
+             SELECT value->>0, value->>1, value->>2, $1, 1 \
+             FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY ORDER BY ordinality \
+             ON CONFLICT (event_id) DO NOTHING RETURNING event_id, stream_ordering"
+        } else {
             "INSERT INTO outgoing_events (event_id, room_id, json, received_ts, canonical) \
              SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
              json_extract(value, '$[2]'), ?, 1 FROM json_each(?) WHERE true \
-             ON CONFLICT (event_id) DO NOTHING RETURNING event_id, stream_ordering",
-        )
+             ON CONFLICT (event_id) DO NOTHING RETURNING event_id, stream_ordering"
+        })
         .bind(now)
         .bind(new_rows.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
+        .fetch_all(conn)
+        .await?);
         ordering_of.extend(inserted);
     }
     let mut assigned = Vec::with_capacity(events.len());
@@ -410,14 +452,19 @@ async fn insert_events(
         }
     }
     if !queue_rows.is_empty() {
-        sqlx::query(
+        on_tx!(tx, |conn, pg| sqlx::query(if pg {
+            "INSERT INTO destination_pdus (destination, stream_ordering) \
+             SELECT value->>0, CAST(value->>1 AS BIGINT) \
+             FROM jsonb_array_elements($1::jsonb) ON CONFLICT DO NOTHING"
+        } else {
             "INSERT INTO destination_pdus (destination, stream_ordering) \
              SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') \
-             FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
-        )
+             FROM json_each(?) WHERE true ON CONFLICT DO NOTHING"
+        })
         .bind(serde_json::Value::Array(queue_rows).to_string())
-        .execute(&mut *conn)
-        .await?;
+        .execute(conn)
+        .await
+        .map(drop))?;
     }
     Ok(Ok(assigned))
 }

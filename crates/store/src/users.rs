@@ -1,16 +1,16 @@
 //! The `users` and `access_tokens` tables: accounts with Argon2id password
-//! hashes, and access tokens stored only as SHA-256 hashes.
+//! hashes, and access tokens stored only as SHA-256 hashes. Each query is
+//! one text run on either backend ([`crate::db`]).
 
 use sqlx::Row;
 
-use sqlx::SqlitePool;
-
 use super::{now_ms, StoreError};
+use crate::db::{on_db, Db};
 
 /// Accounts and their access tokens (stored only as hashes).
 #[derive(Clone)]
 pub struct Users {
-    pool: SqlitePool,
+    db: Db,
 }
 
 /// An account.
@@ -30,8 +30,8 @@ pub struct TokenOwner {
 }
 
 impl Users {
-    pub(crate) fn new(pool: SqlitePool) -> Users {
-        Users { pool }
+    pub(crate) fn new(db: impl Into<Db>) -> Users {
+        Users { db: db.into() }
     }
 
     /// Creates an account; fails with [`StoreError::UserExists`] if the name is taken.
@@ -41,36 +41,44 @@ impl Users {
         password_hash: &str,
         admin: bool,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO users (name, password_hash, admin, created_ts) VALUES (?, ?, ?, ?) \
+        let now = now_ms();
+        let inserted = on_db!(&self.db, |pool| {
+            sqlx::query(
+            "INSERT INTO users (name, password_hash, admin, created_ts) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(password_hash)
         .bind(admin)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        if result.rows_affected() == 0 {
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
+        if inserted == 0 {
             return Err(StoreError::UserExists(name.into()));
         }
         Ok(())
     }
 
     pub async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT name, password_hash, admin FROM users WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row
-            .map(|r| -> Result<User, sqlx::Error> {
-                Ok(User {
-                    name: r.try_get(0)?,
-                    password_hash: r.try_get(1)?,
-                    admin: r.try_get(2)?,
-                })
+        if !self.db.can_hold(name) {
+            return Ok(None);
+        }
+        let row = on_db!(&self.db, |pool| sqlx::query(
+            "SELECT name, password_hash, admin FROM users WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?
+        .map(|r| -> Result<User, sqlx::Error> {
+            Ok(User {
+                name: r.try_get(0)?,
+                password_hash: r.try_get(1)?,
+                admin: r.try_get(2)?,
             })
-            .transpose()?)
+        }));
+        Ok(row.transpose()?)
     }
 
     pub async fn insert_token(
@@ -80,46 +88,136 @@ impl Users {
         device_id: &str,
         expires_ts: Option<i64>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let now = now_ms();
+        on_db!(&self.db, |pool| sqlx::query(
             "INSERT INTO access_tokens (token_hash, user_name, device_id, created_ts, expires_ts) \
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(token_hash)
         .bind(user)
         .bind(device_id)
-        .bind(now_ms())
+        .bind(now)
         .bind(expires_ts)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(drop))?;
         Ok(())
     }
 
     /// The owner of a token that exists and has not expired.
     pub async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>, StoreError> {
-        let row = sqlx::query(
+        let now = now_ms();
+        let row = on_db!(&self.db, |pool| {
+            sqlx::query(
             "SELECT u.name, u.admin, t.device_id FROM access_tokens t JOIN users u ON u.name = t.user_name \
-             WHERE t.token_hash = ? AND (t.expires_ts IS NULL OR t.expires_ts > ?)",
+             WHERE t.token_hash = $1 AND (t.expires_ts IS NULL OR t.expires_ts > $2)",
         )
         .bind(token_hash)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row
-            .map(|r| -> Result<TokenOwner, sqlx::Error> {
-                Ok(TokenOwner {
-                    user: r.try_get(0)?,
-                    admin: r.try_get(1)?,
-                    device_id: r.try_get(2)?,
-                })
+        .bind(now)
+        .fetch_optional(pool)
+        .await?
+        .map(|r| -> Result<TokenOwner, sqlx::Error> {
+            Ok(TokenOwner {
+                user: r.try_get(0)?,
+                admin: r.try_get(1)?,
+                device_id: r.try_get(2)?,
             })
-            .transpose()?)
+        })
+        });
+        Ok(row.transpose()?)
     }
 
     pub async fn delete_token(&self, token_hash: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM access_tokens WHERE token_hash = ?")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
+        on_db!(&self.db, |pool| sqlx::query(
+            "DELETE FROM access_tokens WHERE token_hash = $1"
+        )
+        .bind(token_hash)
+        .execute(pool)
+        .await
+        .map(drop))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    /// Every operation, on whichever backend `users` is on.
+    async fn exercise(users: &Users) {
+        users.create_user("alice", "hash-a", true).await.unwrap();
+        users.create_user("bob", "hash-b", false).await.unwrap();
+        assert!(matches!(
+            users.create_user("alice", "other", false).await,
+            Err(StoreError::UserExists(name)) if name == "alice"
+        ));
+        assert_eq!(
+            users.user("alice").await.unwrap(),
+            Some(User {
+                name: "alice".into(),
+                password_hash: "hash-a".into(),
+                admin: true,
+            })
+        );
+        assert_eq!(users.user("carol").await.unwrap(), None);
+
+        let far = now_ms() + 3_600_000;
+        users
+            .insert_token(b"\x00token-a\xff", "alice", "DEV1", None)
+            .await
+            .unwrap();
+        users
+            .insert_token(b"token-b", "bob", "DEV2", Some(far))
+            .await
+            .unwrap();
+        users
+            .insert_token(b"token-old", "bob", "DEV3", Some(now_ms() - 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            users.token_owner(b"\x00token-a\xff").await.unwrap(),
+            Some(TokenOwner {
+                user: "alice".into(),
+                admin: true,
+                device_id: "DEV1".into(),
+            })
+        );
+        assert_eq!(
+            users.token_owner(b"token-b").await.unwrap(),
+            Some(TokenOwner {
+                user: "bob".into(),
+                admin: false,
+                device_id: "DEV2".into(),
+            })
+        );
+        assert_eq!(users.token_owner(b"token-old").await.unwrap(), None);
+        assert_eq!(users.token_owner(b"nope").await.unwrap(), None);
+        users.delete_token(b"token-b").await.unwrap();
+        assert_eq!(users.token_owner(b"token-b").await.unwrap(), None);
+        assert!(users
+            .token_owner(b"\x00token-a\xff")
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn users_and_tokens_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(&dir.path().join("herald.db"))
+            .await
+            .unwrap();
+        exercise(&store.users).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn users_and_tokens_on_postgres() {
+        let (_cluster, url) = crate::test_cluster::fresh_database("users").await;
+        let db = crate::postgres::open_schema(&url).await.unwrap();
+        assert!(matches!(db, Db::Postgres(_)));
+        exercise(&Users::new(db.clone())).await;
+        db.close().await;
     }
 }

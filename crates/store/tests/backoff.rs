@@ -1,7 +1,11 @@
-//! Per-destination backoff on a real SQLite file: what the retry limiter
+//! Per-destination backoff on a real SQLite file and on PostgreSQL: what the retry limiter
 //! reads and writes in `destinations`, Synapse's upsert rule, and the reset
 //! signal an admin's `reset_connection` fires.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
+mod common;
+
+use common::{Backend, TestDb};
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -14,17 +18,15 @@ use herald_store::{ResetOutcome, RetryTimings};
 const MIN: i64 = 600_000;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    _db: TestDb,
     store: Store,
     now: Arc<AtomicI64>,
     limiter: RetryLimiter,
 }
 
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(&dir.path().join("herald.db"))
-        .await
-        .expect("open");
+async fn fixture(backend: Backend) -> Fixture {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
     let now = Arc::new(AtomicI64::new(1_700_000_000_000));
     let clock = now.clone();
     let limiter = RetryLimiter::with_clock(
@@ -37,16 +39,15 @@ async fn fixture() -> Fixture {
         Arc::new(move || clock.load(Ordering::SeqCst)),
     );
     Fixture {
-        _dir: dir,
+        _db: db,
         store,
         now,
         limiter,
     }
 }
 
-#[tokio::test]
-async fn failures_back_off_and_success_clears_it() {
-    let f = fixture().await;
+async fn failures_back_off_and_success_clears_it(backend: Backend) {
+    let f = fixture(backend).await;
     let t0 = f.now.load(Ordering::SeqCst);
 
     // Never contacted: go ahead; it fails: the row appears in backoff.
@@ -162,9 +163,8 @@ async fn failures_back_off_and_success_clears_it() {
     );
 }
 
-#[tokio::test]
-async fn a_backoff_never_shrinks_under_concurrent_requests() {
-    let f = fixture().await;
+async fn a_backoff_never_shrinks_under_concurrent_requests(backend: Backend) {
+    let f = fixture(backend).await;
     let big = RetryTimings {
         failure_ts: Some(1),
         retry_last_ts: 5_000,
@@ -235,9 +235,8 @@ async fn a_backoff_never_shrinks_under_concurrent_requests() {
     assert_eq!(page.destinations[0].retry_interval, 0);
 }
 
-#[tokio::test]
-async fn an_admin_reset_wakes_whoever_waits_for_that_destination() {
-    let f = fixture().await;
+async fn an_admin_reset_wakes_whoever_waits_for_that_destination(backend: Backend) {
+    let f = fixture(backend).await;
     for name in ["c.test", "d.test"] {
         let timings = f.limiter.check(name, false).await.expect("may try");
         f.limiter
@@ -270,3 +269,9 @@ async fn an_admin_reset_wakes_whoever_waits_for_that_destination() {
         .await
         .expect("reset: may try");
 }
+
+both_backends!(
+    failures_back_off_and_success_clears_it,
+    a_backoff_never_shrinks_under_concurrent_requests,
+    an_admin_reset_wakes_whoever_waits_for_that_destination,
+);

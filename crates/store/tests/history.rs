@@ -1,13 +1,16 @@
-//! A destination's history on a real SQLite file: outages open, count and
+//! A destination's history on a real SQLite file and on PostgreSQL: outages open, count and
 //! close (also across a restart), and the bounds hold — the newest 200
 //! entries per destination, nothing older than 90 days — without ever
 //! dropping an outage still open.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
+mod common;
+
+use common::{Backend, TestDb};
+
 use herald_shared::{Failure, FailureKind, HistoryEvent};
 use herald_store::history::{NewEntry, MAX_AGE_MS, MAX_ENTRIES_PER_DESTINATION};
 use herald_store::Store;
-use sqlx::ConnectOptions;
 
 fn failure() -> Failure {
     Failure::new(FailureKind::Connect, "refused", Some("127.0.0.1:1".into()))
@@ -19,18 +22,16 @@ async fn events(store: &Store, name: &str) -> Vec<HistoryEvent> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn an_open_outage_survives_a_restart_and_closes_on_success() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("herald.db");
-    let store = Store::open(&path).await.unwrap();
+async fn an_open_outage_survives_a_restart_and_closes_on_success(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
     store
         .destinations
         .record_failure("a.test", &failure(), true)
         .await
         .unwrap();
     store.close().await;
-    let store = Store::open(&path).await.unwrap();
+    let store = db.open().await;
     store
         .destinations
         .record_failure("a.test", &failure(), false)
@@ -61,10 +62,9 @@ async fn an_open_outage_survives_a_restart_and_closes_on_success() {
     assert!(events(&store, "b.test").await.is_empty());
 }
 
-#[tokio::test]
-async fn each_destination_keeps_its_newest_entries_and_its_open_outage() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("herald.db")).await.unwrap();
+async fn each_destination_keeps_its_newest_entries_and_its_open_outage(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
     store
         .destinations
         .record_failure("a.test", &failure(), true)
@@ -105,11 +105,9 @@ async fn each_destination_keeps_its_newest_entries_and_its_open_outage() {
     assert_eq!(all.last().unwrap().event, HistoryEvent::Failing);
 }
 
-#[tokio::test]
-async fn pruning_removes_entries_past_90_days_but_not_an_open_outage() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("herald.db");
-    let store = Store::open(&path).await.unwrap();
+async fn pruning_removes_entries_past_90_days_but_not_an_open_outage(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
     for name in ["old.test", "open.test"] {
         store
             .destinations
@@ -123,22 +121,14 @@ async fn pruning_removes_entries_past_90_days_but_not_an_open_outage() {
         .add_history("new.test", HistoryEvent::Reset, NewEntry::default())
         .await
         .unwrap();
-    // Age the first three entries past the bound, as an admin's sqlite3 could.
+    // Age the first three entries past the bound, as an admin's sqlite3 or
+    // psql could.
     let old = herald_store::now_ms() - MAX_AGE_MS - 1_000;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .connect()
-        .await
-        .unwrap();
-    sqlx::query(
-        "UPDATE destination_history SET ts = ?, last_ts = ? WHERE destination != 'new.test'",
-    )
-    .bind(old)
-    .bind(old)
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    drop(conn);
+    db.execute(&format!(
+        "UPDATE destination_history SET ts = {old}, last_ts = {old} \
+         WHERE destination != 'new.test'"
+    ))
+    .await;
     let removed = store.destinations.prune_history(1_000).await.unwrap();
     assert_eq!(removed, 2, "old.test's outage and its recovery");
     assert!(events(&store, "old.test").await.is_empty());
@@ -146,3 +136,9 @@ async fn pruning_removes_entries_past_90_days_but_not_an_open_outage() {
     assert_eq!(events(&store, "new.test").await, [HistoryEvent::Reset]);
     assert_eq!(store.destinations.prune_history(1_000).await.unwrap(), 0);
 }
+
+both_backends!(
+    an_open_outage_survives_a_restart_and_closes_on_success,
+    each_destination_keeps_its_newest_entries_and_its_open_outage,
+    pruning_removes_entries_past_90_days_but_not_an_open_outage,
+);

@@ -1,12 +1,15 @@
 //! The destinations index as `Store::open` loads it from a real SQLite file
-//! (rusqlite, straight into the arena): after a reopen, every row with its
+//! (rusqlite, straight into the arena) or from PostgreSQL (streamed): after a reopen, every row with its
 //! NULLs, every sort order and each destination's room count (from the
 //! intake, from `put_destination_rooms`, after a forget) are what SQL says.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
+mod common;
+
+use common::{Backend, TestDb};
+
 use herald_shared::{DestinationsQuery, Direction, OrderBy, RoomsQuery};
 use herald_store::{DestinationRow, NewEvent, Store};
-use sqlx::Row as _;
 
 fn event(id: &str, room: &str, destinations: &[&str]) -> NewEvent {
     NewEvent {
@@ -17,25 +20,19 @@ fn event(id: &str, room: &str, destinations: &[&str]) -> NewEvent {
     }
 }
 
-/// The list as SQLite sorts it (NULL first ascending), page by page.
-async fn sql_names(db: &std::path::Path, order: OrderBy, dir: Direction) -> Vec<String> {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+/// The list in Herald's order (SQLite's: NULL first ascending, last
+/// descending; names in byte order), as SQL sorts it on either backend.
+async fn sql_names(db: &TestDb, order: OrderBy, dir: Direction) -> Vec<String> {
     let dir = if dir == Direction::Forwards {
-        "ASC"
+        "ASC NULLS FIRST"
     } else {
-        "DESC"
+        "DESC NULLS LAST"
     };
-    let rows = sqlx::query(&format!(
+    db.strings(&format!(
         "SELECT destination FROM destinations ORDER BY {} {dir}, destination ASC",
         order.as_str()
     ))
-    .fetch_all(&pool)
     .await
-    .unwrap();
-    pool.close().await;
-    rows.iter().map(|r| r.get::<String, _>(0)).collect()
 }
 
 async fn rooms_total(store: &Store, name: &str) -> u64 {
@@ -47,11 +44,9 @@ async fn rooms_total(store: &Store, name: &str) -> u64 {
         .total
 }
 
-#[tokio::test]
-async fn a_reopened_store_loads_rows_orders_and_room_counts_as_sql_has_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("herald.db");
-    let store = Store::open(&db).await.unwrap();
+async fn a_reopened_store_loads_rows_orders_and_room_counts_as_sql_has_them(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
     let mut rows = Vec::new();
     for i in 0..300i64 {
         let opt = |k: i64| (i % k != 0).then_some((i * 7919) % 101 - 50);
@@ -94,7 +89,7 @@ async fn a_reopened_store_loads_rows_orders_and_room_counts_as_sql_has_them() {
     rows.retain(|r| r.destination != "Matrix0.Example.org");
     store.close().await;
 
-    let store = Store::open(&db).await.unwrap();
+    let store = db.open().await;
     assert_eq!(store.destinations.destination_count(), rows.len());
     for row in &rows {
         assert_eq!(
@@ -134,3 +129,5 @@ async fn a_reopened_store_loads_rows_orders_and_room_counts_as_sql_has_them() {
         .await;
     assert_eq!(filtered.total, 74);
 }
+
+both_backends!(a_reopened_store_loads_rows_orders_and_room_counts_as_sql_has_them,);

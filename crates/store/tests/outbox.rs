@@ -3,7 +3,11 @@
 //! event ID refused in another room with nothing of its request stored.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use herald_store::{NewEvent, OutboxError, Store};
+mod common;
+
+use common::{Backend, TestDb};
+
+use herald_store::{NewEvent, OutboxError};
 
 fn event(id: &str, room: &str, destinations: &[&str]) -> NewEvent {
     NewEvent {
@@ -14,10 +18,9 @@ fn event(id: &str, room: &str, destinations: &[&str]) -> NewEvent {
     }
 }
 
-#[tokio::test]
-async fn an_event_queued_again_keeps_its_ordering_and_new_ones_follow_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("herald.db")).await.unwrap();
+async fn an_event_queued_again_keeps_its_ordering_and_new_ones_follow_in_order(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
     let first = store
         .outbox
         .enqueue_pdus(vec![event("$old", "!old:x", &["a.example"])])
@@ -60,10 +63,9 @@ async fn an_event_queued_again_keeps_its_ordering_and_new_ones_follow_in_order()
         .is_empty());
 }
 
-#[tokio::test]
-async fn an_event_twice_in_one_request_is_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("herald.db")).await.unwrap();
+async fn an_event_twice_in_one_request_is_stored_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
     let got = store
         .outbox
         .enqueue_pdus(vec![
@@ -98,3 +100,8 @@ async fn an_event_twice_in_one_request_is_stored_once() {
         .unwrap()
         .is_empty());
 }
+
+both_backends!(
+    an_event_queued_again_keeps_its_ordering_and_new_ones_follow_in_order,
+    an_event_twice_in_one_request_is_stored_once,
+);

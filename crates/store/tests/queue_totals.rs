@@ -3,6 +3,10 @@
 //! queued, which follow what is queued and what is delivered.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
+mod common;
+
+use common::{Backend, TestDb};
+
 use herald_store::delivery::{Delivery, QueueTotals, QueuedDestination};
 use herald_store::{NewEdu, NewEvent, Store};
 
@@ -31,10 +35,9 @@ fn top(name: &str, pdus: u64, edus: u64) -> QueuedDestination {
     }
 }
 
-#[tokio::test]
-async fn totals_and_the_top_destinations_follow_the_queues() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("herald.db")).await.unwrap();
+async fn totals_and_the_top_destinations_follow_the_queues(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
     assert_eq!(
         store.outbox.queue_totals().await.unwrap(),
         QueueTotals::default()
@@ -154,3 +157,5 @@ async fn the_sender_page_queries_at_a_million_queued_pdus() {
         );
     }
 }
+
+both_backends!(totals_and_the_top_destinations_follow_the_queues,);

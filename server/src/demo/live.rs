@@ -164,7 +164,7 @@ pub fn config(
 ) -> Config {
     let mut config = Config {
         server_name: federation.to_string(),
-        database: database.to_owned(),
+        database: database.to_owned().into(),
         listen: listen.into(),
         federation_listen: Some(federation.to_string()),
         tls_certificate_path: Some(cert.cert_path.clone()),

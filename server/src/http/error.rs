@@ -150,6 +150,11 @@ impl From<StoreError> for ApiError {
             StoreError::ReadOnly => {
                 ApiError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", e.to_string())
             }
+            StoreError::Unstorable(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "M_INVALID_PARAM",
+                "a value holds a NUL character, which the database cannot store",
+            ),
             e => {
                 tracing::error!(error = %e, "database error");
                 ApiError::internal()

@@ -1,7 +1,9 @@
-//! A real Herald server on 127.0.0.1 and a temp SQLite file, seeded with
-//! known rows, plus a small HTTP client for the tests.
+//! A real Herald server on 127.0.0.1 and a temp SQLite file (or, with
+//! [`TestServer::start_on`], a PostgreSQL database), seeded with known
+//! rows, plus a small HTTP client for the tests.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod oracle;
 pub mod postgres;
 pub mod synapse_db;
@@ -24,9 +26,11 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub base: String,
     pub store: Store,
+    /// The SQLite file (on PostgreSQL, a path that does not exist: use `db`).
     pub db_path: PathBuf,
+    /// The database, on either backend.
+    pub db: backend::TestDb,
     pub client: reqwest::Client,
-    _dir: tempfile::TempDir,
 }
 
 pub fn row(
@@ -94,11 +98,25 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db_path = dir.path().join("herald.db");
-        let mut config = Config::loopback(SERVER_NAME, db_path.clone());
+        TestServer::start_on(backend::Backend::Sqlite, tweak).await
+    }
+
+    /// [`TestServer::start_with`] on the backend given.
+    pub async fn start_on(
+        backend: backend::Backend,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let db = backend::TestDb::new(backend).await;
+        let db_path = match &db.target {
+            herald_store::DatabaseTarget::Sqlite(path) => path.clone(),
+            herald_store::DatabaseTarget::Postgres(_) => PathBuf::from("/nonexistent/herald.db"),
+        };
+        let mut config = Config::loopback(SERVER_NAME, db.setting());
+        // Where SQLite's default puts it (on PostgreSQL the default is the
+        // working directory).
+        config.signing_key_path = Some(db.dir().join(format!("{SERVER_NAME}.signing.key")));
         tweak(&mut config);
-        let store = Store::open(&db_path).await.expect("open store");
+        let store = db.open().await;
         for (name, password, admin) in [(ADMIN, ADMIN_PASSWORD, true), (USER, USER_PASSWORD, false)]
         {
             let hash = herald::auth::password::hash(password).expect("hash");
@@ -126,8 +144,8 @@ impl TestServer {
             base: format!("http://{addr}"),
             store,
             db_path,
+            db,
             client: reqwest::Client::new(),
-            _dir: dir,
         }
     }
 

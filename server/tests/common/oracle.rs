@@ -12,6 +12,10 @@ use sqlx::Row;
 pub enum OracleDb<'a> {
     Sqlite(&'a sqlx::SqlitePool),
     Postgres(&'a sqlx::PgPool),
+    /// Herald's own store on PostgreSQL: Synapse's query with NULLs ordered
+    /// as on SQLite (first ascending, last descending), the order Herald's
+    /// own list keeps on both backends.
+    PostgresSqliteNulls(&'a sqlx::PgPool),
 }
 
 /// Synapse's query, as Synapse runs it on that database (NULLs ordered as
@@ -24,7 +28,12 @@ pub async fn synapse_list_sql(
     from: i64,
     limit: i64,
 ) -> (Vec<Value>, i64) {
-    let order = if dir == "b" { "DESC" } else { "ASC" };
+    let order = match (dir == "b", matches!(db, OracleDb::PostgresSqliteNulls(_))) {
+        (true, false) => "DESC",
+        (false, false) => "ASC",
+        (true, true) => "DESC NULLS LAST",
+        (false, true) => "ASC NULLS FIRST",
+    };
     let (where_sql, arg) = match filter {
         Some(f) => {
             let escaped = f
@@ -77,7 +86,7 @@ pub async fn synapse_list_sql(
     }
     match db {
         OracleDb::Sqlite(pool) => run!(pool, &count_sql, &sql),
-        OracleDb::Postgres(pool) => {
+        OracleDb::Postgres(pool) | OracleDb::PostgresSqliteNulls(pool) => {
             let (count_sql, sql) = (
                 super::synapse_db::dollar(&count_sql),
                 super::synapse_db::dollar(&sql),

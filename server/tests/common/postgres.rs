@@ -13,8 +13,15 @@ pub struct PgCluster {
     pub port: u16,
 }
 
+/// `scripts/pg-cluster.sh` of the workspace, from the server's tests or
+/// from a crate's under `crates/` (herald-store includes this file too).
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-cluster.sh")
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|dir| dir.join("scripts/pg-cluster.sh"))
+        .find(|script| script.exists())
+        .unwrap_or_else(|| manifest.join("../scripts/pg-cluster.sh"))
 }
 
 impl PgCluster {
@@ -59,6 +66,24 @@ impl PgCluster {
         conn.close().await.ok();
         self.url(name)
     }
+}
+
+/// A cluster of its own and a new, empty database in it, for one test
+/// (Herald's store tests: the database is created with the cluster's
+/// defaults, as an admin's `createdb` would).
+pub async fn fresh_database(name: &str) -> (PgCluster, String) {
+    use sqlx::Connection;
+    let cluster = PgCluster::start();
+    let mut conn = sqlx::PgConnection::connect(&cluster.url("postgres"))
+        .await
+        .expect("connect to the cluster");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    conn.close().await.ok();
+    let url = cluster.url(name);
+    (cluster, url)
 }
 
 impl Drop for PgCluster {

@@ -7,6 +7,7 @@
 use futures_util::TryStreamExt;
 
 use super::source::Source;
+use crate::db::{on_db, on_tx};
 use crate::{Store, StoreError};
 
 /// Rows written between two progress reports.
@@ -84,11 +85,11 @@ async fn copy(
 ) -> Result<ImportCounts, StoreError> {
     let pool = &into.pool;
     let _writer = into.destinations.writer.lock().await;
-    let (have_d, have_r): (i64, i64) = sqlx::query_as(
+    let (have_d, have_r): (i64, i64) = on_db!(pool, |pool| sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM destinations), (SELECT COUNT(*) FROM destination_rooms)",
     )
     .fetch_one(pool)
-    .await?;
+    .await?);
     if (have_d > 0 || have_r > 0) && !replace {
         return Err(StoreError::NotEmpty {
             destinations: have_d.max(0) as u64,
@@ -98,9 +99,11 @@ async fn copy(
     if replace {
         // Queued PDUs name their destination (a foreign key): replacing the
         // rows under them would fail halfway.
-        let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM destination_pdus")
-            .fetch_one(pool)
-            .await?;
+        let (queued,): (i64,) = on_db!(pool, |pool| sqlx::query_as(
+            "SELECT COUNT(*) FROM destination_pdus"
+        )
+        .fetch_one(pool)
+        .await?);
         if queued > 0 {
             return Err(StoreError::QueuedPdus {
                 pdus: queued.max(0) as u64,
@@ -114,12 +117,12 @@ async fn copy(
     let mut tx = pool.begin().await?;
     if replace {
         // Rooms first: they name their destination.
-        sqlx::query("DELETE FROM destination_rooms")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM destinations")
-            .execute(&mut *tx)
-            .await?;
+        for table in ["destination_rooms", "destinations"] {
+            on_tx!(&mut tx, |conn| sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(conn)
+                .await
+                .map(drop))?;
+        }
     }
     let mut in_batch = 0usize;
     let mut rows = source.rows_by_name();
@@ -129,17 +132,18 @@ async fn copy(
         total: total_d,
     });
     while let Some(row) = rows.try_next().await? {
-        sqlx::query(
+        on_tx!(&mut tx, |conn| sqlx::query(
             "INSERT INTO destinations (destination, retry_last_ts, retry_interval, failure_ts, \
-             last_successful_stream_ordering) VALUES (?, ?, ?, ?, ?)",
+             last_successful_stream_ordering) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&row.destination)
         .bind(row.retry_last_ts)
         .bind(row.retry_interval)
         .bind(row.failure_ts)
         .bind(row.last_successful_stream_ordering)
-        .execute(&mut *tx)
-        .await?;
+        .execute(conn)
+        .await
+        .map(drop))?;
         counts.destinations += 1;
         counts.max_stream_ordering = counts
             .max_stream_ordering
@@ -169,20 +173,24 @@ async fn copy(
     while let Some((destination, room_id, stream_ordering)) = rooms.try_next().await? {
         // A room whose destination row Synapse lacks (its foreign key is not
         // enforced on SQLite) gets an empty one, as Herald's own writes do.
-        sqlx::query("INSERT INTO destinations (destination) VALUES (?) ON CONFLICT DO NOTHING")
-            .bind(&destination)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
+        on_tx!(&mut tx, |conn| sqlx::query(
+            "INSERT INTO destinations (destination) VALUES ($1) ON CONFLICT DO NOTHING"
+        )
+        .bind(&destination)
+        .execute(conn)
+        .await
+        .map(drop))?;
+        on_tx!(&mut tx, |conn| sqlx::query(
             "INSERT INTO destination_rooms (destination, room_id, stream_ordering) \
-             VALUES (?, ?, ?) ON CONFLICT (destination, room_id) \
+             VALUES ($1, $2, $3) ON CONFLICT (destination, room_id) \
              DO UPDATE SET stream_ordering = excluded.stream_ordering",
         )
         .bind(&destination)
         .bind(&room_id)
         .bind(stream_ordering)
-        .execute(&mut *tx)
-        .await?;
+        .execute(conn)
+        .await
+        .map(drop))?;
         counts.destination_rooms += 1;
         counts.max_stream_ordering = counts.max_stream_ordering.max(Some(stream_ordering));
         in_batch += 1;

@@ -12,21 +12,21 @@
 //! branch and no work per match, so a needle in every eighth name costs what
 //! a needle in none does.
 //!
-//! Two ways to find the match starts, chosen per needle by sampling the
-//! arena's first blocks: compare every needle byte in every block (dense
-//! needles), or compare two bytes first (memchr's `packedpair::Pair` picks
-//! the two rarest) and the rest only in blocks where those two meet (sparse
-//! needles). Needles longer than [`MAX_NEEDLE`] are searched with memchr's
-//! `memmem` (they match rarely).
+//! Two scans, chosen per needle by counting its matches in the arena's
+//! first 256 KB: a dense needle (more than one match in 512 bytes) has
+//! every byte compared in every block, as above; a sparse one is searched
+//! with memchr's `memmem` (AVX2 where the CPU has it), each match then
+//! marking the separator after it, so a rare needle costs what memchr's
+//! search does. Needles longer than [`MAX_NEEDLE`] are always sparse.
 //!
-//! Measured at 1M names (see the README): a common needle (125k names) took
-//! ~6 ms with `memmem` (one restart per match, ~25 ns) plus a search for
-//! each match's name; here ~2.6 ms on one core.
+//! Measured at 1M names (the admin API bench's; `cargo bench -p
+//! herald-store --bench index`, see the README): a needle in one name in
+//! eight cost ~6 ms on one core with `memmem` alone (a restart per match,
+//! ~25 ns, and a search for each match's name), ~2.9 ms here.
 //!
 //! Hand-written because no crate counts *records* holding a substring: the
 //! searchers (memchr, aho-corasick) report positions one call at a time.
 
-use memchr::arch::all::packedpair::Pair;
 use memchr::memmem;
 use wide::u8x16;
 
@@ -49,8 +49,11 @@ const WINDOW: usize = 2 * BLOCK;
 /// Longest needle compared in blocks (its bytes lie within `WINDOW`).
 const MAX_NEEDLE: usize = BLOCK;
 
-/// Blocks sampled to choose between the dense and the sparse compare.
-const SAMPLE_BLOCKS: usize = 4096;
+/// Bytes sampled to choose between the dense and the sparse scan.
+const SAMPLE_BYTES: usize = 256 * 1024;
+
+/// A needle matching more often than once in this many bytes is dense.
+const DENSE_EVERY: usize = 512;
 
 /// The names one needle matches.
 #[derive(Debug, PartialEq, Eq)]
@@ -89,21 +92,22 @@ pub(crate) struct Needle<'a> {
     bytes: &'a [u8],
     /// Each byte, splatted (empty for a needle longer than `MAX_NEEDLE`).
     lanes: Vec<u8x16>,
-    /// The two offsets the sparse compare tries first.
-    pair: (usize, usize),
+    /// The sparse scan's searcher.
+    finder: memmem::Finder<'a>,
 }
 
 impl<'a> Needle<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Needle<'a> {
-        let pair = Pair::new(bytes)
-            .map(|p| (usize::from(p.index1()), usize::from(p.index2())))
-            .unwrap_or((0, 0));
         let lanes = if bytes.len() <= MAX_NEEDLE {
             bytes.iter().map(|&b| u8x16::splat(b)).collect()
         } else {
             Vec::new()
         };
-        Needle { bytes, lanes, pair }
+        Needle {
+            bytes,
+            lanes,
+            finder: memmem::Finder::new(bytes),
+        }
     }
 
     /// The match starts in the block at the window's start: every byte
@@ -133,21 +137,6 @@ impl<'a> Needle<'a> {
         }
         bitmask(hits)
     }
-
-    /// Whether the block may hold a match start: its two rarest bytes meet.
-    #[inline(always)]
-    fn may_start(&self, window: &[u8; WINDOW]) -> bool {
-        let (i1, i2) = self.pair;
-        let (Some(c1), Some(c2)) = (self.lanes.get(i1), self.lanes.get(i2)) else {
-            return true;
-        };
-        let mut any = u8x16::splat(0);
-        for k in 0..BLOCK / 16 {
-            any |=
-                load16(window, 16 * k + i1).simd_eq(*c1) & load16(window, 16 * k + i2).simd_eq(*c2);
-        }
-        any.to_bitmask() != 0
-    }
 }
 
 /// Which names of `arena` hold `needle`: the arena in `parts` runs of
@@ -173,14 +162,8 @@ fn scan_as(
     dense: bool,
     mut ends: Vec<u64>,
 ) -> Matches {
-    if needle.lanes.is_empty() {
-        ends.fill(0);
-        let mut matches = Matches { ends, count: 0 };
-        for found in memmem::find_iter(arena, needle.bytes) {
-            mark_end_after(arena, found, &mut matches);
-        }
-        return matches;
-    }
+    // A needle too long for the blocks is searched by memmem.
+    let dense = dense && !needle.lanes.is_empty();
     let blocks = ends.len();
     let parts = parts.min(blocks).max(1);
     let mut runs: Vec<(usize, &mut [u64])> = Vec::with_capacity(parts);
@@ -249,26 +232,14 @@ fn mark_end_after(arena: &[u8], pos: usize, matches: &mut Matches) {
     }
 }
 
-/// Whether `needle` is common enough in the arena's first blocks that
-/// comparing all its bytes everywhere beats trying two first.
+/// Whether `needle` is common enough in the arena's first bytes that
+/// comparing all its bytes in every block beats memmem's search from match
+/// to match (~30 ns a match, against ~0.07 ns a byte more for the compare:
+/// they meet near one match in 512 bytes, one name in twenty; measured).
 fn dense(arena: &[u8], needle: &Needle<'_>) -> bool {
-    if needle.bytes.len() <= 2 {
-        return true;
-    }
-    let mut hits = 0;
-    let mut sampled = 0;
-    for base in (0..arena.len()).step_by(BLOCK).take(SAMPLE_BLOCKS) {
-        let Some(window) = arena
-            .get(base..base + WINDOW)
-            .and_then(|w| <&[u8; WINDOW]>::try_from(w).ok())
-        else {
-            break;
-        };
-        sampled += 1;
-        hits += usize::from(needle.may_start(window));
-    }
-    // One block in eight: about where the two costs meet (measured).
-    hits * 8 > sampled
+    let sample = arena.get(..SAMPLE_BYTES).unwrap_or(arena);
+    let enough = sample.len() / DENSE_EVERY + 1;
+    needle.finder.find_iter(sample).take(enough).count() >= enough
 }
 
 /// Scans the blocks from `first` into `ends` (one word each); returns how
@@ -287,17 +258,51 @@ fn scan_run(
             match needle.bytes.len() {
                 $($n if dense => scan_blocks(arena, first, ends, true, |w| needle.starts_of::<$n>(w)),)*
                 _ if dense => scan_blocks(arena, first, ends, true, |w| needle.starts(w)),
-                _ => scan_blocks(arena, first, ends, false, |w| {
-                    if needle.may_start(w) {
-                        needle.starts(w)
-                    } else {
-                        0
-                    }
-                }),
+                _ => scan_sparse(arena, needle, first, ends),
             }
         };
     }
     fixed!(1 2 3 4 5 6 7 8)
+}
+
+/// The sparse scan of the blocks from `first`: memchr's `memmem` (AVX2
+/// where the CPU has it) finds each match, and the separator after it is
+/// marked; a match whose name runs past the last block is carried.
+fn scan_sparse(arena: &[u8], needle: &Needle<'_>, first: usize, ends: &mut [u64]) -> (usize, bool) {
+    ends.fill(0);
+    let start = first * BLOCK;
+    let end = ((first + ends.len()) * BLOCK).min(arena.len());
+    // Matches starting before `end`, whatever bytes they span after it.
+    let reach = (end + needle.bytes.len())
+        .saturating_sub(1)
+        .min(arena.len());
+    let Some(haystack) = arena.get(start..reach) else {
+        return (0, false);
+    };
+    let (mut count, mut next_name) = (0, start);
+    for found in needle.finder.find_iter(haystack) {
+        let pos = start + found;
+        if pos >= end {
+            break;
+        }
+        if pos < next_name {
+            // Another match in the name just marked.
+            continue;
+        }
+        let Some(at) = arena
+            .get(pos..end)
+            .and_then(|rest| memchr::memchr(SEPARATOR, rest))
+        else {
+            return (count, true);
+        };
+        let bit = pos + at - start;
+        if let Some(word) = ends.get_mut(bit / BLOCK) {
+            *word |= 1 << (bit % BLOCK);
+            count += 1;
+        }
+        next_name = pos + at + 1;
+    }
+    (count, false)
 }
 
 /// The block loop of [`scan_run`] with `starts` finding each block's match

@@ -237,22 +237,28 @@ mod tests {
         assert!(!format!("{t:?}").contains("s3cret"));
     }
 
-    /// The placeholder rule the shared texts rely on, on SQLite: `$n`
-    /// numbered by first appearance, a repeated `$1` bound to the first
-    /// value. (The same text on PostgreSQL: `tests/postgres.rs`.)
-    #[tokio::test]
-    async fn sqlite_binds_dollar_placeholders_as_postgres_does() {
-        let db = Db::Sqlite(SqlitePool::connect("sqlite::memory:").await.unwrap());
-        let row = on_db!(&db, |pool| sqlx::query(PLACEHOLDERS)
+    /// [`PLACEHOLDERS`] bound to "a", 2, "c" on `db`.
+    async fn placeholders_row(db: &Db) -> (String, i64, String, String) {
+        on_db!(db, |pool| sqlx::query(PLACEHOLDERS)
             .bind("a")
             .bind(2_i64)
             .bind("c")
             .fetch_one(pool)
             .await
             .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3))))
-        .unwrap();
-        let got: (String, i64, String, String) = row;
-        assert_eq!(got, ("a".into(), 2, "c".into(), "a".into()));
+        .unwrap()
+    }
+
+    /// The placeholder rule the shared texts rely on, on SQLite: `$n`
+    /// numbered by first appearance, a repeated `$1` bound to the first
+    /// value. (The same text on PostgreSQL: `tests/postgres.rs`.)
+    #[tokio::test]
+    async fn sqlite_binds_dollar_placeholders_as_postgres_does() {
+        let db = Db::Sqlite(SqlitePool::connect("sqlite::memory:").await.unwrap());
+        assert_eq!(
+            placeholders_row(&db).await,
+            ("a".into(), 2, "c".into(), "a".into())
+        );
         db.close().await;
     }
 
@@ -261,16 +267,10 @@ mod tests {
     async fn postgres_binds_the_same_text_the_same() {
         let (_cluster, url) = crate::test_cluster::fresh_database("placeholders").await;
         let db = Db::Postgres(PgPool::connect(&url).await.unwrap());
-        let row = on_db!(&db, |pool| sqlx::query(PLACEHOLDERS)
-            .bind("a")
-            .bind(2_i64)
-            .bind("c")
-            .fetch_one(pool)
-            .await
-            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3))))
-        .unwrap();
-        let got: (String, i64, String, String) = row;
-        assert_eq!(got, ("a".into(), 2, "c".into(), "a".into()));
+        assert_eq!(
+            placeholders_row(&db).await,
+            ("a".into(), 2, "c".into(), "a".into())
+        );
         db.close().await;
     }
 

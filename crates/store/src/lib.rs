@@ -360,13 +360,9 @@ async fn check_identity(path: &Path) -> Result<(), StoreError> {
         .as_deref()
             == Some("herald");
     if !ours {
-        let mut shown: Vec<&str> = tables.iter().map(String::as_str).take(8).collect();
-        if tables.len() > shown.len() {
-            shown.push("…");
-        }
         return Err(StoreError::Foreign {
             path: path.into(),
-            tables: shown.join(", "),
+            tables: shown_tables(&tables),
         });
     }
     if tables.iter().any(|t| t == "_sqlx_migrations") {
@@ -387,6 +383,15 @@ async fn check_identity(path: &Path) -> Result<(), StoreError> {
     }
     conn.close().await.map_err(open_err)?;
     Ok(())
+}
+
+/// The first tables of a database that is not Herald's, for the refusal.
+pub(crate) fn shown_tables(tables: &[String]) -> String {
+    let mut shown: Vec<&str> = tables.iter().map(String::as_str).take(8).collect();
+    if tables.len() > shown.len() {
+        shown.push("…");
+    }
+    shown.join(", ")
 }
 
 /// A read-only connection that creates nothing beside the file: without a

@@ -84,13 +84,9 @@ async fn check_identity(pool: &PgPool, target: &str) -> Result<(), StoreError> {
         .as_deref()
             == Some("herald");
     if !ours {
-        let mut shown: Vec<&str> = tables.iter().map(String::as_str).take(8).collect();
-        if tables.len() > shown.len() {
-            shown.push("…");
-        }
         return Err(StoreError::PgForeign {
             target: target.to_owned(),
-            tables: shown.join(", "),
+            tables: crate::shown_tables(&tables),
         });
     }
     if tables.iter().any(|t| t == "_sqlx_migrations") {

@@ -122,27 +122,23 @@ impl TestDb {
 
     /// The first column of every row `sql` returns, as an integer.
     pub async fn i64s(&self, sql: &str) -> Vec<i64> {
-        match &self.target {
-            DatabaseTarget::Sqlite(path) => {
-                let mut conn =
-                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                        .await
-                        .unwrap();
-                let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
-                conn.close().await.unwrap();
-                rows.iter().map(|r| r.get::<i64, _>(0)).collect()
-            }
-            DatabaseTarget::Postgres(url) => {
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-                let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
-                conn.close().await.unwrap();
-                rows.iter().map(|r| r.get::<i64, _>(0)).collect()
-            }
-        }
+        self.first_column(sql).await
     }
 
     /// The first column of every row `sql` returns, as text.
     pub async fn strings(&self, sql: &str) -> Vec<String> {
+        self.first_column(sql).await
+    }
+
+    /// The first column of every row `sql` returns, on a connection of its
+    /// own to either backend.
+    async fn first_column<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+            + sqlx::Type<sqlx::Sqlite>
+            + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+            + sqlx::Type<sqlx::Postgres>,
+    {
         match &self.target {
             DatabaseTarget::Sqlite(path) => {
                 let mut conn =
@@ -151,13 +147,13 @@ impl TestDb {
                         .unwrap();
                 let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
                 conn.close().await.unwrap();
-                rows.iter().map(|r| r.get::<String, _>(0)).collect()
+                rows.iter().map(|r| r.get::<T, _>(0)).collect()
             }
             DatabaseTarget::Postgres(url) => {
                 let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
                 let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
                 conn.close().await.unwrap();
-                rows.iter().map(|r| r.get::<String, _>(0)).collect()
+                rows.iter().map(|r| r.get::<T, _>(0)).collect()
             }
         }
     }

@@ -246,6 +246,13 @@ async fn run(cli: Cli) -> Result<()> {
             }
             config.validate()?;
             herald::accept::raise_open_files_limit();
+            // Before anything is opened: a second server on this database
+            // is refused (held until this process ends).
+            let _serving = herald_store::claim_serving(
+                &config.database.target(),
+                herald_store::serving::CLAIM_WAIT,
+            )
+            .await?;
             let store = match config.synapse_settings() {
                 Some(synapse) => {
                     // `validate` refused a PostgreSQL `database` with `[synapse]`.

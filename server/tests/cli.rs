@@ -191,6 +191,29 @@ fn user_add_then_serve_then_sign_in() {
         Some(&bob),
     );
     assert_eq!(status, 403);
+
+    // A second server on the same database is refused, naming `database`
+    // (after waiting for the first to go, which it does not); the first
+    // goes on answering, and other commands still run beside it.
+    let out = herald(&["serve", "--database", db, "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("served by another Herald") && err.contains("`database`"),
+        "{err}"
+    );
+    let out = herald(&["user", "add", "carol", "--password", "x", "--database", db]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _) = http_get(
+        &addr,
+        "/_synapse/admin/v1/federation/destinations",
+        Some(&token),
+    );
+    assert_eq!(status, 200);
 }
 
 /// The same on PostgreSQL: `--database postgresql://…` on every command;

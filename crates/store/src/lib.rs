@@ -18,6 +18,7 @@ mod orderings;
 pub mod outbox;
 pub mod postgres;
 mod ranked;
+pub mod serving;
 mod shared_index;
 mod substring;
 pub mod synapse;
@@ -44,6 +45,7 @@ pub use herald_federation::clock::now_ms;
 pub use herald_federation::RetryTimings;
 pub use index::{DestinationIndex, DestinationRow, IndexBuilder, NullsOrder};
 pub use outbox::{NewEdu, NewEvent, Outbox, OutboxError};
+pub use serving::{claim_serving, ServingClaim};
 pub use shared_index::{Edit, SharedIndex};
 pub use synapse::{import_synapse, ImportCounts, ImportProgress, SynapseSettings};
 pub use users::{TokenOwner, User, Users};
@@ -95,6 +97,12 @@ pub enum StoreError {
     /// refuses the login; `target` is the URL without its password.
     #[error("`database` ({target}) does not answer: {detail}")]
     PgUnreachable { target: String, detail: String },
+    /// `herald serve` on a database another server already serves.
+    #[error(
+        "`database` ({target}) is served by another Herald ({detail}): one `herald serve` \
+         per database (stop the other, or give this one its own `database`)"
+    )]
+    Serving { target: String, detail: String },
     #[error(
         "`database` ({target}) holds tables that are not Herald's ({tables}); \
          refusing to touch it: point `database` at a new PostgreSQL database for Herald"

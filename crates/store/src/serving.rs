@@ -1,0 +1,140 @@
+//! The one `herald serve` a database has. Until several instances share a
+//! database (with destinations split between them), two servers on one
+//! database would both send its queues; so `herald serve` claims the
+//! database first and a second one is refused, naming `database`.
+//!
+//! The claim is released by the operating system or the database when the
+//! process ends, however it ends (`kill -9` included), so a restart finds
+//! it free (after waiting up to [`CLAIM_WAIT`] for a dying process's claim
+//! to go):
+//! - SQLite: an exclusive lock (`flock`) on `<file>.serve-lock` beside the
+//!   database (never on the database file itself: closing another handle
+//!   on it would drop SQLite's own locks);
+//! - PostgreSQL: a session-level advisory lock held by a connection of its
+//!   own for the server's lifetime. If that connection is lost (the
+//!   database restarted, the network cut), the claim is lost with it.
+//!
+//! Other commands (`herald user add`, `import-synapse`, …) do not claim:
+//! they run beside a server as before.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sqlx::{ConnectOptions, Connection};
+
+use crate::{DatabaseTarget, StoreError};
+
+/// How long a claim held by someone else is waited for before refusing
+/// (a server killed a moment ago may still hold it briefly).
+pub const CLAIM_WAIT: Duration = Duration::from_secs(10);
+
+/// Between two tries.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// The advisory lock's key ("HERALD" in ASCII); advisory locks are per
+/// database, so the key only has to be Herald's.
+const ADVISORY_KEY: i64 = 0x4845_5241_4c44;
+
+/// A held claim; dropping it releases it.
+#[derive(Debug)]
+pub struct ServingClaim {
+    _held: Held,
+}
+
+/// What holds the claim (kept, never read: holding is the point).
+#[derive(Debug)]
+enum Held {
+    File { _lock: std::fs::File },
+    Postgres { _session: Box<sqlx::PgConnection> },
+}
+
+/// The lock file of the SQLite database at `path`.
+pub fn lock_path(path: &std::path::Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".serve-lock");
+    PathBuf::from(name)
+}
+
+/// Claims `target` for this server, waiting up to `wait` for another
+/// holder to go; [`StoreError::Serving`] if it does not.
+pub async fn claim_serving(
+    target: &DatabaseTarget,
+    wait: Duration,
+) -> Result<ServingClaim, StoreError> {
+    let deadline = Instant::now() + wait;
+    match target {
+        DatabaseTarget::Sqlite(path) => {
+            let lock = lock_path(path);
+            let refused = |detail: String| StoreError::Serving {
+                target: path.display().to_string(),
+                detail,
+            };
+            let file = std::fs::File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock)
+                .map_err(|e| refused(format!("cannot open {}: {e}", lock.display())))?;
+            loop {
+                match file.try_lock() {
+                    Ok(()) => {
+                        return Ok(ServingClaim {
+                            _held: Held::File { _lock: file },
+                        })
+                    }
+                    Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                        tokio::time::sleep(RETRY).await;
+                    }
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        return Err(refused(format!(
+                            "another `herald serve` holds {}",
+                            lock.display()
+                        )))
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(refused(format!("cannot lock {}: {e}", lock.display())))
+                    }
+                }
+            }
+        }
+        DatabaseTarget::Postgres(url) => {
+            let shown = crate::synapse::without_password(url);
+            let refused = |detail: String| StoreError::Serving {
+                target: shown.clone(),
+                detail,
+            };
+            let options: sqlx::postgres::PgConnectOptions = url
+                .parse()
+                .map_err(|e| refused(format!("not a PostgreSQL URL: {e}")))?;
+            let mut conn = options
+                .application_name("herald serve claim")
+                .disable_statement_logging()
+                .connect()
+                .await
+                .map_err(|e| StoreError::PgUnreachable {
+                    target: shown.clone(),
+                    detail: e.to_string(),
+                })?;
+            loop {
+                let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(ADVISORY_KEY)
+                    .fetch_one(&mut conn)
+                    .await?;
+                if held {
+                    return Ok(ServingClaim {
+                        _held: Held::Postgres {
+                            _session: Box::new(conn),
+                        },
+                    });
+                }
+                if Instant::now() >= deadline {
+                    let _ = conn.close().await;
+                    return Err(refused(
+                        "another `herald serve` holds its advisory lock".into(),
+                    ));
+                }
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! One `herald serve` per database: a second claim on a database is refused
+//! (naming `database`) while the first is held, and succeeds once it is
+//! dropped, on both backends; other handles on the database are untouched.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestDb};
+use herald_store::{claim_serving, StoreError};
+
+async fn a_second_claim_waits_then_is_refused(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let first = claim_serving(&db.target, Duration::ZERO).await.unwrap();
+    // The store opens beside a claim (the CLI's commands do not claim).
+    let store = db.open().await;
+    let started = Instant::now();
+    let second = claim_serving(&db.target, Duration::from_millis(300)).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "it waited for the holder to go"
+    );
+    let err = second.unwrap_err();
+    assert!(matches!(err, StoreError::Serving { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("`database`") && text.contains("another Herald"),
+        "{text}"
+    );
+    drop(first);
+    // Released: the next claim holds, at once or after the server noticed.
+    let third = claim_serving(&db.target, Duration::from_secs(10))
+        .await
+        .unwrap();
+    drop(third);
+    store.close().await;
+}
+
+both_backends!(a_second_claim_waits_then_is_refused);

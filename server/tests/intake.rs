@@ -276,6 +276,9 @@ async fn every_bad_request_stores_nothing(backend: Backend) {
         json!({"edus": [{"edu_type": "m.typing", "content": {}, "destinations": ["a.example"]}, {"content": {}, "destinations": []}]}),
         json!({"edus": [{"edu_type": "m.typing", "content": 3, "destinations": ["a.example"]}]}),
         json!({"edus": [{"edu_type": "", "content": {}, "destinations": ["a.example"]}]}),
+        // A NUL (which PostgreSQL cannot store) or another control character.
+        json!({"edus": [{"edu_type": "m.typing\u{0}", "content": {}, "destinations": ["a.example"]}]}),
+        json!({"edus": [{"edu_type": "m.\ntyping", "content": {}, "destinations": ["a.example"]}]}),
     ];
     for body in edu_cases {
         let got = s.post_json(EDUS, Some(TOKEN), body.clone()).await;

@@ -142,9 +142,14 @@ impl Sender {
     pub async fn accept_edus(&self, body: EdusBody) -> Result<(), IntakeError> {
         let mut edus = Vec::with_capacity(body.edus.len());
         for (i, edu) in body.edus.into_iter().enumerate() {
-            if edu.edu_type.is_empty() || edu.edu_type.len() > MAX_ID_BYTES {
+            if edu.edu_type.is_empty()
+                || edu.edu_type.len() > MAX_ID_BYTES
+                || edu.edu_type.chars().any(char::is_control)
+            {
+                // A control character (a NUL: PostgreSQL stores none) would
+                // fail the whole group commit it joined.
                 return Err(invalid(format!(
-                    "edus[{i}].edu_type must be 1 to 255 bytes"
+                    "edus[{i}].edu_type must be 1 to 255 bytes without control characters"
                 )));
             }
             let destinations = self.destinations(edu.destinations, "edus", i)?;

@@ -65,10 +65,13 @@ async fn check_and_migrate(pool: &PgPool, target: &str) -> Result<(), StoreError
 /// Refuses, reading only, a database whose schema holds tables that are
 /// not Herald's, or Herald's of a newer version.
 async fn check_identity(pool: &PgPool, target: &str) -> Result<(), StoreError> {
+    // The catalog, not `information_schema` (which lists only the tables
+    // this role has a privilege on: another role's tables would look absent).
     let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.tables \
-         WHERE table_schema = current_schema() \
-         ORDER BY table_name COLLATE \"C\"",
+        "SELECT c.relname::text FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+         ORDER BY c.relname COLLATE \"C\"",
     )
     .fetch_all(pool)
     .await?;

@@ -46,21 +46,41 @@ impl std::fmt::Debug for SynapseSettings {
     }
 }
 
-/// `database` with the password of a `scheme://user:password@host/…` URL
-/// replaced by `***` (a path or a URL without one is returned as it is).
+/// `database` with the password of a `scheme://user:password@host/…` URL,
+/// and any `password=` in its query, replaced by `***` (a path or a URL
+/// without one is returned as it is; a URL that does not parse is shown as
+/// its scheme alone).
 pub fn without_password(database: &str) -> String {
-    let Some((scheme, rest)) = database.split_once("://") else {
+    let Some((scheme, _)) = database.split_once("://") else {
         return database.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => database.to_owned(),
-        },
-        None => database.to_owned(),
+    let Ok(mut url) = url::Url::parse(database) else {
+        return format!("{scheme}://…");
+    };
+    let in_query = url
+        .query_pairs()
+        .any(|(key, _)| key.eq_ignore_ascii_case("password"));
+    if url.password().is_none() && !in_query {
+        return database.to_owned();
     }
+    if url.password().is_some() && url.set_password(Some("***")).is_err() {
+        return format!("{scheme}://…");
+    }
+    if in_query {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key.eq_ignore_ascii_case("password") {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 impl SynapseSettings {
@@ -234,5 +254,19 @@ mod tests {
             without_password("postgresql://reader@db/synapse"),
             "postgresql://reader@db/synapse"
         );
+        // A password given as a parameter, or one whose `/` or `#` ends the
+        // authority early, is not shown either.
+        for url in [
+            "postgresql:///synapse?host=/run/postgresql&password=s3cret",
+            "postgresql://reader@db/synapse?sslmode=require&PASSWORD=s3cret",
+            "postgresql://reader:s3/cret@db/synapse",
+            "postgresql://reader:s3#cret@db/synapse",
+        ] {
+            let shown = without_password(url);
+            assert!(
+                !shown.contains("s3cret") && !shown.contains("cret@"),
+                "{url}: {shown}"
+            );
+        }
     }
 }

@@ -6,19 +6,10 @@
 
 mod common;
 
-use common::{Backend, TestDb};
+use common::{event, Backend, TestDb};
 
 use herald_shared::{DestinationsQuery, Direction, OrderBy, RoomsQuery};
-use herald_store::{DestinationRow, NewEvent, Store};
-
-fn event(id: &str, room: &str, destinations: &[&str]) -> NewEvent {
-    NewEvent {
-        event_id: id.into(),
-        room_id: room.into(),
-        pdu_json: format!(r#"{{"event_id":"{id}"}}"#),
-        destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
-    }
-}
+use herald_store::{DestinationRow, Store};
 
 /// The list in Herald's order (SQLite's: NULL first ascending, last
 /// descending; names in byte order), as SQL sorts it on either backend.

@@ -5,18 +5,9 @@
 
 mod common;
 
-use common::{Backend, TestDb};
+use common::{event, Backend, TestDb};
 
-use herald_store::{NewEvent, OutboxError};
-
-fn event(id: &str, room: &str, destinations: &[&str]) -> NewEvent {
-    NewEvent {
-        event_id: id.into(),
-        room_id: room.into(),
-        pdu_json: format!(r#"{{"event_id":"{id}"}}"#),
-        destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
-    }
-}
+use herald_store::OutboxError;
 
 async fn an_event_queued_again_keeps_its_ordering_and_new_ones_follow_in_order(backend: Backend) {
     let db = TestDb::new(backend).await;

@@ -7,19 +7,10 @@
 
 mod common;
 
-use common::{Backend, TestDb};
+use common::{event, Backend, TestDb};
 use herald_shared::{DestinationRoom, Failure, FailureKind};
 use herald_store::delivery::{Delivery, Superseded};
-use herald_store::{DestinationRow, NewEdu, NewEvent};
-
-fn event(id: &str, room: &str, destinations: &[&str]) -> NewEvent {
-    NewEvent {
-        event_id: id.into(),
-        room_id: room.into(),
-        pdu_json: format!(r#"{{"event_id":"{id}"}}"#),
-        destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
-    }
-}
+use herald_store::{DestinationRow, NewEdu};
 
 fn edu(edu_type: &str, content: &str, destinations: &[&str]) -> NewEdu {
     NewEdu {

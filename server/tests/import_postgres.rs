@@ -9,7 +9,7 @@ mod common;
 
 use common::backend::{Backend, TestDb};
 use common::synapse_db::SynapseDb;
-use common::{seed_rooms, seed_rows};
+use common::{assert_holds_the_seed, seed_rooms, seed_rows};
 use herald_store::NewEvent;
 
 #[tokio::test]
@@ -49,24 +49,7 @@ async fn import_synapse_into_herald_on_postgres() {
     assert!(import(true).status.success());
 
     let store = own.open().await;
-    assert_eq!(store.destinations.destination_count(), 11);
-    for r in seed_rows() {
-        assert_eq!(store.destinations.indexed(&r.destination), Some(r.clone()));
-        assert_eq!(
-            store
-                .destinations
-                .destination(&r.destination)
-                .await
-                .unwrap(),
-            Some(r)
-        );
-    }
-    let rooms = store
-        .destinations
-        .destination_rooms("b.org", herald_shared::RoomsQuery::default())
-        .await
-        .unwrap();
-    assert_eq!(rooms.total, 15);
+    assert_holds_the_seed(&store).await;
     let max = seed_rooms()
         .iter()
         .map(|r| r.stream_ordering)

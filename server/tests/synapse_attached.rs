@@ -747,23 +747,7 @@ async fn import_from_sqlite_with_the_binary() {
     );
 
     let store = Store::open(&own).await.unwrap();
-    assert_eq!(store.destinations.destination_count(), 11);
-    for r in seed_rows() {
-        assert_eq!(
-            store
-                .destinations
-                .destination(&r.destination)
-                .await
-                .unwrap(),
-            Some(r)
-        );
-    }
-    let rooms = store
-        .destinations
-        .destination_rooms("b.org", herald_shared::RoomsQuery::default())
-        .await
-        .unwrap();
-    assert_eq!(rooms.total, 15);
+    assert_holds_the_seed(&store).await;
     store.close().await;
     let syn = SynapseDb::Sqlite {
         pool: sql_pool(std::path::Path::new(&syn.setting())).await,

@@ -43,6 +43,29 @@ pub fn row(
     DestinationRow::new(name, last, interval, fail, so)
 }
 
+/// `store` holds what an import of the seeded Synapse database brings:
+/// every seeded row (indexed and in SQL) and `b.org`'s 15 rooms.
+pub async fn assert_holds_the_seed(store: &Store) {
+    assert_eq!(store.destinations.destination_count(), 11);
+    for r in seed_rows() {
+        assert_eq!(store.destinations.indexed(&r.destination), Some(r.clone()));
+        assert_eq!(
+            store
+                .destinations
+                .destination(&r.destination)
+                .await
+                .unwrap(),
+            Some(r)
+        );
+    }
+    let rooms = store
+        .destinations
+        .destination_rooms("b.org", herald_shared::RoomsQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(rooms.total, 15);
+}
+
 /// The known destinations: NULLs in every nullable column, ties in every
 /// sort column, names that differ by case, ports, an IPv6 literal, and names
 /// with `%` and `_`.

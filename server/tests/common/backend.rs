@@ -105,10 +105,7 @@ impl TestDb {
     pub async fn execute(&self, sql: &str) {
         match &self.target {
             DatabaseTarget::Sqlite(path) => {
-                let mut conn =
-                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                        .await
-                        .unwrap();
+                let mut conn = sqlite_connection(path).await;
                 sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
                 conn.close().await.unwrap();
             }
@@ -141,10 +138,7 @@ impl TestDb {
     {
         match &self.target {
             DatabaseTarget::Sqlite(path) => {
-                let mut conn =
-                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                        .await
-                        .unwrap();
+                let mut conn = sqlite_connection(path).await;
                 let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
                 conn.close().await.unwrap();
                 rows.iter().map(|r| r.get::<T, _>(0)).collect()
@@ -177,4 +171,11 @@ macro_rules! both_backends {
             }
         )*
     };
+}
+
+/// A connection of the test's own to the SQLite file at `path`.
+async fn sqlite_connection(path: &std::path::Path) -> sqlx::SqliteConnection {
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap()
 }

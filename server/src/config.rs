@@ -438,6 +438,25 @@ impl SynapseSection {
     }
 }
 
+/// Whether `name` may be an `instance_name`: 1–64 of `A-Z a-z 0-9 . _ -`.
+pub fn valid_instance_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The host name (the kernel's), or `main` when it is unknown or not a
+/// valid instance name.
+fn default_instance_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| valid_instance_name(h))
+        .unwrap_or_else(|| "main".to_owned())
+}
+
 /// `http(s)://host[:port][/prefix]` without a trailing `/`, or `None` when
 /// `url` is not such a URL (no query, no fragment, no user info).
 fn url_base(url: &str) -> Option<String> {
@@ -456,6 +475,11 @@ fn url_base(url: &str) -> Option<String> {
 pub struct Config {
     pub server_name: String,
     pub database: Database,
+    /// This Herald's name among the instances sharing a PostgreSQL
+    /// `database` (each sends the destinations of the shards it holds);
+    /// 1–64 of `A-Z a-z 0-9 . _ -`. Default: the host name, or `main`.
+    /// On SQLite there is one instance, holding every shard.
+    pub instance_name: String,
     pub listen: String,
     /// Where the federation listener (key server) listens, e.g.
     /// `"0.0.0.0:8448"`; absent = no federation listener. It is never the
@@ -512,6 +536,7 @@ impl Default for Config {
         Config {
             server_name: "localhost".into(),
             database: Database::from("herald.db"),
+            instance_name: default_instance_name(),
             listen: "127.0.0.1:8008".into(),
             federation_listen: None,
             tls_certificate_path: None,
@@ -591,6 +616,15 @@ impl Config {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if !valid_instance_name(&self.instance_name) {
+            return invalid(
+                "instance_name",
+                format!(
+                    "{:?} is not an instance name: 1 to 64 of A-Z a-z 0-9 . _ -",
+                    self.instance_name
+                ),
+            );
+        }
         if self.server_name.is_empty() || self.server_name.contains(['/', ' ', '@']) {
             return invalid(
                 "server_name",
@@ -874,6 +908,7 @@ impl Config {
             domain_whitelist: self.federation_domain_whitelist.clone(),
             retry_rejected_after: self.destination_min_retry_interval.0,
             catch_up_after: self.sender_catch_up_after.0,
+            instance_name: self.instance_name.clone(),
         }
     }
 
@@ -927,6 +962,19 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("database") && e.contains("attached"), "{e}");
+    }
+
+    #[test]
+    fn instance_names_are_checked() {
+        let c = Config::parse("instance_name = \"herald-2.eu_west\"").unwrap();
+        assert_eq!(c.instance_name, "herald-2.eu_west");
+        assert!(valid_instance_name(&Config::default().instance_name));
+        for bad in ["", "a b", "ü", "x/y", &"a".repeat(65)] {
+            let e = Config::parse(&format!("instance_name = {bad:?}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("instance_name"), "{e}");
+        }
     }
 
     #[test]

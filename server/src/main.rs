@@ -250,6 +250,7 @@ async fn run(cli: Cli) -> Result<()> {
             // is refused (held until this process ends).
             let _serving = herald_store::claim_serving(
                 &config.database.target(),
+                &config.instance_name,
                 herald_store::serving::CLAIM_WAIT,
             )
             .await?;

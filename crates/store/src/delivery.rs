@@ -373,6 +373,18 @@ impl Outbox {
         .await?))
     }
 
+    /// The newest stream ordering and EDU ID ever queued (both from a
+    /// primary key's end): when either moves, something was queued, by
+    /// this instance or another on the same database.
+    pub async fn queue_marks(&self) -> Result<(i64, i64), StoreError> {
+        Ok(on_db!(&self.pool, |pool| sqlx::query_as(
+            "SELECT (SELECT COALESCE(MAX(stream_ordering), 0) FROM outgoing_events), \
+             (SELECT COALESCE(MAX(id), 0) FROM destination_edus)",
+        )
+        .fetch_one(pool)
+        .await?))
+    }
+
     /// Reserves `count` transaction IDs and returns the first. IDs handed
     /// out are never handed out again, even after a crash: the reservation
     /// is committed before any of them is used.

@@ -14,11 +14,13 @@ pub mod destinations;
 pub mod forget;
 pub mod history;
 pub mod index;
+pub mod leases;
 mod orderings;
 pub mod outbox;
 pub mod postgres;
 mod ranked;
 pub mod serving;
+pub mod shards;
 mod shared_index;
 mod substring;
 pub mod synapse;
@@ -43,6 +45,8 @@ pub use db::{is_postgres_url, DatabaseTarget, Db};
 pub use destinations::{Destinations, ResetOutcome};
 pub use herald_federation::clock::now_ms;
 pub use herald_federation::RetryTimings;
+pub use leases::Leases;
+pub use shards::{shard_of, ShardSet, SHARDS};
 pub use index::{DestinationIndex, DestinationRow, IndexBuilder, NullsOrder};
 pub use outbox::{NewEdu, NewEvent, Outbox, OutboxError};
 pub use serving::{claim_serving, ServingClaim};
@@ -100,7 +104,8 @@ pub enum StoreError {
     /// `herald serve` on a database another server already serves.
     #[error(
         "`database` ({target}) is served by another Herald ({detail}): one `herald serve` \
-         per database (stop the other, or give this one its own `database`)"
+         per database and instance_name (stop the other, or give this one its own `database`, \
+         or on PostgreSQL its own `instance_name`)"
     )]
     Serving { target: String, detail: String },
     #[error(
@@ -196,6 +201,8 @@ pub struct Store {
     pub outbox: Outbox,
     /// Accounts and access tokens.
     pub users: Users,
+    /// Instances and the shards each holds (several on one PostgreSQL).
+    pub leases: Leases,
     pool: Db,
 }
 
@@ -245,6 +252,7 @@ impl Store {
         Ok(Store {
             outbox: Outbox::new(pool.clone(), destinations.clone()),
             users: Users::new(pool.clone()),
+            leases: Leases::new(pool.clone()),
             destinations,
             pool,
         })

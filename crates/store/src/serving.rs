@@ -1,7 +1,8 @@
-//! The one `herald serve` a database has. Until several instances share a
-//! database (with destinations split between them), two servers on one
-//! database would both send its queues; so `herald serve` claims the
-//! database first and a second one is refused, naming `database`.
+//! The one `herald serve` per database and instance name. On SQLite one
+//! server has the file (it sends every destination); on PostgreSQL several
+//! instances with different `instance_name`s share the database (the
+//! destinations split between them by [`crate::leases`]), and a second
+//! server with the SAME name is refused, naming `database`.
 //!
 //! The claim is released by the operating system or the database when the
 //! process ends, however it ends (`kill -9` included), so a restart finds
@@ -10,12 +11,13 @@
 //! - SQLite: an exclusive lock (`flock`) on `<file>.serve-lock` beside the
 //!   database (never on the database file itself: closing another handle
 //!   on it would drop SQLite's own locks);
-//! - PostgreSQL: a session-level advisory lock held by a connection of its
-//!   own for the server's lifetime, with the server's TCP keepalives at 5 s
-//!   so that a claim whose holder vanished goes in about 20 s. If that
-//!   connection is lost (the database restarted, the network cut), the
-//!   claim is lost with it and nothing notices yet (several instances will
-//!   need leases that stop the sending).
+//! - PostgreSQL: a session-level advisory lock on (Herald's key, the
+//!   instance name's hash) held by a connection of its own for the
+//!   server's lifetime, with the server's TCP keepalives at 5 s so that a
+//!   claim whose holder vanished goes in about 20 s. If that connection is
+//!   lost (the database restarted, the network cut), the claim is lost
+//!   with it; the sending is safe anyway, as it is bounded by the shard
+//!   leases, not by this claim.
 //!
 //! Other commands (`herald user add`, `import-synapse`, …) do not claim:
 //! they run beside a server as before.
@@ -37,9 +39,19 @@ const RETRY: Duration = Duration::from_millis(100);
 /// The longest a connection or one try may take on PostgreSQL.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The advisory lock's key ("HERALD" in ASCII); advisory locks are per
-/// database, so the key only has to be Herald's.
-const ADVISORY_KEY: i64 = 0x4845_5241_4c44;
+/// The advisory lock's first key ("HRLD" in ASCII; advisory locks are per
+/// database, so it only has to be Herald's); the second is
+/// [`instance_key`].
+const ADVISORY_KEY: i32 = 0x4852_4c44;
+
+/// The advisory lock's second key for an instance name: the first four
+/// bytes of its SHA-256 (two names sharing them would be refused as one,
+/// one chance in four billion).
+fn instance_key(instance: &str) -> i32 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(instance.as_bytes());
+    i32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
 
 /// A held claim; dropping it releases it.
 #[derive(Debug)]
@@ -61,10 +73,12 @@ pub fn lock_path(path: &std::path::Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Claims `target` for this server, waiting up to `wait` for another
-/// holder to go; [`StoreError::Serving`] if it does not.
+/// Claims `target` for this server (on PostgreSQL, for the instance
+/// named `instance`), waiting up to `wait` for another holder to go;
+/// [`StoreError::Serving`] if it does not.
 pub async fn claim_serving(
     target: &DatabaseTarget,
+    instance: &str,
     wait: Duration,
 ) -> Result<ServingClaim, StoreError> {
     let deadline = Instant::now() + wait;
@@ -132,8 +146,9 @@ pub async fn claim_serving(
                 .map_err(|_| unreachable("no answer within 10 s".into()))?
                 .map_err(|e| unreachable(e.to_string()))?;
             loop {
-                let try_lock = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                let try_lock = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
                     .bind(ADVISORY_KEY)
+                    .bind(instance_key(instance))
                     .fetch_one(&mut conn);
                 let held: bool = tokio::time::timeout(STEP_TIMEOUT, try_lock)
                     .await
@@ -148,9 +163,10 @@ pub async fn claim_serving(
                 }
                 if Instant::now() >= deadline {
                     let _ = conn.close().await;
-                    return Err(refused(
-                        "another `herald serve` holds its advisory lock".into(),
-                    ));
+                    return Err(refused(format!(
+                        "another `herald serve` with instance_name {instance:?} holds its \
+                         advisory lock; give each instance its own `instance_name`"
+                    )));
                 }
                 tokio::time::sleep(RETRY).await;
             }

@@ -1,6 +1,7 @@
 //! One `herald serve` per database: a second claim on a database is refused
 //! (naming `database`) while the first is held, and succeeds once it is
 //! dropped, on both backends; other handles on the database are untouched.
+//! On PostgreSQL the claim is per `instance_name`: another name runs beside.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
@@ -12,11 +13,11 @@ use herald_store::{claim_serving, StoreError};
 
 async fn a_second_claim_waits_then_is_refused(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let first = claim_serving(&db.target, Duration::ZERO).await.unwrap();
+    let first = claim_serving(&db.target, "main", Duration::ZERO).await.unwrap();
     // The store opens beside a claim (the CLI's commands do not claim).
     let store = db.open().await;
     let started = Instant::now();
-    let second = claim_serving(&db.target, Duration::from_millis(300)).await;
+    let second = claim_serving(&db.target, "main", Duration::from_millis(300)).await;
     assert!(
         started.elapsed() >= Duration::from_millis(300),
         "it waited for the holder to go"
@@ -30,7 +31,7 @@ async fn a_second_claim_waits_then_is_refused(backend: Backend) {
     );
     drop(first);
     // Released: the next claim holds, at once or after the server noticed.
-    let third = claim_serving(&db.target, Duration::from_secs(10))
+    let third = claim_serving(&db.target, "main", Duration::from_secs(10))
         .await
         .unwrap();
     drop(third);
@@ -38,3 +39,16 @@ async fn a_second_claim_waits_then_is_refused(backend: Backend) {
 }
 
 both_backends!(a_second_claim_waits_then_is_refused);
+
+/// Two instance names share a PostgreSQL database; the same name twice
+/// does not.
+#[tokio::test]
+async fn instances_with_other_names_claim_side_by_side_on_postgres() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let a = claim_serving(&db.target, "a", Duration::ZERO).await.unwrap();
+    let b = claim_serving(&db.target, "b", Duration::ZERO).await.unwrap();
+    let again = claim_serving(&db.target, "a", Duration::from_millis(100)).await;
+    let text = again.unwrap_err().to_string();
+    assert!(text.contains("instance_name \"a\""), "{text}");
+    drop((a, b));
+}

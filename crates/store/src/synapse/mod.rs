@@ -168,6 +168,7 @@ impl Store {
         Ok(Store {
             outbox: Outbox::new(store.pool.clone(), destinations.clone()),
             users: Users::new(store.pool.clone()),
+            leases: store.leases,
             destinations,
             pool: store.pool,
         })

@@ -1,0 +1,80 @@
+//! Shard leases on one PostgreSQL database: two instances split the 256
+//! shards between them without ever holding one shard both, a lease that
+//! lapsed is lost (not renewed) and free for another, released shards are
+//! free at once; the instances listing says who holds what. On SQLite the
+//! one server holds everything and nothing is written.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestDb};
+use herald_store::{ShardSet, SHARDS};
+
+const LEASE_MS: i64 = 5_000;
+
+#[tokio::test]
+async fn two_instances_split_the_shards_without_overlap() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.open().await;
+    let leases = &store.leases;
+    assert!(leases.is_shared());
+
+    // Alone, `a` takes everything.
+    let a = leases.tick("a", 1, LEASE_MS).await.unwrap();
+    assert_eq!((a.held.len(), a.target), (256, 256));
+    // `b` joins: its share is half, but nothing is free yet.
+    let b = leases.tick("b", 2, LEASE_MS).await.unwrap();
+    assert_eq!((b.held.len(), b.target), (0, 128));
+    assert_eq!(b.live, vec!["a".to_owned(), "b".into()]);
+    // `a` renews everything, sees its share is half, gives the rest up.
+    let a = leases.tick("a", 1, LEASE_MS).await.unwrap();
+    assert_eq!((a.held.len(), a.target), (256, 128));
+    let excess: ShardSet = a.held.iter().skip(128).collect();
+    leases.release("a", &excess).await.unwrap();
+    let b = leases.tick("b", 2, LEASE_MS).await.unwrap();
+    assert_eq!(b.held.len(), 128);
+    let a = leases.tick("a", 1, LEASE_MS).await.unwrap();
+    assert_eq!(a.held.len(), 128);
+    assert!(a.held.minus(&b.held) == a.held, "no shard held by both");
+
+    let rows = leases.instances("a", 1, LEASE_MS).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.live && r.shard_count == 128));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_is_lost_and_another_instance_claims_it() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.open().await;
+    let leases = &store.leases;
+    let short = 300;
+    assert_eq!(leases.tick("a", 1, short).await.unwrap().held.len(), 256);
+    // `a` misses its renewals past the lease: its heartbeat is stale too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let b = loop {
+        let b = leases.tick("b", 2, short).await.unwrap();
+        if b.held.len() == usize::from(SHARDS) || std::time::Instant::now() > deadline {
+            break b;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(b.held.len(), 256, "b claimed every lapsed shard");
+    // `a` comes back: nothing of its old leases is renewed.
+    let a = leases.tick("a", 1, LEASE_MS).await.unwrap();
+    assert!(a.held.is_empty(), "{:?}", a.held);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn on_sqlite_the_one_server_holds_every_shard() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.open().await;
+    assert!(!store.leases.is_shared());
+    let tick = store.leases.tick("main", 1, LEASE_MS).await.unwrap();
+    assert_eq!(tick.held, ShardSet::all());
+    assert_eq!(db.i64s("SELECT COUNT(*) FROM herald_shards").await, vec![256]);
+    store.close().await;
+}

@@ -74,6 +74,11 @@ pub const EDU_TYPE_LABELS: [&str; 9] = [
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
     method: String,
 }
@@ -134,6 +139,9 @@ struct SynapseSender {
 /// Every series Herald exports.
 pub struct Metrics {
     registry: Registry,
+    /// `herald_shards_held` and `herald_instance_info{instance}`.
+    shards_held: Gauge,
+    instance_info: Family<InstanceLabels, Gauge>,
     requests: Family<MethodLabels, Counter>,
     responses: Family<ResponseLabels, Counter>,
     duration: Family<MethodLabels, Histogram>,
@@ -307,6 +315,17 @@ impl Metrics {
             "Destinations per sender state (idle, sending, backing_off, catching_up)",
             destinations.clone(),
         );
+        let shards_held = gauge(
+            &mut registry,
+            "herald_shards_held",
+            "Shards of destinations (of 256) this instance sends now",
+        );
+        let instance_info = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "herald_instance_info",
+            "This instance's instance_name (always 1)",
+            instance_info.clone(),
+        );
         let oldest_undelivered = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "herald_sender_oldest_undelivered_age_seconds",
@@ -315,6 +334,8 @@ impl Metrics {
         );
         Metrics {
             registry,
+            shards_held,
+            instance_info,
             requests,
             responses,
             duration,
@@ -404,6 +425,15 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Names this instance in `herald_instance_info{instance}`.
+    pub fn set_instance(&self, instance_name: &str) {
+        self.instance_info
+            .get_or_create(&InstanceLabels {
+                instance: instance_name.to_owned(),
+            })
+            .set(1);
+    }
+
     /// The exposition text, with the gauges read now.
     pub fn encode(&self, destinations_in_backoff: u64, sender: SenderGauges) -> String {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -422,6 +452,7 @@ impl Metrics {
                 .set(gauge(n));
         }
         self.oldest_undelivered.set(sender.oldest_undelivered_secs);
+        self.shards_held.set(gauge(sender.shards_held));
         self.synapse.pending_destinations.set(gauge(sender.sending));
         self.synapse.pending_pdus.set(gauge(sender.queued_pdus));
         self.synapse.pending_edus.set(gauge(sender.queued_edus));

@@ -56,6 +56,7 @@ impl AppState {
     pub fn new(store: Store, config: Config, keys: ServerKeys) -> Result<AppState, SetupError> {
         let keys = Arc::new(keys);
         let metrics = Arc::new(Metrics::new(&config.server_name));
+        metrics.set_instance(&config.instance_name);
         tokio::spawn(metrics.clone().sample_rates());
         let client = FederationClient::from_settings(
             &config.federation_settings(),

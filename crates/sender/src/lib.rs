@@ -11,7 +11,9 @@
 
 mod history;
 pub mod intake;
+pub mod leases;
 pub mod metrics;
+mod ownership;
 mod queue;
 mod scheduler;
 pub mod transaction;
@@ -23,6 +25,7 @@ use herald_federation::FederationClient;
 use herald_shared::{DestinationQueue, SenderState};
 use herald_store::{Store, StoreError};
 use metrics::{SenderGauges, SenderMetrics};
+use ownership::Ownership;
 use scheduler::{Shared, Wake};
 
 /// Where the sender reads the time (due times, transaction timestamps):
@@ -45,6 +48,8 @@ pub struct SenderSettings {
     /// A backoff longer than this sends a destination into catch-up
     /// (`sender_catch_up_after`).
     pub catch_up_after: Duration,
+    /// This instance's name among those sharing a PostgreSQL database.
+    pub instance_name: String,
 }
 
 /// Destinations sending at once (each has at most one transaction in
@@ -130,6 +135,14 @@ impl Sender {
         metrics: Arc<dyn SenderMetrics>,
         clock: Clock,
     ) -> Sender {
+        // Several instances may share PostgreSQL: this one sends only the
+        // shards its leases hold. On SQLite it is the only one.
+        let shared_db = store.leases.is_shared();
+        let ownership = if shared_db {
+            Ownership::nothing()
+        } else {
+            Ownership::everything()
+        };
         let shared = Arc::new(Shared::new(
             store.clone(),
             client,
@@ -137,13 +150,19 @@ impl Sender {
             metrics,
             MAX_SENDING,
             clock,
+            ownership,
         ));
         tokio::spawn(
             shared
                 .clone()
                 .run_timers(store.destinations.subscribe_resets()),
         );
-        tokio::spawn(shared.clone().resume());
+        if shared_db {
+            // Resumes each shard's queued destinations as it is gained.
+            tokio::spawn(leases::run(shared.clone()));
+        } else {
+            tokio::spawn(shared.clone().resume());
+        }
         tokio::spawn(prune(store));
         Sender { shared }
     }
@@ -165,6 +184,7 @@ impl Sender {
             metrics,
             MAX_SENDING,
             system_clock(),
+            Ownership::everything(),
         ));
         Sender { shared }
     }
@@ -188,6 +208,26 @@ impl Sender {
         })
     }
 
+    /// This instance's `instance_name`.
+    pub fn instance_name(&self) -> &str {
+        &self.shared.instance_name
+    }
+
+    /// When this instance's sender started (ms since the epoch).
+    pub fn started_ts(&self) -> i64 {
+        self.shared.started_ts
+    }
+
+    /// How many shards this instance sends now (256 on SQLite).
+    pub fn shards_held(&self) -> usize {
+        self.shared.ownership.held().len()
+    }
+
+    /// Whether this instance sends `name` now (its shard is held).
+    pub fn owns(&self, name: &str) -> bool {
+        self.shared.ownership.owns(name)
+    }
+
     /// Where the sender stands with `name` now.
     pub fn state_of(&self, name: &str) -> SenderState {
         self.shared.state_of(name)
@@ -197,6 +237,7 @@ impl Sender {
     /// metrics; `known` is how many destinations the store knows.
     pub async fn gauges(&self, known: usize) -> SenderGauges {
         let mut gauges = self.shared.gauges(known);
+        gauges.shards_held = self.shards_held() as u64;
         match self.shared.store.outbox.queue_totals().await {
             Ok(totals) => {
                 gauges.queued_pdus = totals.pdus;

@@ -54,4 +54,6 @@ pub struct SenderGauges {
     pub queued_edus: u64,
     /// Age of the oldest undelivered PDU, in seconds (0 when none).
     pub oldest_undelivered_secs: f64,
+    /// Shards of destinations this instance sends now (256 on SQLite).
+    pub shards_held: u64,
 }

@@ -54,6 +54,9 @@ enum Step {
     CaughtUp,
     /// Stop until this time (ms since the epoch).
     WaitUntil(i64),
+    /// The destination's shard is no longer this instance's (the
+    /// transaction in flight, if any, was dropped).
+    Lost,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +92,13 @@ pub(super) async fn run(shared: Arc<Shared>, name: Arc<str>) {
         armed: true,
     };
     loop {
+        // Before each transaction: is it still ours to send?
+        if !shared.ownership.owns(&name) {
+            tracing::debug!(destination = ?name, "shard no longer held: another instance sends it");
+            shared.forget(&name);
+            park.armed = false;
+            return;
+        }
         let catching_up = shared.with(&name, |d| d.catching_up).unwrap_or(false);
         let step = if catching_up {
             catch_up_step(&shared, &name).await
@@ -116,6 +126,12 @@ pub(super) async fn run(shared: Arc<Shared>, name: Arc<str>) {
             }
             Ok(Step::WaitUntil(due)) => {
                 shared.wait_until(&name, due);
+                park.armed = false;
+                return;
+            }
+            Ok(Step::Lost) => {
+                tracing::info!(destination = ?name, "shard lost: transaction in flight dropped");
+                shared.forget(&name);
                 park.armed = false;
                 return;
             }
@@ -258,11 +274,16 @@ async fn send(
     // The answer must be a JSON object (as Synapse's `JsonParser`); any
     // other body fails the request, and the client counts it against the
     // destination's backoff.
-    match shared
+    // Dropped (the request with it) the moment the shard stops being
+    // ours: a receiver never has two instances' transactions in flight.
+    let request = shared
         .client
-        .put_canonical_json::<serde_json::Map<String, Value>>(name, &path, &body, options)
-        .await
-    {
+        .put_canonical_json::<serde_json::Map<String, Value>>(name, &path, &body, options);
+    let answer = tokio::select! {
+        answer = request => answer,
+        () = shared.ownership.lost(name) => return Ok(Step::Lost),
+    };
+    match answer {
         Ok(answer) => {
             let errors = transaction::pdu_errors(&Value::Object(answer));
             for (event_id, error) in &errors {

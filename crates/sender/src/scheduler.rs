@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use tokio::sync::{broadcast, Notify, Semaphore};
 
 use super::metrics::{SenderGauges, SenderMetrics};
+use super::ownership::Ownership;
 use super::transaction::{InFlight, TxnIds};
 use super::{Clock, SenderSettings};
 use herald_federation::FederationClient;
@@ -41,6 +42,11 @@ pub(super) struct Shared {
     pub catch_up_after_ms: i64,
     /// Queue tasks sending at once.
     pub permits: Semaphore,
+    /// The destinations this instance may send now (its shards).
+    pub ownership: Ownership,
+    /// This instance's `instance_name` and when it started (ms).
+    pub instance_name: String,
+    pub started_ts: i64,
     /// Where every due time and timestamp of the sender comes from.
     clock: Clock,
     state: Mutex<State>,
@@ -100,6 +106,7 @@ impl Shared {
         metrics: Arc<dyn SenderMetrics>,
         max_sending: usize,
         clock: Clock,
+        ownership: Ownership,
     ) -> Shared {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Shared {
@@ -112,6 +119,9 @@ impl Shared {
             client,
             metrics,
             permits: Semaphore::new(max_sending),
+            ownership,
+            instance_name: settings.instance_name.clone(),
+            started_ts: clock(),
             clock,
             state: Mutex::new(State::default()),
             timers_changed: Notify::new(),
@@ -123,8 +133,13 @@ impl Shared {
         (self.clock)()
     }
 
-    /// Wakes `name` (see [`Wake`]); true when its queue starts now.
+    /// Wakes `name` (see [`Wake`]); true when its queue starts now. A
+    /// destination of a shard this instance does not hold is left alone
+    /// (another instance sends it).
     pub fn wake(self: &Arc<Self>, name: &str, why: Wake) -> bool {
+        if !self.ownership.owns(name) {
+            return false;
+        }
         let now = self.now();
         let start = {
             let mut state = self.state.lock();
@@ -238,6 +253,17 @@ impl Shared {
                 Phase::Waiting { .. } => true,
             },
             None => true,
+        }
+    }
+
+    /// `name`'s shard is no longer ours: its entry (and timer) goes; the
+    /// instance that holds the shard now sends it.
+    pub fn forget(&self, name: &str) {
+        let mut state = self.state.lock();
+        if let Some((key, d)) = state.destinations.remove_entry(name) {
+            if let Phase::Waiting { due } = d.phase {
+                state.timers.remove(&(due, key));
+            }
         }
     }
 
@@ -465,6 +491,7 @@ mod tests {
             domain_whitelist: None,
             retry_rejected_after: Duration::from_secs(600),
             catch_up_after: Duration::from_secs(3600),
+            instance_name: "main".into(),
         };
         let shared = Arc::new(Shared::new(
             store,
@@ -473,6 +500,7 @@ mod tests {
             Arc::new(NoMetrics),
             4,
             clock,
+            Ownership::everything(),
         ));
 
         assert!(!shared.wake("later.example", Wake::NewData));

@@ -58,7 +58,7 @@ impl ShardSet {
     }
 
     /// The shards, ascending.
-    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = u16> + '_ {
         (0..SHARDS).filter(|s| self.contains(*s))
     }
 

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod diagnose;
 pub mod error;
 pub mod health;
+pub mod instances;
 pub mod intake;
 pub mod key_server;
 pub mod login;
@@ -72,6 +73,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(intake::router())
         .merge(openapi::router())
         .merge(sender::router())
+        .merge(instances::router())
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
 }
 

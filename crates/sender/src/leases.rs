@@ -1,0 +1,156 @@
+//! The lease task of an instance sharing a PostgreSQL database with others
+//! (see `herald_store::leases`): every [`TICK`], one round — renew the
+//! leases held, note the heartbeat, claim up to the fair share — then
+//! publish what is held, trusted until the round's start plus [`LEASE`]
+//! minus [`SAFETY_MARGIN`] by this machine's monotonic clock: the database
+//! lets no other instance claim a shard before the lease it wrote (from the
+//! statement's own later time) runs out, so this instance has stopped
+//! sending it by then, whatever happens to the link (a round that fails or
+//! does not answer within [`ROUND_TIMEOUT`] renews nothing).
+//!
+//! Shards over the fair share are given up: first no longer published (the
+//! queue tasks stop, an in-flight transaction is dropped), then freed.
+//! Shards gained are caught up: the destinations with something queued in
+//! them are woken by the catch-up task, which also runs when the outbox's
+//! newest stream ordering or EDU moved (data queued through another
+//! instance for destinations this one sends).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_store::ShardSet;
+use tokio::sync::watch;
+
+use super::ownership::View;
+use super::scheduler::{Shared, Wake};
+
+/// How long a lease lasts from the statement that writes it.
+pub const LEASE: Duration = Duration::from_secs(5);
+/// How often the lease task runs a round.
+pub const TICK: Duration = Duration::from_secs(1);
+/// How long before its lease ends this instance stops trusting it (room
+/// for the statement's travel time and the clocks' drift).
+pub const SAFETY_MARGIN: Duration = Duration::from_secs(2);
+/// The longest a round may take; past it the round counts as failed.
+pub const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Destinations woken per second by a catch-up (as at start-up).
+const CATCH_UP_PER_SECOND: usize = 100;
+
+/// [`LEASE`] in milliseconds (the store's unit).
+pub fn lease_ms() -> i64 {
+    i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Runs the lease task for ever (spawned by `Sender::start` on PostgreSQL).
+pub(super) async fn run(shared: Arc<Shared>) {
+    let (catch_up, requests) = watch::channel(0_u64);
+    tokio::spawn(catch_up_task(shared.clone(), requests));
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut marks: Option<(i64, i64)> = None;
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let sent = Instant::now();
+        let round = shared.store.leases.tick(
+            &shared.instance_name,
+            shared.started_ts,
+            lease_ms(),
+        );
+        let outcome = match tokio::time::timeout(ROUND_TIMEOUT, round).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => {
+                if !failing {
+                    tracing::warn!(error = %e, "shard leases: round failed; sending stops when the leases run out");
+                }
+                failing = true;
+                continue;
+            }
+            Err(_) => {
+                if !failing {
+                    tracing::warn!(timeout_ms = ROUND_TIMEOUT.as_millis() as u64, "shard leases: the database did not answer; sending stops when the leases run out");
+                }
+                failing = true;
+                continue;
+            }
+        };
+        if failing {
+            tracing::info!("shard leases: the database answers again");
+            failing = false;
+        }
+        let before = shared.ownership.held();
+        let excess: ShardSet = outcome
+            .held
+            .iter()
+            .rev()
+            .take(outcome.held.len().saturating_sub(outcome.target))
+            .collect();
+        let keep = outcome.held.minus(&excess);
+        shared.ownership.publish(View {
+            shards: keep,
+            valid_until: Some(sent + LEASE - SAFETY_MARGIN),
+        });
+        if !excess.is_empty() {
+            // Stopped sending them (published above); now free for others.
+            let release = shared
+                .store
+                .leases
+                .release(&shared.instance_name, &excess);
+            match tokio::time::timeout(ROUND_TIMEOUT, release).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "shard leases: cannot free shards (they lapse instead)"),
+                Err(_) => tracing::warn!("shard leases: freeing shards took too long (they lapse instead)"),
+            }
+        }
+        let gained = keep.minus(&before);
+        let lost = before.minus(&keep);
+        if !gained.is_empty() || !lost.is_empty() {
+            tracing::info!(
+                held = keep.len(),
+                gained = gained.len(),
+                lost = lost.len(),
+                live_instances = outcome.live.len(),
+                "shard leases changed"
+            );
+        }
+        // Something queued since the last look (here or through another
+        // instance), or new shards: wake what is queued in ours.
+        let now_marks =
+            match tokio::time::timeout(ROUND_TIMEOUT, shared.store.outbox.queue_marks()).await {
+                Ok(Ok(m)) => Some(m),
+                _ => None,
+            };
+        if !gained.is_empty() || (now_marks.is_some() && now_marks != marks) {
+            catch_up.send_modify(|n| *n += 1);
+        }
+        if now_marks.is_some() {
+            marks = now_marks;
+        }
+    }
+}
+
+/// Wakes the destinations with something queued in the shards held, each
+/// time it is asked (asks made while it runs are merged into one more run).
+async fn catch_up_task(shared: Arc<Shared>, mut requests: watch::Receiver<u64>) {
+    while requests.changed().await.is_ok() {
+        requests.mark_unchanged();
+        let names = match shared.store.outbox.destinations_with_pending().await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list destinations with queued data");
+                continue;
+            }
+        };
+        let held = shared.ownership.held();
+        let mut started = 0;
+        for name in names.iter().filter(|n| held.holds(n)) {
+            if shared.wake(name, Wake::NewData) {
+                started += 1;
+                if started % CATCH_UP_PER_SECOND == 0 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}

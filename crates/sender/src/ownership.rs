@@ -1,0 +1,149 @@
+//! Which destinations this instance may send now: the shards it holds
+//! (see `herald_store::leases`) and until when it may trust that, by its
+//! own monotonic clock. On SQLite it holds every shard for good; on
+//! PostgreSQL the lease task ([`super::leases`]) publishes a new view each
+//! round, and a view that is not renewed in time stops counting by itself
+//! (before any other instance can claim the shards).
+//!
+//! The scheduler creates no entry for a destination it does not own, each
+//! queue task looks before each transaction, and an in-flight transaction
+//! is dropped when its shard goes ([`Ownership::lost`]).
+
+use std::time::Instant;
+
+use herald_store::{shard_of, ShardSet};
+use tokio::sync::watch;
+
+/// Shards held and until when (`None`: for good).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct View {
+    pub shards: ShardSet,
+    pub valid_until: Option<Instant>,
+}
+
+impl View {
+    /// The shards that count now (none once `valid_until` has passed).
+    pub fn held_now(&self) -> ShardSet {
+        match self.valid_until {
+            Some(until) if Instant::now() >= until => ShardSet::default(),
+            _ => self.shards,
+        }
+    }
+}
+
+/// The current view, shared by the scheduler, the queue tasks and the
+/// lease task.
+pub struct Ownership {
+    view: watch::Sender<View>,
+}
+
+impl Ownership {
+    /// Every shard, for good (SQLite: one server per database).
+    pub fn everything() -> Ownership {
+        Ownership {
+            view: watch::Sender::new(View {
+                shards: ShardSet::all(),
+                valid_until: None,
+            }),
+        }
+    }
+
+    /// Nothing yet (PostgreSQL, until the first leases).
+    pub fn nothing() -> Ownership {
+        Ownership {
+            view: watch::Sender::new(View {
+                shards: ShardSet::default(),
+                valid_until: Some(Instant::now()),
+            }),
+        }
+    }
+
+    /// Whether `destination` is ours to send now.
+    pub fn owns(&self, destination: &str) -> bool {
+        self.owns_shard(shard_of(destination))
+    }
+
+    pub fn owns_shard(&self, shard: u16) -> bool {
+        self.view.borrow().held_now().contains(shard)
+    }
+
+    /// The shards that count now.
+    pub fn held(&self) -> ShardSet {
+        self.view.borrow().held_now()
+    }
+
+    /// Replaces the view (the lease task).
+    pub fn publish(&self, view: View) {
+        self.view.send_replace(view);
+    }
+
+    /// Resolves once `destination`'s shard is no longer ours: taken away by
+    /// a new view, or its view's time run out.
+    pub async fn lost(&self, destination: &str) {
+        let shard = shard_of(destination);
+        let mut changes = self.view.subscribe();
+        loop {
+            let view = *changes.borrow_and_update();
+            if !view.held_now().contains(shard) {
+                return;
+            }
+            let expiry = async {
+                match view.valid_until {
+                    Some(until) => tokio::time::sleep_until(until.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = expiry => {}
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        // The sender is gone: nothing will ever change.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_view_not_renewed_in_time_owns_nothing() {
+        let ownership = Ownership::nothing();
+        assert!(!ownership.owns("a.example"));
+        let shard = shard_of("a.example");
+        ownership.publish(View {
+            shards: [shard].into_iter().collect(),
+            valid_until: Some(Instant::now() + Duration::from_millis(200)),
+        });
+        assert!(ownership.owns("a.example"));
+        assert!(!ownership.owns_shard((shard + 1) % 256));
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), ownership.lost("a.example"))
+            .await
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert!(!ownership.owns("a.example"));
+        assert!(Ownership::everything().owns("a.example"));
+    }
+
+    #[tokio::test]
+    async fn a_new_view_without_the_shard_ends_lost_at_once() {
+        let ownership = std::sync::Arc::new(Ownership::everything());
+        let waiter = {
+            let ownership = ownership.clone();
+            tokio::spawn(async move { ownership.lost("b.example").await })
+        };
+        tokio::task::yield_now().await;
+        ownership.publish(View::default());
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -9,7 +9,8 @@
 //! does not answer within [`ROUND_TIMEOUT`] renews nothing).
 //!
 //! Shards over the fair share are given up: first no longer published (the
-//! queue tasks stop, an in-flight transaction is dropped), then freed.
+//! queue tasks stop, an in-flight transaction is dropped), then freed a
+//! round later.
 //! Shards gained are caught up: the destinations with something queued in
 //! them are woken by the catch-up task, which also runs when the outbox's
 //! newest stream ordering or EDU moved (data queued through another
@@ -50,6 +51,10 @@ pub(super) async fn run(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut marks: Option<(i64, i64)> = None;
     let mut failing = false;
+    // Shards over the share, no longer sent since the previous round: freed
+    // now if still over (a round apart, so that every transaction in flight
+    // for them has been dropped before another instance can claim them).
+    let mut stopped = ShardSet::default();
     loop {
         tick.tick().await;
         let sent = Instant::now();
@@ -91,12 +96,13 @@ pub(super) async fn run(shared: Arc<Shared>) {
             shards: keep,
             valid_until: Some(sent + LEASE - SAFETY_MARGIN),
         });
-        if !excess.is_empty() {
-            // Stopped sending them (published above); now free for others.
+        let free_now = excess.minus(&excess.minus(&stopped));
+        stopped = excess;
+        if !free_now.is_empty() {
             let release = shared
                 .store
                 .leases
-                .release(&shared.instance_name, &excess);
+                .release(&shared.instance_name, &free_now);
             match tokio::time::timeout(ROUND_TIMEOUT, release).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "shard leases: cannot free shards (they lapse instead)"),

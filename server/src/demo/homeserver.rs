@@ -101,6 +101,10 @@ pub struct Received {
     pub unauthenticated: u64,
     /// Answers it gave, by status.
     pub statuses: HashMap<u16, u64>,
+    /// The most `PUT /send` requests it was handling at once (a sender
+    /// keeps one transaction in flight per destination: more than one
+    /// means two senders overlapped).
+    pub max_in_flight: u64,
 }
 
 impl Received {
@@ -132,6 +136,8 @@ struct Inner {
     forced_status: Mutex<Option<u16>>,
     received: Mutex<Received>,
     counter: AtomicU64,
+    /// `PUT /send` requests being handled now.
+    in_flight: AtomicU64,
     /// Fetches origins' keys (HTTPS, trusting the client TLS config given).
     http: reqwest::Client,
     /// Origins' verify keys by (origin, key id), until `valid_until_ts`.
@@ -182,6 +188,7 @@ impl Homeserver {
             forced_status: Mutex::new(None),
             received: Mutex::new(Received::default()),
             counter: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             http: key_client(client_tls)?,
             key_cache: Mutex::new(HashMap::new()),
             key_fetches: AtomicU64::new(0),
@@ -328,6 +335,25 @@ fn error(status: u16, errcode: &str, text: &str) -> (u16, Value) {
     (status, json!({"errcode": errcode, "error": text}))
 }
 
+/// Counts a `PUT /send` as in flight until it is answered or dropped (the
+/// sender gave up on it and the connection went).
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> InFlight<'a> {
+        let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut received = inner.received.lock();
+        received.max_in_flight = received.max_in_flight.max(now);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn receive(
     State(inner): State<Arc<Inner>>,
     Path(txn_id): Path<String>,
@@ -335,6 +361,7 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _in_flight = InFlight::enter(&inner);
     if inner.behaviour.lock().html_answers {
         let mut received = inner.received.lock();
         received.attempts.push(txn_id);

@@ -423,12 +423,19 @@ async fn a_killed_instances_shards_are_taken_over_within_10_s() {
         if cluster.shard_counts(&a).await.get("alpha") == Some(&256) {
             break;
         }
-        assert!(Instant::now() < deadline, "no takeover\n{}", logs_of(&[&a, &b]));
+        assert!(
+            Instant::now() < deadline,
+            "no takeover\n{}",
+            logs_of(&[&a, &b])
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let takeover = killed.elapsed();
     eprintln!("takeover after kill -9: {} ms", takeover.as_millis());
-    assert!(takeover <= Duration::from_secs(10), "takeover took {takeover:?}");
+    assert!(
+        takeover <= Duration::from_secs(10),
+        "takeover took {takeover:?}"
+    );
     // The dead one's destinations resume from the shared queue.
     let after = ids("after", 0..3);
     a.post(&cluster.http, &after, &to).await;
@@ -488,26 +495,51 @@ async fn a_network_cut_stops_the_cut_instance_before_the_other_takes_over() {
     cluster
         .wait_split(&a, &[("alpha", 128), ("beta", 128)], &[&a, &b])
         .await;
-    let slow = Behaviour {
-        delay: Duration::from_millis(200),
-        ..Behaviour::healthy()
-    };
     let receivers = cluster
-        .receivers_on_each(&a, &["alpha", "beta"], &slow)
+        .receivers_on_each(&a, &["alpha", "beta"], &Behaviour::healthy())
         .await;
     let to = names(&receivers);
-    let mut all = HashSet::new();
-    for round in 0..30 {
-        let batch = ids(&format!("cut{round}_"), 0..2);
-        a.post(&cluster.http, &batch, &to).await;
-        all.extend(batch);
-        if round == 5 {
-            proxy.cut();
+    let mut all: HashSet<String> = ids("warm", 0..2).into_iter().collect();
+    a.post(&cluster.http, &ids("warm", 0..2), &to).await;
+    wait_delivered(&receivers, &all, &[&a, &b]).await;
+    // Transactions that would stay in flight for 10 s: beta's are in
+    // flight when its link is cut, and must be dropped before alpha takes
+    // its shards over (about 5 s later) and sends the same queues.
+    let hanging = Behaviour {
+        delay: Duration::from_secs(10),
+        ..Behaviour::healthy()
+    };
+    let attempts: Vec<usize> = receivers
+        .iter()
+        .map(|r| r.received().attempts.len())
+        .collect();
+    for rx in &receivers {
+        rx.set_behaviour(hanging.clone());
+    }
+    let held = ids("held", 0..2);
+    a.post(&cluster.http, &held, &to).await;
+    all.extend(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (rx, before) in receivers.iter().zip(attempts) {
+        while rx.received().attempts.len() == before {
+            assert!(
+                Instant::now() < deadline,
+                "{} got no transaction\n{}",
+                rx.name(),
+                logs_of(&[&a, &b])
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.cut();
+    let cut = Instant::now();
+    // New transactions are answered quickly again.
+    for rx in &receivers {
+        rx.set_behaviour(Behaviour::healthy());
     }
     // alpha holds everything while beta cannot reach the database.
     cluster.wait_split(&a, &[("alpha", 256)], &[&a, &b]).await;
+    eprintln!("takeover after the cut: {} ms", cut.elapsed().as_millis());
     wait_delivered(&receivers, &all, &[&a, &b]).await;
     assert_never_two_in_flight(&receivers, &[&a, &b]);
     // The link returns: beta gets a share again and sends it.
@@ -516,7 +548,7 @@ async fn a_network_cut_stops_the_cut_instance_before_the_other_takes_over() {
         .wait_split(&a, &[("alpha", 128), ("beta", 128)], &[&a, &b])
         .await;
     let after = ids("restored", 0..4);
-    a.post(&cluster.http, &after, &to).await;
+    b.post(&cluster.http, &after, &to).await;
     all.extend(after);
     wait_delivered(&receivers, &all, &[&a, &b]).await;
     assert_never_two_in_flight(&receivers, &[&a, &b]);

@@ -58,11 +58,10 @@ pub(super) async fn run(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let sent = Instant::now();
-        let round = shared.store.leases.tick(
-            &shared.instance_name,
-            shared.started_ts,
-            lease_ms(),
-        );
+        let round = shared
+            .store
+            .leases
+            .tick(&shared.instance_name, shared.started_ts, lease_ms());
         let outcome = match tokio::time::timeout(ROUND_TIMEOUT, round).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => {
@@ -105,8 +104,12 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 .release(&shared.instance_name, &free_now);
             match tokio::time::timeout(ROUND_TIMEOUT, release).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "shard leases: cannot free shards (they lapse instead)"),
-                Err(_) => tracing::warn!("shard leases: freeing shards took too long (they lapse instead)"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "shard leases: cannot free shards (they lapse instead)")
+                }
+                Err(_) => tracing::warn!(
+                    "shard leases: freeing shards took too long (they lapse instead)"
+                ),
             }
         }
         let gained = keep.minus(&before);

@@ -67,12 +67,7 @@ impl Leases {
     /// One round of `me`'s lease task (see the module's comment), leases
     /// lasting `lease_ms` from the moment each statement runs. On SQLite:
     /// every shard, nothing written.
-    pub async fn tick(
-        &self,
-        me: &str,
-        started_ts: i64,
-        lease_ms: i64,
-    ) -> Result<Tick, StoreError> {
+    pub async fn tick(&self, me: &str, started_ts: i64, lease_ms: i64) -> Result<Tick, StoreError> {
         let Db::Postgres(pool) = &self.pool else {
             return Ok(Tick {
                 held: ShardSet::all(),
@@ -105,7 +100,10 @@ impl Leases {
         .fetch_all(pool)
         .await?;
         let target = fair_share(&live, me);
-        let mut held: ShardSet = renewed.iter().filter_map(|s| u16::try_from(*s).ok()).collect();
+        let mut held: ShardSet = renewed
+            .iter()
+            .filter_map(|s| u16::try_from(*s).ok())
+            .collect();
         if held.len() < target {
             let wanted = i64::try_from(target - held.len()).unwrap_or(0);
             // Free or lapsed rows only, re-checked by the UPDATE itself: a

@@ -75,6 +75,9 @@ async fn on_sqlite_the_one_server_holds_every_shard() {
     assert!(!store.leases.is_shared());
     let tick = store.leases.tick("main", 1, LEASE_MS).await.unwrap();
     assert_eq!(tick.held, ShardSet::all());
-    assert_eq!(db.i64s("SELECT COUNT(*) FROM herald_shards").await, vec![256]);
+    assert_eq!(
+        db.i64s("SELECT COUNT(*) FROM herald_shards").await,
+        vec![256]
+    );
     store.close().await;
 }

@@ -13,7 +13,9 @@ use herald_store::{claim_serving, StoreError};
 
 async fn a_second_claim_waits_then_is_refused(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let first = claim_serving(&db.target, "main", Duration::ZERO).await.unwrap();
+    let first = claim_serving(&db.target, "main", Duration::ZERO)
+        .await
+        .unwrap();
     // The store opens beside a claim (the CLI's commands do not claim).
     let store = db.open().await;
     let started = Instant::now();
@@ -45,8 +47,12 @@ both_backends!(a_second_claim_waits_then_is_refused);
 #[tokio::test]
 async fn instances_with_other_names_claim_side_by_side_on_postgres() {
     let db = TestDb::new(Backend::Postgres).await;
-    let a = claim_serving(&db.target, "a", Duration::ZERO).await.unwrap();
-    let b = claim_serving(&db.target, "b", Duration::ZERO).await.unwrap();
+    let a = claim_serving(&db.target, "a", Duration::ZERO)
+        .await
+        .unwrap();
+    let b = claim_serving(&db.target, "b", Duration::ZERO)
+        .await
+        .unwrap();
     let again = claim_serving(&db.target, "a", Duration::from_millis(100)).await;
     let text = again.unwrap_err().to_string();
     assert!(text.contains("instance_name \"a\""), "{text}");

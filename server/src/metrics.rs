@@ -590,9 +590,14 @@ mod tests {
                 queued_pdus: 12,
                 queued_edus: 5,
                 oldest_undelivered_secs: 1.5,
+                shards_held: 128,
             },
         );
+        m.set_instance("herald-1");
+        let text = text + &m.encode(7, SenderGauges::default());
         for line in [
+            "herald_shards_held 128\n",
+            "herald_instance_info{instance=\"herald-1\"} 1\n",
             "herald_sender_pdus_queued_total 3\n",
             "herald_sender_pdus_sent_total 2\n",
             "herald_sender_pdu_errors_total 1\n",

@@ -5,8 +5,9 @@
 
 use herald_shared::{
     percent_encode, DestinationDetails, DestinationHealth, DestinationHealthPage, DestinationQueue,
-    DestinationsPage, DestinationsQuery, FederationSummary, Forgotten, HistoryPage, LoginResponse,
-    MatrixError, PasswordLogin, RoomsPage, RoomsQuery, SenderOverview,
+    DestinationsPage, DestinationsQuery, FederationSummary, Forgotten, HistoryPage,
+    InstancesOverview, LoginResponse, MatrixError, PasswordLogin, RoomsPage, RoomsQuery,
+    SenderOverview,
 };
 
 pub const LOGIN_PATH: &str = "/_matrix/client/v3/login";
@@ -14,6 +15,7 @@ pub const LOGOUT_PATH: &str = "/_matrix/client/v3/logout";
 pub const DESTINATIONS_PATH: &str = "/_synapse/admin/v1/federation/destinations";
 pub const SUMMARY_PATH: &str = "/_herald/admin/v1/federation/summary";
 pub const SENDER_PATH: &str = "/_herald/admin/v1/federation/sender";
+pub const INSTANCES_PATH: &str = "/_herald/admin/v1/instances";
 /// Herald's own list and details: Synapse's fields plus health.
 pub const HEALTH_PATH: &str = "/_herald/admin/v1/federation/destinations";
 
@@ -219,6 +221,11 @@ pub async fn reset_connection(token: &str, name: &str) -> Result<(), ApiError> {
 /// `GET /_herald/admin/v1/federation/sender`: the sender page's figures.
 pub async fn sender(token: &str) -> Result<SenderOverview, ApiError> {
     http::get_json(SENDER_PATH, token).await
+}
+
+/// `GET /_herald/admin/v1/instances`: the instances page's table.
+pub async fn instances(token: &str) -> Result<InstancesOverview, ApiError> {
+    http::get_json(INSTANCES_PATH, token).await
 }
 
 /// `GET /_herald/admin/v1/federation/destinations/<destination>/queue`:

@@ -35,16 +35,19 @@ use leptos_router::path;
 
 use components::top_bar::TopBar;
 #[cfg(not(feature = "full"))]
-use pages::load_full::{LoadFull as DestinationPage, LoadFull as SenderPage};
+use pages::load_full::{
+    LoadFull as DestinationPage, LoadFull as InstancesPage, LoadFull as SenderPage,
+};
 #[cfg(feature = "full")]
-use pages::{destination::DestinationPage, sender::SenderPage};
+use pages::{destination::DestinationPage, instances::InstancesPage, sender::SenderPage};
 use pages::{
     destinations::DestinationsPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
 };
 use session::Session;
 
 /// Whether `path` is a page of the second bundle (feature `full`): a
-/// destination's page (`/destinations/<name>`) or the sender page. The
+/// destination's page (`/destinations/<name>`), the sender page or the
+/// instances page. The
 /// first page an admin opens (sign-in, the list) loads only the first.
 pub fn needs_full_bundle(path: &str) -> bool {
     // The router matches a path with one trailing slash as without it.
@@ -55,6 +58,7 @@ pub fn needs_full_bundle(path: &str) -> bool {
     path.strip_prefix("/destinations/")
         .is_some_and(|rest| !rest.is_empty())
         || path == "/sender"
+        || path == "/instances"
 }
 
 /// The bundle a path loads: `herald` (WASM + JS) for the pages an admin
@@ -123,6 +127,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/destinations") view=DestinationsPage />
                     <Route path=path!("/destinations/:name") view=DestinationPage />
                     <Route path=path!("/sender") view=SenderPage />
+                    <Route path=path!("/instances") view=InstancesPage />
                 </Routes>
             </main>
         </Router>
@@ -166,6 +171,7 @@ mod tests {
             "/destinations/a.org/",
             "/sender",
             "/sender/",
+            "/instances",
         ] {
             assert_eq!(bundle_for(path), "herald_full", "{path}");
         }

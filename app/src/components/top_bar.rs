@@ -53,6 +53,7 @@ pub fn TopBar() -> impl IntoView {
                             view! {
                                 <a href="/destinations">"Destinations"</a>
                                 <a href="/sender">"Sender"</a>
+                                <a href="/instances">"Instances"</a>
                                 <span id="signed-in-user" class="muted">
                                     {user}
                                 </span>

@@ -5,6 +5,8 @@
 pub mod destination;
 pub mod destinations;
 pub mod home;
+#[cfg(feature = "full")]
+pub mod instances;
 #[cfg(not(feature = "full"))]
 pub mod load_full;
 pub mod login;

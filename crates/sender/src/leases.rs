@@ -14,7 +14,8 @@
 //! Shards gained are caught up: the destinations with something queued in
 //! them are woken by the catch-up task, which also runs when the outbox's
 //! newest stream ordering or EDU moved (data queued through another
-//! instance for destinations this one sends).
+//! instance for destinations this one sends), a round after such a move,
+//! and every 30 rounds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +36,9 @@ pub const SAFETY_MARGIN: Duration = Duration::from_secs(2);
 /// The longest a round may take; past it the round counts as failed.
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Every this many rounds, the catch-up looks whatever the marks say.
+const SWEEP_EVERY: u64 = 30;
+
 /// Destinations woken per second by a catch-up (as at start-up).
 const CATCH_UP_PER_SECOND: usize = 100;
 
@@ -50,6 +54,8 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut marks: Option<(i64, i64)> = None;
+    let mut moved_before = false;
+    let mut rounds: u64 = 0;
     let mut failing = false;
     // Shards over the share, no longer sent since the previous round: freed
     // now if still over (a round apart, so that every transaction in flight
@@ -130,9 +136,15 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 Ok(Ok(m)) => Some(m),
                 _ => None,
             };
-        if !gained.is_empty() || (now_marks.is_some() && now_marks != marks) {
+        // Another instance's commit may land after a later one's was seen
+        // (orderings are taken before commit): one more look a round after
+        // each move, and a sweep every [`SWEEP_EVERY`] rounds bound the wait.
+        let moved = now_marks.is_some() && now_marks != marks;
+        rounds += 1;
+        if !gained.is_empty() || moved || moved_before || rounds % SWEEP_EVERY == 0 {
             catch_up.send_modify(|n| *n += 1);
         }
+        moved_before = moved;
         if now_marks.is_some() {
             marks = now_marks;
         }

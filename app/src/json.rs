@@ -9,9 +9,9 @@
 use herald_shared::{
     Destination, DestinationDetails, DestinationExtras, DestinationHealth, DestinationHealthPage,
     DestinationHealthRow, DestinationQueue, DestinationRoom, DestinationStatus, DestinationsPage,
-    FailureKind, FederationSummary, Forgotten, HistoryEntry, HistoryEvent, HistoryPage, LastError,
-    LoginResponse, MatrixError, QueuedDestination, RateSample, RoomsPage, SenderOverview,
-    SenderState, SenderStateCounts,
+    FailureKind, FederationSummary, Forgotten, HistoryEntry, HistoryEvent, HistoryPage,
+    InstanceRow, InstancesOverview, LastError, LoginResponse, MatrixError, QueuedDestination,
+    RateSample, RoomsPage, SenderOverview, SenderState, SenderStateCounts,
 };
 use js_sys::{Array, Reflect};
 
@@ -327,6 +327,46 @@ impl FromJs for SenderOverview {
             },
             oldest_undelivered_age_secs: o.number("oldest_undelivered_age_secs")?,
             top_destinations: o.list("top_destinations")?,
+        })
+    }
+}
+
+/// A shard number (a list item).
+impl FromJs for u16 {
+    fn from_js(v: &JsValue) -> Result<u16, String> {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=65_535.0).contains(f))
+            .map(|f| f as u16)
+            .ok_or_else(|| "a shard is not a small integer".to_owned())
+    }
+}
+
+impl FromJs for InstanceRow {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(InstanceRow {
+            name: o.string("name")?,
+            started_ts: o.int("started_ts")?,
+            heartbeat_ts: o.int("heartbeat_ts")?,
+            live: o
+                .get("live")
+                .as_bool()
+                .ok_or_else(|| Obj::bad("live", "a boolean"))?,
+            shard_count: u32::try_from(o.count("shard_count")?)
+                .map_err(|_| Obj::bad("shard_count", "a count"))?,
+            shards: o.list("shards")?,
+        })
+    }
+}
+
+impl FromJs for InstancesOverview {
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        let o = Obj::new(v)?;
+        Ok(InstancesOverview {
+            this_instance: o.string("this_instance")?,
+            shards_total: u32::try_from(o.count("shards_total")?)
+                .map_err(|_| Obj::bad("shards_total", "a count"))?,
+            instances: o.list("instances")?,
         })
     }
 }

@@ -141,7 +141,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
         // each move, and a sweep every [`SWEEP_EVERY`] rounds bound the wait.
         let moved = now_marks.is_some() && now_marks != marks;
         rounds += 1;
-        if !gained.is_empty() || moved || moved_before || rounds % SWEEP_EVERY == 0 {
+        if !gained.is_empty() || moved || moved_before || rounds.is_multiple_of(SWEEP_EVERY) {
             catch_up.send_modify(|n| *n += 1);
         }
         moved_before = moved;
@@ -164,11 +164,11 @@ async fn catch_up_task(shared: Arc<Shared>, mut requests: watch::Receiver<u64>) 
             }
         };
         let held = shared.ownership.held();
-        let mut started = 0;
+        let mut started: usize = 0;
         for name in names.iter().filter(|n| held.holds(n)) {
             if shared.wake(name, Wake::NewData) {
                 started += 1;
-                if started % CATCH_UP_PER_SECOND == 0 {
+                if started.is_multiple_of(CATCH_UP_PER_SECOND) {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }

@@ -8,7 +8,8 @@
 //! gets its share without a receiver ever seeing two transactions at once;
 //! a network cut between one instance and PostgreSQL (a loopback proxy that
 //! stops forwarding) makes it stop sending before the other claims its
-//! shards, and it gets a share back when the link returns.
+//! shards, and it gets a share back when the link returns. On SQLite the
+//! one instance holds every shard.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 #[path = "common/backend.rs"]
@@ -57,7 +58,11 @@ struct Instance {
 
 impl Cluster {
     async fn new() -> Cluster {
-        let db = TestDb::new(Backend::Postgres).await;
+        Cluster::on(Backend::Postgres).await
+    }
+
+    async fn on(backend: Backend) -> Cluster {
+        let db = TestDb::new(backend).await;
         let store = db.open().await;
         let hash = herald::auth::password::hash("admin-password").unwrap();
         store.users.create_user("admin", &hash, true).await.unwrap();
@@ -283,6 +288,26 @@ impl Instance {
     }
 }
 
+impl Instance {
+    /// Transactions it delivered (its `/metrics`).
+    async fn sent_transactions(&self, http: &reqwest::Client) -> u64 {
+        let text = http
+            .get(format!("http://{}/metrics", self.admin))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("synapse_federation_client_sent_transactions_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no sent transactions in {text}"))
+    }
+}
+
 fn logs_of(instances: &[&Instance]) -> String {
     instances
         .iter()
@@ -373,6 +398,9 @@ async fn two_instances_split_the_shards_and_deliver_every_event_once() {
         assert_eq!(got.len(), all.len(), "{} got an event twice", rx.name());
     }
     assert_never_two_in_flight(&receivers, &[&a, &b]);
+    // Each sent its own half.
+    assert!(a.sent_transactions(&cluster.http).await > 0);
+    assert!(b.sent_transactions(&cluster.http).await > 0);
     let metrics = cluster
         .http
         .get(format!("http://{}/metrics", a.admin))
@@ -387,6 +415,23 @@ async fn two_instances_split_the_shards_and_deliver_every_event_once() {
         metrics.contains("herald_instance_info{instance=\"alpha\"} 1"),
         "{metrics}"
     );
+}
+
+/// On SQLite the one instance holds every shard and says so.
+#[tokio::test]
+async fn on_sqlite_the_one_instance_holds_every_shard() {
+    let mut cluster = Cluster::on(Backend::Sqlite).await;
+    let mut a = cluster.instance("solo", true, None);
+    a.start().await;
+    let overview = cluster.instances(&a).await;
+    assert_eq!(overview.this_instance, "solo");
+    assert_eq!(overview.instances.len(), 1);
+    let solo = &overview.instances[0];
+    assert!(solo.live && solo.shard_count == 256 && solo.shards.len() == 256);
+    let rx = cluster.receiver(Behaviour::healthy()).await;
+    let batch = ids("solo", 0..3);
+    a.post(&cluster.http, &batch, &[rx.name()]).await;
+    wait_delivered(&[rx], &batch.into_iter().collect(), &[&a]).await;
 }
 
 #[tokio::test]
@@ -480,6 +525,20 @@ async fn an_instance_joining_under_load_never_overlaps_the_other() {
         .await;
     wait_delivered(&receivers, &all, &[&a, &b]).await;
     assert_never_two_in_flight(&receivers, &[&a, &b]);
+    // The joining one did send (its share of the receivers got work).
+    let owners = cluster.owners(&a, &receivers).await;
+    if owners.iter().any(|o| o == "beta") {
+        let more = ids("joined", 0..2);
+        a.post(&cluster.http, &more, &to).await;
+        all.extend(more);
+        wait_delivered(&receivers, &all, &[&a, &b]).await;
+        assert!(
+            b.sent_transactions(&cluster.http).await > 0,
+            "{}",
+            logs_of(&[&a, &b])
+        );
+    }
+    assert_never_two_in_flight(&receivers, &[&a, &b]);
 }
 
 #[tokio::test]
@@ -547,11 +606,17 @@ async fn a_network_cut_stops_the_cut_instance_before_the_other_takes_over() {
     cluster
         .wait_split(&a, &[("alpha", 128), ("beta", 128)], &[&a, &b])
         .await;
+    let sent_before = b.sent_transactions(&cluster.http).await;
     let after = ids("restored", 0..4);
     b.post(&cluster.http, &after, &to).await;
     all.extend(after);
     wait_delivered(&receivers, &all, &[&a, &b]).await;
     assert_never_two_in_flight(&receivers, &[&a, &b]);
+    assert!(
+        b.sent_transactions(&cluster.http).await > sent_before,
+        "beta sends its share again\n{}",
+        logs_of(&[&a, &b])
+    );
 }
 
 struct TestDbUrl {

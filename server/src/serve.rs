@@ -174,6 +174,8 @@ impl Server {
                 admin_server.await?;
             }
         }
+        // The other instances on the database take this one's shards now.
+        self.state.sender.leave().await;
         store.close().await;
         Ok(())
     }

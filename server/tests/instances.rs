@@ -4,7 +4,8 @@
 //! transactions they handle at once): two instances split the 256 shards
 //! and deliver every event once whichever instance took it in; `kill -9`
 //! of one and the other takes its shards over within 10 s (the time is
-//! printed) and sends its destinations; an instance joining under load
+//! printed) and sends its destinations, a stopped one hands them over at
+//! once; an instance joining under load
 //! gets its share without a receiver ever seeing two transactions at once;
 //! a network cut between one instance and PostgreSQL (a loopback proxy that
 //! stops forwarding) makes it stop sending before the other claims its
@@ -262,6 +263,24 @@ impl Instance {
         self.process.take();
     }
 
+    /// SIGTERM, then waits (bounded) for it to exit.
+    async fn stop(&mut self) {
+        let Some(process) = self.process.as_mut() else {
+            return;
+        };
+        let status = Command::new("kill")
+            .args(["-TERM", &process.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while process.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{} did not stop", self.name);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.process = None;
+    }
+
     /// Posts events `ids` for `destinations` to its intake API.
     async fn post(&self, http: &reqwest::Client, ids: &[String], destinations: &[&str]) {
         let events: Vec<Value> = ids
@@ -487,6 +506,32 @@ async fn a_killed_instances_shards_are_taken_over_within_10_s() {
     let all: HashSet<String> = first.into_iter().chain(queued).chain(after).collect();
     wait_delivered(&receivers, &all, &[&a, &b]).await;
     assert_never_two_in_flight(&receivers, &[&a, &b]);
+}
+
+/// A stopped (SIGTERM) instance frees its shards on the way out: the
+/// other holds them all within a few rounds, not after the leases lapse.
+#[tokio::test]
+async fn a_stopped_instance_hands_its_shards_over_at_once() {
+    let mut cluster = Cluster::new().await;
+    let mut a = cluster.instance("alpha", true, None);
+    let mut b = cluster.instance("beta", false, None);
+    a.start().await;
+    b.start().await;
+    cluster
+        .wait_split(&a, &[("alpha", 128), ("beta", 128)], &[&a, &b])
+        .await;
+    let stopping = Instant::now();
+    b.stop().await;
+    cluster.wait_split(&a, &[("alpha", 256)], &[&a, &b]).await;
+    let handover = stopping.elapsed();
+    eprintln!("handover after SIGTERM: {} ms", handover.as_millis());
+    let log = std::fs::read_to_string(&b.log).unwrap();
+    assert!(log.contains("shard leases freed"), "{}", logs_of(&[&b]));
+    // Freed rows are claimed at alpha's next round: well under a lapse.
+    assert!(
+        handover < Duration::from_secs(5),
+        "handover took {handover:?}"
+    );
 }
 
 #[tokio::test]

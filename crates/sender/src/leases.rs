@@ -10,7 +10,7 @@
 //!
 //! Shards over the fair share are given up: first no longer published (the
 //! queue tasks stop, an in-flight transaction is dropped), then freed a
-//! round later.
+//! round later. At shutdown ([`leave`]) every shard is given up at once.
 //! Shards gained are caught up: the destinations with something queued in
 //! them are woken by the catch-up task, which also runs when the outbox's
 //! newest stream ordering or EDU moved (data queued through another
@@ -97,10 +97,16 @@ pub(super) async fn run(shared: Arc<Shared>) {
             .take(outcome.held.len().saturating_sub(outcome.target))
             .collect();
         let keep = outcome.held.minus(&excess);
-        shared.ownership.publish(View {
-            shards: keep,
-            valid_until: Some(sent + LEASE - SAFETY_MARGIN),
-        });
+        {
+            let leaving = shared.leaving.lock();
+            if *leaving {
+                return;
+            }
+            shared.ownership.publish(View {
+                shards: keep,
+                valid_until: Some(sent + LEASE - SAFETY_MARGIN),
+            });
+        }
         let free_now = excess.minus(&excess.minus(&stopped));
         stopped = excess;
         if !free_now.is_empty() {
@@ -148,6 +154,28 @@ pub(super) async fn run(shared: Arc<Shared>) {
         if now_marks.is_some() {
             marks = now_marks;
         }
+    }
+}
+
+/// The instance is shutting down: it stops sending at once and frees every
+/// shard it holds, so that the others take them over at their next round
+/// rather than when the leases lapse.
+pub(super) async fn leave(shared: &Shared) {
+    {
+        let mut leaving = shared.leaving.lock();
+        *leaving = true;
+        shared.ownership.publish(View::default());
+    }
+    if !shared.store.leases.is_shared() {
+        return;
+    }
+    let release = shared.store.leases.leave(&shared.instance_name);
+    match tokio::time::timeout(ROUND_TIMEOUT, release).await {
+        Ok(Ok(())) => tracing::info!("shard leases freed for the other instances"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot free the shard leases (they lapse instead)")
+        }
+        Err(_) => tracing::warn!("freeing the shard leases took too long (they lapse instead)"),
     }
 }
 

@@ -208,6 +208,12 @@ impl Sender {
         })
     }
 
+    /// Shutdown: stops sending and, on PostgreSQL, frees this instance's
+    /// shards for the others at once.
+    pub async fn leave(&self) {
+        leases::leave(&self.shared).await;
+    }
+
     /// This instance's `instance_name`.
     pub fn instance_name(&self) -> &str {
         &self.shared.instance_name

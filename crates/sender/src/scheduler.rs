@@ -47,6 +47,9 @@ pub(super) struct Shared {
     /// This instance's `instance_name` and when it started (ms).
     pub instance_name: String,
     pub started_ts: i64,
+    /// Set when the instance leaves (shutdown): the lease task publishes
+    /// nothing more. Held while a view is published.
+    pub leaving: Mutex<bool>,
     /// Where every due time and timestamp of the sender comes from.
     clock: Clock,
     state: Mutex<State>,
@@ -122,6 +125,7 @@ impl Shared {
             ownership,
             instance_name: settings.instance_name.clone(),
             started_ts: clock(),
+            leaving: Mutex::new(false),
             clock,
             state: Mutex::new(State::default()),
             timers_changed: Notify::new(),

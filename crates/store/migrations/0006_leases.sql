@@ -5,7 +5,9 @@
 CREATE TABLE herald_instances (
     instance_name TEXT PRIMARY KEY NOT NULL,
     started_ts INTEGER NOT NULL,
-    heartbeat_ts INTEGER NOT NULL
+    heartbeat_ts INTEGER NOT NULL,
+    -- When it stopped cleanly (its shards freed); NULL while it runs.
+    left_ts INTEGER
 );
 
 CREATE TABLE herald_shards (

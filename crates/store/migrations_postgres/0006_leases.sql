@@ -6,7 +6,9 @@
 CREATE TABLE herald_instances (
     instance_name TEXT COLLATE "C" PRIMARY KEY,
     started_ts BIGINT NOT NULL,
-    heartbeat_ts BIGINT NOT NULL
+    heartbeat_ts BIGINT NOT NULL,
+    -- When it stopped cleanly (its shards freed); NULL while it runs.
+    left_ts BIGINT
 );
 
 -- One row per shard, always 256 rows. `instance_name` NULL = free; a row

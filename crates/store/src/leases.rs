@@ -86,7 +86,8 @@ impl Leases {
         sqlx::query(&format!(
             "INSERT INTO herald_instances (instance_name, started_ts, heartbeat_ts) \
              VALUES ($1, $2, {NOW}) ON CONFLICT (instance_name) DO UPDATE \
-             SET started_ts = EXCLUDED.started_ts, heartbeat_ts = EXCLUDED.heartbeat_ts"
+             SET started_ts = EXCLUDED.started_ts, heartbeat_ts = EXCLUDED.heartbeat_ts, \
+             left_ts = NULL"
         ))
         .bind(me)
         .bind(started_ts)
@@ -94,7 +95,7 @@ impl Leases {
         .await?;
         let live: Vec<String> = sqlx::query_scalar(&format!(
             "SELECT instance_name FROM herald_instances \
-             WHERE heartbeat_ts > {NOW} - $1 ORDER BY instance_name"
+             WHERE heartbeat_ts > {NOW} - $1 AND left_ts IS NULL ORDER BY instance_name"
         ))
         .bind(lease_ms)
         .fetch_all(pool)
@@ -149,6 +150,30 @@ impl Leases {
         Ok(())
     }
 
+    /// `me` stops cleanly: every shard it holds is freed and it no longer
+    /// counts as live, so the others share its shards at their next round.
+    pub async fn leave(&self, me: &str) -> Result<(), StoreError> {
+        let Db::Postgres(pool) = &self.pool else {
+            return Ok(());
+        };
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "UPDATE herald_shards SET instance_name = NULL, expires_at = NULL \
+             WHERE instance_name = $1",
+        )
+        .bind(me)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "UPDATE herald_instances SET left_ts = {NOW} WHERE instance_name = $1"
+        ))
+        .bind(me)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Every instance the database knows, with the shards each holds (an
     /// unexpired lease) and whether it is live (a heartbeat within
     /// `lease_ms`). On SQLite: `me` alone, holding every shard.
@@ -169,7 +194,8 @@ impl Leases {
             }]);
         };
         let rows: Vec<(String, i64, i64, bool)> = sqlx::query_as(&format!(
-            "SELECT instance_name, started_ts, heartbeat_ts, heartbeat_ts > {NOW} - $1 \
+            "SELECT instance_name, started_ts, heartbeat_ts, \
+             heartbeat_ts > {NOW} - $1 AND left_ts IS NULL \
              FROM herald_instances ORDER BY instance_name"
         ))
         .bind(lease_ms)

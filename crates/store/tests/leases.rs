@@ -1,7 +1,8 @@
 //! Shard leases on one PostgreSQL database: two instances split the 256
 //! shards between them without ever holding one shard both, a lease that
 //! lapsed is lost (not renewed) and free for another, released shards are
-//! free at once; the instances listing says who holds what. On SQLite the
+//! free at once, an instance that leaves frees everything and is no longer
+//! live; the instances listing says who holds what. On SQLite the
 //! one server holds everything and nothing is written.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -42,6 +43,13 @@ async fn two_instances_split_the_shards_without_overlap() {
     let rows = leases.instances("a", 1, LEASE_MS).await.unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.live && r.shard_count == 128));
+
+    // `a` stops cleanly: not live any more, its shards free for `b` at once.
+    leases.leave("a").await.unwrap();
+    let b = leases.tick("b", 2, LEASE_MS).await.unwrap();
+    assert_eq!((b.held.len(), b.live.clone()), (256, vec!["b".to_owned()]));
+    let rows = leases.instances("b", 2, LEASE_MS).await.unwrap();
+    assert!(!rows[0].live && rows[0].shard_count == 0, "{rows:?}");
     store.close().await;
 }
 

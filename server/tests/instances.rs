@@ -442,6 +442,16 @@ async fn on_sqlite_the_one_instance_holds_every_shard() {
     let mut cluster = Cluster::on(Backend::Sqlite).await;
     let mut a = cluster.instance("solo", true, None);
     a.start().await;
+    // Admin only, refused as a Matrix error.
+    let anonymous = cluster
+        .http
+        .get(format!("http://{}/_herald/admin/v1/instances", a.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_MISSING_TOKEN");
     let overview = cluster.instances(&a).await;
     assert_eq!(overview.this_instance, "solo");
     assert_eq!(overview.instances.len(), 1);

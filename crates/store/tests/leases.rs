@@ -89,3 +89,33 @@ async fn on_sqlite_the_one_server_holds_every_shard() {
     );
     store.close().await;
 }
+
+/// Two instances (two stores, two pools) reserving transaction IDs at the
+/// same time get disjoint blocks: a receiver never sees one ID twice.
+#[tokio::test]
+async fn transaction_id_blocks_are_disjoint_across_instances() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (one, two) = (db.open().await, db.open().await);
+    let reserve = |store: herald_store::Store| async move {
+        let mut starts = Vec::new();
+        for _ in 0..50 {
+            starts.push(store.outbox.reserve_txn_ids(10).await.unwrap());
+        }
+        store.close().await;
+        starts
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(reserve(one.clone())),
+        tokio::spawn(reserve(two.clone()))
+    );
+    let mut ids: Vec<i64> = a
+        .unwrap()
+        .into_iter()
+        .chain(b.unwrap())
+        .flat_map(|start| start..start + 10)
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "an ID was handed out twice");
+}

@@ -4,7 +4,9 @@
 //! wakes the destinations. [`scheduler`] keeps who sends when (a due-time
 //! queue and one timer task); [`queue`] runs one destination's
 //! transactions, in order or in catch-up; [`transaction`] builds them and
-//! hands out their IDs; [`metrics`] is what it reports.
+//! hands out their IDs; [`metrics`] is what it reports. Several instances
+//! may share a PostgreSQL database: `ownership` says which destinations
+//! this one may send now (its shards) and [`leases`] keeps them.
 //!
 //! It sends through `herald-federation`'s client and keeps everything in
 //! `herald-store`; it knows nothing of HTTP routes or of the config file.

@@ -5,7 +5,7 @@
 //! hundred thousand destinations in backoff cost memory and no work until
 //! they are due. New data, a due timer or an admin's `reset_connection`
 //! start a destination's task; it ends, and the entry goes, when the queue
-//! is empty.
+//! is empty, or when its shard is no longer this instance's.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 //!
 //! Shards over the fair share are given up: first no longer published (the
 //! queue tasks stop, an in-flight transaction is dropped), then freed a
-//! round later. At shutdown ([`leave`]) every shard is given up at once.
+//! round later. At shutdown (`leave`) every shard is given up at once.
 //! Shards gained are caught up: the destinations with something queued in
 //! them are woken by the catch-up task, which also runs when the outbox's
 //! newest stream ordering or EDU moved (data queued through another

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_store::ShardSet;
-use tokio::sync::watch;
 
 use super::ownership::View;
 use super::scheduler::{Shared, Wake};
@@ -42,6 +41,44 @@ const SWEEP_EVERY: u64 = 30;
 /// Destinations woken per second by a catch-up (as at start-up).
 const CATCH_UP_PER_SECOND: usize = 100;
 
+/// What the catch-up task is asked to read: every destination with queued
+/// data, or those queued after a stream ordering and EDU ID (an indexed
+/// range read). Asks made while it runs are merged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum CatchUp {
+    #[default]
+    Nothing,
+    Since(i64, i64),
+    Everything,
+}
+
+impl CatchUp {
+    fn merge(self, other: CatchUp) -> CatchUp {
+        match (self, other) {
+            (CatchUp::Everything, _) | (_, CatchUp::Everything) => CatchUp::Everything,
+            (CatchUp::Nothing, x) | (x, CatchUp::Nothing) => x,
+            (CatchUp::Since(a, b), CatchUp::Since(c, d)) => CatchUp::Since(a.min(c), b.min(d)),
+        }
+    }
+}
+
+/// Asks of the catch-up task, and the signal that there is one.
+#[derive(Default)]
+struct CatchUpAsks {
+    pending: parking_lot::Mutex<CatchUp>,
+    signal: tokio::sync::Notify,
+}
+
+impl CatchUpAsks {
+    fn ask(&self, what: CatchUp) {
+        {
+            let mut pending = self.pending.lock();
+            *pending = pending.merge(what);
+        }
+        self.signal.notify_one();
+    }
+}
+
 /// [`LEASE`] in milliseconds (the store's unit).
 pub fn lease_ms() -> i64 {
     i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX)
@@ -49,11 +86,13 @@ pub fn lease_ms() -> i64 {
 
 /// Runs the lease task for ever (spawned by `Sender::start` on PostgreSQL).
 pub(super) async fn run(shared: Arc<Shared>) {
-    let (catch_up, requests) = watch::channel(0_u64);
-    tokio::spawn(catch_up_task(shared.clone(), requests));
+    let asks = Arc::new(CatchUpAsks::default());
+    tokio::spawn(catch_up_task(shared.clone(), asks.clone()));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The outbox's marks at the last round and at the one before.
     let mut marks: Option<(i64, i64)> = None;
+    let mut older: Option<(i64, i64)> = None;
     let mut moved_before = false;
     let mut rounds: u64 = 0;
     let mut failing = false;
@@ -143,15 +182,22 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 _ => None,
             };
         // Another instance's commit may land after a later one's was seen
-        // (orderings are taken before commit): one more look a round after
-        // each move, and a sweep every [`SWEEP_EVERY`] rounds bound the wait.
+        // (orderings are taken before commit): what was queued after the
+        // marks of two rounds ago is read, again a round after each move,
+        // and everything every [`SWEEP_EVERY`] rounds, which bounds the wait.
         let moved = now_marks.is_some() && now_marks != marks;
         rounds += 1;
-        if !gained.is_empty() || moved || moved_before || rounds.is_multiple_of(SWEEP_EVERY) {
-            catch_up.send_modify(|n| *n += 1);
+        if !gained.is_empty() || rounds.is_multiple_of(SWEEP_EVERY) {
+            asks.ask(CatchUp::Everything);
+        } else if moved || moved_before {
+            asks.ask(match older {
+                Some((pdus, edus)) => CatchUp::Since(pdus, edus),
+                None => CatchUp::Everything,
+            });
         }
         moved_before = moved;
         if now_marks.is_some() {
+            older = marks;
             marks = now_marks;
         }
     }
@@ -181,13 +227,26 @@ pub(super) async fn leave(shared: &Shared) {
 
 /// Wakes the destinations with something queued in the shards held, each
 /// time it is asked (asks made while it runs are merged into one more run).
-async fn catch_up_task(shared: Arc<Shared>, mut requests: watch::Receiver<u64>) {
-    while requests.changed().await.is_ok() {
-        requests.mark_unchanged();
-        let names = match shared.store.outbox.destinations_with_pending().await {
+async fn catch_up_task(shared: Arc<Shared>, asks: Arc<CatchUpAsks>) {
+    loop {
+        asks.signal.notified().await;
+        let what = std::mem::take(&mut *asks.pending.lock());
+        let names = match what {
+            CatchUp::Nothing => continue,
+            CatchUp::Everything => shared.store.outbox.destinations_with_pending().await,
+            CatchUp::Since(pdus, edus) => {
+                shared
+                    .store
+                    .outbox
+                    .destinations_queued_after(pdus, edus)
+                    .await
+            }
+        };
+        let names = match names {
             Ok(names) => names,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list destinations with queued data");
+                // Asked again at the next sweep at the latest.
                 continue;
             }
         };
@@ -201,5 +260,19 @@ async fn catch_up_task(shared: Arc<Shared>, mut requests: watch::Receiver<u64>) 
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CatchUp;
+
+    #[test]
+    fn asks_merge_to_the_widest_read() {
+        use CatchUp::*;
+        assert_eq!(Nothing.merge(Since(5, 7)), Since(5, 7));
+        assert_eq!(Since(5, 9).merge(Since(8, 7)), Since(5, 7));
+        assert_eq!(Since(5, 9).merge(Everything), Everything);
+        assert_eq!(Everything.merge(Nothing), Everything);
     }
 }

@@ -373,6 +373,24 @@ impl Outbox {
         .await?))
     }
 
+    /// Every destination with a PDU queued after stream ordering `pdus` or
+    /// an EDU after ID `edus` still undelivered (two range reads of
+    /// indexes: what was queued lately, here or through another instance).
+    pub async fn destinations_queued_after(
+        &self,
+        pdus: i64,
+        edus: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(on_db!(&self.pool, |pool| sqlx::query_scalar(
+            "SELECT DISTINCT destination FROM destination_pdus WHERE stream_ordering > $1 \
+             UNION SELECT DISTINCT destination FROM destination_edus WHERE id > $2",
+        )
+        .bind(pdus)
+        .bind(edus)
+        .fetch_all(pool)
+        .await?))
+    }
+
     /// The newest stream ordering and EDU ID ever queued (both from a
     /// primary key's end): when either moves, something was queued, by
     /// this instance or another on the same database.

@@ -119,3 +119,40 @@ async fn transaction_id_blocks_are_disjoint_across_instances() {
     ids.dedup();
     assert_eq!(ids.len(), count, "an ID was handed out twice");
 }
+
+/// The catch-up's reads: the marks move with what is queued, and the
+/// destinations queued after given marks are those of the newer rows only.
+async fn what_was_queued_lately_is_read_by_range(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let outbox = &store.outbox;
+    assert_eq!(outbox.queue_marks().await.unwrap(), (0, 0));
+    let first = outbox
+        .enqueue_pdus(vec![common::event("$1", "!r:x", &["old.example"])])
+        .await
+        .unwrap();
+    let (pdus, edus) = outbox.queue_marks().await.unwrap();
+    assert_eq!((pdus, edus), (first[0], 0));
+    outbox
+        .enqueue_pdus(vec![common::event("$2", "!r:x", &["new.example"])])
+        .await
+        .unwrap();
+    outbox
+        .enqueue_edus(vec![herald_store::NewEdu {
+            edu_type: "m.typing".into(),
+            content_json: "{}".into(),
+            destinations: vec!["edu.example".into()],
+        }])
+        .await
+        .unwrap();
+    let mut lately = outbox.destinations_queued_after(pdus, edus).await.unwrap();
+    lately.sort();
+    assert_eq!(lately, vec!["edu.example", "new.example"]);
+    let mut all = outbox.destinations_with_pending().await.unwrap();
+    all.sort();
+    assert_eq!(all, vec!["edu.example", "new.example", "old.example"]);
+    assert!(outbox.queue_marks().await.unwrap() > (pdus, edus));
+    store.close().await;
+}
+
+both_backends!(what_was_queued_lately_is_read_by_range);

@@ -170,6 +170,7 @@ impl Store {
             users: Users::new(store.pool.clone()),
             destinations,
             pool: store.pool,
+            notices: None,
         })
     }
 }

@@ -1,0 +1,433 @@
+//! Notices between Herald instances sharing one PostgreSQL database
+//! (LISTEN/NOTIFY): what another instance wrote reaches this one's
+//! destinations index, reset broadcast and sender within a second. SQLite
+//! has one Herald process: nothing here runs on it.
+//!
+//! Three channels, each payload `<instance> <what>` (`instance`: the
+//! writing session's `herald.instance`, set on every connection of a store's
+//! pool, so a store skips its own notices — it applied those writes itself):
+//! - `herald_destinations`: a destination's row or room count changed (a
+//!   trigger, migration 0007, notifies in the writing transaction: no write
+//!   path can forget it). The names heard within [`WINDOW`] are re-read in
+//!   one query and applied to the index; a row gone leaves it.
+//! - `herald_resets`: `reset_connection` cleared a backoff (sent by
+//!   `reset_retry_timings`'s statement): put on the reset broadcast once the
+//!   row is re-read, which wakes the sender's queue and the federation
+//!   client's view of the backoff, as a local reset does.
+//! - `herald_queued`: the outbox's group commit queued data for these
+//!   destinations (names joined by `\n`, or `*` when too many for one
+//!   payload): told on [`crate::Outbox::subscribe_queued`].
+//!
+//! Notices sent while the listener is disconnected are lost: on every
+//! reconnect the whole index is reloaded and the sender told
+//! [`Queued::Rescan`], so nothing missed stays missed.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgNotification, PgPool, PgPoolOptions};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use super::db::Db;
+use super::destinations::decode;
+use super::shared_index::Edit;
+use super::{Destinations, StoreError};
+
+/// Changed `destinations` rows and room counts (the trigger's channel).
+pub(crate) const DESTINATIONS: &str = "herald_destinations";
+/// Backoffs an admin reset.
+pub(crate) const RESETS: &str = "herald_resets";
+/// Destinations that data was queued for.
+pub(crate) const QUEUED: &str = "herald_queued";
+/// A payload standing for every destination.
+pub(crate) const EVERYTHING: &str = "*";
+
+/// How long names are gathered before they are re-read together.
+const WINDOW: Duration = Duration::from_millis(50);
+/// Most names re-read by one query.
+const NAMES_PER_READ: usize = 2_000;
+/// Most notices gathered into one batch (a bulk write's flood is then
+/// handled in several).
+const NOTICES_PER_BATCH: usize = 20_000;
+/// Longest queued payload sent; a longer list is sent as [`EVERYTHING`]
+/// (PostgreSQL refuses payloads of 8000 bytes).
+const MOST_PAYLOAD: usize = 7_000;
+/// Notices waiting for the processing task before the reader waits.
+const BUFFERED: usize = 8_192;
+/// Longest pause between two tries to reconnect the listener.
+const MOST_PAUSE: Duration = Duration::from_secs(2);
+
+/// What the sender hears of data queued by another instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Queued {
+    /// Data was queued for these destinations.
+    Destinations(Arc<[String]>),
+    /// Notices may have been missed (the listener reconnected): every
+    /// destination with queued data (`destinations_with_pending`), and
+    /// every backoff, may have changed.
+    Rescan,
+}
+
+/// A new name for this store's sessions, unique across processes and
+/// hosts in practice: process ID, the time, and a counter.
+pub(crate) fn new_instance_tag() -> String {
+    static OPENED: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:x}-{nanos:x}-{:x}",
+        std::process::id(),
+        OPENED.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The `herald_queued` payload (without the instance) for `names`.
+pub(crate) fn queued_payload<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let mut payload = String::new();
+    for name in names {
+        if name.contains('\n') || name == EVERYTHING || payload.len() + name.len() >= MOST_PAYLOAD {
+            return EVERYTHING.to_owned();
+        }
+        if !payload.is_empty() {
+            payload.push('\n');
+        }
+        payload.push_str(name);
+    }
+    payload
+}
+
+/// The listener, connected and listening (before the index is loaded, so
+/// that no write committed after the load goes unheard).
+pub(crate) struct Listening {
+    listener: PgListener,
+    pool: PgPool,
+    pid: i32,
+    instance: Arc<str>,
+}
+
+/// Connects the listener on a pool of its own (one connection, never one of
+/// the store's) and listens on every channel.
+pub(crate) async fn listen(url: &str, instance: &str) -> Result<Listening, StoreError> {
+    let unreachable = |detail: String| StoreError::PgUnreachable {
+        target: crate::synapse::without_password(url),
+        detail,
+    };
+    let options = crate::postgres::connect_options(url, instance)
+        .map_err(|e| unreachable(format!("not a PostgreSQL URL: {e}")))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options);
+    let connected = async {
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen_all([DESTINATIONS, RESETS, QUEUED]).await?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut listener)
+            .await?;
+        Ok::<_, sqlx::Error>((listener, pid))
+    };
+    match connected.await {
+        Ok((listener, pid)) => Ok(Listening {
+            listener,
+            pool,
+            pid,
+            instance: instance.into(),
+        }),
+        Err(e) => {
+            pool.close().await;
+            Err(unreachable(e.to_string()))
+        }
+    }
+}
+
+impl Listening {
+    /// Starts handling notices for this store: the reader (which
+    /// reconnects) and the task that applies them.
+    pub(crate) fn start(
+        self,
+        destinations: Destinations,
+        queued: broadcast::Sender<Queued>,
+    ) -> Notices {
+        let pid = Arc::new(AtomicI32::new(self.pid));
+        let (tx, rx) = mpsc::channel(BUFFERED);
+        let reader = tokio::spawn(read(self.listener, tx, pid.clone()));
+        let processor = tokio::spawn(process(rx, self.instance, destinations, queued));
+        Notices {
+            reader,
+            processor,
+            pool: self.pool,
+            pid,
+        }
+    }
+
+    /// Closes the listener without starting (the store did not open).
+    pub(crate) async fn close(self) {
+        drop(self.listener);
+        self.pool.close().await;
+    }
+}
+
+/// The running notices of one store; stopped by [`crate::Store::close`].
+pub struct Notices {
+    reader: JoinHandle<()>,
+    processor: JoinHandle<()>,
+    pool: PgPool,
+    pid: Arc<AtomicI32>,
+}
+
+impl Notices {
+    /// The PostgreSQL backend process of the listener's connection now.
+    pub fn backend_pid(&self) -> i32 {
+        self.pid.load(Ordering::Relaxed)
+    }
+
+    pub(crate) async fn stop(&self) {
+        self.reader.abort();
+        self.processor.abort();
+        self.pool.close().await;
+    }
+}
+
+/// What the reader hands over.
+enum Heard {
+    Notice(PgNotification),
+    /// The listener was lost and listens again: notices may be missing.
+    Reconnected,
+    /// Nothing heard (a retry's timer).
+    Nothing,
+}
+
+/// Reads notices until the store closes; after a lost connection, tries
+/// again (pausing up to [`MOST_PAUSE`]) until it listens again, then says
+/// so.
+async fn read(mut listener: PgListener, tx: mpsc::Sender<Heard>, pid: Arc<AtomicI32>) {
+    let mut lost = false;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        if lost {
+            // A query on the listener reconnects it and listens again.
+            match sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                .fetch_one(&mut listener)
+                .await
+            {
+                Ok(now) => {
+                    pid.store(now, Ordering::Relaxed);
+                    lost = false;
+                    pause = Duration::from_millis(50);
+                    tracing::info!("notices from other instances: listening again");
+                    if tx.send(Heard::Reconnected).await.is_err() {
+                        return;
+                    }
+                }
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "notices: cannot reconnect yet");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MOST_PAUSE);
+                    continue;
+                }
+            }
+        }
+        match listener.try_recv().await {
+            Ok(Some(notice)) => {
+                if tx.send(Heard::Notice(notice)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                tracing::warn!("notices from other instances: connection lost");
+                lost = true;
+            }
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "notices from other instances: connection lost");
+                lost = true;
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+/// What one window's notices ask for.
+#[derive(Default)]
+struct Batch {
+    notices: usize,
+    /// Reload the whole index (a reconnect, or a name too long to tell).
+    reload: bool,
+    names: HashSet<String>,
+    resets: HashSet<String>,
+    rescan: bool,
+    queued: HashSet<String>,
+}
+
+impl Batch {
+    fn add(&mut self, heard: Heard, instance: &str) {
+        self.notices += 1;
+        let notice = match heard {
+            Heard::Reconnected => {
+                self.reload = true;
+                self.rescan = true;
+                return;
+            }
+            Heard::Nothing => return,
+            Heard::Notice(notice) => notice,
+        };
+        let Some((from, what)) = notice.payload().split_once(' ') else {
+            tracing::debug!(payload = ?notice.payload(), "notices: a payload not Herald's");
+            return;
+        };
+        // Our own writes: applied when they were made.
+        if from == instance {
+            return;
+        }
+        match notice.channel() {
+            DESTINATIONS if what == EVERYTHING => self.reload = true,
+            DESTINATIONS => {
+                self.names.insert(what.to_owned());
+            }
+            RESETS => {
+                self.names.insert(what.to_owned());
+                self.resets.insert(what.to_owned());
+            }
+            QUEUED if what == EVERYTHING => self.rescan = true,
+            QUEUED => self.queued.extend(
+                what.split('\n')
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned),
+            ),
+            _ => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.reload && !self.rescan && self.names.is_empty() && self.queued.is_empty()
+    }
+}
+
+/// Applies notices a window at a time, in the order heard: rows first, then
+/// the resets they carry (so a woken queue reads the cleared backoff), then
+/// the queued data.
+async fn process(
+    mut rx: mpsc::Receiver<Heard>,
+    instance: Arc<str>,
+    destinations: Destinations,
+    queued: broadcast::Sender<Queued>,
+) {
+    // Rows whose re-read failed, tried again with the next batch.
+    let mut pending = Batch::default();
+    loop {
+        let mut batch = std::mem::take(&mut pending);
+        let first = if batch.is_empty() {
+            rx.recv().await
+        } else {
+            // A failed re-read is tried again within a second even if
+            // nothing else comes.
+            tokio::time::timeout(Duration::from_secs(1), rx.recv())
+                .await
+                .unwrap_or(Some(Heard::Nothing))
+        };
+        // The store closed.
+        let Some(first) = first else { return };
+        batch.add(first, &instance);
+        let deadline = tokio::time::Instant::now() + WINDOW;
+        while batch.notices < NOTICES_PER_BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(heard)) => batch.add(heard, &instance),
+                Ok(None) => return,
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = apply_rows(&destinations, &mut batch).await {
+            tracing::warn!(error = %e, "notices: cannot re-read destinations; trying again");
+            pending.reload = batch.reload;
+            pending.names = std::mem::take(&mut batch.names);
+        }
+        for name in batch.resets.drain() {
+            // Nobody listening is fine.
+            let _ = destinations.resets.send(name.into());
+        }
+        if batch.rescan {
+            let _ = queued.send(Queued::Rescan);
+        } else if !batch.queued.is_empty() {
+            let names: Arc<[String]> = batch.queued.drain().collect();
+            let _ = queued.send(Queued::Destinations(names));
+        }
+    }
+}
+
+/// Makes the index hold what the database holds for the batch's names (or
+/// for every name, on `reload`).
+async fn apply_rows(destinations: &Destinations, batch: &mut Batch) -> Result<(), StoreError> {
+    if destinations.is_attached() {
+        return Ok(());
+    }
+    if batch.reload {
+        let _writer = destinations.writer.lock().await;
+        destinations.reload().await?;
+        batch.names.clear();
+        return Ok(());
+    }
+    let names: Vec<String> = batch.names.iter().cloned().collect();
+    for chunk in names.chunks(NAMES_PER_READ) {
+        destinations.reread(chunk).await?;
+        for name in chunk {
+            batch.names.remove(name);
+        }
+    }
+    Ok(())
+}
+
+impl Destinations {
+    /// Re-reads the rows and room counts of `names` in one query and
+    /// applies them to the index; a name without a row leaves it. Holds the
+    /// writer from the read to the apply, so a write of this store's own
+    /// that commits meanwhile is applied after, never overwritten by an
+    /// older read.
+    async fn reread(&self, names: &[String]) -> Result<(), StoreError> {
+        let Db::Postgres(pool) = &self.pool else {
+            return Ok(());
+        };
+        let _writer = self.writer.lock().await;
+        let rows = sqlx::query(
+            "SELECT d.destination, d.retry_last_ts, d.retry_interval, d.failure_ts, \
+             d.last_successful_stream_ordering, \
+             (SELECT COUNT(*) FROM destination_rooms r WHERE r.destination = d.destination) \
+             FROM destinations d WHERE d.destination = ANY($1)",
+        )
+        .bind(names)
+        .fetch_all(pool)
+        .await?;
+        reread_edits(names, &rows, &self.index).await
+    }
+}
+
+/// The edits that make the index hold `rows` for `names`.
+async fn reread_edits(
+    names: &[String],
+    rows: &[sqlx::postgres::PgRow],
+    index: &super::SharedIndex,
+) -> Result<(), StoreError> {
+    use sqlx::Row as _;
+    let mut found: HashSet<String> = HashSet::with_capacity(rows.len());
+    let mut edits = Vec::with_capacity(rows.len() * 2 + names.len());
+    for row in rows {
+        let destination = decode(row)?;
+        let rooms: i64 = row.try_get(5)?;
+        let name = destination.destination.clone();
+        edits.push(Edit::Put(destination));
+        edits.push(Edit::RoomCount(name.clone(), rooms.max(0) as u64));
+        found.insert(name);
+    }
+    edits.extend(
+        names
+            .iter()
+            .filter(|n| !found.contains(n.as_str()))
+            .map(|n| Edit::Remove(n.clone())),
+    );
+    index.apply(edits).await;
+    Ok(())
+}

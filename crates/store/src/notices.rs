@@ -58,7 +58,7 @@ const MOST_PAYLOAD: usize = 7_000;
 /// Notices waiting for the processing task before the reader waits.
 const BUFFERED: usize = 8_192;
 /// Longest pause between two tries to reconnect the listener.
-const MOST_PAUSE: Duration = Duration::from_secs(2);
+const MOST_PAUSE: Duration = Duration::from_secs(1);
 
 /// What the sender hears of data queued by another instance.
 #[derive(Debug, Clone, PartialEq, Eq)]

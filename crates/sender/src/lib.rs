@@ -111,8 +111,9 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Starts the sender: its timer task, and the resumption of every
-    /// destination with queued data (spread out).
+    /// Starts the sender: its timer task, the task that wakes what other
+    /// instances sharing the database queue (PostgreSQL), and the
+    /// resumption of every destination with queued data (spread out).
     pub fn start(
         store: Store,
         client: Arc<FederationClient>,
@@ -143,6 +144,7 @@ impl Sender {
                 .clone()
                 .run_timers(store.destinations.subscribe_resets()),
         );
+        tokio::spawn(shared.clone().run_queued(store.outbox.subscribe_queued()));
         tokio::spawn(shared.clone().resume());
         tokio::spawn(prune(store));
         Sender { shared }

@@ -355,8 +355,9 @@ impl Shared {
                 }
                 Ok(Queued::Rescan) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.wake_reset_ones();
-                    // Spread out as at start-up, beside this task.
-                    tokio::spawn(self.clone().resume());
+                    // Spread out as at start-up; notices meanwhile wait in
+                    // the broadcast (or lag, which rescans once more).
+                    self.clone().resume().await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }

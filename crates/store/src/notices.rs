@@ -15,8 +15,8 @@
 //!   row is re-read, which wakes the sender's queue and the federation
 //!   client's view of the backoff, as a local reset does.
 //! - `herald_queued`: the outbox's group commit queued data for these
-//!   destinations (names joined by `\n`, or `*` when too many for one
-//!   payload): told on [`crate::Outbox::subscribe_queued`].
+//!   destinations (names joined by `\n`, in as many payloads as needed up to
+//!   16, or `*` for more): told on [`crate::Outbox::subscribe_queued`].
 //!
 //! Notices sent while the listener is disconnected are lost: on every
 //! reconnect the whole index is reloaded and the sender told
@@ -55,6 +55,9 @@ const NOTICES_PER_BATCH: usize = 20_000;
 /// Longest queued payload sent; a longer list is sent as [`EVERYTHING`]
 /// (PostgreSQL refuses payloads of 8000 bytes).
 const MOST_PAYLOAD: usize = 7_000;
+/// Most queued payloads one commit sends (about 4,000 names); a commit for
+/// more destinations sends [`EVERYTHING`].
+const MOST_PAYLOADS: usize = 16;
 /// Notices waiting for the processing task before the reader waits.
 const BUFFERED: usize = 8_192;
 /// Longest pause between two tries to reconnect the listener.
@@ -85,19 +88,34 @@ pub(crate) fn new_instance_tag() -> String {
     )
 }
 
-/// The `herald_queued` payload (without the instance) for `names`.
-pub(crate) fn queued_payload<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
-    let mut payload = String::new();
+/// The `herald_queued` payloads (without the instance) for `names`: each
+/// under [`MOST_PAYLOAD`] bytes, at most [`MOST_PAYLOADS`] of them, or one
+/// [`EVERYTHING`] when they would not fit (or a name cannot be told).
+pub(crate) fn queued_payloads<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let everything = || vec![EVERYTHING.to_owned()];
+    let mut payloads = vec![String::new()];
     for name in names {
-        if name.contains('\n') || name == EVERYTHING || payload.len() + name.len() >= MOST_PAYLOAD {
-            return EVERYTHING.to_owned();
+        if name.contains('\n') || name == EVERYTHING || name.len() >= MOST_PAYLOAD {
+            return everything();
         }
-        if !payload.is_empty() {
-            payload.push('\n');
+        let full = payloads
+            .last()
+            .is_none_or(|p| p.len() + 1 + name.len() >= MOST_PAYLOAD);
+        if full {
+            if payloads.len() == MOST_PAYLOADS {
+                return everything();
+            }
+            payloads.push(String::new());
         }
-        payload.push_str(name);
+        if let Some(payload) = payloads.last_mut() {
+            if !payload.is_empty() {
+                payload.push('\n');
+            }
+            payload.push_str(name);
+        }
     }
-    payload
+    payloads.retain(|p| !p.is_empty());
+    payloads
 }
 
 /// The listener, connected and listening (before the index is loaded, so
@@ -430,4 +448,33 @@ async fn reread_edits(
     );
     index.apply(edits).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_names_are_split_into_payloads_under_the_limit() {
+        assert!(queued_payloads([]).is_empty());
+        assert_eq!(queued_payloads(["a.org", "b.org"]), ["a.org\nb.org"]);
+        let names: Vec<String> = (0..1_000).map(|i| format!("d{i:05}.example.org")).collect();
+        let payloads = queued_payloads(names.iter().map(String::as_str));
+        assert!(payloads.len() > 1, "{}", payloads.len());
+        assert!(payloads.iter().all(|p| p.len() < MOST_PAYLOAD));
+        let back: Vec<&str> = payloads.iter().flat_map(|p| p.split('\n')).collect();
+        assert_eq!(back, names);
+    }
+
+    #[test]
+    fn too_many_names_or_one_that_cannot_be_told_ask_for_a_rescan() {
+        let names: Vec<String> = (0..10_000)
+            .map(|i| format!("d{i:05}.example.org"))
+            .collect();
+        assert_eq!(queued_payloads(names.iter().map(String::as_str)), ["*"]);
+        assert_eq!(queued_payloads(["a.org", "new\nline"]), ["*"]);
+        assert_eq!(queued_payloads(["*"]), ["*"]);
+        let long = "x".repeat(MOST_PAYLOAD);
+        assert_eq!(queued_payloads([long.as_str()]), ["*"]);
+    }
 }

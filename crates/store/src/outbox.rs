@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::db::{on_db, on_tx, Db, DbTx};
 use super::delivery::Delivery;
-use super::notices::{queued_payload, Queued};
+use super::notices::{queued_payloads, Queued};
 
 use super::shared_index::Edit;
 use super::{json_array, now_ms, Destinations, StoreError};
@@ -354,18 +354,20 @@ impl Outbox {
             .await
             .map(drop))?;
         }
-        if self.pool.is_postgres() && !(destinations.is_empty() && edu_destinations.is_empty()) {
-            // Other instances sharing the database hear of it at the commit
-            // (see `notices`).
-            let payload = queued_payload(destinations.union(&edu_destinations).copied());
-            on_tx!(&mut tx, |conn| sqlx::query(
-                "SELECT pg_notify('herald_queued', \
-                 COALESCE(current_setting('herald.instance', true), '') || ' ' || $1)"
-            )
-            .bind(payload)
-            .execute(conn)
-            .await
-            .map(drop))?;
+        if let DbTx::Postgres(pg) = &mut tx {
+            if !(destinations.is_empty() && edu_destinations.is_empty()) {
+                // Other instances sharing the database hear of it at the
+                // commit (see `notices`).
+                let payloads = queued_payloads(destinations.union(&edu_destinations).copied());
+                sqlx::query(
+                    "SELECT pg_notify('herald_queued', \
+                     COALESCE(current_setting('herald.instance', true), '') || ' ' || p) \
+                     FROM unnest($1::text[]) AS p",
+                )
+                .bind(payloads)
+                .execute(&mut **pg)
+                .await?;
+            }
         }
         tx.commit().await?;
         let edits = destinations

@@ -224,6 +224,26 @@ async fn pdus_queued_through_one_reach_the_others_queued_broadcast() {
     })
     .await;
 
+    // An event for more destinations than one payload holds: every name
+    // arrives, in several notices of one commit.
+    let many: Vec<String> = (0..1_000).map(|i| format!("d{i:04}.example")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    one.outbox
+        .enqueue_pdus(vec![event("$many", "!room:example", &refs)])
+        .await
+        .unwrap();
+    let mut heard: Vec<String> = Vec::new();
+    let started = Instant::now();
+    while heard.len() < many.len() {
+        let left = BOUND.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, queued_two.recv()).await {
+            Ok(Ok(Queued::Destinations(names))) => heard.extend(names.iter().cloned()),
+            other => panic!("not the names: {other:?} after {} of them", heard.len()),
+        }
+    }
+    heard.sort();
+    assert_eq!(heard, many);
+
     // An EDU too; and the store never hears its own notices: the first one
     // `one` hears is `two`'s.
     two.outbox

@@ -19,8 +19,9 @@
 //!   16, or `*` for more): told on [`crate::Outbox::subscribe_queued`].
 //!
 //! Notices sent while the listener is disconnected are lost: on every
-//! reconnect the whole index is reloaded and the sender told
-//! [`Queued::Rescan`], so nothing missed stays missed.
+//! reconnect the whole index is reloaded (a backoff that ended meanwhile is
+//! broadcast as a reset) and the sender told [`Queued::Rescan`], so nothing
+//! missed stays missed.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -385,8 +386,20 @@ async fn apply_rows(destinations: &Destinations, batch: &mut Batch) -> Result<()
     }
     if batch.reload {
         let _writer = destinations.writer.lock().await;
+        let before = destinations
+            .index
+            .scan(|index| index.in_backoff())
+            .await
+            .unwrap_or_default();
         destinations.reload().await?;
         batch.names.clear();
+        // Backoffs that ended meanwhile: resets this store may have missed.
+        batch.resets.extend(before.into_iter().filter(|name| {
+            destinations
+                .index
+                .get(name)
+                .is_none_or(|row| row.retry_last_ts.is_none_or(|ts| ts == 0))
+        }));
         return Ok(());
     }
     let names: Vec<String> = batch.names.iter().cloned().collect();

@@ -274,6 +274,37 @@ async fn a_write_made_while_the_listener_is_cut_still_shows() {
     };
     let (cluster, database) = url.rsplit_once('/').unwrap();
     let mut queued_two = two.outbox.subscribe_queued();
+    // A backoff both know of, reset while the listener is cut.
+    let timings = RetryTimings {
+        failure_ts: Some(5_000),
+        retry_last_ts: 6_000,
+        retry_interval: 600_000,
+    };
+    one.destinations
+        .set_retry_timings("down.example", timings)
+        .await
+        .unwrap();
+    until("the backoff", || {
+        two.destinations
+            .indexed("down.example")
+            .filter(|r| r.retry_last_ts == Some(6_000))
+    })
+    .await;
+    let mut resets_two = two.destinations.subscribe_resets();
+    // `one`'s pool opens all its connections now: the writes below must not
+    // need a new one (a connection handed back is briefly not idle).
+    let d = &one.destinations;
+    let reads = tokio::join!(
+        d.destination("a"),
+        d.destination("b"),
+        d.destination("c"),
+        d.destination("d"),
+        d.destination("e"),
+        d.destination("f"),
+        d.destination("g"),
+        d.destination("h"),
+    );
+    assert!(reads.0.is_ok() && reads.7.is_ok());
     let pid = two.notices_backend_pid().unwrap();
     // Keep the listener from coming back until the write is committed: no
     // new connection to the database (the stores' pools keep theirs).
@@ -302,6 +333,10 @@ async fn a_write_made_while_the_listener_is_cut_still_shows() {
         .enqueue_pdus(vec![event("$missed", "!room:example", &["missed.example"])])
         .await
         .unwrap();
+    one.destinations
+        .reset_retry_timings("down.example", None)
+        .await
+        .unwrap();
     sqlx::query(&format!(
         "ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true"
     ))
@@ -324,6 +359,12 @@ async fn a_write_made_while_the_listener_is_cut_still_shows() {
         started.elapsed()
     );
     assert_ne!(two.notices_backend_pid(), Some(pid));
+    // The reset it missed is broadcast once the index is reloaded.
+    let heard = tokio::time::timeout(BOUND, resets_two.recv())
+        .await
+        .expect("the missed reset")
+        .unwrap();
+    assert_eq!(&*heard, "down.example");
 
     // And it listens again: a later write shows as before.
     let later = DestinationRow::new("later.example", None, None, None, Some(9));

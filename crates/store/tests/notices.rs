@@ -398,3 +398,129 @@ async fn sqlite_has_no_notices() {
     ));
     store.close().await;
 }
+
+/// A TCP proxy on 127.0.0.1 the test controls: [`Proxy::freeze`] stops
+/// every connection open now from forwarding anything, keeping it open (a
+/// network cut that sends no reset), while new connections go through;
+/// [`Proxy::thaw`] lets the frozen ones go on (the link is back).
+struct Proxy {
+    port: u16,
+    /// Connections numbered below this are frozen.
+    frozen_below: tokio::sync::watch::Sender<usize>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    async fn start(upstream: std::net::SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen_below, watch) = tokio::sync::watch::channel(0);
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let id = counter.fetch_add(1, Ordering::SeqCst);
+                let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(Proxy::pump(id, ri, wo, watch.clone()));
+                tokio::spawn(Proxy::pump(id, ro, wi, watch.clone()));
+            }
+        });
+        Proxy {
+            port,
+            frozen_below,
+            accepted,
+        }
+    }
+
+    async fn pump(
+        id: usize,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut frozen_below: tokio::sync::watch::Receiver<usize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown().await;
+                    return;
+                }
+                Ok(n) => n,
+            };
+            if frozen_below.wait_for(|below| id >= *below).await.is_err() {
+                return;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn freeze(&self) {
+        let open = self.accepted.load(std::sync::atomic::Ordering::SeqCst);
+        self.frozen_below.send_replace(open);
+    }
+
+    fn thaw(&self) {
+        self.frozen_below.send_replace(0);
+    }
+}
+
+#[tokio::test]
+async fn a_listener_cut_silently_is_replaced_and_catches_up() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let herald_store::DatabaseTarget::Postgres(url) = &db.target else {
+        unreachable!()
+    };
+    // postgresql://herald@127.0.0.1:PORT/DB
+    let (head, database) = url.rsplit_once('/').unwrap();
+    let port: u16 = head.rsplit_once(':').unwrap().1.parse().unwrap();
+    let proxy = Proxy::start(([127, 0, 0, 1], port).into()).await;
+    let one = db.open().await;
+    let via_proxy = format!("postgresql://herald@127.0.0.1:{}/{database}", proxy.port);
+    let two = Store::open_postgres(&via_proxy).await.unwrap();
+    let mut queued_two = two.outbox.subscribe_queued();
+    let pid = two.notices_backend_pid().unwrap();
+
+    proxy.freeze();
+    let cut_at = Instant::now();
+    let row = DestinationRow::new("silent.example", Some(3_000), Some(60_000), None, None);
+    one.destinations
+        .put_destinations(std::slice::from_ref(&row))
+        .await
+        .unwrap();
+    // The silent listener is noticed (its pings stop coming): a new one
+    // listens, through a new connection.
+    let started = Instant::now();
+    while two.notices_backend_pid() == Some(pid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the silent listener was never replaced"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let noticed = cut_at.elapsed();
+    assert!(
+        noticed < Duration::from_secs(12),
+        "replaced after {noticed:?}"
+    );
+    // The link is back for the store's other connections too.
+    proxy.thaw();
+    until("the row written while cut", || {
+        two.destinations
+            .indexed("silent.example")
+            .filter(|seen| *seen == row)
+    })
+    .await;
+    let (heard, _) = queued_for(&mut queued_two, "silent.example").await;
+    assert_eq!(heard, Queued::Rescan);
+    eprintln!("listener replaced {noticed:?} after the cut");
+    one.close().await;
+    two.close().await;
+}

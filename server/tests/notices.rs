@@ -239,3 +239,58 @@ async fn rows_written_on_another_instance_show_in_this_ones_admin_list() {
     assert_eq!(listed["retry_interval"], 60_000);
     instances.close().await;
 }
+
+/// An import is one bulk write: the instances already running reload once
+/// (one notice, not one per row) and hold what was imported, `--replace`
+/// included.
+#[tokio::test]
+async fn an_import_by_another_process_reaches_a_running_store() {
+    use common::synapse_db::SynapseDb;
+    let dir = tempfile::tempdir().unwrap();
+    let syn = SynapseDb::sqlite(dir.path()).await;
+    for r in common::seed_rows() {
+        syn.put_row(&r).await;
+    }
+    syn.put_rooms("b.org", &common::seed_rooms()).await;
+    syn.close().await;
+    let own = TestDb::new(Backend::Postgres).await;
+    let running = own.open().await;
+    let import = |replace: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["import-synapse", "--from", &syn.setting(), "--database"])
+            .arg(own.setting());
+        if replace {
+            cmd.arg("--replace");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for replace in [false, true] {
+        if replace {
+            // Something else first, which the replacing import removes.
+            running
+                .destinations
+                .put_destinations(&[DestinationRow::new("gone.example", None, None, None, None)])
+                .await
+                .unwrap();
+        }
+        import(replace);
+        let imported_at = Instant::now();
+        wait_for("the imported rows", || {
+            running.destinations.destination_count() == 11
+                && running.destinations.indexed("gone.example").is_none()
+        })
+        .await;
+        assert!(
+            imported_at.elapsed() < WITHIN,
+            "{:?}",
+            imported_at.elapsed()
+        );
+        common::assert_holds_the_seed(&running).await;
+    }
+    running.close().await;
+}

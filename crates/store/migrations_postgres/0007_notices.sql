@@ -7,11 +7,16 @@
 -- destination's name ('*' for a name too long for a payload: re-read
 -- everything). PostgreSQL sends identical payloads of one transaction once,
 -- so a commit that touches a destination many times notifies it once.
+-- A bulk write (an import) sets `herald.bulk` to 'on' in its transaction
+-- and notifies '*' once instead of once per row.
 CREATE FUNCTION herald_destination_notice() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     instance text := COALESCE(current_setting('herald.instance', true), '');
     name text;
 BEGIN
+    IF current_setting('herald.bulk', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'DELETE' THEN
         name := OLD.destination;
     ELSE

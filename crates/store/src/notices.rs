@@ -34,7 +34,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool, PgPoo
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use super::db::Db;
+use super::db::{Db, DbTx};
 use super::destinations::decode;
 use super::shared_index::Edit;
 use super::{Destinations, StoreError};
@@ -126,6 +126,23 @@ pub(crate) fn queued_payloads<'a>(names: impl IntoIterator<Item = &'a str>) -> V
     }
     payloads.retain(|p| !p.is_empty());
     payloads
+}
+
+/// Starts a bulk write in `tx` (PostgreSQL; nothing on SQLite): the
+/// trigger notifies nothing per row until the commit, and other instances
+/// are told once, at the commit, to reload every row. For writes of many
+/// rows (an import), where a notice per row would cost more than a reload.
+pub(crate) async fn bulk_write(tx: &mut DbTx) -> Result<(), sqlx::Error> {
+    if let DbTx::Postgres(pg) = tx {
+        sqlx::query(
+            "SELECT set_config('herald.bulk', 'on', true), \
+             pg_notify('herald_destinations', \
+             COALESCE(current_setting('herald.instance', true), '') || ' *')",
+        )
+        .execute(&mut **pg)
+        .await?;
+    }
+    Ok(())
 }
 
 /// A listener's connection: a pool of its own (one connection listening,

@@ -1,5 +1,5 @@
 -- Notices between Herald instances sharing this database (see
--- `crates/store/src/notices.rs`). Every change to a `destinations` row, and
+-- `crates/store/src/notices/`). Every change to a `destinations` row, and
 -- every room a destination gains or loses, notifies channel
 -- `herald_destinations` in the writing transaction, delivered at its
 -- commit. The payload is the writing session's `herald.instance` setting

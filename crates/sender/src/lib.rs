@@ -118,8 +118,9 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Starts the sender: its timer task, and the resumption of every
-    /// destination with queued data (spread out).
+    /// Starts the sender: its timer task, the task that wakes what other
+    /// instances sharing the database queue (PostgreSQL), and the
+    /// resumption of every destination with queued data (spread out).
     pub fn start(
         store: Store,
         client: Arc<FederationClient>,
@@ -159,6 +160,7 @@ impl Sender {
                 .clone()
                 .run_timers(store.destinations.subscribe_resets()),
         );
+        tokio::spawn(shared.clone().run_queued(store.outbox.subscribe_queued()));
         if shared_db {
             // Resumes each shard's queued destinations as it is gained.
             tokio::spawn(leases::run(shared.clone()));

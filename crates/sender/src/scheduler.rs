@@ -20,7 +20,7 @@ use super::transaction::{InFlight, TxnIds};
 use super::{Clock, SenderSettings};
 use herald_federation::FederationClient;
 use herald_shared::SenderState;
-use herald_store::Store;
+use herald_store::{Queued, Store};
 
 /// Destinations resumed per second at start-up.
 const RESUME_PER_SECOND: usize = 100;
@@ -365,6 +365,31 @@ impl Shared {
                     Err(broadcast::error::RecvError::Lagged(_)) => self.wake_reset_ones(),
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
+            }
+        }
+    }
+
+    /// The queued-data task: data another Herald instance sharing the
+    /// PostgreSQL database queued wakes its destinations here, as this
+    /// instance's own intake does ([`super::Sender::notify`]). A rescan (the
+    /// store's listener reconnected: notices may be lost) or a lag wakes
+    /// every destination with queued data, and looks again at every waiting
+    /// one's backoff (a reset may have been missed too).
+    pub async fn run_queued(self: Arc<Self>, mut queued: broadcast::Receiver<Queued>) {
+        loop {
+            match queued.recv().await {
+                Ok(Queued::Destinations(names)) => {
+                    for name in names.iter() {
+                        self.wake(name, Wake::NewData);
+                    }
+                }
+                Ok(Queued::Rescan) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.wake_reset_ones();
+                    // Spread out as at start-up; notices meanwhile wait in
+                    // the broadcast (or lag, which rescans once more).
+                    self.clone().resume().await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     }

@@ -37,7 +37,7 @@ pub struct Destinations {
     pub(crate) writer: Arc<tokio::sync::Mutex<()>>,
     /// Destinations whose backoff an admin reset, told after the commit (a
     /// request sleeping between retries, a sender queue, wake up on it).
-    resets: broadcast::Sender<Arc<str>>,
+    pub(crate) resets: broadcast::Sender<Arc<str>>,
     /// Outages open now, and the history's writer (see `history`).
     pub(crate) outages: super::history::SharedOutages,
     /// Attached mode: rows come from Synapse's database (see `synapse`).
@@ -499,10 +499,19 @@ impl Destinations {
         if row.retry_last_ts.is_none_or(|ts| ts == 0) {
             return Ok(ResetOutcome::NotInBackoff);
         }
-        on_db!(&self.pool, |pool| sqlx::query(
+        // PostgreSQL: other instances sharing the database hear of it in
+        // the same statement (see `notices`).
+        on_db!(&self.pool, |pool, pg| sqlx::query(if pg {
+            "WITH reset AS (UPDATE destinations \
+             SET failure_ts = NULL, retry_last_ts = 0, retry_interval = 0 \
+             WHERE destination = $1 RETURNING destination) \
+             SELECT pg_notify('herald_resets', \
+             COALESCE(current_setting('herald.instance', true), '') || ' ' || destination) \
+             FROM reset WHERE octet_length(destination) <= 7000"
+        } else {
             "UPDATE destinations SET failure_ts = NULL, retry_last_ts = 0, retry_interval = 0 \
-             WHERE destination = $1",
-        )
+             WHERE destination = $1"
+        })
         .bind(name)
         .execute(pool)
         .await

@@ -648,6 +648,18 @@ impl DestinationIndex {
         substring::scan(&self.names.lower, needle, parts, reuse)
     }
 
+    /// The destinations in backoff (a `retry_last_ts` set and not 0).
+    pub fn in_backoff(&self) -> Vec<String> {
+        let last = &self.columns[0];
+        (0..self.names.len())
+            .filter(|&id| {
+                from_column(last[id]).is_some_and(|ts| ts != 0)
+                    && (self.removed.is_empty() || !self.removed.contains(&(id as u32)))
+            })
+            .map(|id| self.destination(id as u32))
+            .collect()
+    }
+
     /// Destinations per derived status at `now_ms`.
     pub fn summary(&self, now_ms: i64) -> FederationSummary {
         let mut summary = FederationSummary {

@@ -15,6 +15,7 @@ pub mod forget;
 pub mod history;
 pub mod index;
 pub mod leases;
+pub mod notices;
 mod orderings;
 pub mod outbox;
 pub mod postgres;
@@ -34,6 +35,7 @@ pub(crate) mod test_cluster;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -47,6 +49,7 @@ pub use herald_federation::clock::now_ms;
 pub use herald_federation::RetryTimings;
 pub use index::{DestinationIndex, DestinationRow, IndexBuilder, NullsOrder};
 pub use leases::Leases;
+pub use notices::{Notices, Queued};
 pub use outbox::{NewEdu, NewEvent, Outbox, OutboxError};
 pub use serving::{claim_serving, ServingClaim};
 pub use shards::{shard_of, ShardSet, SHARDS};
@@ -204,6 +207,8 @@ pub struct Store {
     /// Instances and the shards each holds (several on one PostgreSQL).
     pub leases: Leases,
     pool: Db,
+    /// PostgreSQL: what other instances sharing the database write.
+    notices: Option<Arc<Notices>>,
 }
 
 impl Store {
@@ -227,15 +232,37 @@ impl Store {
 
     /// Opens Herald's store in the PostgreSQL database `url` names,
     /// migrating it if needed (see [`postgres`] for what is refused).
+    /// Listens for other instances' writes (see [`notices`]) from before
+    /// the index is loaded until [`Store::close`].
     pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
-        let pool = postgres::open_schema(url).await?;
-        match Store::on_pool(pool.clone(), None, true).await {
-            Ok(store) => Ok(store),
+        let instance = notices::new_instance_tag();
+        let pool = postgres::open_schema_as(url, &instance).await?;
+        let listening = match notices::listen(url, &instance).await {
+            Ok(listening) => listening,
             Err(e) => {
+                pool.close().await;
+                return Err(e);
+            }
+        };
+        match Store::on_pool(pool.clone(), None, true).await {
+            Ok(mut store) => {
+                let started =
+                    listening.start(store.destinations.clone(), store.outbox.queued_sender());
+                store.notices = Some(Arc::new(started));
+                Ok(store)
+            }
+            Err(e) => {
+                listening.close().await;
                 pool.close().await;
                 Err(e)
             }
         }
+    }
+
+    /// The PostgreSQL backend process listening for other instances'
+    /// writes (`None` on SQLite): for tests that cut it.
+    pub fn notices_backend_pid(&self) -> Option<i32> {
+        self.notices.as_ref().map(|n| n.backend_pid())
     }
 
     /// The handles on an opened, migrated pool; `path` is the SQLite file
@@ -255,6 +282,7 @@ impl Store {
             leases: Leases::new(pool.clone()),
             destinations,
             pool,
+            notices: None,
         })
     }
 
@@ -341,6 +369,9 @@ impl Store {
     /// Closes the pool, checkpointing the WAL (and, attached, stops the
     /// refresh and closes Synapse's database).
     pub async fn close(&self) {
+        if let Some(notices) = &self.notices {
+            notices.stop().await;
+        }
         self.destinations.detach().await;
         self.pool.close().await;
     }

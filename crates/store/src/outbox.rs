@@ -12,10 +12,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::db::{on_db, on_tx, Db, DbTx};
 use super::delivery::Delivery;
+use super::notices::{queued_payloads, Queued};
 
 use super::shared_index::Edit;
 use super::{json_array, now_ms, Destinations, StoreError};
@@ -28,7 +29,13 @@ pub struct Outbox {
     pub(crate) pool: Db,
     writer: Writer,
     destinations: Destinations,
+    /// Data queued by other instances sharing the database (see `notices`).
+    queued: broadcast::Sender<Queued>,
 }
+
+/// Queued notices a slow subscriber may fall behind by before it is told
+/// it lagged (and rescans).
+const QUEUED_BUFFERED: usize = 1024;
 
 /// Most rows (events plus EDUs) one group commit takes before committing.
 const MAX_ROWS_PER_COMMIT: usize = 10_000;
@@ -99,7 +106,21 @@ impl Outbox {
             pool: pool.into(),
             writer: Writer::default(),
             destinations,
+            queued: broadcast::channel(QUEUED_BUFFERED).0,
         }
+    }
+
+    /// Tells of data queued by other Herald instances sharing this
+    /// PostgreSQL database, by destination (never of this store's own
+    /// writes; nothing on SQLite). On [`Queued::Rescan`] or a lag, read
+    /// [`Outbox::destinations_with_pending`].
+    pub fn subscribe_queued(&self) -> broadcast::Receiver<Queued> {
+        self.queued.subscribe()
+    }
+
+    /// The sender of [`Outbox::subscribe_queued`], for the notices.
+    pub(crate) fn queued_sender(&self) -> broadcast::Sender<Queued> {
+        self.queued.clone()
     }
 
     /// Stores events durably and answers their stream orderings (one per
@@ -233,6 +254,8 @@ impl Outbox {
         // (destination, room) -> newest stream ordering in this commit.
         let mut newest: BTreeMap<(&str, &str), i64> = BTreeMap::new();
         let mut delivered: BTreeMap<&str, i64> = BTreeMap::new();
+        // Destinations that EDUs were queued for.
+        let mut edu_destinations: BTreeSet<&str> = BTreeSet::new();
         for job in jobs {
             match job {
                 Job::Pdus(events, _) => match insert_events(&mut tx, events, now).await? {
@@ -254,6 +277,7 @@ impl Outbox {
                         if edu.destinations.is_empty() {
                             continue;
                         }
+                        edu_destinations.extend(edu.destinations.iter().map(String::as_str));
                         on_tx!(&mut tx, |conn, pg| sqlx::query(if pg {
                             "INSERT INTO destination_edus \
                              (destination, edu_type, content, received_ts, canonical) \
@@ -329,6 +353,21 @@ impl Outbox {
             .execute(conn)
             .await
             .map(drop))?;
+        }
+        if let DbTx::Postgres(pg) = &mut tx {
+            if !(destinations.is_empty() && edu_destinations.is_empty()) {
+                // Other instances sharing the database hear of it at the
+                // commit (see `notices`).
+                let payloads = queued_payloads(destinations.union(&edu_destinations).copied());
+                sqlx::query(
+                    "SELECT pg_notify('herald_queued', \
+                     COALESCE(current_setting('herald.instance', true), '') || ' ' || p) \
+                     FROM unnest($1::text[]) AS p",
+                )
+                .bind(payloads)
+                .execute(&mut **pg)
+                .await?;
+            }
         }
         tx.commit().await?;
         let edits = destinations

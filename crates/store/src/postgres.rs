@@ -26,16 +26,19 @@ pub fn known_version() -> i64 {
 /// (or empty) and of a schema this build knows, and migrates it. Nothing is
 /// written to a database that is refused.
 pub async fn open_schema(url: &str) -> Result<Db, StoreError> {
+    open_schema_as(url, "").await
+}
+
+/// [`open_schema`], every session of the pool naming `instance` (the
+/// `herald.instance` setting the notices trigger reads: see `notices`).
+pub(crate) async fn open_schema_as(url: &str, instance: &str) -> Result<Db, StoreError> {
     let target = crate::synapse::without_password(url);
     let unreachable = |detail: String| StoreError::PgUnreachable {
         target: target.clone(),
         detail,
     };
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|e| unreachable(format!("not a PostgreSQL URL: {e}")))?
-        .application_name("herald")
-        .options([("synchronous_commit", "on")])
-        .disable_statement_logging();
+    let options = connect_options(url, instance)
+        .map_err(|e| unreachable(format!("not a PostgreSQL URL: {e}")))?;
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
@@ -49,6 +52,20 @@ pub async fn open_schema(url: &str) -> Result<Db, StoreError> {
             Err(e)
         }
     }
+}
+
+/// How every session of Herald's store connects: synchronous commits, and
+/// `herald.instance` set to `instance` (letters, digits and `-` only).
+pub(crate) fn connect_options(url: &str, instance: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?
+        .application_name("herald")
+        .options([("synchronous_commit", "on")])
+        .disable_statement_logging();
+    Ok(if instance.is_empty() {
+        options
+    } else {
+        options.options([("herald.instance", instance)])
+    })
 }
 
 async fn check_and_migrate(pool: &PgPool, target: &str) -> Result<(), StoreError> {

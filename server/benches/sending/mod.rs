@@ -3,11 +3,13 @@
 //! loopback port with the shared loopback certificate (which the simulated
 //! homeservers trust and Herald trusts back), loopback whitelisted, and the
 //! intake API on with `token`; and the chat message they hand it. Each bench
-//! then changes what it measures.
+//! then changes what it measures. `HERALD_BENCH_DATABASE=postgresql://…`
+//! runs Herald's store on that PostgreSQL database instead (a new, empty
+//! one each run: the bench fills it).
 
 use herald::config::Config;
 use herald::demo::tls::LoopbackCert;
-use herald_store::Store;
+use herald_store::{DatabaseTarget, Store};
 use serde_json::{json, Value};
 
 pub struct Sending {
@@ -21,14 +23,22 @@ pub struct Sending {
 pub async fn sending_herald(token: &str) -> Sending {
     let dir = tempfile::tempdir().expect("temp dir");
     let cert = LoopbackCert::generate(dir.path()).expect("certificate");
-    let db = dir.path().join("herald.db");
-    let store = Store::open(&db).await.expect("store");
+    let db = match std::env::var("HERALD_BENCH_DATABASE") {
+        Ok(url) if !url.is_empty() => DatabaseTarget::Postgres(url),
+        _ => DatabaseTarget::Sqlite(dir.path().join("herald.db")),
+    };
+    let store = Store::open_target(&db).await.expect("store");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
     let name = format!("127.0.0.1:{port}");
-    let mut config = Config::loopback(&name, db);
+    let setting = match &db {
+        DatabaseTarget::Sqlite(path) => path.display().to_string(),
+        DatabaseTarget::Postgres(url) => url.clone(),
+    };
+    let mut config = Config::loopback(&name, setting);
+    config.signing_key_path = Some(dir.path().join("signing.key"));
     config.federation_listen = Some(name);
     config.tls_certificate_path = Some(cert.cert_path.clone());
     config.tls_private_key_path = Some(cert.key_path.clone());

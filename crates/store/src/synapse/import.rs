@@ -115,6 +115,8 @@ async fn copy(
     // One transaction: an import that fails halfway (Synapse's database
     // gone, a bad row) leaves Herald's rows as they were.
     let mut tx = pool.begin().await?;
+    // Other instances sharing the database reload once, not per row.
+    crate::notices::bulk_write(&mut tx).await?;
     if replace {
         // Rooms first: they name their destination.
         for table in ["destination_rooms", "destinations"] {

@@ -171,6 +171,7 @@ impl Store {
             leases: store.leases,
             destinations,
             pool: store.pool,
+            notices: None,
         })
     }
 }

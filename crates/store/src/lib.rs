@@ -14,6 +14,7 @@ pub mod destinations;
 pub mod forget;
 pub mod history;
 pub mod index;
+pub mod migrate;
 mod orderings;
 pub mod outbox;
 pub mod postgres;
@@ -44,6 +45,7 @@ pub use destinations::{Destinations, ResetOutcome};
 pub use herald_federation::clock::now_ms;
 pub use herald_federation::RetryTimings;
 pub use index::{DestinationIndex, DestinationRow, IndexBuilder, NullsOrder};
+pub use migrate::{migrate_store, MigrateCounts, MigrateProgress};
 pub use outbox::{NewEdu, NewEvent, Outbox, OutboxError};
 pub use serving::{claim_serving, ServingClaim};
 pub use shared_index::{Edit, SharedIndex};
@@ -122,6 +124,21 @@ pub enum StoreError {
         target: String,
         source: sqlx::migrate::MigrateError,
     },
+    /// `herald migrate-store`'s source (`--from`) refused.
+    #[error("`--from` ({path}) {problem}")]
+    MigrateSource { path: String, problem: String },
+    /// `herald migrate-store`'s target (`--to`) refused.
+    #[error("`--to` ({target}) {problem}")]
+    MigrateTarget { target: String, problem: String },
+    /// `herald migrate-store` while a `herald serve` holds a side.
+    #[error("`{flag}` ({target}) is in use by a running `herald serve`: stop it first")]
+    MigrateInUse { flag: &'static str, target: String },
+    /// `herald migrate-store` into a database that holds Herald's data.
+    #[error(
+        "Herald's database {target} already holds data in {held}: refusing to copy over it \
+         (pass --replace to replace them)"
+    )]
+    MigrateNotEmpty { target: String, held: String },
     #[error("database error: {0}")]
     Sql(sqlx::Error),
     /// PostgreSQL cannot store this text (a NUL character, which SQLite
@@ -380,7 +397,7 @@ async fn check_identity(path: &Path) -> Result<(), StoreError> {
             .map_err(open_err)?
             .try_get("v")
             .map_err(open_err)?;
-        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let known = known_version();
         if found > known {
             return Err(StoreError::TooNew {
                 path: path.into(),
@@ -391,6 +408,11 @@ async fn check_identity(path: &Path) -> Result<(), StoreError> {
     }
     conn.close().await.map_err(open_err)?;
     Ok(())
+}
+
+/// The newest schema version this build knows on SQLite.
+pub(crate) fn known_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
 /// The first tables of a database that is not Herald's, for the refusal.

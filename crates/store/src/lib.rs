@@ -139,6 +139,11 @@ pub enum StoreError {
          (pass --replace to replace them)"
     )]
     MigrateNotEmpty { target: String, held: String },
+    /// The database cannot be reached or cannot commit now (PostgreSQL
+    /// stopped, restarting or cut off; no connection free in time): nothing
+    /// was written, and the same request may succeed later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("database error: {0}")]
     Sql(sqlx::Error),
     /// PostgreSQL cannot store this text (a NUL character, which SQLite
@@ -198,8 +203,41 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Unstorable(db.message().to_owned())
             }
+            _ if cannot_reach(&e) => StoreError::Unavailable(e),
             _ => StoreError::Sql(e),
         }
+    }
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (see
+    /// [`StoreError::Unavailable`]): the request may be tried again.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Whether `e` says the database is out of reach rather than that the
+/// request was wrong: no connection in time, the connection broken, or
+/// PostgreSQL's connection-exception class (08xxx), shutting down or
+/// starting (57P01–57P03), or out of connections (53300).
+fn cannot_reach(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db)
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some() =>
+        {
+            db.code().is_some_and(|code| {
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            })
+        }
+        _ => false,
     }
 }
 

@@ -464,6 +464,7 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
     let out = herald(&["migrate-store", "--config", &sqlite_config, "--to", &url]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
     for ((table, _), rows) in TABLES.iter().zip(&source) {
         let line = stdout
             .lines()
@@ -487,7 +488,7 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("already holds data") && err.contains("(pass --replace to replace them)"),
+        err.contains("already holds rows in") && err.contains("(pass --replace to replace them)"),
         "{err}"
     );
     let out = herald(&[

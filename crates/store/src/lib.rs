@@ -135,7 +135,7 @@ pub enum StoreError {
     MigrateInUse { flag: &'static str, target: String },
     /// `herald migrate-store` into a database that holds Herald's data.
     #[error(
-        "Herald's database {target} already holds data in {held}: refusing to copy over it \
+        "Herald's database {target} already holds rows in {held}: refusing to copy over them \
          (pass --replace to replace them)"
     )]
     MigrateNotEmpty { target: String, held: String },

@@ -238,7 +238,7 @@ async fn copy(
 }
 
 /// What the target holds besides a new store's own `herald_meta` row, as
-/// "<table> (<n> rows)" (empty: nothing).
+/// "<table> (<rows>)" (empty: nothing).
 async fn target_contents(target: &sqlx::PgPool) -> Result<Vec<String>, StoreError> {
     let mut held = Vec::new();
     for table in TABLES {
@@ -251,7 +251,7 @@ async fn target_contents(target: &sqlx::PgPool) -> Result<Vec<String>, StoreErro
             .fetch_one(target)
             .await?;
         if n > 0 {
-            held.push(format!("{table} ({n} rows)"));
+            held.push(format!("{table} ({n})"));
         }
     }
     Ok(held)

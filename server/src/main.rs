@@ -343,7 +343,8 @@ async fn run(cli: Cli) -> Result<()> {
                 herald_store::DatabaseTarget::parse(&to).shown()
             )?;
             for (table, rows) in &counts.tables {
-                writeln!(out, "  {table:<19} {rows:>10} rows")?;
+                let unit = if *rows == 1 { "row" } else { "rows" };
+                writeln!(out, "  {table:<19} {rows:>10} {unit}")?;
             }
             writeln!(
                 out,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use backend::{Backend, TestDb};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
-use process::{free_port, sending_config, Process};
+use process::{free_port, log_tail, sending_config, start_serve, Process};
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
 
@@ -259,25 +259,10 @@ impl Setup {
     /// Starts `herald serve` on `config` and waits until its port answers.
     async fn start(&mut self, config: &Path) -> Process {
         self.runs += 1;
-        let log = std::fs::File::create(self.log_path(self.runs)).unwrap();
-        let child = Command::new(HERALD)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn herald");
-        let process = Process(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(&self.admin).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "herald did not start: {}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        process
+        let log = self.log_path(self.runs);
+        start_serve(config, &log, &self.admin)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
     }
 
     fn log_path(&self, run: usize) -> PathBuf {
@@ -287,11 +272,9 @@ impl Setup {
     fn logs(&self) -> String {
         (1..=self.runs)
             .map(|run| {
-                let text = std::fs::read_to_string(self.log_path(run)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
                 format!(
                     "--- run {run} (last lines) ---\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    log_tail(&self.log_path(run), 30)
                 )
             })
             .collect::<Vec<_>>()
@@ -464,14 +447,14 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
     let out = herald(&["migrate-store", "--config", &sqlite_config, "--to", &url]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
     for ((table, _), rows) in TABLES.iter().zip(&source) {
         let line = stdout
             .lines()
             .find(|l| l.split_whitespace().next() == Some(table))
             .unwrap_or_else(|| panic!("no count for {table}: {stdout}"));
+        let unit = if rows.len() == 1 { "row" } else { "rows" };
         assert!(
-            line.contains(&format!(" {} rows", rows.len())),
+            line.ends_with(&format!(" {} {unit}", rows.len())),
             "{table}: {line}"
         );
     }

@@ -14,13 +14,13 @@ mod process;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
 use postgres::{fresh_database, PgCluster};
-use process::{free_port, sending_config, Process};
+use process::{free_port, log_tail, sending_config, start_serve, Process};
 use serde_json::{json, Value};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -90,25 +90,9 @@ impl Setup {
     }
 
     async fn start(&self) -> Process {
-        let log = std::fs::File::create(self.log_path()).unwrap();
-        let child = Command::new(HERALD)
-            .args(["serve", "--config", self.config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn herald");
-        let process = Process(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(&self.admin).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "herald did not start: {}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        process
+        start_serve(&self.config, &self.log_path(), &self.admin)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn log_path(&self) -> PathBuf {
@@ -116,9 +100,7 @@ impl Setup {
     }
 
     fn logs(&self) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(40).collect();
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        log_tail(&self.log_path(), 40)
     }
 
     async fn login(&self) -> (u16, Value) {

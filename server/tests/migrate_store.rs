@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use backend::{Backend, TestDb};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
-use process::{free_port, log_tail, sending_config, start_serve, Process};
+use process::{free_port, log_tail, sending_config_on, start_serve, Process};
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
 
@@ -137,12 +137,7 @@ async fn sqlite_rows(path: &Path, table: &str, columns: &[&str]) -> Rows {
         .await
         .unwrap();
     conn.close().await.unwrap();
-    let mut rows: Rows = rows
-        .iter()
-        .map(|r| (0..columns.len()).map(|i| r.get(i)).collect())
-        .collect();
-    rows.sort();
-    rows
+    sorted_texts(rows, columns.len())
 }
 
 async fn postgres_rows(url: &str, table: &str, columns: &[&str]) -> Rows {
@@ -152,9 +147,19 @@ async fn postgres_rows(url: &str, table: &str, columns: &[&str]) -> Rows {
         .await
         .unwrap();
     conn.close().await.unwrap();
+    sorted_texts(rows, columns.len())
+}
+
+/// The rows' first `n` columns as text, sorted.
+fn sorted_texts<R>(rows: Vec<R>, n: usize) -> Rows
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let mut rows: Rows = rows
         .iter()
-        .map(|r| (0..columns.len()).map(|i| r.get(i)).collect())
+        .map(|r| (0..n).map(|i| r.get(i)).collect())
         .collect();
     rows.sort();
     rows
@@ -221,30 +226,24 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let cert = LoopbackCert::generate(dir.path()).unwrap();
         let (admin_port, federation_port) = (free_port(), free_port());
-        let text = sending_config(
-            dir.path(),
-            (&cert.cert_path, &cert.key_path),
-            (admin_port, federation_port),
-            TOKEN,
-            &format!(
-                "signing_key_path = {:?}\n\
-                 destination_min_retry_interval = \"300ms\"\n\
-                 [federation]\n\
-                 max_long_retries = 0\n",
-                dir.path().join("herald.signing.key")
-            ),
-        );
         let sqlite = dir.path().join("herald.db");
-        let file = format!("database = {sqlite:?}\n");
-        assert!(text.contains(&file));
+        let retry = "destination_min_retry_interval = \"300ms\"\n\
+                     [federation]\n\
+                     max_long_retries = 0\n";
+        let config = |database: &str| {
+            sending_config_on(
+                database,
+                dir.path(),
+                (&cert.cert_path, &cert.key_path),
+                (admin_port, federation_port),
+                TOKEN,
+                retry,
+            )
+        };
         let sqlite_config = dir.path().join("sqlite.toml");
         let pg_config = dir.path().join("postgres.toml");
-        std::fs::write(&sqlite_config, &text).unwrap();
-        std::fs::write(
-            &pg_config,
-            text.replace(&file, &format!("database = {pg_url:?}\n")),
-        )
-        .unwrap();
+        std::fs::write(&sqlite_config, config(sqlite.to_str().unwrap())).unwrap();
+        std::fs::write(&pg_config, config(pg_url)).unwrap();
         Setup {
             dir,
             cert,

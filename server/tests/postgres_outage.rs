@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
 use postgres::{fresh_database, PgCluster};
-use process::{free_port, log_tail, sending_config, start_serve, Process};
+use process::{free_port, log_tail, sending_config_on, start_serve, Process};
 use serde_json::{json, Value};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -55,27 +55,18 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let cert = LoopbackCert::generate(dir.path()).unwrap();
         let (admin_port, federation_port) = (free_port(), free_port());
-        let text = sending_config(
+        let config = dir.path().join("herald.toml");
+        let text = sending_config_on(
+            &url,
             dir.path(),
             (&cert.cert_path, &cert.key_path),
             (admin_port, federation_port),
             TOKEN,
-            &format!(
-                "signing_key_path = {:?}\n\
-                 destination_min_retry_interval = \"300ms\"\n\
-                 [federation]\n\
-                 max_long_retries = 0\n",
-                dir.path().join("herald.signing.key")
-            ),
+            "destination_min_retry_interval = \"300ms\"\n\
+             [federation]\n\
+             max_long_retries = 0\n",
         );
-        let file = format!("database = {:?}\n", dir.path().join("herald.db"));
-        assert!(text.contains(&file));
-        let config = dir.path().join("herald.toml");
-        std::fs::write(
-            &config,
-            text.replace(&file, &format!("database = {url:?}\n")),
-        )
-        .unwrap();
+        std::fs::write(&config, text).unwrap();
         Setup {
             cluster,
             dir,

@@ -85,3 +85,24 @@ pub fn log_tail(log: &std::path::Path, lines: usize) -> String {
     let tail: Vec<&str> = text.lines().rev().take(lines).collect();
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
+
+/// [`sending_config`] on `database` (an SQLite path or a `postgresql://`
+/// URL) instead of the file in `dir`, with the signing key in `dir` (on
+/// PostgreSQL there is no database directory to put it beside), so that
+/// configs differing only in `database` are the same server.
+pub fn sending_config_on(
+    database: &str,
+    dir: &std::path::Path,
+    cert: (&std::path::Path, &std::path::Path),
+    ports: (u16, u16),
+    token: &str,
+    extra: &str,
+) -> String {
+    let text = sending_config(dir, cert, ports, token, extra);
+    let file = format!("database = {:?}\n", dir.join("herald.db"));
+    let own = format!(
+        "database = {database:?}\nsigning_key_path = {:?}\n",
+        dir.join("herald.signing.key")
+    );
+    text.replace(&file, &own)
+}

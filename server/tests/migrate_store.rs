@@ -551,6 +551,28 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
     let failing_ids = failing.received().event_ids();
     let unique: HashSet<&String> = failing_ids.iter().collect();
     assert_eq!(unique.len(), failing_ids.len(), "an event was sent twice");
+
+    // A served target is refused too, and left as it is.
+    let out = herald(&[
+        "migrate-store",
+        "--from",
+        &sqlite_path,
+        "--to",
+        &url,
+        "--replace",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`--to`") && err.contains("in use by a running `herald serve`"),
+        "{err}"
+    );
+    assert_eq!(
+        target
+            .strings("SELECT event_id FROM outgoing_events WHERE event_id = '$after'")
+            .await,
+        vec!["$after".to_owned()]
+    );
 }
 
 #[tokio::test]

@@ -640,3 +640,28 @@ pub(crate) fn json_array<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> S
     )
     .to_string()
 }
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::StoreError;
+
+    /// Out of reach is told by sqlx's error type, not by its text.
+    #[test]
+    fn a_database_out_of_reach_is_unavailable_and_a_bad_query_is_not() {
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            sqlx::Error::WorkerCrashed,
+        ] {
+            assert!(StoreError::from(e).is_unavailable());
+        }
+        for e in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::ColumnNotFound("x".into()),
+            sqlx::Error::Protocol("unexpected".into()),
+        ] {
+            assert!(!StoreError::from(e).is_unavailable());
+        }
+    }
+}

@@ -3,6 +3,8 @@
 #   scripts/pg-cluster.sh start        prints DIR:PORT (superuser `herald`, trust
 #                                       auth, 127.0.0.1 only, fsync off)
 #   scripts/pg-cluster.sh stop DIR:PORT stops it and removes DIR
+#   scripts/pg-cluster.sh halt DIR:PORT  stops the server only (an outage)
+#   scripts/pg-cluster.sh resume DIR:PORT starts it again on the same port
 # Runs initdb and pg_ctl as the `postgres` user when run as root (initdb
 # refuses root). Debian's `postgresql` is installed only if no initdb exists.
 set -euo pipefail
@@ -32,5 +34,16 @@ case "${1:-}" in
     as_pg "$bin/pg_ctl -D $dir/data -m fast stop" >/dev/null 2>&1 || true
     rm -rf "$dir"
     ;;
-  *) echo "usage: $0 start | stop DIR:PORT" >&2; exit 2 ;;
+  halt|resume)
+    dir=${2%:*}
+    port=${2##*:}
+    case "$(basename "$dir")" in herald-pg-*) ;; *) echo "not a cluster of this script: $dir" >&2; exit 2 ;; esac
+    if [ "$1" = halt ]; then
+      as_pg "$bin/pg_ctl -D $dir/data -m fast -w stop" >/dev/null
+    else
+      as_pg "$bin/pg_ctl -D $dir/data -l $dir/log -w start -o '-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off'" >/dev/null ||
+        { cat "$dir/log" >&2; exit 1; }
+    fi
+    ;;
+  *) echo "usage: $0 start | stop DIR:PORT | halt DIR:PORT | resume DIR:PORT" >&2; exit 2 ;;
 esac

@@ -35,10 +35,17 @@
 //! Then the list requests are asked again while the intake API runs at full
 //! speed on a copy of the database (`intake_load`): p50 and p99 quiet and
 //! loaded. `HERALD_BENCH_UNDER_INTAKE=0` skips that part.
+//!
+//! On PostgreSQL: `HERALD_BENCH_BACKEND=postgres` seeds the SQLite file as
+//! above, moves it with `herald migrate-store`'s copy into a new database of
+//! a throwaway cluster (`scripts/pg-cluster.sh`), and measures the server
+//! on that (the starts and the intake part stay SQLite's: skipped).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod host;
 mod intake_load;
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
 #[path = "../tests/process/mod.rs"]
 mod process;
 
@@ -1045,9 +1052,36 @@ async fn bench(n: usize) {
         db.display()
     );
 
+    // On PostgreSQL: the seeded file moved into a throwaway cluster, which
+    // lives until the end of the run.
+    let on_postgres = std::env::var("HERALD_BENCH_BACKEND").as_deref() == Ok("postgres");
+    let cluster = on_postgres.then(postgres::PgCluster::start);
+    let url = match &cluster {
+        Some(cluster) => {
+            let url = cluster.create_database("herald_bench").await;
+            let t = Instant::now();
+            let counts = herald_store::migrate_store(&db, &url, false, |_| {})
+                .await
+                .expect("migrate-store");
+            println!(
+                "backend: PostgreSQL (migrate-store copied {:?} in {:.1} s)",
+                counts.tables,
+                t.elapsed().as_secs_f64()
+            );
+            Some(url)
+        }
+        None => {
+            println!("backend: SQLite");
+            None
+        }
+    };
+
     let rss_before = status_kb("VmRSS:");
     let t = Instant::now();
-    let store = Store::open(&db).await.expect("open store");
+    let store = match &url {
+        Some(url) => Store::open_postgres(url).await.expect("open store"),
+        None => Store::open(&db).await.expect("open store"),
+    };
     let open_time = t.elapsed();
     assert_eq!(store.destinations.destination_count() as u64, expected.rows);
     let rss_loaded = status_kb("VmRSS:");
@@ -1062,7 +1096,8 @@ async fn bench(n: usize) {
         Ok(_) | Err(herald_store::StoreError::UserExists(_)) => {}
         Err(e) => panic!("create admin: {e}"),
     }
-    let config = Config::loopback(SERVER_NAME, db.clone());
+    let database = url.as_deref().map_or_else(|| db.clone(), PathBuf::from);
+    let config = Config::loopback(SERVER_NAME, database);
     let (addr, client, token) = serve_and_sign_in(&store, config, ADMIN, ADMIN_PASSWORD).await;
     let base = format!("http://{addr}");
 
@@ -1124,6 +1159,9 @@ async fn bench(n: usize) {
     );
 
     store.close().await;
+    if on_postgres {
+        return;
+    }
     if env_number("HERALD_BENCH_STARTS", 3) > 0 {
         starts(&db, &token, &expected, env_number("HERALD_BENCH_STARTS", 3)).await;
     }

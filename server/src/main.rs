@@ -3,6 +3,7 @@
 //! the key server, when configured), `user add` creates accounts,
 //! `federation request` and `federation diagnose` talk to other servers,
 //! `import-synapse` copies Synapse's destinations into Herald's database,
+//! `migrate-store` moves a SQLite Herald store to PostgreSQL,
 //! `demo` runs everything on a fresh database with realistic data.
 
 use std::io::{Read, Write};
@@ -58,6 +59,25 @@ enum Command {
         replace: bool,
         #[command(flatten)]
         common: Common,
+    },
+    /// Copy every table of a SQLite Herald database into a new PostgreSQL
+    /// one (keeping IDs and orderings: the sender continues where it was).
+    /// Neither may be served by a running `herald serve`.
+    MigrateStore {
+        /// The SQLite Herald database (only read); without it, the
+        /// config's `database`.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// The PostgreSQL database: a postgresql:// URL (created
+        /// beforehand; Herald creates its tables).
+        #[arg(long)]
+        to: String,
+        /// Replace what the PostgreSQL database already holds of Herald's.
+        #[arg(long)]
+        replace: bool,
+        /// TOML config file, whose `database` is the default --from.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run on a fresh demo database with realistic data and a printed login.
     #[cfg(feature = "demo")]
@@ -191,21 +211,21 @@ impl Progress {
         }
     }
 
-    fn show(&mut self, p: herald_store::ImportProgress) {
-        let table = p.table.as_str();
+    /// `done` of `total` rows of `table` copied.
+    fn show(&mut self, table: &str, done: u64, total: u64) {
         let mut err = std::io::stderr().lock();
         if self.tty {
             let width = 30u64;
-            let filled = (p.done * width)
-                .checked_div(p.total)
+            let filled = (done * width)
+                .checked_div(total)
                 .unwrap_or(width)
                 .min(width);
             let bar = "#".repeat(filled as usize) + &"-".repeat((width - filled) as usize);
-            let _ = write!(err, "\r{table:<17} [{bar}] {}/{}\x1b[K", p.done, p.total);
+            let _ = write!(err, "\r{table:<19} [{bar}] {done}/{total}\x1b[K");
             let _ = err.flush();
             self.drawn = true;
-        } else if p.done == 0 || p.done >= p.total {
-            let _ = writeln!(err, "{table}: {}/{}", p.done, p.total);
+        } else if done == 0 || done >= total {
+            let _ = writeln!(err, "{table}: {done}/{total}");
         }
     }
 
@@ -276,8 +296,10 @@ async fn run(cli: Cli) -> Result<()> {
             config.validate()?;
             let store = Store::open_target(&config.database.target()).await?;
             let mut shown = Progress::new();
-            let counts =
-                herald_store::import_synapse(&from, &store, replace, |p| shown.show(p)).await;
+            let counts = herald_store::import_synapse(&from, &store, replace, |p| {
+                shown.show(p.table.as_str(), p.done, p.total)
+            })
+            .await;
             shown.finish();
             store.close().await;
             let counts = counts?;
@@ -290,6 +312,46 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(max) = counts.max_stream_ordering {
                 println!("Herald's next stream ordering is above {max}");
             }
+        }
+        Command::MigrateStore {
+            from,
+            to,
+            replace,
+            config,
+        } => {
+            let from = match (from, config) {
+                (Some(from), _) => from,
+                (None, Some(config)) => match Config::load(&config)?.database.target() {
+                    herald_store::DatabaseTarget::Sqlite(path) => path,
+                    herald_store::DatabaseTarget::Postgres(_) => {
+                        bail!("the config's `database` is already PostgreSQL: pass --from")
+                    }
+                },
+                (None, None) => bail!("pass --from (the SQLite database) or --config"),
+            };
+            let mut shown = Progress::new();
+            let counts = herald_store::migrate_store(&from, &to, replace, |p| {
+                shown.show(p.table, p.done, p.total)
+            })
+            .await;
+            shown.finish();
+            let counts = counts?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "copied {} into {}:",
+                from.display(),
+                herald_store::DatabaseTarget::parse(&to).shown()
+            )?;
+            for (table, rows) in &counts.tables {
+                let unit = if *rows == 1 { "row" } else { "rows" };
+                writeln!(out, "  {table:<19} {rows:>10} {unit}")?;
+            }
+            writeln!(
+                out,
+                "point `database` at {} and start `herald serve`",
+                herald_store::DatabaseTarget::parse(&to).shown()
+            )?;
         }
         Command::Federation {
             command:

@@ -20,10 +20,9 @@ mod common {
 
 use backend::{Backend, TestDb};
 
-use process::{free_port, sending_config, Process};
+use process::{free_port, log_tail, sending_config, start_serve, Process};
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,6 @@ use herald::demo::tls::LoopbackCert;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const TOKEN: &str = "sender-secret";
 
 /// The seed of a test's random choices: `HERALD_TEST_SEED` when set (to
@@ -110,25 +108,9 @@ impl Setup {
     /// Starts `herald serve` and waits until its admin port answers.
     async fn start(&mut self) -> Process {
         self.runs += 1;
-        let log = std::fs::File::create(self.log_path(self.runs)).unwrap();
-        let child = Command::new(HERALD)
-            .args(["serve", "--config", self.config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn herald");
-        let process = Process(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(&self.admin).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "herald did not start: {}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        process
+        start_serve(&self.config, &self.log_path(self.runs), &self.admin)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
     }
 
     fn log_path(&self, run: usize) -> PathBuf {
@@ -139,12 +121,8 @@ impl Setup {
     fn logs(&self) -> String {
         (1..=self.runs)
             .map(|run| {
-                let text = std::fs::read_to_string(self.log_path(run)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                format!(
-                    "--- run {run} (last lines) ---\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
+                let tail = log_tail(&self.log_path(run), 30);
+                format!("--- run {run} (last lines) ---\n{tail}")
             })
             .collect::<Vec<_>>()
             .join("\n")

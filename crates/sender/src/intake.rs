@@ -69,6 +69,9 @@ pub enum IntakeError {
     /// `M_TOO_LARGE`: a PDU over the spec's limit.
     #[error("{0}")]
     TooLarge(String),
+    /// Nothing was stored: the database cannot be reached now (try again).
+    #[error("intake not stored: {0}")]
+    Unavailable(OutboxError),
     /// Nothing was stored: the database failed.
     #[error("intake not stored: {0}")]
     Storage(OutboxError),
@@ -78,6 +81,7 @@ impl From<OutboxError> for IntakeError {
     fn from(e: OutboxError) -> Self {
         match e {
             OutboxError::EventInAnotherRoom { .. } => IntakeError::InvalidParam(e.to_string()),
+            e if e.is_unavailable() => IntakeError::Unavailable(e),
             e => IntakeError::Storage(e),
         }
     }

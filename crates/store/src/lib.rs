@@ -15,6 +15,7 @@ pub mod forget;
 pub mod history;
 pub mod index;
 pub mod leases;
+pub mod migrate;
 pub mod notices;
 mod orderings;
 pub mod outbox;
@@ -49,6 +50,7 @@ pub use herald_federation::clock::now_ms;
 pub use herald_federation::RetryTimings;
 pub use index::{DestinationIndex, DestinationRow, IndexBuilder, NullsOrder};
 pub use leases::Leases;
+pub use migrate::{migrate_store, MigrateCounts, MigrateProgress};
 pub use notices::{Notices, Queued};
 pub use outbox::{NewEdu, NewEvent, Outbox, OutboxError};
 pub use serving::{claim_serving, ServingClaim};
@@ -130,6 +132,26 @@ pub enum StoreError {
         target: String,
         source: sqlx::migrate::MigrateError,
     },
+    /// `herald migrate-store`'s source (`--from`) refused.
+    #[error("`--from` ({path}) {problem}")]
+    MigrateSource { path: String, problem: String },
+    /// `herald migrate-store`'s target (`--to`) refused.
+    #[error("`--to` ({target}) {problem}")]
+    MigrateTarget { target: String, problem: String },
+    /// `herald migrate-store` while a `herald serve` holds a side.
+    #[error("`{flag}` ({target}) is in use by a running `herald serve`: stop it first")]
+    MigrateInUse { flag: &'static str, target: String },
+    /// `herald migrate-store` into a database that holds Herald's data.
+    #[error(
+        "Herald's database {target} already holds rows in {held}: refusing to copy over them \
+         (pass --replace to replace them)"
+    )]
+    MigrateNotEmpty { target: String, held: String },
+    /// The database cannot be reached or cannot commit now (PostgreSQL
+    /// stopped, restarting or cut off; no connection free in time): nothing
+    /// was written, and the same request may succeed later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("database error: {0}")]
     Sql(sqlx::Error),
     /// PostgreSQL cannot store this text (a NUL character, which SQLite
@@ -189,8 +211,41 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Unstorable(db.message().to_owned())
             }
+            _ if cannot_reach(&e) => StoreError::Unavailable(e),
             _ => StoreError::Sql(e),
         }
+    }
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (see
+    /// [`StoreError::Unavailable`]): the request may be tried again.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Whether `e` says the database is out of reach rather than that the
+/// request was wrong: no connection in time, the connection broken, or
+/// PostgreSQL's connection-exception class (08xxx), shutting down or
+/// starting (57P01–57P03), or out of connections (53300).
+fn cannot_reach(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db)
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some() =>
+        {
+            db.code().is_some_and(|code| {
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            })
+        }
+        _ => false,
     }
 }
 
@@ -419,7 +474,7 @@ async fn check_identity(path: &Path) -> Result<(), StoreError> {
             .map_err(open_err)?
             .try_get("v")
             .map_err(open_err)?;
-        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let known = known_version();
         if found > known {
             return Err(StoreError::TooNew {
                 path: path.into(),
@@ -430,6 +485,11 @@ async fn check_identity(path: &Path) -> Result<(), StoreError> {
     }
     conn.close().await.map_err(open_err)?;
     Ok(())
+}
+
+/// The newest schema version this build knows on SQLite.
+pub(crate) fn known_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
 /// The first tables of a database that is not Herald's, for the refusal.
@@ -618,4 +678,29 @@ pub(crate) fn json_array<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> S
             .collect(),
     )
     .to_string()
+}
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::StoreError;
+
+    /// Out of reach is told by sqlx's error type, not by its text.
+    #[test]
+    fn a_database_out_of_reach_is_unavailable_and_a_bad_query_is_not() {
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            sqlx::Error::WorkerCrashed,
+        ] {
+            assert!(StoreError::from(e).is_unavailable());
+        }
+        for e in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::ColumnNotFound("x".into()),
+            sqlx::Error::Protocol("unexpected".into()),
+        ] {
+            assert!(!StoreError::from(e).is_unavailable());
+        }
+    }
 }

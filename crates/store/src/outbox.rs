@@ -87,6 +87,19 @@ pub(super) enum Job {
     Delivered(Delivery, oneshot::Sender<Result<(), OutboxError>>),
 }
 
+impl OutboxError {
+    /// Whether nothing was stored because the database could not be
+    /// reached ([`StoreError::Unavailable`]): the same request may succeed
+    /// later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            OutboxError::Store(e) => e.is_unavailable(),
+            OutboxError::Commit(e) => e.is_unavailable(),
+            OutboxError::WriterGone | OutboxError::EventInAnotherRoom { .. } => false,
+        }
+    }
+}
+
 impl Job {
     fn rows(&self) -> usize {
         match self {

@@ -1,16 +1,39 @@
 //! The `users` and `access_tokens` tables: accounts with Argon2id password
 //! hashes, and access tokens stored only as SHA-256 hashes. Each query is
-//! one text run on either backend ([`crate::db`]).
+//! one text run on either backend ([`crate::db`]). While the database is
+//! unavailable, a token this process verified within [`OUTAGE_GRACE`] is
+//! still recognised (so what is served from memory keeps answering); it is
+//! never consulted while the database answers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::Row;
 
 use super::{now_ms, StoreError};
 use crate::db::{on_db, Db};
 
+/// How long after this process last verified a token it is still
+/// recognised while the database is unavailable.
+pub const OUTAGE_GRACE: Duration = Duration::from_secs(600);
+
+/// The most tokens remembered for an outage (beyond it, the oldest go).
+const REMEMBERED: usize = 1_000;
+
 /// Accounts and their access tokens (stored only as hashes).
 #[derive(Clone)]
 pub struct Users {
     db: Db,
+    /// Tokens verified recently: hash → owner, when verified, expiry (ms).
+    verified: Arc<Mutex<HashMap<Vec<u8>, Verified>>>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    owner: TokenOwner,
+    at: Instant,
+    expires_ts: Option<i64>,
 }
 
 /// An account.
@@ -31,7 +54,10 @@ pub struct TokenOwner {
 
 impl Users {
     pub(crate) fn new(db: impl Into<Db>) -> Users {
-        Users { db: db.into() }
+        Users {
+            db: db.into(),
+            verified: Arc::default(),
+        }
     }
 
     /// Creates an account; fails with [`StoreError::UserExists`] if the name is taken.
@@ -104,30 +130,92 @@ impl Users {
         Ok(())
     }
 
-    /// The owner of a token that exists and has not expired.
+    /// The owner of a token that exists and has not expired. While the
+    /// database is unavailable: the owner this process verified within
+    /// [`OUTAGE_GRACE`] (and not expired since), else the error.
     pub async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>, StoreError> {
         let now = now_ms();
+        let found = match self.look_up(token_hash, now).await {
+            Err(e) if e.is_unavailable() => {
+                return match self.remembered(token_hash, now) {
+                    Some(owner) => Ok(Some(owner)),
+                    None => Err(e),
+                }
+            }
+            other => other?,
+        };
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        match &found {
+            Some((owner, expires_ts)) => {
+                if verified.len() >= REMEMBERED && !verified.contains_key(token_hash) {
+                    let oldest = verified
+                        .iter()
+                        .min_by_key(|(_, v)| v.at)
+                        .map(|(k, _)| k.clone());
+                    if let Some(oldest) = oldest {
+                        verified.remove(&oldest);
+                    }
+                }
+                verified.insert(
+                    token_hash.to_vec(),
+                    Verified {
+                        owner: owner.clone(),
+                        at: Instant::now(),
+                        expires_ts: *expires_ts,
+                    },
+                );
+            }
+            None => {
+                verified.remove(token_hash);
+            }
+        }
+        Ok(found.map(|(owner, _)| owner))
+    }
+
+    async fn look_up(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<(TokenOwner, Option<i64>)>, StoreError> {
         let row = on_db!(&self.db, |pool| {
             sqlx::query(
-            "SELECT u.name, u.admin, t.device_id FROM access_tokens t JOIN users u ON u.name = t.user_name \
+                "SELECT u.name, u.admin, t.device_id, t.expires_ts FROM access_tokens t \
+             JOIN users u ON u.name = t.user_name \
              WHERE t.token_hash = $1 AND (t.expires_ts IS NULL OR t.expires_ts > $2)",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .fetch_optional(pool)
-        .await?
-        .map(|r| -> Result<TokenOwner, sqlx::Error> {
-            Ok(TokenOwner {
-                user: r.try_get(0)?,
-                admin: r.try_get(1)?,
-                device_id: r.try_get(2)?,
+            )
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| -> Result<(TokenOwner, Option<i64>), sqlx::Error> {
+                Ok((
+                    TokenOwner {
+                        user: r.try_get(0)?,
+                        admin: r.try_get(1)?,
+                        device_id: r.try_get(2)?,
+                    },
+                    r.try_get(3)?,
+                ))
             })
-        })
         });
         Ok(row.transpose()?)
     }
 
+    /// A token verified within [`OUTAGE_GRACE`] and not expired at `now`.
+    fn remembered(&self, token_hash: &[u8], now: i64) -> Option<TokenOwner> {
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        verified
+            .get(token_hash)
+            .filter(|v| v.at.elapsed() < OUTAGE_GRACE)
+            .filter(|v| v.expires_ts.is_none_or(|ts| ts > now))
+            .map(|v| v.owner.clone())
+    }
+
     pub async fn delete_token(&self, token_hash: &[u8]) -> Result<(), StoreError> {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(token_hash);
         on_db!(&self.db, |pool| sqlx::query(
             "DELETE FROM access_tokens WHERE token_hash = $1"
         )

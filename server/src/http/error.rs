@@ -114,6 +114,16 @@ impl ApiError {
         ApiError::new(status, errcode, message)
     }
 
+    /// 503: the database cannot be reached or cannot commit now; nothing
+    /// was changed, the same request may succeed later.
+    pub fn database_unavailable() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "M_UNKNOWN",
+            "The database is unavailable: nothing was stored or changed; try again later",
+        )
+    }
+
     pub fn internal() -> Self {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -146,6 +156,10 @@ impl From<StoreError> for ApiError {
             StoreError::SynapseUnavailable { .. } => {
                 tracing::warn!(error = %e, "Synapse's database does not answer");
                 ApiError::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", e.to_string())
+            }
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "the database is unavailable");
+                ApiError::database_unavailable()
             }
             StoreError::ReadOnly => {
                 ApiError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", e.to_string())

@@ -80,6 +80,10 @@ fn intake_error(e: IntakeError) -> ApiError {
         }
         IntakeError::BadJson(m) => ApiError::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", m),
         IntakeError::TooLarge(m) => ApiError::new(StatusCode::BAD_REQUEST, "M_TOO_LARGE", m),
+        IntakeError::Unavailable(e) => {
+            tracing::warn!(error = %e, "intake not stored: the database is unavailable");
+            ApiError::database_unavailable()
+        }
         IntakeError::Storage(e) => {
             tracing::error!(error = %e, "intake not stored");
             ApiError::internal()

@@ -86,6 +86,31 @@ pub async fn fresh_database(name: &str) -> (PgCluster, String) {
     (cluster, url)
 }
 
+impl PgCluster {
+    /// Stops the server, keeping its data (an outage), or starts it again
+    /// on the same port (`resume`).
+    pub fn halt(&self) {
+        self.run("halt");
+    }
+
+    pub fn resume(&self) {
+        self.run("resume");
+    }
+
+    fn run(&self, what: &str) {
+        let out = Command::new(script())
+            .arg(what)
+            .arg(format!("{}:{}", self.dir.display(), self.port))
+            .output()
+            .expect("run scripts/pg-cluster.sh");
+        assert!(
+            out.status.success(),
+            "scripts/pg-cluster.sh {what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let _ = Command::new(script())

@@ -49,3 +49,60 @@ pub fn sending_config(
         db = dir.join("herald.db"),
     )
 }
+
+/// Starts `herald serve --config <config>` with its log (`RUST_LOG=info`)
+/// in `log`, and waits (up to 30 s) until `admin` accepts connections; on
+/// failure, the log's last lines.
+pub async fn start_serve(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    admin: &str,
+) -> Result<Process, String> {
+    let file = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .spawn()
+        .map_err(|e| format!("spawn herald: {e}"))?;
+    let process = Process(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(admin).await.is_err() {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("herald did not start:\n{}", log_tail(log, 30)));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(process)
+}
+
+/// The last `lines` lines of a log file (empty if it cannot be read).
+pub fn log_tail(log: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// [`sending_config`] on `database` (an SQLite path or a `postgresql://`
+/// URL) instead of the file in `dir`, with the signing key in `dir` (on
+/// PostgreSQL there is no database directory to put it beside), so that
+/// configs differing only in `database` are the same server.
+pub fn sending_config_on(
+    database: &str,
+    dir: &std::path::Path,
+    cert: (&std::path::Path, &std::path::Path),
+    ports: (u16, u16),
+    token: &str,
+    extra: &str,
+) -> String {
+    let text = sending_config(dir, cert, ports, token, extra);
+    let file = format!("database = {:?}\n", dir.join("herald.db"));
+    let own = format!(
+        "database = {database:?}\nsigning_key_path = {:?}\n",
+        dir.join("herald.signing.key")
+    );
+    text.replace(&file, &own)
+}

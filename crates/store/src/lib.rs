@@ -53,7 +53,7 @@ pub use leases::Leases;
 pub use migrate::{migrate_store, MigrateCounts, MigrateProgress};
 pub use notices::{Notices, Queued};
 pub use outbox::{NewEdu, NewEvent, Outbox, OutboxError};
-pub use serving::{claim_serving, ServingClaim};
+pub use serving::{claim_serving, claim_whole, ServingClaim};
 pub use shards::{shard_of, ShardSet, SHARDS};
 pub use shared_index::{Edit, SharedIndex};
 pub use synapse::{import_synapse, ImportCounts, ImportProgress, SynapseSettings};

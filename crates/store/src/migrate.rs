@@ -174,7 +174,7 @@ async fn claim(
     target: &DatabaseTarget,
     flag: &'static str,
 ) -> Result<crate::ServingClaim, StoreError> {
-    crate::claim_serving(target, Duration::ZERO)
+    crate::claim_whole(target, Duration::ZERO)
         .await
         .map_err(|e| match e {
             StoreError::Serving { target, .. } => StoreError::MigrateInUse { flag, target },
@@ -201,6 +201,9 @@ async fn copy(
     // One snapshot of the source for every table.
     sqlx::query("BEGIN").execute(&mut source).await?;
     let mut tx = target.begin().await?;
+    // No notice per copied row: instances started on the target later
+    // load it whole anyway.
+    crate::notices::bulk_write_pg(&mut tx).await?;
     // Emptied first: the migrations' own `herald_meta` row, and with
     // `replace` everything the target held.
     sqlx::query(&format!("TRUNCATE {}", TABLES.join(", ")))

@@ -12,8 +12,9 @@
 //!   database (never on the database file itself: closing another handle
 //!   on it would drop SQLite's own locks);
 //! - PostgreSQL: a session-level advisory lock on (Herald's key, the
-//!   instance name's hash) held by a connection of its own for the
-//!   server's lifetime, with the server's TCP keepalives at 5 s so that a
+//!   instance name's hash), and Herald's key alone taken shared (which
+//!   `herald migrate-store` takes exclusive, [`claim_whole`]), held by a
+//!   connection of its own for the server's lifetime, with the server's TCP keepalives at 5 s so that a
 //!   claim whose holder vanished goes in about 20 s. If that connection is
 //!   lost (the database restarted, the network cut), the claim is lost
 //!   with it; the sending is safe anyway, as it is bounded by the shard
@@ -81,6 +82,34 @@ pub async fn claim_serving(
     instance: &str,
     wait: Duration,
 ) -> Result<ServingClaim, StoreError> {
+    claim(target, Who::Instance(instance), wait).await
+}
+
+/// Claims the whole of `target` for a command that rewrites it
+/// (`herald migrate-store`): on SQLite the same lock file as a server's, on
+/// PostgreSQL the exclusive form of the lock every server holds shared, so
+/// no instance of any name runs beside it, nor starts until it is done.
+pub async fn claim_whole(
+    target: &DatabaseTarget,
+    wait: Duration,
+) -> Result<ServingClaim, StoreError> {
+    claim(target, Who::Whole, wait).await
+}
+
+/// Who claims a database.
+#[derive(Debug, Clone, Copy)]
+enum Who<'a> {
+    /// A server, as the instance of this name (and, shared, the database).
+    Instance(&'a str),
+    /// A command that needs the database to itself.
+    Whole,
+}
+
+async fn claim(
+    target: &DatabaseTarget,
+    who: Who<'_>,
+    wait: Duration,
+) -> Result<ServingClaim, StoreError> {
     let deadline = Instant::now() + wait;
     match target {
         DatabaseTarget::Sqlite(path) => {
@@ -146,30 +175,86 @@ pub async fn claim_serving(
                 .map_err(|_| unreachable("no answer within 10 s".into()))?
                 .map_err(|e| unreachable(e.to_string()))?;
             loop {
-                let try_lock = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-                    .bind(ADVISORY_KEY)
-                    .bind(instance_key(instance))
-                    .fetch_one(&mut conn);
-                let held: bool = tokio::time::timeout(STEP_TIMEOUT, try_lock)
-                    .await
-                    .map_err(|_| unreachable("no answer within 10 s".into()))?
-                    .map_err(|e| unreachable(e.to_string()))?;
-                if held {
-                    return Ok(ServingClaim {
-                        _held: Held::Postgres {
-                            _session: Box::new(conn),
-                        },
-                    });
+                let held = match who {
+                    Who::Instance(name) => {
+                        let own = try_advisory(
+                            &mut conn,
+                            "SELECT pg_try_advisory_lock($1, $2)",
+                            Some(instance_key(name)),
+                        )
+                        .await
+                        .map_err(unreachable)?;
+                        if !own {
+                            Err(format!(
+                                "another `herald serve` with instance_name {name:?} holds its \
+                                 advisory lock; give each instance its own `instance_name`"
+                            ))
+                        } else if try_advisory(
+                            &mut conn,
+                            "SELECT pg_try_advisory_lock_shared($1::BIGINT)",
+                            None,
+                        )
+                        .await
+                        .map_err(unreachable)?
+                        {
+                            Ok(())
+                        } else {
+                            try_advisory(
+                                &mut conn,
+                                "SELECT pg_advisory_unlock($1, $2)",
+                                Some(instance_key(name)),
+                            )
+                            .await
+                            .map_err(unreachable)?;
+                            Err("a `herald migrate-store` is writing this database".to_owned())
+                        }
+                    }
+                    Who::Whole => {
+                        if try_advisory(&mut conn, "SELECT pg_try_advisory_lock($1::BIGINT)", None)
+                            .await
+                            .map_err(unreachable)?
+                        {
+                            Ok(())
+                        } else {
+                            Err("a `herald serve` (or another `herald migrate-store`) is \
+                                 running on this database"
+                                .to_owned())
+                        }
+                    }
+                };
+                match held {
+                    Ok(()) => {
+                        return Ok(ServingClaim {
+                            _held: Held::Postgres {
+                                _session: Box::new(conn),
+                            },
+                        })
+                    }
+                    Err(why) if Instant::now() >= deadline => {
+                        let _ = conn.close().await;
+                        return Err(refused(why));
+                    }
+                    Err(_) => tokio::time::sleep(RETRY).await,
                 }
-                if Instant::now() >= deadline {
-                    let _ = conn.close().await;
-                    return Err(refused(format!(
-                        "another `herald serve` with instance_name {instance:?} holds its \
-                         advisory lock; give each instance its own `instance_name`"
-                    )));
-                }
-                tokio::time::sleep(RETRY).await;
             }
         }
     }
+}
+
+/// Runs one `pg_try_advisory_lock…`/`pg_advisory_unlock` statement on
+/// Herald's key (and `second`, for the two-key form), within
+/// [`STEP_TIMEOUT`]: whether it took (or released) the lock.
+async fn try_advisory(
+    conn: &mut sqlx::PgConnection,
+    sql: &'static str,
+    second: Option<i32>,
+) -> Result<bool, String> {
+    let query = match second {
+        Some(second) => sqlx::query_scalar(sql).bind(ADVISORY_KEY).bind(second),
+        None => sqlx::query_scalar(sql).bind(i64::from(ADVISORY_KEY)),
+    };
+    tokio::time::timeout(STEP_TIMEOUT, query.fetch_one(conn))
+        .await
+        .map_err(|_| "no answer within 10 s".to_owned())?
+        .map_err(|e| e.to_string())
 }

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestDb};
-use herald_store::{claim_serving, StoreError};
+use herald_store::{claim_serving, claim_whole, StoreError};
 
 async fn a_second_claim_waits_then_is_refused(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -58,3 +58,36 @@ async fn instances_with_other_names_claim_side_by_side_on_postgres() {
     assert!(text.contains("instance_name \"a\""), "{text}");
     drop((a, b));
 }
+
+/// A whole-database claim (`herald migrate-store`) and a server's exclude
+/// each other, whatever the server's `instance_name`; the server's refusal
+/// names what holds the database.
+async fn a_whole_claim_excludes_every_server(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = claim_serving(&db.target, "a", Duration::ZERO)
+        .await
+        .unwrap();
+    let whole = claim_whole(&db.target, Duration::from_millis(100)).await;
+    assert!(
+        matches!(whole, Err(StoreError::Serving { .. })),
+        "{whole:?}"
+    );
+    drop(server);
+    let whole = claim_whole(&db.target, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let server = claim_serving(&db.target, "b", Duration::from_millis(100)).await;
+    let text = server.unwrap_err().to_string();
+    if backend == Backend::Postgres {
+        assert!(text.contains("migrate-store"), "{text}");
+    }
+    drop(whole);
+    // Freed: a server claims again, and the instance lock it took and gave
+    // back while refused does not linger.
+    let again = claim_serving(&db.target, "b", Duration::from_secs(10))
+        .await
+        .unwrap();
+    drop(again);
+}
+
+both_backends!(a_whole_claim_excludes_every_server);

@@ -115,16 +115,23 @@ pub(crate) fn queued_payloads<'a>(names: impl IntoIterator<Item = &'a str>) -> V
 /// rows (an import), where a notice per row would cost more than a reload.
 pub(crate) async fn bulk_write(tx: &mut DbTx) -> Result<(), sqlx::Error> {
     if let DbTx::Postgres(pg) = tx {
-        sqlx::query(
-            "SELECT set_config('herald.bulk', 'on', true), \
-             pg_notify('herald_destinations', \
-             COALESCE(current_setting('herald.instance', true), '') || ' *')",
-        )
-        .execute(&mut **pg)
-        .await?;
+        bulk_write_pg(pg).await?;
     }
     Ok(())
 }
+
+/// [`bulk_write`] on a PostgreSQL transaction's connection.
+pub(crate) async fn bulk_write_pg(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT set_config('herald.bulk', 'on', true), \
+         pg_notify('herald_destinations', \
+         COALESCE(current_setting('herald.instance', true), '') || ' *')",
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,8 @@
 //! embedded migrations, and offers typed operations per table
 //! family: [`destinations`] (with the in-memory [`index`] that serves the
 //! admin list), [`users`] (accounts and access tokens) and [`outbox`] (the
-//! sender's accepted PDUs and EDUs, written by group commit).
+//! sender's accepted PDUs and EDUs, written by group commit). On PostgreSQL,
+//! [`notices`] brings other instances' writes to this store within a second.
 
 pub mod db;
 pub mod delivery;

@@ -433,6 +433,7 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
         .collect();
     expected.sort();
     let mut found = schema.clone();
+    found.retain(|(table, _)| !herald_store::migrate::NOT_COPIED.contains(&table.as_str()));
     found.sort();
     assert_eq!(found, expected, "the test names every table and column");
     let mut source = Vec::new();

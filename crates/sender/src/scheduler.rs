@@ -62,6 +62,13 @@ struct State {
     destinations: HashMap<Arc<str>, Destination>,
     /// (due ms since the epoch, destination) of every waiting destination.
     timers: BTreeSet<(i64, Arc<str>)>,
+    /// The transaction in flight of each destination whose shard was lost
+    /// mid-send: if the shard comes back while the same events wait, they
+    /// go again under the same ID, which the receiver has perhaps already
+    /// accepted (a database outage, where every shard lapses, must not
+    /// deliver an event twice). One per such destination; taken back when
+    /// it is woken.
+    lost_in_flight: HashMap<Arc<str>, InFlight>,
 }
 
 /// A destination with something to send.
@@ -184,11 +191,13 @@ impl Shared {
                         }
                         None => Phase::Sending { more: false },
                     };
+                    let in_flight = state.lost_in_flight.remove(name);
                     state.destinations.insert(
                         key.clone(),
                         Destination {
                             phase,
                             catching_up,
+                            in_flight,
                             ..Destination::default()
                         },
                     );
@@ -266,7 +275,10 @@ impl Shared {
         let mut state = self.state.lock();
         if let Some((key, d)) = state.destinations.remove_entry(name) {
             if let Phase::Waiting { due } = d.phase {
-                state.timers.remove(&(due, key));
+                state.timers.remove(&(due, key.clone()));
+            }
+            if let Some(in_flight) = d.in_flight {
+                state.lost_in_flight.insert(key, in_flight);
             }
         }
     }

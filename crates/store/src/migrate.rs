@@ -50,6 +50,13 @@ pub const TABLES: [&str; 10] = [
     "destination_history",
 ];
 
+/// Tables of Herald's store a copy leaves alone: which instance holds which
+/// shard, and the instances' heartbeats. A SQLite store never writes them
+/// (its one server holds every shard); the target keeps its own (the 256
+/// free shard rows its migrations made), and the instances started on it
+/// claim them.
+pub const NOT_COPIED: [&str; 2] = ["herald_instances", "herald_shards"];
+
 /// Where a copy is, for a progress bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MigrateProgress {

@@ -38,6 +38,17 @@ pub enum ServeError {
     SynapseTls(#[from] herald_federation::connect::TlsConfigError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "`signing_key_path`: instance {other:?}, running on this `database`, signs with \
+         another key than {path} ({key_id}): every instance must use the same key file"
+    )]
+    SigningKeyDiffers {
+        other: String,
+        path: String,
+        key_id: String,
+    },
+    #[error(transparent)]
+    Store(#[from] herald_store::StoreError),
 }
 
 /// Binds the configured address (reporting the bound one, so port 0 works).
@@ -60,6 +71,32 @@ pub fn load_keys(config: &Config) -> Result<ServerKeys, KeysError> {
         tracing::info!(%key_id, path = %path.display(), "generated a new signing key");
     }
     Ok(keys)
+}
+
+/// On a database several instances share: refuses to start when a live
+/// instance signs with another key (remote servers would see signatures
+/// by a key the instance they ask does not publish).
+async fn check_signing_key(
+    store: &Store,
+    config: &Config,
+    keys: &ServerKeys,
+) -> Result<(), ServeError> {
+    let current = keys.current();
+    let key_id = current.key_id();
+    let signing_key = format!("{key_id} {}", current.verify_key());
+    let live_ms = i64::try_from(herald_sender::leases::LEASE.as_millis()).unwrap_or(i64::MAX);
+    match store
+        .leases
+        .check_signing_key(&config.instance_name, &signing_key, live_ms)
+        .await?
+    {
+        None => Ok(()),
+        Some(other) => Err(ServeError::SigningKeyDiffers {
+            other,
+            path: config.signing_key_path().display().to_string(),
+            key_id,
+        }),
+    }
 }
 
 /// The Synapse of `[synapse]`, checked: `url` must answer as a Synapse, or
@@ -101,6 +138,7 @@ impl Server {
         config: Config,
     ) -> Result<Server, ServeError> {
         let keys = load_keys(&config)?;
+        check_signing_key(&store, &config, &keys).await?;
         let synapse = match &config.synapse {
             Some(section) => Some(attach(section, &config).await?),
             None => None,

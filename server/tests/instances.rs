@@ -692,3 +692,47 @@ fn url_parts(url: &str) -> TestDbUrl {
         port,
     }
 }
+
+/// Every instance must sign with the same key (remote servers fetch it
+/// from whichever instance answers): one with another key file is refused
+/// at start-up, naming `signing_key_path` and the instance it differs from.
+#[tokio::test]
+async fn an_instance_with_another_signing_key_is_refused() {
+    let mut cluster = Cluster::new().await;
+    let mut a = cluster.instance("alpha", true, None);
+    a.start().await;
+    cluster.wait_split(&a, &[("alpha", 256)], &[&a]).await;
+    let b = cluster.instance("beta", false, None);
+    let shared_key = cluster.dir.path().join("herald.signing.key");
+    let other_key = cluster.dir.path().join("other.signing.key");
+    let text = std::fs::read_to_string(&b.config)
+        .unwrap()
+        .replace(&format!("{shared_key:?}"), &format!("{other_key:?}"));
+    std::fs::write(&b.config, text).unwrap();
+    let log = std::fs::File::create(&b.log).unwrap();
+    let mut child = Command::new(HERALD)
+        .args(["serve", "--config", b.config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("beta was not refused: {}", logs_of(&[&b]));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let err = std::fs::read_to_string(&b.log).unwrap();
+    assert!(
+        err.contains("`signing_key_path`") && err.contains("\"alpha\""),
+        "{err}"
+    );
+    // Nothing was taken from alpha, which still sends everything.
+    cluster.wait_split(&a, &[("alpha", 256)], &[&a]).await;
+}

@@ -6,6 +6,9 @@ CREATE TABLE herald_instances (
     instance_name TEXT PRIMARY KEY NOT NULL,
     started_ts INTEGER NOT NULL,
     heartbeat_ts INTEGER NOT NULL,
+    -- "<key id> <public key>" of the signing key it signs with: every
+    -- instance must sign with the same one (checked at start-up).
+    signing_key TEXT,
     -- When it stopped cleanly (its shards freed); NULL while it runs.
     left_ts INTEGER
 );

@@ -7,6 +7,9 @@ CREATE TABLE herald_instances (
     instance_name TEXT COLLATE "C" PRIMARY KEY,
     started_ts BIGINT NOT NULL,
     heartbeat_ts BIGINT NOT NULL,
+    -- "<key id> <public key>" of the signing key it signs with: every
+    -- instance must sign with the same one (checked at start-up).
+    signing_key TEXT,
     -- When it stopped cleanly (its shards freed); NULL while it runs.
     left_ts BIGINT
 );

@@ -64,6 +64,46 @@ impl Leases {
         self.pool.is_postgres()
     }
 
+    /// Records the signing key `me` signs with ("<key id> <public key>"),
+    /// unless a live instance (a heartbeat within `live_ms`) signs with
+    /// another: then that instance's name, and nothing is written. Every
+    /// instance must sign with the same key, as remote servers fetch it from
+    /// whichever instance answers. Nothing on SQLite.
+    pub async fn check_signing_key(
+        &self,
+        me: &str,
+        signing_key: &str,
+        live_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let Db::Postgres(pool) = &self.pool else {
+            return Ok(None);
+        };
+        let other: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT instance_name FROM herald_instances \
+             WHERE instance_name <> $1 AND left_ts IS NULL AND heartbeat_ts > {NOW} - $2 \
+             AND signing_key IS DISTINCT FROM $3 ORDER BY instance_name LIMIT 1"
+        ))
+        .bind(me)
+        .bind(live_ms)
+        .bind(signing_key)
+        .fetch_optional(pool)
+        .await?;
+        if other.is_some() {
+            return Ok(other);
+        }
+        // A new row is not live (heartbeat 0) until the first lease round.
+        sqlx::query(
+            "INSERT INTO herald_instances (instance_name, started_ts, heartbeat_ts, signing_key) \
+             VALUES ($1, 0, 0, $2) ON CONFLICT (instance_name) DO UPDATE \
+             SET signing_key = EXCLUDED.signing_key",
+        )
+        .bind(me)
+        .bind(signing_key)
+        .execute(pool)
+        .await?;
+        Ok(None)
+    }
+
     /// One round of `me`'s lease task (see the module's comment), leases
     /// lasting `lease_ms` from the moment each statement runs. On SQLite:
     /// every shard, nothing written.

@@ -182,7 +182,11 @@ async fn claim(
     crate::claim_serving(target, CLAIM_WAIT)
         .await
         .map_err(|e| match e {
-            StoreError::Serving { target, .. } => StoreError::MigrateInUse { flag, target },
+            StoreError::Serving { target, detail } => StoreError::MigrateInUse {
+                flag,
+                target,
+                detail,
+            },
             other => other,
         })
 }

@@ -1097,7 +1097,10 @@ async fn bench(n: usize) {
         Err(e) => panic!("create admin: {e}"),
     }
     let database = url.as_deref().map_or_else(|| db.clone(), PathBuf::from);
-    let config = Config::loopback(SERVER_NAME, database);
+    let mut config = Config::loopback(SERVER_NAME, database);
+    // Beside the temp database, not in the working directory (where a
+    // PostgreSQL `database` would put it).
+    config.signing_key_path = Some(dir.path().join("herald.signing.key"));
     let (addr, client, token) = serve_and_sign_in(&store, config, ADMIN, ADMIN_PASSWORD).await;
     let base = format!("http://{addr}");
 

@@ -352,6 +352,20 @@ async fn rooms_are_paginated_by_room_id_and_404_comes_before_parameters(backend:
     back.reverse();
     assert_eq!(ids(&body), back[5..10]);
     assert_eq!(body["next_token"], "10");
+    // Pages in the second half (read from the other end by the store).
+    for (query, want, next) in [
+        ("from=10&limit=3", expected[10..13].to_vec(), Some("13")),
+        ("from=12&limit=5", expected[12..15].to_vec(), None),
+        ("from=8&limit=100&dir=b", back[8..15].to_vec(), None),
+        ("from=14&limit=1&dir=b", back[14..15].to_vec(), None),
+    ] {
+        let (status, body) = s
+            .get(&format!("{LIST}/b.org/rooms?{query}"), Some(&t))
+            .await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(ids(&body), want, "{query}");
+        assert_eq!(body["next_token"].as_str(), next, "{query}");
+    }
     assert_error(
         &s.get(&format!("{LIST}/unknown.example/rooms?from=-1"), Some(&t))
             .await,

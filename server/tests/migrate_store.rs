@@ -420,7 +420,8 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("`--from`") && err.contains("in use by a running `herald serve`"),
+        err.contains("`--from`")
+            && err.contains("cannot be claimed for the copy: another `herald serve` holds"),
         "{err}"
     );
     drop(server);
@@ -565,7 +566,8 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("`--to`") && err.contains("in use by a running `herald serve`"),
+        err.contains("`--to`")
+            && err.contains("cannot be claimed for the copy: another `herald serve` holds"),
         "{err}"
     );
     assert_eq!(

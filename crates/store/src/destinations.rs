@@ -431,20 +431,33 @@ impl Destinations {
                 total,
             });
         }
-        let order = match q.dir {
-            Direction::Forwards => "ASC",
-            Direction::Backwards => "DESC",
+        // A page in the second half is read from the other end (the count
+        // is known): an `OFFSET` walks at most half the rooms.
+        let (from, limit, total_n) = (q.from, q.limit, total);
+        let end = from.saturating_add(limit).min(total_n);
+        let flipped = from < total_n && from > total_n / 2;
+        let (backwards, offset, limit) = match flipped {
+            true => (
+                !matches!(q.dir, Direction::Backwards),
+                total_n - end,
+                end - from,
+            ),
+            false => (matches!(q.dir, Direction::Backwards), from, limit),
         };
+        let order = if backwards { "DESC" } else { "ASC" };
         // `room_id` compares bytes on both backends (COLLATE "C" on PostgreSQL).
-        let rows: Vec<(String, i64)> = on_db!(&self.pool, |pool| sqlx::query_as(&format!(
+        let mut rows: Vec<(String, i64)> = on_db!(&self.pool, |pool| sqlx::query_as(&format!(
             "SELECT room_id, stream_ordering FROM destination_rooms WHERE destination = $1 \
              ORDER BY room_id {order} LIMIT $2 OFFSET $3"
         ))
         .bind(name)
-        .bind(q.limit as i64)
-        .bind(q.from as i64)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
         .fetch_all(pool)
         .await?);
+        if flipped {
+            rows.reverse();
+        }
         let rooms = rows
             .into_iter()
             .map(|(room_id, stream_ordering)| DestinationRoom {

@@ -139,9 +139,17 @@ pub enum StoreError {
     /// `herald migrate-store`'s target (`--to`) refused.
     #[error("`--to` ({target}) {problem}")]
     MigrateTarget { target: String, problem: String },
-    /// `herald migrate-store` while a `herald serve` holds a side.
-    #[error("`{flag}` ({target}) is in use by a running `herald serve`: stop it first")]
-    MigrateInUse { flag: &'static str, target: String },
+    /// `herald migrate-store` cannot claim a side (a `herald serve` holds
+    /// it, or its claim cannot be taken): `detail` says which.
+    #[error(
+        "`{flag}` ({target}) cannot be claimed for the copy: {detail} (stop any \
+         `herald serve` using it first)"
+    )]
+    MigrateInUse {
+        flag: &'static str,
+        target: String,
+        detail: String,
+    },
     /// `herald migrate-store` into a database that holds Herald's data.
     #[error(
         "Herald's database {target} already holds rows in {held}: refusing to copy over them \

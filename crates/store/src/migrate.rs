@@ -176,15 +176,24 @@ async fn check_source(from: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Takes the serving claim of `target` at once, or says which is in use.
+/// How long a claim is waited for: a process that ended a moment ago (a
+/// server stopped, the previous `migrate-store`) may still hold it until
+/// PostgreSQL notices its session closed.
+const CLAIM_WAIT: Duration = Duration::from_secs(3);
+
+/// Takes the serving claim of `target`, or says which is in use.
 async fn claim(
     target: &DatabaseTarget,
     flag: &'static str,
 ) -> Result<crate::ServingClaim, StoreError> {
-    crate::claim_whole(target, Duration::ZERO)
+    crate::claim_whole(target, CLAIM_WAIT)
         .await
         .map_err(|e| match e {
-            StoreError::Serving { target, .. } => StoreError::MigrateInUse { flag, target },
+            StoreError::Serving { target, detail } => StoreError::MigrateInUse {
+                flag,
+                target,
+                detail,
+            },
             other => other,
         })
 }
@@ -244,6 +253,12 @@ async fn copy(
     tx.commit().await?;
     let _ = sqlx::query("COMMIT").execute(&mut source).await;
     let _ = source.close().await;
+    // A bulk load leaves the planner without statistics and the visibility
+    // map empty (every index-only scan, e.g. a deep page of a destination's
+    // rooms, would visit the heap) until autovacuum comes by: done now.
+    sqlx::query(&format!("VACUUM (ANALYZE) {}", TABLES.join(", ")))
+        .execute(target)
+        .await?;
     Ok(counts)
 }
 

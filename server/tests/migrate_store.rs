@@ -566,8 +566,7 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("`--to`")
-            && err.contains("cannot be claimed for the copy: another `herald serve` holds"),
+        err.contains("`--to`") && err.contains("cannot be claimed for the copy: a `herald serve`"),
         "{err}"
     );
     assert_eq!(

@@ -100,6 +100,8 @@ pub(super) async fn run(shared: Arc<Shared>) {
     // now if still over (a round apart, so that every transaction in flight
     // for them has been dropped before another instance can claim them).
     let mut stopped = ShardSet::default();
+    // What the last successful round published.
+    let mut published = ShardSet::default();
     loop {
         tick.tick().await;
         let sent = Instant::now();
@@ -129,6 +131,9 @@ pub(super) async fn run(shared: Arc<Shared>) {
             failing = false;
         }
         let before = shared.ownership.held();
+        // The view ran out since the last round (the database was out of
+        // reach): the shards may have been another instance's meanwhile.
+        let lapsed = before.len() < published.len();
         let excess: ShardSet = outcome
             .held
             .iter()
@@ -146,6 +151,15 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 valid_until: Some(sent + LEASE - SAFETY_MARGIN),
             });
         }
+        // Destinations waiting for a due time in shards that went (or, after
+        // a lapse, in any shard) lose their entry: another instance may have
+        // sent them or reset their backoff meanwhile, and the catch-up below
+        // (or the next one, when a shard comes back) builds each entry anew
+        // from the database's backoff.
+        if lapsed || !published.minus(&keep).is_empty() {
+            shared.forget_waiting(|name| lapsed || !keep.holds(name));
+        }
+        published = keep;
         let free_now = excess.minus(&excess.minus(&stopped));
         stopped = excess;
         if !free_now.is_empty() {
@@ -163,7 +177,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 ),
             }
         }
-        let gained = keep.minus(&before);
+        let gained = if lapsed { keep } else { keep.minus(&before) };
         let lost = before.minus(&keep);
         if !gained.is_empty() || !lost.is_empty() {
             tracing::info!(

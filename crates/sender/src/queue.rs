@@ -276,12 +276,19 @@ async fn send(
     // destination's backoff.
     // Dropped (the request with it) the moment the shard stops being
     // ours: a receiver never has two instances' transactions in flight.
+    // Checked again just before sending: the reads before may have waited
+    // out a lapse of the lease.
+    if !shared.ownership.owns(name) {
+        return Ok(Step::Lost);
+    }
     let request = shared
         .client
         .put_canonical_json::<serde_json::Map<String, Value>>(name, &path, &body, options);
     let answer = tokio::select! {
-        answer = request => answer,
+        // The loss first: a request whose answer comes with it is dropped.
+        biased;
         () = shared.ownership.lost(name) => return Ok(Step::Lost),
+        answer = request => answer,
     };
     match answer {
         Ok(answer) => {

@@ -283,6 +283,30 @@ impl Shared {
         }
     }
 
+    /// Removes every waiting destination (a timer, no task running) for
+    /// which `gone` is true; the sending ones end by themselves when their
+    /// shard is lost. For the lease task, when shards go or its view lapsed.
+    pub fn forget_waiting(&self, gone: impl Fn(&str) -> bool) {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let waiting: Vec<(Arc<str>, i64)> = state
+            .destinations
+            .iter()
+            .filter_map(|(k, d)| match d.phase {
+                Phase::Waiting { due } if gone(k) => Some((k.clone(), due)),
+                _ => None,
+            })
+            .collect();
+        for (key, due) in waiting {
+            state.timers.remove(&(due, key.clone()));
+            if let Some(d) = state.destinations.remove(&key) {
+                if let Some(in_flight) = d.in_flight {
+                    state.lost_in_flight.insert(key, in_flight);
+                }
+            }
+        }
+    }
+
     /// The queue stops until `due` (ms since the epoch); its task ends.
     pub fn wait_until(&self, name: &str, due: i64) {
         let mut state = self.state.lock();

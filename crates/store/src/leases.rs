@@ -22,6 +22,13 @@ use crate::StoreError;
 
 /// PostgreSQL's clock in ms since the epoch (the statement's own time, not
 /// the transaction's).
+/// A lapsed lease is claimed only this long (ms) after it ran out: its
+/// holder dropped its transactions in flight at least the sender's safety
+/// margin before, and a receiver may still be working through one (Synapse
+/// goes on with a transaction whose client went); a freed one (its holder
+/// stopped sending a round before freeing it) is claimed at once.
+const LAPSED_COOL_DOWN_MS: i64 = 2_000;
+
 const NOW: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
 /// The instances and shard leases of the database.
@@ -153,9 +160,11 @@ impl Leases {
                 "UPDATE herald_shards SET instance_name = $1, expires_at = {NOW} + $2, \
                  generation = generation + 1 \
                  WHERE shard IN (SELECT shard FROM herald_shards \
-                   WHERE instance_name IS NULL OR expires_at IS NULL OR expires_at <= {NOW} \
+                   WHERE instance_name IS NULL OR expires_at IS NULL \
+                   OR expires_at <= {NOW} - {LAPSED_COOL_DOWN_MS} \
                    ORDER BY shard LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                 AND (instance_name IS NULL OR expires_at IS NULL OR expires_at <= {NOW}) \
+                 AND (instance_name IS NULL OR expires_at IS NULL \
+                   OR expires_at <= {NOW} - {LAPSED_COOL_DOWN_MS}) \
                  RETURNING shard"
             ))
             .bind(me)

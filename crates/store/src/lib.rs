@@ -232,6 +232,20 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+
+    /// Whether PostgreSQL gave up this transaction for another's sake
+    /// (40P01 deadlock, 40001 serialization failure): nothing was written,
+    /// and running it again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Sql(sqlx::Error::Database(db)) => {
+                db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                    && matches!(db.code().as_deref(), Some("40P01" | "40001"))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Whether `e` says the database is out of reach rather than that the

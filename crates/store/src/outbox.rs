@@ -38,6 +38,10 @@ pub struct Outbox {
 const QUEUED_BUFFERED: usize = 1024;
 
 /// Most rows (events plus EDUs) one group commit takes before committing.
+/// Runs of a group commit PostgreSQL gave up (a deadlock with another
+/// instance's) before its requests are answered with the error.
+const COMMIT_RETRIES: u32 = 3;
+
 const MAX_ROWS_PER_COMMIT: usize = 10_000;
 /// Batches waiting for the writer before callers wait to queue theirs.
 const QUEUE_DEPTH: usize = 1024;
@@ -208,7 +212,20 @@ impl Outbox {
                     Err(_) => break,
                 }
             }
-            match self.commit_jobs(&jobs).await {
+            // Another instance inserting the same events in another order
+            // can make PostgreSQL give up one of the two transactions:
+            // nothing of it was written, so it runs again.
+            let mut tries = 0;
+            let committed = loop {
+                match self.commit_jobs(&jobs).await {
+                    Err(e) if e.is_retryable() && tries < COMMIT_RETRIES => {
+                        tries += 1;
+                        tracing::info!(error = %e, tries, "outbox commit given up by the database; again");
+                    }
+                    other => break other,
+                }
+            };
+            match committed {
                 Ok(orderings) => {
                     let mut orderings = orderings.into_iter();
                     for job in jobs {
@@ -416,6 +433,36 @@ async fn insert_events(
     events: &[NewEvent],
     now: i64,
 ) -> Result<Result<Vec<i64>, OutboxError>, StoreError> {
+    // PostgreSQL: another instance may insert one of these events between
+    // the check and the insert (see below); the savepoint undoes this job's
+    // writes, and only this job's, if that one has another room.
+    if matches!(tx, DbTx::Postgres(_)) {
+        on_tx!(tx, |conn, _pg| sqlx::query("SAVEPOINT herald_pdus")
+            .execute(conn)
+            .await
+            .map(drop))?;
+    }
+    let inserted = insert_events_checked(tx, events, now).await?;
+    if matches!(tx, DbTx::Postgres(_)) {
+        let end = if inserted.is_ok() {
+            "RELEASE SAVEPOINT herald_pdus"
+        } else {
+            "ROLLBACK TO SAVEPOINT herald_pdus"
+        };
+        on_tx!(tx, |conn, _pg| sqlx::query(end)
+            .execute(conn)
+            .await
+            .map(drop))?;
+    }
+    Ok(inserted)
+}
+
+/// The body of [`insert_events`].
+async fn insert_events_checked(
+    tx: &mut DbTx,
+    events: &[NewEvent],
+    now: i64,
+) -> Result<Result<Vec<i64>, OutboxError>, StoreError> {
     let ids = json_array(events.iter().map(|e| e.event_id.as_str()));
     let known: Vec<(String, String, i64)> = on_tx!(tx, |conn, pg| sqlx::query_as(if pg {
         "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
@@ -489,6 +536,34 @@ async fn insert_events(
         .fetch_all(conn)
         .await?);
         ordering_of.extend(inserted);
+    }
+    // PostgreSQL: an event inserted by another instance after the check
+    // above, and committed while this insert waited for it, was skipped by
+    // `ON CONFLICT`; this new statement sees it. Its room is checked as
+    // above (SQLite's `BEGIN IMMEDIATE` keeps every other writer out).
+    let late = json_array(
+        events
+            .iter()
+            .filter(|e| !ordering_of.contains_key(&e.event_id))
+            .map(|e| e.event_id.as_str()),
+    );
+    if late != "[]" {
+        let found: Vec<(String, String, i64)> = on_tx!(tx, |conn, pg| sqlx::query_as(if pg {
+            "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
+             WHERE event_id IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) FOR SHARE"
+        } else {
+            "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
+             WHERE event_id IN (SELECT value FROM json_each(?))"
+        })
+        .bind(&late)
+        .fetch_all(conn)
+        .await?);
+        for (event_id, room_id, ordering) in found {
+            if room_of.get(event_id.as_str()) != Some(&room_id.as_str()) {
+                return Ok(Err(OutboxError::EventInAnotherRoom { event_id, room_id }));
+            }
+            ordering_of.insert(event_id, ordering);
+        }
     }
     let mut assigned = Vec::with_capacity(events.len());
     let mut queue_rows = Vec::new();

@@ -96,3 +96,62 @@ both_backends!(
     an_event_queued_again_keeps_its_ordering_and_new_ones_follow_in_order,
     an_event_twice_in_one_request_is_stored_once,
 );
+
+/// Two instances on one PostgreSQL take in the same events at the same
+/// moment (a client retrying through another instance): each request is
+/// answered with the one stream ordering per event, or, for an event given
+/// with another room, refused with nothing of its request stored — never an
+/// error. Requests list the events in opposite orders, so the two inserts
+/// wait on each other (a deadlock PostgreSQL breaks is run again).
+#[tokio::test]
+async fn two_stores_taking_in_the_same_events_at_once_agree() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let one = db.open().await;
+    let two = db.open().await;
+    for round in 0..30 {
+        let ids: Vec<String> = (0..20).map(|i| format!("$r{round}e{i}")).collect();
+        let forward: Vec<_> = ids
+            .iter()
+            .map(|id| event(id, "!r:x", &["a.example"]))
+            .collect();
+        let mut backward: Vec<_> = ids
+            .iter()
+            .map(|id| event(id, "!r:x", &["b.example"]))
+            .collect();
+        backward.reverse();
+        let (a, b) = tokio::join!(
+            one.outbox.enqueue_pdus(forward),
+            two.outbox.enqueue_pdus(backward)
+        );
+        let (a, mut b) = (a.unwrap(), b.unwrap());
+        b.reverse();
+        assert_eq!(a, b, "round {round}: one ordering per event");
+        // The same event with another room, at once through both: the
+        // request with the other room is refused, and stores nothing.
+        let id = format!("$r{round}clash");
+        let fresh = format!("$r{round}fresh");
+        let (a, b) = tokio::join!(
+            one.outbox
+                .enqueue_pdus(vec![event(&id, "!r:x", &["c.example"])]),
+            two.outbox.enqueue_pdus(vec![
+                event(&fresh, "!other:x", &["d.example"]),
+                event(&id, "!other:x", &["d.example"]),
+            ])
+        );
+        match (&a, &b) {
+            (Ok(_), Err(OutboxError::EventInAnotherRoom { .. }))
+            | (Err(OutboxError::EventInAnotherRoom { .. }), Ok(_)) => {}
+            other => panic!("round {round}: {other:?}"),
+        }
+        if b.is_err() {
+            let stored = one
+                .outbox
+                .stored_event_rooms([fresh.as_str()])
+                .await
+                .unwrap();
+            assert!(stored.is_empty(), "round {round}: {stored:?} stored");
+        }
+    }
+    one.close().await;
+    two.close().await;
+}

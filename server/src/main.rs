@@ -268,12 +268,14 @@ async fn run(cli: Cli) -> Result<()> {
             herald::accept::raise_open_files_limit();
             // Before anything is opened: a second server on this database
             // is refused (held until this process ends).
-            let _serving = herald_store::claim_serving(
+            let serving = herald_store::claim_serving(
                 &config.database.target(),
                 &config.instance_name,
                 herald_store::serving::CLAIM_WAIT,
             )
             .await?;
+            let target = config.database.target();
+            let instance = config.instance_name.clone();
             let store = match config.synapse_settings() {
                 Some(synapse) => {
                     // `validate` refused a PostgreSQL `database` with `[synapse]`.
@@ -285,7 +287,14 @@ async fn run(cli: Cli) -> Result<()> {
                 None => Store::open_target(&config.database.target()).await?,
             };
             let listener = herald::serve::bind(config.listen_addr()?).await?;
-            herald::serve::run(listener, store, config).await?;
+            // The claim is kept (and taken again after a lost session) while
+            // the server runs; lost to a namesake, the server stops at once.
+            tokio::select! {
+                served = herald::serve::run(listener, store, config) => served?,
+                lost = herald_store::serving::keep_serving(serving, &target, &instance) => {
+                    return Err(lost.into());
+                }
+            }
         }
         Command::ImportSynapse {
             from,

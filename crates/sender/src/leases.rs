@@ -8,9 +8,12 @@
 //! sending it by then, whatever happens to the link (a round that fails or
 //! does not answer within [`ROUND_TIMEOUT`] renews nothing).
 //!
-//! Shards over the fair share are given up: first no longer published (the
-//! queue tasks stop, an in-flight transaction is dropped), then freed a
-//! round later. At shutdown (`leave`) every shard is given up at once.
+//! Shards over the fair share are given up: first published as draining
+//! (no new transaction starts in them; one in flight finishes, as its
+//! receiver has most likely taken it already and its events would
+//! otherwise go again under the next owner's new transaction ID), then
+//! freed at a later round once nothing is under way in them (or after
+//! [`MAX_DRAIN_ROUNDS`], the straggler dropped). At shutdown (`leave`) every shard is given up at once.
 //! Shards gained are caught up: the destinations with something queued in
 //! them are woken by the catch-up task, which also runs when the outbox's
 //! newest stream ordering or EDU moved (data queued through another
@@ -34,6 +37,10 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub const SAFETY_MARGIN: Duration = Duration::from_secs(2);
 /// The longest a round may take; past it the round counts as failed.
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Rounds a shard being given up may drain (its transaction in flight
+/// finishing) before it is freed anyway, that transaction dropped.
+const MAX_DRAIN_ROUNDS: u8 = 10;
 
 /// Every this many rounds, the catch-up looks whatever the marks say.
 const SWEEP_EVERY: u64 = 30;
@@ -96,10 +103,8 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let mut moved_before = false;
     let mut rounds: u64 = 0;
     let mut failing = false;
-    // Shards over the share, no longer sent since the previous round: freed
-    // now if still over (a round apart, so that every transaction in flight
-    // for them has been dropped before another instance can claim them).
-    let mut stopped = ShardSet::default();
+    // Rounds each shard over the share has been draining (0: not).
+    let mut draining_rounds = [0u8; 256];
     // What the last successful round published.
     let mut published = ShardSet::default();
     loop {
@@ -141,6 +146,23 @@ pub(super) async fn run(shared: Arc<Shared>) {
             .take(outcome.held.len().saturating_sub(outcome.target))
             .collect();
         let keep = outcome.held.minus(&excess);
+        // Excess shards drain first (nothing new starts in them, what is in
+        // flight finishes); one that drained since the last round with
+        // nothing under way now, or for [`MAX_DRAIN_ROUNDS`], is freed.
+        let mut drained = ShardSet::default();
+        for shard in excess.iter() {
+            let rounds = &mut draining_rounds[usize::from(shard) % draining_rounds.len()];
+            *rounds = rounds.saturating_add(1);
+            let one: ShardSet = [shard].into_iter().collect();
+            if *rounds > 1 && (!shared.ownership.sending_in(&one) || *rounds > MAX_DRAIN_ROUNDS) {
+                drained.insert(shard);
+            }
+        }
+        for (shard, rounds) in draining_rounds.iter_mut().enumerate() {
+            if !u16::try_from(shard).is_ok_and(|s| excess.contains(s)) {
+                *rounds = 0;
+            }
+        }
         {
             let leaving = shared.leaving.lock();
             if *leaving {
@@ -148,6 +170,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
             }
             shared.ownership.publish(View {
                 shards: keep,
+                draining: excess.minus(&drained),
                 valid_until: Some(sent + LEASE - SAFETY_MARGIN),
             });
         }
@@ -160,8 +183,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
             shared.forget_waiting(|name| lapsed || !keep.holds(name));
         }
         published = keep;
-        let free_now = excess.minus(&excess.minus(&stopped));
-        stopped = excess;
+        let free_now = drained;
         if !free_now.is_empty() {
             let release = shared
                 .store

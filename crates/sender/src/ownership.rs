@@ -7,8 +7,14 @@
 //!
 //! The scheduler creates no entry for a destination it does not own, each
 //! queue task looks before each transaction, and an in-flight transaction
-//! is dropped when its shard goes ([`Ownership::lost`]).
+//! is dropped when its shard goes ([`Ownership::lost`]). A shard being
+//! given up is *draining*: no new transaction starts in it, but one in
+//! flight may finish (the receiver has most likely taken it; dropped, its
+//! events would go again under the next owner's new transaction ID), until
+//! the view runs out; the lease task frees it once none is in flight
+//! ([`Ownership::sending_in`]).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use herald_store::{shard_of, ShardSet};
@@ -18,6 +24,9 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct View {
     pub shards: ShardSet,
+    /// Shards being given up: nothing new starts in them, what is in flight
+    /// goes on (until `valid_until`).
+    pub draining: ShardSet,
     pub valid_until: Option<Instant>,
 }
 
@@ -29,12 +38,36 @@ impl View {
             _ => self.shards,
         }
     }
+
+    /// The shards a transaction in flight may go on in now.
+    fn kept_now(&self) -> ShardSet {
+        match self.valid_until {
+            Some(until) if Instant::now() >= until => ShardSet::default(),
+            _ => self.shards.union(&self.draining),
+        }
+    }
 }
 
 /// The current view, shared by the scheduler, the queue tasks and the
 /// lease task.
 pub struct Ownership {
     view: watch::Sender<View>,
+    /// Transactions under way per shard (from just before the last check
+    /// of ownership to their end).
+    sending: [AtomicU32; SHARDS_USIZE],
+}
+
+const SHARDS_USIZE: usize = herald_store::SHARDS as usize;
+
+/// One transaction under way in its shard, counted until dropped.
+pub struct Sending<'a> {
+    count: &'a AtomicU32,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Ownership {
@@ -43,8 +76,10 @@ impl Ownership {
         Ownership {
             view: watch::Sender::new(View {
                 shards: ShardSet::all(),
+                draining: ShardSet::default(),
                 valid_until: None,
             }),
+            sending: std::array::from_fn(|_| AtomicU32::new(0)),
         }
     }
 
@@ -53,8 +88,10 @@ impl Ownership {
         Ownership {
             view: watch::Sender::new(View {
                 shards: ShardSet::default(),
+                draining: ShardSet::default(),
                 valid_until: Some(Instant::now()),
             }),
+            sending: std::array::from_fn(|_| AtomicU32::new(0)),
         }
     }
 
@@ -79,6 +116,22 @@ impl Ownership {
         self.view.borrow().held_now()
     }
 
+    /// Counts a transaction to `destination` as under way until the guard
+    /// drops; taken before the last ownership check, so that a shard with
+    /// none counted has none that could still start.
+    pub fn sending(&self, destination: &str) -> Sending<'_> {
+        let count = &self.sending[usize::from(shard_of(destination)) % SHARDS_USIZE];
+        count.fetch_add(1, Ordering::AcqRel);
+        Sending { count }
+    }
+
+    /// Whether any transaction is under way in these shards.
+    pub fn sending_in(&self, shards: &ShardSet) -> bool {
+        shards
+            .iter()
+            .any(|s| self.sending[usize::from(s) % SHARDS_USIZE].load(Ordering::Acquire) > 0)
+    }
+
     /// Replaces the view (the lease task).
     pub fn publish(&self, view: View) {
         self.view.send_replace(view);
@@ -91,7 +144,7 @@ impl Ownership {
         let mut changes = self.view.subscribe();
         loop {
             let view = *changes.borrow_and_update();
-            if !view.held_now().contains(shard) {
+            if !view.kept_now().contains(shard) {
                 return;
             }
             let expiry = async {
@@ -125,6 +178,7 @@ mod tests {
         assert!(!ownership.owns("a.example"));
         let shard = shard_of("a.example");
         ownership.publish(View {
+            draining: ShardSet::default(),
             shards: [shard].into_iter().collect(),
             valid_until: Some(Instant::now() + Duration::from_millis(200)),
         });

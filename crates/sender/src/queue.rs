@@ -276,6 +276,9 @@ async fn send(
     // destination's backoff.
     // Dropped (the request with it) the moment the shard stops being
     // ours: a receiver never has two instances' transactions in flight.
+    // Counted as under way (until recorded) before the last check, so that
+    // a shard being given up is freed only once nothing can still go out.
+    let _sending = shared.ownership.sending(name);
     // Checked again just before sending: the reads before may have waited
     // out a lapse of the lease.
     if !shared.ownership.owns(name) {

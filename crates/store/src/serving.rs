@@ -60,11 +60,58 @@ pub struct ServingClaim {
     _held: Held,
 }
 
-/// What holds the claim (kept, never read: holding is the point).
+/// How often [`keep_serving`] checks that a PostgreSQL claim's session lives.
+const KEEP_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps `claim` for a server's lifetime and returns only if it is lost to
+/// another process: on PostgreSQL the claim's session is checked every
+/// [`KEEP_EVERY`]; when it is gone (the database restarted, the network
+/// cut), the claim is taken again as soon as the database answers, and if
+/// another `herald serve` with the same `instance_name` took it meanwhile,
+/// [`StoreError::Serving`] comes back: the server must stop, as two
+/// processes of one name would renew the same shard leases and both send.
+/// On SQLite (a lock file, which cannot be lost) it never returns.
+pub async fn keep_serving(
+    mut claim: ServingClaim,
+    target: &DatabaseTarget,
+    instance: &str,
+) -> StoreError {
+    loop {
+        tokio::time::sleep(KEEP_EVERY).await;
+        let Held::Postgres { session } = &mut claim._held else {
+            return std::future::pending().await;
+        };
+        let alive = tokio::time::timeout(
+            STEP_TIMEOUT,
+            sqlx::query("SELECT 1").execute(&mut **session),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if alive {
+            continue;
+        }
+        tracing::warn!("the serving claim's session was lost; claiming `instance_name` again");
+        loop {
+            match claim_serving(target, instance, Duration::ZERO).await {
+                Ok(again) => {
+                    tracing::info!("serving claim taken again");
+                    claim = again;
+                    break;
+                }
+                Err(e @ StoreError::Serving { .. }) => return e,
+                // The database does not answer yet.
+                Err(_) => tokio::time::sleep(KEEP_EVERY).await,
+            }
+        }
+    }
+}
+
+/// What holds the claim (kept; on PostgreSQL its session is checked by
+/// [`keep_serving`]).
 #[derive(Debug)]
 enum Held {
     File { _lock: std::fs::File },
-    Postgres { _session: Box<sqlx::PgConnection> },
+    Postgres { session: Box<sqlx::PgConnection> },
 }
 
 /// The lock file of the SQLite database at `path`.
@@ -226,7 +273,7 @@ async fn claim(
                     Ok(()) => {
                         return Ok(ServingClaim {
                             _held: Held::Postgres {
-                                _session: Box::new(conn),
+                                session: Box::new(conn),
                             },
                         })
                     }

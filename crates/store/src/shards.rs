@@ -49,6 +49,14 @@ impl ShardSet {
     }
 
     /// The shards in `self` and not in `other`.
+    pub fn union(&self, other: &ShardSet) -> ShardSet {
+        let mut out = *self;
+        for (w, o) in out.0.iter_mut().zip(other.0) {
+            *w |= o;
+        }
+        out
+    }
+
     pub fn minus(&self, other: &ShardSet) -> ShardSet {
         let mut out = *self;
         for (w, o) in out.0.iter_mut().zip(other.0) {

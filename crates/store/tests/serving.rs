@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestDb};
+use herald_store::serving::keep_serving;
 use herald_store::{claim_serving, claim_whole, StoreError};
 
 async fn a_second_claim_waits_then_is_refused(backend: Backend) {
@@ -91,3 +92,78 @@ async fn a_whole_claim_excludes_every_server(backend: Backend) {
 }
 
 both_backends!(a_whole_claim_excludes_every_server);
+
+/// Ends the sessions that hold the serving claims on `db` (as a database
+/// restart or a cut would), from a connection of the test's own.
+async fn end_claim_sessions(db: &TestDb) {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&db.setting()).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'herald serve claim' AND datname = current_database()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty(), "no claim session to end");
+    admin.close().await.unwrap();
+}
+
+/// A claim whose session is lost is taken again by `keep_serving`: a
+/// namesake trying meanwhile is refused again once it is back.
+#[tokio::test]
+async fn a_lost_claim_is_taken_again() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let claim = claim_serving(&db.target, "a", Duration::ZERO)
+        .await
+        .unwrap();
+    let target = db.target.clone();
+    let keeper = tokio::spawn(async move { keep_serving(claim, &target, "a").await });
+    end_claim_sessions(&db).await;
+    // Free for a moment, then held again: a namesake is refused.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen_free = false;
+    loop {
+        match claim_serving(&db.target, "a", Duration::ZERO).await {
+            Ok(mine) => {
+                // Taken before the keeper: hand it back and look again.
+                seen_free = true;
+                drop(mine);
+            }
+            Err(StoreError::Serving { .. })
+                if seen_free || Instant::now() > deadline - Duration::from_secs(15) =>
+            {
+                break
+            }
+            Err(StoreError::Serving { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "the claim was not taken again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!keeper.is_finished(), "the keeper gave up");
+    keeper.abort();
+}
+
+/// A namesake that takes a lost claim first makes `keep_serving` return:
+/// the server holding it must stop.
+#[tokio::test]
+async fn a_claim_taken_by_a_namesake_ends_the_keeper() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let claim = claim_serving(&db.target, "a", Duration::ZERO)
+        .await
+        .unwrap();
+    end_claim_sessions(&db).await;
+    // The namesake claims before the keeper looks (it checks every 2 s).
+    let namesake = claim_serving(&db.target, "a", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let lost = tokio::time::timeout(
+        Duration::from_secs(20),
+        keep_serving(claim, &db.target, "a"),
+    )
+    .await
+    .expect("keep_serving noticed the loss");
+    assert!(matches!(lost, StoreError::Serving { .. }), "{lost:?}");
+    drop(namesake);
+}

@@ -136,6 +136,9 @@ async fn instances_under_load_survive_a_kill_a_restart_and_a_join() {
     let mut acknowledged = 1usize;
     let mut refused = 0usize;
     let mut kill: Option<(Instant, HashSet<usize>)> = None;
+    // When the restart and the join happened (ms into the load), for the
+    // failure messages.
+    let mut moments: Vec<String> = Vec::new();
 
     let started = Instant::now();
     let mut ticker = tokio::time::interval(BATCH_EVERY);
@@ -165,11 +168,13 @@ async fn instances_under_load_survive_a_kill_a_restart_and_a_join() {
             instance.log = instance.log.with_extension("restarted.log");
             instance.start().await;
             eprintln!("restarted {} at batch {batch}", instance.name);
+            moments.push(format!("restart at {} ms", started.elapsed().as_millis()));
         }
         if batch == JOIN_AT {
             let mut delta = cluster.instance("delta", false, None);
             delta.start().await;
             eprintln!("delta joined at batch {batch}");
+            moments.push(format!("join at {} ms", started.elapsed().as_millis()));
             all.push(delta);
         }
         let events: Vec<(String, Vec<String>)> = (0..EVENTS_PER_BATCH)
@@ -274,7 +279,12 @@ async fn instances_under_load_survive_a_kill_a_restart_and_a_join() {
             {
                 caught_by_kill += distinct.len() - 1;
             } else {
-                outside.push(format!("{id} to {} in {distinct:?}", to[i]));
+                let mut at: Vec<u128> = times.iter().map(|t| (*t - started).as_millis()).collect();
+                at.sort_unstable();
+                outside.push(format!(
+                    "{id} to {} in transactions {distinct:?}, first tried at {at:?} ms",
+                    to[i]
+                ));
             }
         }
     }
@@ -285,7 +295,9 @@ async fn instances_under_load_survive_a_kill_a_restart_and_a_join() {
     );
     assert!(
         outside.is_empty(),
-        "events twice outside the kill's window (seed {seed}): {:?}",
+        "events twice outside the kill's window (seed {seed}; kill at {} ms, {}): {:?}",
+        (killed - started).as_millis(),
+        moments.join(", "),
         outside.iter().take(10).collect::<Vec<_>>()
     );
 

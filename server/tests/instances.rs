@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use backend::Backend;
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use instances::{assert_never_two_in_flight, ids, logs_of, names, wait_delivered, Cluster};
+use serde_json::Value;
 use tcp_proxy::TcpProxy;
 
 #[tokio::test]

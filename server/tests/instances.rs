@@ -25,11 +25,12 @@ mod tcp_proxy;
 mod instances;
 
 use std::collections::HashSet;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backend::Backend;
 use herald::demo::homeserver::{Behaviour, Homeserver};
-use instances::{assert_never_two_in_flight, ids, logs_of, names, wait_delivered, Cluster};
+use instances::{assert_never_two_in_flight, ids, logs_of, names, wait_delivered, Cluster, HERALD};
 use serde_json::Value;
 use tcp_proxy::TcpProxy;
 

@@ -27,7 +27,7 @@ use crate::StoreError;
 /// margin before, and a receiver may still be working through one (Synapse
 /// goes on with a transaction whose client went); a freed one (its holder
 /// stopped sending a round before freeing it) is claimed at once.
-const LAPSED_COOL_DOWN_MS: i64 = 2_000;
+const LAPSED_COOL_DOWN_MS: i64 = 1_000;
 
 const NOW: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 

@@ -116,6 +116,12 @@ pub(super) async fn process(
             tracing::warn!(error = %e, "notices: cannot re-read destinations; trying again");
             pending.reload = batch.reload;
             pending.names = std::mem::take(&mut batch.names);
+            // The rescan waits for the reload it follows: told now, the
+            // sender's read would meet the same unreachable database.
+            if batch.reload && batch.rescan {
+                pending.rescan = true;
+                batch.rescan = false;
+            }
         }
         for name in batch.resets.drain() {
             // Nobody listening is fine.

@@ -457,6 +457,22 @@ async fn insert_events(
     Ok(inserted)
 }
 
+/// `(event_id, room_id, stream_ordering)` of the events of `ids` (a JSON
+/// array) already stored; on PostgreSQL locked (`FOR SHARE`) until the
+/// commit, so that pruning cannot delete one this commit queues again.
+async fn stored_events(tx: &mut DbTx, ids: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
+    Ok(on_tx!(tx, |conn, pg| sqlx::query_as(if pg {
+        "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
+         WHERE event_id IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) FOR SHARE"
+    } else {
+        "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
+         WHERE event_id IN (SELECT value FROM json_each(?))"
+    })
+    .bind(ids)
+    .fetch_all(conn)
+    .await?))
+}
+
 /// The body of [`insert_events`].
 async fn insert_events_checked(
     tx: &mut DbTx,
@@ -464,16 +480,7 @@ async fn insert_events_checked(
     now: i64,
 ) -> Result<Result<Vec<i64>, OutboxError>, StoreError> {
     let ids = json_array(events.iter().map(|e| e.event_id.as_str()));
-    let known: Vec<(String, String, i64)> = on_tx!(tx, |conn, pg| sqlx::query_as(if pg {
-        "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
-         WHERE event_id IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) FOR SHARE"
-    } else {
-        "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
-         WHERE event_id IN (SELECT value FROM json_each(?))"
-    })
-    .bind(&ids)
-    .fetch_all(conn)
-    .await?);
+    let known = stored_events(tx, &ids).await?;
     let mut room_of: HashMap<&str, &str> = HashMap::with_capacity(events.len());
     for event in events {
         if let Some(room) = room_of.insert(&event.event_id, &event.room_id) {
@@ -548,17 +555,7 @@ async fn insert_events_checked(
             .map(|e| e.event_id.as_str()),
     );
     if late != "[]" {
-        let found: Vec<(String, String, i64)> = on_tx!(tx, |conn, pg| sqlx::query_as(if pg {
-            "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
-             WHERE event_id IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) FOR SHARE"
-        } else {
-            "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
-             WHERE event_id IN (SELECT value FROM json_each(?))"
-        })
-        .bind(&late)
-        .fetch_all(conn)
-        .await?);
-        for (event_id, room_id, ordering) in found {
+        for (event_id, room_id, ordering) in stored_events(tx, &late).await? {
             if room_of.get(event_id.as_str()) != Some(&room_id.as_str()) {
                 return Ok(Err(OutboxError::EventInAnotherRoom { event_id, room_id }));
             }

@@ -20,7 +20,7 @@ mod common {
 
 use backend::{Backend, TestDb};
 
-use process::{free_port, log_tail, sending_config, start_serve, Process};
+use process::{free_port, intake_body, log_tail, sending_config, start_serve, Process};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
 
 const TOKEN: &str = "sender-secret";
 
@@ -133,22 +132,6 @@ impl Setup {
     }
 }
 
-fn events(ids: &[String], destinations: &[&str]) -> Value {
-    let events: Vec<Value> = ids
-        .iter()
-        .map(|id| {
-            json!({
-                "event_id": id,
-                "room_id": "!crash:herald.test",
-                "pdu": {"event_id": id, "room_id": "!crash:herald.test",
-                        "type": "m.room.message", "content": {"body": id}},
-                "destinations": destinations,
-            })
-        })
-        .collect();
-    json!({ "events": events })
-}
-
 /// Waits (bounded) until every receiver holds every event of `expected`.
 async fn wait_delivered(setup: &Setup, receivers: &[&Homeserver], expected: &HashSet<String>) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -183,7 +166,7 @@ async fn queued_events_are_delivered_after_a_restart(backend: Backend) {
     let response = http
         .post(setup.intake_url())
         .bearer_auth(TOKEN)
-        .json(&events(&ids, &[rx.name()]))
+        .json(&intake_body(&ids, "!crash:herald.test", &[rx.name()]))
         .send()
         .await
         .unwrap();
@@ -254,7 +237,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_event(backend: Backend) 
                     match http
                         .post(&url)
                         .bearer_auth(TOKEN)
-                        .json(&events(&ids, &names))
+                        .json(&intake_body(&ids, "!crash:herald.test", &names))
                         .send()
                         .await
                     {

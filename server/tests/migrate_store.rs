@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use backend::{Backend, TestDb};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
-use process::{free_port, log_tail, sending_config_on, start_serve, Process};
+use process::{free_port, intake_body, log_tail, sending_config_on, start_serve, Process};
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
 
@@ -302,22 +302,6 @@ impl Setup {
     }
 }
 
-fn events(ids: &[String], room: &str, destinations: &[&str]) -> Value {
-    let events: Vec<Value> = ids
-        .iter()
-        .map(|id| {
-            json!({
-                "event_id": id,
-                "room_id": room,
-                "pdu": {"event_id": id, "room_id": room,
-                        "type": "m.room.message", "content": {"body": id}},
-                "destinations": destinations,
-            })
-        })
-        .collect();
-    json!({ "events": events })
-}
-
 /// Waits (bounded) until `rx` holds every event of `expected`.
 async fn wait_delivered(setup: &Setup, rx: &Homeserver, expected: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -385,7 +369,7 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
         .post(
             "/_herald/v1/send/pdus",
             TOKEN,
-            events(
+            intake_body(
                 &first,
                 "!migrate:herald.test",
                 &[ok.name(), failing.name(), forgotten],
@@ -536,7 +520,7 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
         .post(
             "/_herald/v1/send/pdus",
             TOKEN,
-            events(&after, "!migrate:herald.test", &[ok.name()]),
+            intake_body(&after, "!migrate:herald.test", &[ok.name()]),
         )
         .await;
     assert_eq!(status, 200, "{body}");

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
 use postgres::{fresh_database, PgCluster};
-use process::{free_port, log_tail, sending_config_on, start_serve, Process};
-use serde_json::{json, Value};
+use process::{free_port, intake_body, log_tail, sending_config_on, start_serve, Process};
+use serde_json::Value;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const TOKEN: &str = "sender-secret";
@@ -121,23 +121,11 @@ impl Setup {
 
     /// Posts events `ids` for `to`; the status and the JSON body.
     async fn post(&self, ids: &[String], to: &str) -> (u16, Value) {
-        let events: Vec<Value> = ids
-            .iter()
-            .map(|id| {
-                json!({
-                    "event_id": id,
-                    "room_id": "!outage:herald.test",
-                    "pdu": {"event_id": id, "room_id": "!outage:herald.test",
-                            "type": "m.room.message", "content": {"body": id}},
-                    "destinations": [to],
-                })
-            })
-            .collect();
         let response = self
             .http
             .post(format!("http://{}/_herald/v1/send/pdus", self.admin))
             .bearer_auth(TOKEN)
-            .json(&json!({ "events": events }))
+            .json(&intake_body(ids, "!outage:herald.test", &[to]))
             .send()
             .await
             .unwrap();

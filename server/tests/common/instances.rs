@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, TestDb};
-use crate::process::{free_port, Process};
+use crate::process::{free_port, intake_body, intake_event, Process};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
 use herald_shared::InstancesOverview;
@@ -22,6 +22,8 @@ use serde_json::{json, Value};
 
 pub const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 pub const TOKEN: &str = "sender-secret";
+/// The room of every event the instance tests post.
+const ROOM: &str = "!instances:herald.test";
 
 /// The database, the certificate, the shared signing key and the server
 /// name every instance sends as (the first instance's federation port).
@@ -269,22 +271,10 @@ impl Instance {
 
     /// Posts events `ids` for `destinations` to its intake API.
     pub async fn post(&self, http: &reqwest::Client, ids: &[String], destinations: &[&str]) {
-        let events: Vec<Value> = ids
-            .iter()
-            .map(|id| {
-                json!({
-                    "event_id": id,
-                    "room_id": "!instances:herald.test",
-                    "pdu": {"event_id": id, "room_id": "!instances:herald.test",
-                            "type": "m.room.message", "content": {"body": id}},
-                    "destinations": destinations,
-                })
-            })
-            .collect();
         let response = http
             .post(format!("http://{}/_herald/v1/send/pdus", self.admin))
             .bearer_auth(TOKEN)
-            .json(&json!({ "events": events }))
+            .json(&intake_body(ids, ROOM, destinations))
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -304,15 +294,7 @@ impl Instance {
     ) -> Result<(), String> {
         let events: Vec<Value> = events
             .iter()
-            .map(|(id, destinations)| {
-                json!({
-                    "event_id": id,
-                    "room_id": "!instances:herald.test",
-                    "pdu": {"event_id": id, "room_id": "!instances:herald.test",
-                            "type": "m.room.message", "content": {"body": id}},
-                    "destinations": destinations,
-                })
-            })
+            .map(|(id, destinations)| intake_event(id, ROOM, destinations))
             .collect();
         let response = http
             .post(format!("http://{}/_herald/v1/send/pdus", self.admin))

@@ -1,6 +1,7 @@
 //! What the tests and benches that run the real `herald` binary share: a
 //! free loopback port to give it, and the child process, killed (SIGKILL)
-//! and reaped when dropped so that a failing test leaves nothing running.
+//! and reaped when dropped so that a failing test leaves nothing running;
+//! its config, its start and its log; and the body its intake API takes.
 
 // Each test or bench that includes this module uses what it needs of it.
 #![allow(dead_code)]
@@ -105,4 +106,34 @@ pub fn sending_config_on(
         dir.join("herald.signing.key")
     );
     text.replace(&file, &own)
+}
+
+/// One event of the intake API's body: an `m.room.message` `id` in `room`
+/// (its body the ID), for `destinations`.
+pub fn intake_event(
+    id: &str,
+    room: &str,
+    destinations: &(impl serde::Serialize + ?Sized),
+) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": id,
+        "room_id": room,
+        "pdu": {"event_id": id, "room_id": room,
+                "type": "m.room.message", "content": {"body": id}},
+        "destinations": destinations,
+    })
+}
+
+/// The intake API's body (`POST /_herald/v1/send/pdus`): an
+/// [`intake_event`] for each of `ids`, each for `destinations`.
+pub fn intake_body(
+    ids: &[String],
+    room: &str,
+    destinations: &(impl serde::Serialize + ?Sized),
+) -> serde_json::Value {
+    let events: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| intake_event(id, room, destinations))
+        .collect();
+    serde_json::json!({ "events": events })
 }

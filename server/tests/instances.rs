@@ -37,13 +37,7 @@ use tcp_proxy::TcpProxy;
 #[tokio::test]
 async fn two_instances_split_the_shards_and_deliver_every_event_once() {
     let mut cluster = Cluster::new().await;
-    let mut a = cluster.instance("alpha", true, None);
-    let mut b = cluster.instance("beta", false, None);
-    a.start().await;
-    b.start().await;
-    cluster
-        .wait_split(&a, &[("alpha", 128), ("beta", 128)], &[&a, &b])
-        .await;
+    let (a, b) = cluster.start_pair(None).await;
     // Both endpoints agree, and each names itself.
     assert_eq!(cluster.instances(&b).await.this_instance, "beta");
     let receivers = cluster
@@ -112,13 +106,7 @@ async fn on_sqlite_the_one_instance_holds_every_shard() {
 #[tokio::test]
 async fn a_killed_instances_shards_are_taken_over_within_10_s() {
     let mut cluster = Cluster::new().await;
-    let mut a = cluster.instance("alpha", true, None);
-    let mut b = cluster.instance("beta", false, None);
-    a.start().await;
-    b.start().await;
-    cluster
-        .wait_split(&a, &[("alpha", 128), ("beta", 128)], &[&a, &b])
-        .await;
+    let (a, mut b) = cluster.start_pair(None).await;
     let receivers = cluster
         .receivers_on_each(&a, &["alpha", "beta"], &Behaviour::healthy())
         .await;
@@ -169,13 +157,7 @@ async fn a_killed_instances_shards_are_taken_over_within_10_s() {
 #[tokio::test]
 async fn a_stopped_instance_hands_its_shards_over_at_once() {
     let mut cluster = Cluster::new().await;
-    let mut a = cluster.instance("alpha", true, None);
-    let mut b = cluster.instance("beta", false, None);
-    a.start().await;
-    b.start().await;
-    cluster
-        .wait_split(&a, &[("alpha", 128), ("beta", 128)], &[&a, &b])
-        .await;
+    let (a, mut b) = cluster.start_pair(None).await;
     let stopping = Instant::now();
     b.stop().await;
     cluster.wait_split(&a, &[("alpha", 256)], &[&a, &b]).await;
@@ -221,9 +203,7 @@ async fn an_instance_joining_under_load_never_overlaps_the_other() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    cluster
-        .wait_split(&a, &[("alpha", 128), ("beta", 128)], &[&a, &b])
-        .await;
+    cluster.wait_halves(&a, &b).await;
     wait_delivered(&receivers, &all, &[&a, &b]).await;
     assert_never_two_in_flight(&receivers, &[&a, &b]);
     // The joining one did send (its share of the receivers got work).
@@ -248,13 +228,7 @@ async fn a_network_cut_stops_the_cut_instance_before_the_other_takes_over() {
     let TestDbUrl { direct, port } = url_parts(&cluster.db.setting());
     let proxy = TcpProxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
     let through_proxy = direct.replace(&format!("127.0.0.1:{port}"), &proxy.addr().to_string());
-    let mut a = cluster.instance("alpha", true, None);
-    let mut b = cluster.instance("beta", false, Some(through_proxy));
-    a.start().await;
-    b.start().await;
-    cluster
-        .wait_split(&a, &[("alpha", 128), ("beta", 128)], &[&a, &b])
-        .await;
+    let (a, b) = cluster.start_pair(Some(through_proxy)).await;
     let receivers = cluster
         .receivers_on_each(&a, &["alpha", "beta"], &Behaviour::healthy())
         .await;
@@ -304,9 +278,7 @@ async fn a_network_cut_stops_the_cut_instance_before_the_other_takes_over() {
     assert_never_two_in_flight(&receivers, &[&a, &b]);
     // The link returns: beta gets a share again and sends it.
     proxy.restore();
-    cluster
-        .wait_split(&a, &[("alpha", 128), ("beta", 128)], &[&a, &b])
-        .await;
+    cluster.wait_halves(&a, &b).await;
     let sent_before = b.sent_transactions(&cluster.http).await;
     let after = ids("restored", 0..4);
     b.post(&cluster.http, &after, &to).await;

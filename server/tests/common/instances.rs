@@ -182,6 +182,24 @@ impl Cluster {
         }
     }
 
+    /// Starts "alpha" (the first) and "beta" (on `beta_database` when
+    /// given) and waits (bounded) until they hold half the shards each.
+    pub async fn start_pair(&mut self, beta_database: Option<String>) -> (Instance, Instance) {
+        let mut a = self.instance("alpha", true, None);
+        let mut b = self.instance("beta", false, beta_database);
+        a.start().await;
+        b.start().await;
+        self.wait_halves(&a, &b).await;
+        (a, b)
+    }
+
+    /// Waits (bounded) until "alpha" (`a`, read through) and "beta" (`b`)
+    /// hold 128 shards each.
+    pub async fn wait_halves(&mut self, a: &Instance, b: &Instance) {
+        self.wait_split(a, &[("alpha", 128), ("beta", 128)], &[a, b])
+            .await;
+    }
+
     /// Which instance holds each receiver's shard, read through `via`.
     pub async fn owners(&mut self, via: &Instance, receivers: &[Homeserver]) -> Vec<String> {
         let overview = self.instances(via).await;

@@ -60,6 +60,26 @@ async fn two_instances() -> (TestDb, Store, Store) {
     (db, one, two)
 }
 
+/// Puts "down.example" in backoff (last retry at 6000) through `one` and
+/// waits (bounded) until `two`'s index holds it.
+async fn backoff_known_to_both(one: &Store, two: &Store) {
+    let timings = RetryTimings {
+        failure_ts: Some(5_000),
+        retry_last_ts: 6_000,
+        retry_interval: 600_000,
+    };
+    one.destinations
+        .set_retry_timings("down.example", timings)
+        .await
+        .unwrap();
+    until("the backoff", || {
+        two.destinations
+            .indexed("down.example")
+            .filter(|r| r.retry_last_ts == Some(6_000))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn rows_written_through_one_show_in_the_other() {
     let (_db, one, two) = two_instances().await;
@@ -152,21 +172,7 @@ async fn rows_written_through_one_show_in_the_other() {
 #[tokio::test]
 async fn a_reset_through_one_is_broadcast_by_the_other() {
     let (_db, one, two) = two_instances().await;
-    let timings = RetryTimings {
-        failure_ts: Some(5_000),
-        retry_last_ts: 6_000,
-        retry_interval: 600_000,
-    };
-    one.destinations
-        .set_retry_timings("down.example", timings)
-        .await
-        .unwrap();
-    until("the backoff", || {
-        two.destinations
-            .indexed("down.example")
-            .filter(|r| r.retry_last_ts == Some(6_000))
-    })
-    .await;
+    backoff_known_to_both(&one, &two).await;
     let mut resets_two = two.destinations.subscribe_resets();
     let mut resets_one = one.destinations.subscribe_resets();
     let started = Instant::now();
@@ -275,21 +281,7 @@ async fn a_write_made_while_the_listener_is_cut_still_shows() {
     let (cluster, database) = url.rsplit_once('/').unwrap();
     let mut queued_two = two.outbox.subscribe_queued();
     // A backoff both know of, reset while the listener is cut.
-    let timings = RetryTimings {
-        failure_ts: Some(5_000),
-        retry_last_ts: 6_000,
-        retry_interval: 600_000,
-    };
-    one.destinations
-        .set_retry_timings("down.example", timings)
-        .await
-        .unwrap();
-    until("the backoff", || {
-        two.destinations
-            .indexed("down.example")
-            .filter(|r| r.retry_last_ts == Some(6_000))
-    })
-    .await;
+    backoff_known_to_both(&one, &two).await;
     let mut resets_two = two.destinations.subscribe_resets();
     // `one`'s pool opens all its connections now: the writes below must not
     // need a new one (a connection handed back is briefly not idle).

@@ -200,6 +200,13 @@ fn herald(args: &[&str]) -> Output {
         .expect("run herald")
 }
 
+/// Runs `herald` with `args`, which must fail; its stderr.
+fn herald_refused(args: &[&str]) -> String {
+    let out = herald(args);
+    assert!(!out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn text(out: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -400,9 +407,7 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
 
     // A served source is refused, naming it.
     let sqlite_path = setup.sqlite.to_str().unwrap().to_owned();
-    let out = herald(&["migrate-store", "--from", &sqlite_path, "--to", &url]);
-    assert!(!out.status.success(), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = herald_refused(&["migrate-store", "--from", &sqlite_path, "--to", &url]);
     assert!(
         err.contains("`--from`")
             && err.contains("cannot be claimed for the copy: another `herald serve` holds"),
@@ -452,9 +457,7 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
     }
 
     // Run again: the target holds data now, refused unless --replace.
-    let out = herald(&["migrate-store", "--from", &sqlite_path, "--to", &url]);
-    assert!(!out.status.success(), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = herald_refused(&["migrate-store", "--from", &sqlite_path, "--to", &url]);
     assert!(
         err.contains("already holds rows in") && err.contains("(pass --replace to replace them)"),
         "{err}"
@@ -539,7 +542,7 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
     assert_eq!(unique.len(), failing_ids.len(), "an event was sent twice");
 
     // A served target is refused too, and left as it is.
-    let out = herald(&[
+    let err = herald_refused(&[
         "migrate-store",
         "--from",
         &sqlite_path,
@@ -547,8 +550,6 @@ async fn a_sqlite_store_moves_to_postgresql_row_for_row_and_serves_on() {
         &url,
         "--replace",
     ]);
-    assert!(!out.status.success(), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("`--to`") && err.contains("cannot be claimed for the copy: a `herald serve`"),
         "{err}"
@@ -579,15 +580,13 @@ async fn a_foreign_or_other_version_source_is_refused_naming_both() {
             .unwrap();
         conn.close().await.unwrap();
     }
-    let out = herald(&[
+    let err = herald_refused(&[
         "migrate-store",
         "--from",
         foreign.to_str().unwrap(),
         "--to",
         &url,
     ]);
-    assert!(!out.status.success(), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("is not a Herald database") && err.contains("events"),
         "{err}"
@@ -620,29 +619,26 @@ async fn a_foreign_or_other_version_source_is_refused_naming_both() {
         conn.close().await.unwrap();
         known
     };
-    let out = herald(&[
+    let err = herald_refused(&[
         "migrate-store",
         "--from",
         old.to_str().unwrap(),
         "--to",
         &url,
     ]);
-    assert!(!out.status.success(), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!("schema version {}", known - 1))
             && err.contains(&format!("this Herald's is {known}")),
         "{err}"
     );
     // Not a PostgreSQL URL.
-    let out = herald(&[
+    herald_refused(&[
         "migrate-store",
         "--from",
         old.to_str().unwrap(),
         "--to",
         "x.db",
     ]);
-    assert!(!out.status.success(), "{}", text(&out));
     // Nothing was written to the target by any refusal.
     assert_eq!(
         target

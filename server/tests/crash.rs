@@ -20,7 +20,9 @@ mod common {
 
 use backend::{Backend, TestDb};
 
-use process::{free_port, intake_body, log_tail, sending_config, start_serve, Process};
+use process::{
+    free_port, intake_body, log_tail, sending_config, start_serve, wait_delivered_within, Process,
+};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -132,28 +134,13 @@ impl Setup {
     }
 }
 
-/// Waits (bounded) until every receiver holds every event of `expected`.
+/// Waits (bounded, 60 s) until every receiver holds every event of
+/// `expected`.
 async fn wait_delivered(setup: &Setup, receivers: &[&Homeserver], expected: &HashSet<String>) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for rx in receivers {
-        loop {
-            let got: HashSet<String> = rx.received().event_ids().into_iter().collect();
-            let missing: Vec<&String> = expected.difference(&got).collect();
-            if missing.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} is missing {} of {} acknowledged events, e.g. {:?}\n{}",
-                rx.name(),
-                missing.len(),
-                expected.len(),
-                missing.iter().take(5).collect::<Vec<_>>(),
-                setup.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    wait_delivered_within(receivers, expected, Duration::from_secs(60), || {
+        setup.logs()
+    })
+    .await;
 }
 
 async fn queued_events_are_delivered_after_a_restart(backend: Backend) {

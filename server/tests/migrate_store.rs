@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 use backend::{Backend, TestDb};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
-use process::{free_port, intake_body, log_tail, sending_config_on, start_serve, Process};
+use process::{
+    free_port, intake_body, log_tail, sending_config_on, start_serve, wait_delivered_within,
+    Process,
+};
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
 
@@ -309,23 +312,10 @@ impl Setup {
     }
 }
 
-/// Waits (bounded) until `rx` holds every event of `expected`.
+/// Waits (bounded, 30 s) until `rx` holds every event of `expected`.
 async fn wait_delivered(setup: &Setup, rx: &Homeserver, expected: &[String]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let expected: HashSet<&String> = expected.iter().collect();
-    loop {
-        let got: HashSet<String> = rx.received().event_ids().into_iter().collect();
-        if expected.iter().all(|id| got.contains(*id)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not receive every event\n{}",
-            rx.name(),
-            setup.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let expected: HashSet<String> = expected.iter().cloned().collect();
+    wait_delivered_within(&[rx], &expected, Duration::from_secs(30), || setup.logs()).await;
 }
 
 /// Polls `done` (bounded by 30 s).

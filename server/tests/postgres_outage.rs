@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
 use postgres::{fresh_database, PgCluster};
-use process::{free_port, intake_body, log_tail, sending_config_on, start_serve, Process};
+use process::{
+    free_port, intake_body, log_tail, sending_config_on, start_serve, wait_delivered_within,
+    Process,
+};
 use serde_json::Value;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -238,22 +241,8 @@ async fn intake_answers_503_while_postgresql_is_down_and_loses_nothing() {
     assert_eq!(status, 200, "{body}");
     acknowledged.extend(ids);
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let expected: HashSet<&String> = acknowledged.iter().collect();
-    loop {
-        let got: HashSet<String> = rx.received().event_ids().into_iter().collect();
-        if expected.iter().all(|id| got.contains(*id)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} acknowledged events delivered\n{}",
-            expected.iter().filter(|id| got.contains(**id)).count(),
-            expected.len(),
-            setup.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let expected: HashSet<String> = acknowledged.iter().cloned().collect();
+    wait_delivered_within(&[&rx], &expected, Duration::from_secs(60), || setup.logs()).await;
     // Once: a transaction retried with its same ID (its delivery not
     // recorded before the stop) is one delivery, as receivers count it.
     let mut txn_ids = HashSet::new();

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, TestDb};
-use crate::process::{free_port, intake_body, intake_event, Process};
+use crate::process::{free_port, intake_body, intake_event, wait_delivered_within, Process};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
 use herald_shared::InstancesOverview;
@@ -385,32 +385,18 @@ pub fn names(receivers: &[Homeserver]) -> Vec<&str> {
     receivers.iter().map(|r| r.name()).collect()
 }
 
-/// Waits (bounded) until every receiver holds every event of `expected`.
+/// Waits (bounded, 60 s) until every receiver holds every event of
+/// `expected`.
 pub async fn wait_delivered(
     receivers: &[Homeserver],
     expected: &HashSet<String>,
     logs: &[&Instance],
 ) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for rx in receivers {
-        loop {
-            let got: HashSet<String> = rx.received().event_ids().into_iter().collect();
-            let missing: Vec<&String> = expected.difference(&got).collect();
-            if missing.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} is missing {} of {} events, e.g. {:?}\n{}",
-                rx.name(),
-                missing.len(),
-                expected.len(),
-                missing.iter().take(5).collect::<Vec<_>>(),
-                logs_of(logs)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    let receivers: Vec<&Homeserver> = receivers.iter().collect();
+    wait_delivered_within(&receivers, expected, Duration::from_secs(60), || {
+        logs_of(logs)
+    })
+    .await;
 }
 
 /// No receiver ever handled two transactions at once.

@@ -1,7 +1,8 @@
 //! What the tests and benches that run the real `herald` binary share: a
 //! free loopback port to give it, and the child process, killed (SIGKILL)
 //! and reaped when dropped so that a failing test leaves nothing running;
-//! its config, its start and its log; and the body its intake API takes.
+//! its config, its start and its log; the body its intake API takes; and
+//! the wait until receivers hold every event it acknowledged.
 
 // Each test or bench that includes this module uses what it needs of it.
 #![allow(dead_code)]
@@ -136,4 +137,36 @@ pub fn intake_body(
         .map(|id| intake_event(id, room, destinations))
         .collect();
     serde_json::json!({ "events": events })
+}
+
+/// Waits (bounded by `within`) until each of `receivers` holds every event
+/// of `expected`; else fails naming the receiver, how many it is missing,
+/// a few of them, and `logs()` (the servers' last log lines).
+pub async fn wait_delivered_within(
+    receivers: &[&herald::demo::homeserver::Homeserver],
+    expected: &std::collections::HashSet<String>,
+    within: std::time::Duration,
+    logs: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + within;
+    for rx in receivers {
+        loop {
+            let got: std::collections::HashSet<String> =
+                rx.received().event_ids().into_iter().collect();
+            let missing: Vec<&String> = expected.difference(&got).collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} is missing {} of {} acknowledged events, e.g. {:?}\n{}",
+                rx.name(),
+                missing.len(),
+                expected.len(),
+                missing.iter().take(5).collect::<Vec<_>>(),
+                logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -14,12 +14,11 @@ use common::backend::{Backend, TestDb};
 
 use std::time::{Duration, Instant};
 
-use herald::config::{Config, ConfigDuration};
+use herald::config::ConfigDuration;
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
 use herald_store::{DestinationRow, NewEvent, Store};
 use serde_json::Value;
-use tokio::net::TcpListener;
 
 /// What the issue asks: the owner hears another instance within this.
 const WITHIN: Duration = Duration::from_secs(1);
@@ -47,35 +46,11 @@ impl Instances {
         let here = db.open().await;
         let hash = herald::auth::password::hash("admin-password").unwrap();
         here.users.create_user("admin", &hash, true).await.unwrap();
-        let mut started = None;
-        for attempt in 1..=5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .await
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let name = format!("127.0.0.1:{port}");
-            let mut config = Config::loopback(&name, db.setting());
+        let (_, base) = common::spawn_sending(&here, db.setting(), &cert, |config, _| {
             config.signing_key_path = Some(dir.path().join("signing.key"));
-            config.federation_listen = Some(name.clone());
-            config.tls_certificate_path = Some(cert.cert_path.clone());
-            config.tls_private_key_path = Some(cert.key_path.clone());
-            config.ip_range_whitelist = vec!["127.0.0.0/8".into()];
-            config.federation_custom_ca_list = Some(vec![cert.cert_path.clone()]);
-            config.federation.max_long_retries = 0;
             config.destination_min_retry_interval = ConfigDuration(backoff);
-            config.validate().unwrap();
-            match herald::serve::spawn_all(here.clone(), config).await {
-                Ok(addresses) => {
-                    started = Some(format!("http://{}", addresses.admin));
-                    break;
-                }
-                Err(e) if attempt < 5 => eprintln!("port {port} taken, again: {e}"),
-                Err(e) => panic!("herald did not start: {e}"),
-            }
-        }
-        let base = started.unwrap();
+        })
+        .await;
         let other = db.open().await;
         Instances {
             db,

@@ -26,7 +26,6 @@ use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
 use herald_store::{DestinationRow, Store};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 const TOKEN: &str = "sender-secret";
 
@@ -68,43 +67,23 @@ impl Fixture {
         let store = Store::open_target(&self.db.target).await.unwrap();
         let hash = herald::auth::password::hash("admin-password").unwrap();
         store.users.create_user("admin", &hash, true).await.unwrap();
-        for attempt in 1.. {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .await
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let name = format!("127.0.0.1:{port}");
-            let mut config = Config::loopback(&name, self.db.setting());
-            // Where SQLite's default puts it (on PostgreSQL the default is
-            // the working directory).
-            config.signing_key_path = Some(self.db.dir().join(format!("{name}.signing.key")));
-            config.federation_listen = Some(name.clone());
-            config.tls_certificate_path = Some(self.cert.cert_path.clone());
-            config.tls_private_key_path = Some(self.cert.key_path.clone());
-            config.ip_range_whitelist = vec!["127.0.0.0/8".into()];
-            config.federation_custom_ca_list = Some(vec![self.cert.cert_path.clone()]);
-            config.sender_api_token = Some(TOKEN.into());
-            config.federation.max_long_retries = 0;
-            config.destination_min_retry_interval = ConfigDuration(Duration::from_millis(800));
-            tweak(&mut config);
-            config.validate().unwrap();
-            match herald::serve::spawn_all(store.clone(), config).await {
-                Ok(addresses) => {
-                    return Herald {
-                        name,
-                        base: format!("http://{}", addresses.admin),
-                        store,
-                        http: reqwest::Client::new(),
-                        fixture: self.clone(),
-                    };
-                }
-                Err(e) if attempt < 5 => eprintln!("port {port} taken, again: {e}"),
-                Err(e) => panic!("herald did not start: {e}"),
-            }
+        let (name, base) =
+            common::spawn_sending(&store, self.db.setting(), &self.cert, |config, name| {
+                // Where SQLite's default puts it (on PostgreSQL the default is
+                // the working directory).
+                config.signing_key_path = Some(self.db.dir().join(format!("{name}.signing.key")));
+                config.sender_api_token = Some(TOKEN.into());
+                config.destination_min_retry_interval = ConfigDuration(Duration::from_millis(800));
+                tweak(config);
+            })
+            .await;
+        Herald {
+            name,
+            base,
+            store,
+            http: reqwest::Client::new(),
+            fixture: self.clone(),
         }
-        unreachable!()
     }
 }
 

@@ -8,16 +8,17 @@
 //! same figures under Synapse's series names.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
+mod common;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use herald::config::{Config, ConfigDuration};
+use herald::config::ConfigDuration;
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
 use herald_shared::{SenderOverview, SenderState};
 use herald_store::Store;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 const TOKEN: &str = "sender-page-secret";
 
@@ -39,39 +40,18 @@ impl Herald {
         let store = Store::open(&db).await.unwrap();
         let hash = herald::auth::password::hash("admin-password").unwrap();
         store.users.create_user("admin", &hash, true).await.unwrap();
-        for attempt in 1.. {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .await
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let name = format!("127.0.0.1:{port}");
-            let mut config = Config::loopback(&name, db.clone());
-            config.federation_listen = Some(name.clone());
-            config.tls_certificate_path = Some(cert.cert_path.clone());
-            config.tls_private_key_path = Some(cert.key_path.clone());
-            config.ip_range_whitelist = vec!["127.0.0.0/8".into()];
-            config.federation_custom_ca_list = Some(vec![cert.cert_path.clone()]);
+        let (name, base) = common::spawn_sending(&store, db.clone(), &cert, |config, _| {
             config.sender_api_token = Some(TOKEN.into());
-            config.federation.max_long_retries = 0;
             config.destination_min_retry_interval = ConfigDuration(Duration::from_secs(600));
-            config.validate().unwrap();
-            match herald::serve::spawn_all(store.clone(), config).await {
-                Ok(addresses) => {
-                    return Herald {
-                        name,
-                        base: format!("http://{}", addresses.admin),
-                        http: reqwest::Client::new(),
-                        cert,
-                        _dir: dir,
-                    }
-                }
-                Err(e) if attempt < 5 => eprintln!("port {port} taken, again: {e}"),
-                Err(e) => panic!("herald did not start: {e}"),
-            }
+        })
+        .await;
+        Herald {
+            name,
+            base,
+            http: reqwest::Client::new(),
+            cert,
+            _dir: dir,
         }
-        unreachable!()
     }
 
     async fn receiver(&self, behaviour: Behaviour) -> Homeserver {

@@ -1,6 +1,7 @@
 //! A real Herald server on 127.0.0.1 and a temp SQLite file (or, with
 //! [`TestServer::start_on`], a PostgreSQL database), seeded with known
-//! rows, plus a small HTTP client for the tests.
+//! rows, plus a small HTTP client for the tests; and [`spawn_sending`], a
+//! Herald that sends over TLS to loopback receivers.
 #![allow(dead_code)]
 
 pub mod backend;
@@ -285,4 +286,42 @@ pub async fn sql_pool(path: &std::path::Path) -> sqlx::SqlitePool {
         .connect_with(options)
         .await
         .expect("open the database file")
+}
+
+/// Spawns Herald in this process on `store` (its `database` setting), so
+/// that it sends over TLS: server name and federation listener
+/// `127.0.0.1:<a free port>`, `cert` served and trusted, loopback
+/// whitelisted, no long retries; then `tweak` (given the server name) sets
+/// the rest. A port taken meanwhile is picked again, up to 5 tries. Its
+/// server name and the base URL of its admin listener.
+pub async fn spawn_sending(
+    store: &Store,
+    database: impl Into<herald::config::Database> + Clone,
+    cert: &herald::demo::tls::LoopbackCert,
+    tweak: impl Fn(&mut Config, &str),
+) -> (String, String) {
+    for attempt in 1.. {
+        let port = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let name = format!("127.0.0.1:{port}");
+        let mut config = Config::loopback(&name, database.clone());
+        config.federation_listen = Some(name.clone());
+        config.tls_certificate_path = Some(cert.cert_path.clone());
+        config.tls_private_key_path = Some(cert.key_path.clone());
+        config.ip_range_whitelist = vec!["127.0.0.0/8".into()];
+        config.federation_custom_ca_list = Some(vec![cert.cert_path.clone()]);
+        config.federation.max_long_retries = 0;
+        tweak(&mut config, &name);
+        config.validate().unwrap();
+        match herald::serve::spawn_all(store.clone(), config).await {
+            Ok(addresses) => return (name, format!("http://{}", addresses.admin)),
+            Err(e) if attempt < 5 => eprintln!("port {port} taken, again: {e}"),
+            Err(e) => panic!("herald did not start: {e}"),
+        }
+    }
+    unreachable!()
 }

@@ -60,15 +60,7 @@ async fn two_instances_split_the_shards_and_deliver_every_event_once() {
     // Each sent its own half.
     assert!(a.sent_transactions(&cluster.http).await > 0);
     assert!(b.sent_transactions(&cluster.http).await > 0);
-    let metrics = cluster
-        .http
-        .get(format!("http://{}/metrics", a.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics(&cluster.http).await;
     assert!(metrics.contains("herald_shards_held 128"), "{metrics}");
     assert!(
         metrics.contains("herald_instance_info{instance=\"alpha\"} 1"),

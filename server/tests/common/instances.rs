@@ -346,17 +346,21 @@ impl Instance {
 }
 
 impl Instance {
-    /// Transactions it delivered (its `/metrics`).
-    pub async fn sent_transactions(&self, http: &reqwest::Client) -> u64 {
-        let text = http
-            .get(format!("http://{}/metrics", self.admin))
+    /// Its `/metrics`, as text.
+    pub async fn metrics(&self, http: &reqwest::Client) -> String {
+        http.get(format!("http://{}/metrics", self.admin))
             .timeout(Duration::from_secs(5))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Transactions it delivered (its `/metrics`).
+    pub async fn sent_transactions(&self, http: &reqwest::Client) -> u64 {
+        let text = self.metrics(http).await;
         text.lines()
             .find(|l| l.starts_with("synapse_federation_client_sent_transactions_total"))
             .and_then(|l| l.rsplit(' ').next())

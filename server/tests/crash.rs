@@ -21,7 +21,8 @@ mod common {
 use backend::{Backend, TestDb};
 
 use process::{
-    free_port, intake_body, log_tail, sending_config, start_serve, wait_delivered_within, Process,
+    free_port, intake_body, log_tail, seed_from_env, sending_config, start_serve,
+    wait_delivered_within, Process,
 };
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -33,22 +34,6 @@ use herald::demo::tls::LoopbackCert;
 use rand::{Rng, SeedableRng};
 
 const TOKEN: &str = "sender-secret";
-
-/// The seed of a test's random choices: `HERALD_TEST_SEED` when set (to
-/// replay a failure), else the clock; printed either way.
-fn test_seed() -> u64 {
-    let seed = std::env::var("HERALD_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-    eprintln!("random seed {seed} (replay with HERALD_TEST_SEED={seed})");
-    seed
-}
 
 /// Herald's config and files, started and killed as the test says.
 struct Setup {
@@ -174,7 +159,7 @@ async fn queued_events_are_delivered_after_a_restart(backend: Backend) {
 }
 
 async fn kill_9_at_random_moments_loses_no_acknowledged_event(backend: Backend) {
-    let seed = test_seed();
+    let seed = seed_from_env("HERALD_TEST_SEED");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut setup = Setup::new("300ms", backend).await;
     let healthy = setup.receiver(Behaviour::healthy()).await;

@@ -36,6 +36,7 @@ use herald::demo::homeserver::{Behaviour, Homeserver};
 use instances::{
     assert_never_two_in_flight, ids, logs_of, names, wait_delivered, Cluster, Instance,
 };
+use process::seed_from_env;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -50,18 +51,6 @@ const BATCH_EVERY: Duration = Duration::from_millis(100);
 const JOIN_AT: usize = BATCHES / 2;
 /// Batches between the kill and the restart.
 const RESTART_AFTER: usize = 150;
-
-fn seed() -> u64 {
-    std::env::var("HERALD_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(14)
-        })
-}
 
 /// Waits (bounded) until `count` instances each hold some shards and
 /// together all 256.
@@ -84,8 +73,7 @@ async fn wait_spread(cluster: &mut Cluster, via: &Instance, count: usize, logs: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_under_load_survive_a_kill_a_restart_and_a_join() {
-    let seed = seed();
-    eprintln!("chaos seed: {seed} (HERALD_CHAOS_SEED={seed} replays it)");
+    let seed = seed_from_env("HERALD_CHAOS_SEED");
     let mut rng = StdRng::seed_from_u64(seed);
     let kill_at = rng.gen_range(50..BATCHES / 2 - 20);
     let victim = rng.gen_range(1..3usize);

@@ -1,8 +1,9 @@
 //! What the tests and benches that run the real `herald` binary share: a
 //! free loopback port to give it, and the child process, killed (SIGKILL)
 //! and reaped when dropped so that a failing test leaves nothing running;
-//! its config, its start and its log; the body its intake API takes; and
-//! the wait until receivers hold every event it acknowledged.
+//! its config, its start and its log; the body its intake API takes; the
+//! wait until receivers hold every event it acknowledged; and the seed of a
+//! test's random choices.
 
 // Each test or bench that includes this module uses what it needs of it.
 #![allow(dead_code)]
@@ -169,4 +170,20 @@ pub async fn wait_delivered_within(
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The seed of a test's random choices: the environment variable `var`
+/// when set (to replay a failure), else the clock; printed either way.
+pub fn seed_from_env(var: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+    eprintln!("random seed {seed} (replay with {var}={seed})");
+    seed
 }

@@ -113,8 +113,7 @@ impl Herald {
             .send()
             .await
             .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        common::into_json(response).await
     }
 
     /// Hands events to the intake API; their stream orderings.

@@ -69,8 +69,7 @@ impl Herald {
             .send()
             .await
             .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        common::into_json(response).await
     }
 
     async fn send(&self, ids: &[String], destination: &str) {

@@ -16,6 +16,13 @@
 //!   `HERALD_BENCH_DESTS` (10) destinations, posted by 8 clients in requests
 //!   of 100 events: PDUs delivered per second and transactions per second,
 //!   from the first request to the last PDU received. Target ≥ 20,000 PDUs/s.
+//!   On PostgreSQL (`HERALD_BENCH_DATABASE`), `HERALD_BENCH_INSTANCES` (1)
+//!   Heralds share the database in this process, each with its own store,
+//!   index, sender and listeners and its own `instance_name`, exactly as
+//!   separate `herald serve` processes would: the clients post to them in
+//!   turn, and the clock starts once the shards are split between them.
+//!   PostgreSQL's CPU (every `postgres` process) is reported beside the
+//!   bench process's.
 //! - scale: `HERALD_BENCH_SCALE` (100,000) destinations in backoff (an hour
 //!   to go), each with one queued PDU, resumed at start-up; then idle CPU
 //!   over 10 s and RSS; then 1,000 of them (real receivers) become due at
@@ -39,7 +46,7 @@ use herald::config::{Config, ConfigDuration};
 use herald::demo::homeserver::{Behaviour, Homeserver};
 use herald::demo::tls::LoopbackCert;
 use herald_store::outbox::NewEvent;
-use herald_store::{now_ms, DestinationRow, Store};
+use herald_store::{now_ms, DatabaseTarget, DestinationRow, Store};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "bench-sender-token";
@@ -49,7 +56,8 @@ struct Bench {
     cert: LoopbackCert,
     store: Store,
     config: Config,
-    intake: String,
+    /// Each instance's intake URL.
+    intakes: Vec<String>,
     http: reqwest::Client,
 }
 
@@ -69,7 +77,7 @@ impl Bench {
             cert,
             store,
             config,
-            intake: String::new(),
+            intakes: Vec::new(),
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
                 .build()
@@ -78,10 +86,59 @@ impl Bench {
     }
 
     async fn serve(&mut self) {
-        let addresses = herald::serve::spawn_all(self.store.clone(), self.config.clone())
-            .await
-            .expect("herald starts");
-        self.intake = format!("http://{}/_herald/v1/send/pdus", addresses.admin);
+        self.serve_instances(1).await;
+    }
+
+    /// Starts `n` Heralds on the bench's database (more than one only on
+    /// PostgreSQL), named `bench-1`…, and waits until the shards are split
+    /// evenly between them.
+    async fn serve_instances(&mut self, n: usize) {
+        for i in 1..=n {
+            let mut config = self.config.clone();
+            config.instance_name = format!("bench-{i}");
+            let store = if i == 1 {
+                self.store.clone()
+            } else {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("free port")
+                    .port();
+                config.federation_listen = Some(format!("127.0.0.1:{port}"));
+                Store::open_target(&config.database.target())
+                    .await
+                    .expect("another store on the same database")
+            };
+            let addresses = herald::serve::spawn_all(store, config)
+                .await
+                .expect("herald starts");
+            self.intakes
+                .push(format!("http://{}/_herald/v1/send/pdus", addresses.admin));
+        }
+        if n == 1 {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let rows = self
+                .store
+                .leases
+                .instances("bench-1", 0, 5_000)
+                .await
+                .expect("instances");
+            let even = rows.iter().filter(|r| r.live).count() == n
+                && rows.iter().all(|r| {
+                    r.shard_count as usize >= 256 / n
+                        && r.shard_count as usize <= 256_usize.div_ceil(n)
+                });
+            if even {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the shards were not split: {rows:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn receivers(&self, n: usize) -> Vec<Homeserver> {
@@ -100,10 +157,11 @@ impl Bench {
         out
     }
 
-    async fn post(&self, events: Vec<Value>) {
+    /// Posts `events` to the intake of instance `i` (modulo their number).
+    async fn post(&self, i: usize, events: Vec<Value>) {
         let response = self
             .http
-            .post(&self.intake)
+            .post(&self.intakes[i % self.intakes.len()])
             .bearer_auth(TOKEN)
             .json(&json!({ "events": events }))
             .send()
@@ -137,11 +195,10 @@ async fn fanout() -> bool {
     for round in 0..6 {
         let start = Instant::now();
         bench
-            .post(vec![event(
-                &format!("$fan{round}"),
-                "!fan:herald.bench",
-                &names,
-            )])
+            .post(
+                0,
+                vec![event(&format!("$fan{round}"), "!fan:herald.bench", &names)],
+            )
             .await;
         if !wait_all(&receivers, round + 1, Duration::from_secs(60)).await {
             println!("fanout: round {round} timed out");
@@ -167,19 +224,31 @@ async fn fanout() -> bool {
 async fn throughput() -> bool {
     let events = env_number("HERALD_BENCH_EVENTS", 100_000) as usize;
     let dests = env_number("HERALD_BENCH_DESTS", 10) as usize;
+    let instances = env_number("HERALD_BENCH_INSTANCES", 1).max(1) as usize;
     let mut bench = Bench::new().await;
-    bench.serve().await;
+    let on_postgres = matches!(bench.config.database.target(), DatabaseTarget::Postgres(_));
+    if instances > 1 && !on_postgres {
+        println!("throughput: several instances need HERALD_BENCH_DATABASE=postgresql://…");
+        return false;
+    }
+    bench.serve_instances(instances).await;
     let receivers = bench.receivers(dests).await;
     let names: Vec<String> = receivers.iter().map(|r| r.name().to_owned()).collect();
-    // Warm up: connections and key fetches.
-    bench
-        .post(vec![event("$warm", "!warm:herald.bench", &names)])
-        .await;
-    if !wait_all(&receivers, 1, Duration::from_secs(30)).await {
+    // Warm up: connections and key fetches, from every instance.
+    for i in 0..instances {
+        bench
+            .post(
+                i,
+                vec![event(&format!("$warm{i}"), "!warm:herald.bench", &names)],
+            )
+            .await;
+    }
+    if !wait_all(&receivers, instances, Duration::from_secs(30)).await {
         println!("throughput: warm-up timed out");
         return false;
     }
     let cpu0 = cpu_seconds();
+    let pg0 = host::postgres_cpu_time().as_secs_f64();
     let start = Instant::now();
     let bench = Arc::new(bench);
     let per_request = 100;
@@ -199,7 +268,7 @@ async fn throughput() -> bool {
                         )
                     })
                     .collect();
-                bench.post(batch).await;
+                bench.post(c, batch).await;
                 i += clients * per_request;
             }
         }));
@@ -208,16 +277,25 @@ async fn throughput() -> bool {
         t.await.expect("client task");
     }
     let intake = start.elapsed();
-    if !wait_all(&receivers, events + 1, Duration::from_secs(600)).await {
+    if !wait_all(&receivers, events + instances, Duration::from_secs(600)).await {
         println!("throughput: delivery timed out");
         return false;
     }
     let took = start.elapsed();
     let cpu = cpu_seconds() - cpu0;
+    let pg = host::postgres_cpu_time().as_secs_f64() - pg0;
     let pdus = events * dests;
+    let warm_txns = |r: &Homeserver| {
+        let received = r.received();
+        received
+            .transactions
+            .iter()
+            .filter(|t| t.event_ids.iter().any(|id| id.starts_with("$warm")))
+            .count()
+    };
     let txns: usize = receivers
         .iter()
-        .map(|r| r.received().transactions.len() - 1)
+        .map(|r| r.received().transactions.len() - warm_txns(r))
         .sum();
     let dup: usize = receivers
         .iter()
@@ -226,10 +304,19 @@ async fn throughput() -> bool {
             ids.len() - ids.iter().collect::<HashSet<_>>().len()
         })
         .sum();
+    let database = if on_postgres {
+        format!(
+            "; PostgreSQL CPU {pg:.1} s ({:.1} µs per PDU, {:.0} % of all), {instances} instance(s)",
+            pg * 1e6 / pdus as f64,
+            pg * 100.0 / (pg + cpu).max(f64::EPSILON),
+        )
+    } else {
+        String::new()
+    };
     println!(
         "throughput: {events} events × {dests} destinations = {pdus} PDUs in {took:.2?} \
          (intake done after {intake:.2?}): {:.0} PDUs/s, {:.0} transactions/s ({txns} transactions, \
-         {:.1} PDUs each), {dup} duplicates; CPU {cpu:.1} s ({:.1} µs per PDU, receivers included) \
+         {:.1} PDUs each), {dup} duplicates; CPU {cpu:.1} s ({:.1} µs per PDU, receivers included){database} \
          — target ≥ 20,000 PDUs/s",
         pdus as f64 / took.as_secs_f64(),
         txns as f64 / took.as_secs_f64(),

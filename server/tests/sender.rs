@@ -340,6 +340,51 @@ async fn wait_for_queue_empty(herald: &Herald, destination: &str) {
     }
 }
 
+/// A long queue is read from where the last full transaction ended
+/// (`queue::queue_step`): an event queued again for the destination while
+/// the rest of its queue waits (so its ordering lies before that point)
+/// still goes, after the rest.
+async fn an_event_queued_again_behind_a_long_queue_is_still_sent(backend: Backend) {
+    let herald = Herald::start(backend, |_| {}).await;
+    let rx = herald
+        .receiver(Behaviour {
+            delay: Duration::from_millis(300),
+            ..Behaviour::healthy()
+        })
+        .await;
+    let ids: Vec<String> = (0..200).map(|i| format!("$q{i:03}")).collect();
+    let events = ids
+        .iter()
+        .map(|id| event(id, "!room:herald.test", &[rx.name()]))
+        .collect();
+    herald.send(events).await;
+    // The first transaction is delivered (out of the queue); three more
+    // wait, each answered 300 ms after it arrives.
+    let start = Instant::now();
+    while herald.queued(rx.name()).await > 150 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "first transaction not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    herald
+        .send(vec![event("$q000", "!room:herald.test", &[rx.name()])])
+        .await;
+    wait_for("201 PDUs", Duration::from_secs(20), || {
+        rx.pdu_count() >= 201
+    })
+    .await;
+    let mut expected = ids.clone();
+    expected.push("$q000".into());
+    assert_eq!(
+        rx.received().event_ids(),
+        expected,
+        "the queue in order, then the event queued again"
+    );
+    wait_for_queue_empty(&herald, rx.name()).await;
+}
+
 async fn one_event_reaches_many_destinations(backend: Backend) {
     let herald = Herald::start(backend, |_| {}).await;
     let mut receivers = Vec::new();
@@ -872,6 +917,7 @@ async fn delivered_events_are_pruned_but_the_newest_of_each_room_stays(backend: 
 
 both_backends!(
     delivers_everything_in_order_in_batches_within_the_limits,
+    an_event_queued_again_behind_a_long_queue_is_still_sent,
     one_event_reaches_many_destinations,
     a_failed_transaction_backs_off_and_is_retried_by_the_timer_with_its_id,
     reset_connection_wakes_a_destination_in_backoff_at_once,

@@ -151,11 +151,24 @@ async fn queue_step(shared: &Shared, name: &str) -> Result<Step, QueueError> {
     let (pdu_bound, edu_bound) = in_flight
         .as_ref()
         .map_or((i64::MAX, i64::MAX), |t| t.contents.bounds());
-    let pdus = shared
-        .store
-        .outbox
-        .pending_pdus_up_to(name, MAX_PDUS, pdu_bound)
+    // A long queue is read from where the last full transaction ended;
+    // what is queued before that point later (an event queued again, or
+    // committed late by another instance) goes when the rest is read short
+    // and the queue is read from its start again. A retry reads from the
+    // start, with the bounds of what it held.
+    let after = match in_flight {
+        None => shared.with(name, |d| d.read_after).flatten(),
+        Some(_) => None,
+    };
+    let outbox = &shared.store.outbox;
+    let mut pdus = outbox
+        .pending_pdus_between(name, after.unwrap_or(i64::MIN), pdu_bound, MAX_PDUS)
         .await?;
+    if after.is_some() && pdus.len() < MAX_PDUS as usize {
+        pdus = outbox
+            .pending_pdus_between(name, i64::MIN, pdu_bound, MAX_PDUS)
+            .await?;
+    }
     let edus = shared
         .store
         .outbox
@@ -169,7 +182,13 @@ async fn queue_step(shared: &Shared, name: &str) -> Result<Step, QueueError> {
         }
         return Ok(Step::Empty);
     }
-    send(shared, name, in_flight, &pdus, &edus, None).await
+    let step = send(shared, name, in_flight, &pdus, &edus, None).await?;
+    if matches!(step, Step::Sent) {
+        let full = pdus.len() == MAX_PDUS as usize;
+        let last = pdus.last().map(|p| p.stream_ordering);
+        shared.with(name, |d| d.read_after = last.filter(|_| full));
+    }
+    Ok(step)
 }
 
 /// Catch-up: the newest undelivered event of each room after

@@ -4,6 +4,8 @@
 //! group-commit writer), the destinations with anything queued (start-up),
 //! and blocks of transaction IDs that keep growing across restarts.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::db::{on_db, on_tx, DbTx};
@@ -83,23 +85,44 @@ impl Delivery {
             .max(self.passed)
     }
 
-    /// Removes what was delivered from the queues and moves
-    /// `last_successful_stream_ordering` forward (never back). Returns the
-    /// newest ordering delivered.
-    pub(super) async fn apply(&self, tx: &mut DbTx) -> Result<Option<i64>, StoreError> {
-        if !self.pdus.is_empty() {
-            on_tx!(tx, |conn, pg| sqlx::query(if pg {
-                "DELETE FROM destination_pdus WHERE destination = $1 AND stream_ordering IN \
-                 (SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text($2::jsonb))"
-            } else {
+    /// Removes the PDUs and EDUs it was sent from its queues. By primary
+    /// key on both backends: on PostgreSQL the orderings go in as an array
+    /// (`= ANY`), which keeps both key columns in the index condition
+    /// whatever the statistics say (a queue's are always stale; a plan that
+    /// matched the destination alone read its whole backlog per delivery).
+    async fn dequeue(&self, tx: &mut DbTx) -> Result<(), StoreError> {
+        for (ids, pg_text, sqlite_text) in [
+            (
+                &self.pdus,
+                "DELETE FROM destination_pdus WHERE destination = $1 \
+                 AND stream_ordering = ANY($2::bigint[])",
                 "DELETE FROM destination_pdus WHERE destination = ? \
-                 AND stream_ordering IN (SELECT value FROM json_each(?))"
-            })
-            .bind(&self.destination)
-            .bind(int_array(&self.pdus))
-            .execute(conn)
-            .await
-            .map(drop))?;
+                 AND stream_ordering IN (SELECT value FROM json_each(?))",
+            ),
+            (
+                &self.edus,
+                "DELETE FROM destination_edus WHERE destination = $1 AND id = ANY($2::bigint[])",
+                "DELETE FROM destination_edus WHERE destination = ? \
+                 AND id IN (SELECT value FROM json_each(?))",
+            ),
+        ] {
+            if ids.is_empty() {
+                continue;
+            }
+            match tx {
+                DbTx::Postgres(tx) => sqlx::query(pg_text)
+                    .bind(&self.destination)
+                    .bind(ids)
+                    .execute(&mut **tx)
+                    .await
+                    .map(drop)?,
+                DbTx::Sqlite(tx) => sqlx::query(sqlite_text)
+                    .bind(&self.destination)
+                    .bind(int_array(ids))
+                    .execute(&mut **tx)
+                    .await
+                    .map(drop)?,
+            }
         }
         if let Some(Superseded { room_id, up_to }) = &self.superseded {
             on_tx!(tx, |conn| sqlx::query(
@@ -114,47 +137,95 @@ impl Delivery {
             .await
             .map(drop))?;
         }
-        if !self.edus.is_empty() {
-            on_tx!(tx, |conn, pg| sqlx::query(if pg {
-                "DELETE FROM destination_edus WHERE destination = $1 AND id IN \
-                 (SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text($2::jsonb))"
-            } else {
-                "DELETE FROM destination_edus WHERE destination = ? \
-                 AND id IN (SELECT value FROM json_each(?))"
-            })
-            .bind(&self.destination)
-            .bind(int_array(&self.edus))
-            .execute(conn)
-            .await
-            .map(drop))?;
+        Ok(())
+    }
+
+    /// Removes what `deliveries` delivered from the queues and moves each
+    /// destination's `last_successful_stream_ordering` forward (never
+    /// back): a handful of statements for the whole group commit, whatever
+    /// the number of transactions in it (rows go in as JSON arrays; on
+    /// PostgreSQL every statement is a round trip, and the writer is
+    /// serial).
+    pub(super) async fn apply_all(
+        deliveries: &[&Delivery],
+        tx: &mut DbTx,
+    ) -> Result<(), StoreError> {
+        for delivery in deliveries {
+            delivery.dequeue(tx).await?;
         }
-        if !self.pdus.is_empty() || !self.edus.is_empty() {
-            on_tx!(tx, |conn| {
-                sqlx::query(
-                "INSERT INTO destination_health (destination, last_delivered_ts) VALUES ($1, $2) \
-                 ON CONFLICT (destination) DO UPDATE SET last_delivered_ts = excluded.last_delivered_ts",
-            )
-            .bind(&self.destination)
-            .bind(super::now_ms())
-            .execute(conn)
-            .await
-            .map(drop)
-            })?;
+        let now = super::now_ms();
+        // One entry per destination: PostgreSQL refuses an upsert that
+        // touches a row twice.
+        let reached: BTreeSet<&str> = deliveries
+            .iter()
+            .filter(|d| !d.pdus.is_empty() || !d.edus.is_empty())
+            .map(|d| d.destination.as_str())
+            .collect();
+        let mut newest: BTreeMap<&str, i64> = BTreeMap::new();
+        for delivery in deliveries {
+            if let Some(ordering) = delivery.newest() {
+                let slot = newest.entry(&delivery.destination).or_insert(ordering);
+                *slot = (*slot).max(ordering);
+            }
         }
-        let newest = self.newest();
-        if let Some(newest) = newest {
-            on_tx!(tx, |conn| sqlx::query(
-                "UPDATE destinations SET last_successful_stream_ordering = $1 \
-                 WHERE destination = $2 AND (last_successful_stream_ordering IS NULL \
-                 OR last_successful_stream_ordering < $1)",
-            )
-            .bind(newest)
-            .bind(&self.destination)
-            .execute(conn)
-            .await
-            .map(drop))?;
+        match tx {
+            // Two statements for all of them (each is a round trip).
+            DbTx::Postgres(tx) => {
+                if !reached.is_empty() {
+                    sqlx::query(
+                        "INSERT INTO destination_health (destination, last_delivered_ts) \
+                         SELECT d, $2 FROM unnest($1::text[]) AS d \
+                         ON CONFLICT (destination) \
+                         DO UPDATE SET last_delivered_ts = excluded.last_delivered_ts",
+                    )
+                    .bind(reached.into_iter().collect::<Vec<_>>())
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                if !newest.is_empty() {
+                    let (names, orderings): (Vec<&str>, Vec<i64>) = newest.into_iter().unzip();
+                    sqlx::query(
+                        "UPDATE destinations SET last_successful_stream_ordering = j.so \
+                         FROM unnest($1::text[], $2::bigint[]) AS j(d, so) \
+                         WHERE destinations.destination = j.d \
+                         AND (last_successful_stream_ordering IS NULL \
+                         OR last_successful_stream_ordering < j.so)",
+                    )
+                    .bind(names)
+                    .bind(orderings)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
+            // A statement per destination, by primary key (SQLite's
+            // statements cost no network).
+            DbTx::Sqlite(tx) => {
+                for destination in reached {
+                    sqlx::query(
+                        "INSERT INTO destination_health (destination, last_delivered_ts) \
+                         VALUES (?, ?) ON CONFLICT (destination) \
+                         DO UPDATE SET last_delivered_ts = excluded.last_delivered_ts",
+                    )
+                    .bind(destination)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                for (destination, ordering) in newest {
+                    sqlx::query(
+                        "UPDATE destinations SET last_successful_stream_ordering = ?1 \
+                         WHERE destination = ?2 AND (last_successful_stream_ordering IS NULL \
+                         OR last_successful_stream_ordering < ?1)",
+                    )
+                    .bind(ordering)
+                    .bind(destination)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
         }
-        Ok(newest)
+        Ok(())
     }
 }
 
@@ -184,25 +255,31 @@ impl Outbox {
         destination: &str,
         limit: u32,
     ) -> Result<Vec<PendingPdu>, StoreError> {
-        self.pending_pdus_up_to(destination, limit, i64::MAX).await
+        self.pending_pdus_between(destination, i64::MIN, i64::MAX, limit)
+            .await
     }
 
-    /// The same, only those with a stream ordering up to `up_to` (a
-    /// transaction retried with what it held before).
-    pub async fn pending_pdus_up_to(
+    /// The same, only those with a stream ordering after `after` and up to
+    /// `up_to`: a transaction retried with what it held before, or the
+    /// next batch of a long queue read from where the last one ended (on
+    /// PostgreSQL a deleted row's index entry stays until vacuum, and a
+    /// read from the start of a long-drained queue walks them all).
+    pub async fn pending_pdus_between(
         &self,
         destination: &str,
-        limit: u32,
+        after: i64,
         up_to: i64,
+        limit: u32,
     ) -> Result<Vec<PendingPdu>, StoreError> {
         let pdus = on_db!(&self.pool, |pool| sqlx::query(
             "SELECT p.stream_ordering, e.event_id, e.room_id, e.json, e.canonical \
              FROM destination_pdus p \
              JOIN outgoing_events e ON e.stream_ordering = p.stream_ordering \
-             WHERE p.destination = $1 AND p.stream_ordering <= $2 \
-             ORDER BY p.stream_ordering LIMIT $3",
+             WHERE p.destination = $1 AND p.stream_ordering > $2 AND p.stream_ordering <= $3 \
+             ORDER BY p.stream_ordering LIMIT $4",
         )
         .bind(destination)
+        .bind(after)
         .bind(up_to)
         .bind(i64::from(limit))
         .fetch_all(pool)

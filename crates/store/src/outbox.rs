@@ -9,7 +9,7 @@
 //! delivery records ([`super::delivery`]) share the writer, so a busy sender
 //! costs one commit per round, not one per transaction.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -284,6 +284,8 @@ impl Outbox {
         // (destination, room) -> newest stream ordering in this commit.
         let mut newest: BTreeMap<(&str, &str), i64> = BTreeMap::new();
         let mut delivered: BTreeMap<&str, i64> = BTreeMap::new();
+        // What destinations acknowledged, removed from the queues together.
+        let mut deliveries: Vec<&Delivery> = Vec::new();
         // Destinations that EDUs were queued for.
         let mut edu_destinations: BTreeSet<&str> = BTreeSet::new();
         for job in jobs {
@@ -329,12 +331,16 @@ impl Outbox {
                     }
                 }
                 Job::Delivered(delivery, _) => {
-                    if let Some(newest) = delivery.apply(&mut tx).await? {
+                    if let Some(newest) = delivery.newest() {
                         let slot = delivered.entry(&delivery.destination).or_insert(newest);
                         *slot = (*slot).max(newest);
                     }
+                    deliveries.push(delivery);
                 }
             }
+        }
+        if !deliveries.is_empty() {
+            Delivery::apply_all(&deliveries, &mut tx).await?;
         }
         // Rooms each destination gained, for the rooms list's `total`.
         let mut new_rooms: HashMap<String, u64> = HashMap::new();
@@ -457,20 +463,35 @@ async fn insert_events(
     Ok(inserted)
 }
 
-/// `(event_id, room_id, stream_ordering)` of the events of `ids` (a JSON
-/// array) already stored; on PostgreSQL locked (`FOR SHARE`) until the
-/// commit, so that pruning cannot delete one this commit queues again.
-async fn stored_events(tx: &mut DbTx, ids: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
-    Ok(on_tx!(tx, |conn, pg| sqlx::query_as(if pg {
-        "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
-         WHERE event_id IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) FOR SHARE"
-    } else {
-        "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
-         WHERE event_id IN (SELECT value FROM json_each(?))"
+/// `(event_id, room_id, stream_ordering)` of the events of `ids` already
+/// stored; on PostgreSQL locked (`FOR SHARE`) until the commit, so that
+/// pruning cannot delete one this commit queues again. PostgreSQL takes the
+/// IDs as an array (`= ANY`): looked up by the event-ID index whatever the
+/// table's statistics say.
+async fn stored_events(
+    tx: &mut DbTx,
+    ids: &[&str],
+) -> Result<Vec<(String, String, i64)>, StoreError> {
+    Ok(match tx {
+        DbTx::Postgres(tx) => {
+            sqlx::query_as(
+                "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
+                 WHERE event_id = ANY($1::text[]) FOR SHARE",
+            )
+            .bind(ids)
+            .fetch_all(&mut **tx)
+            .await?
+        }
+        DbTx::Sqlite(tx) => {
+            sqlx::query_as(
+                "SELECT event_id, room_id, stream_ordering FROM outgoing_events \
+                 WHERE event_id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(json_array(ids.iter()))
+            .fetch_all(&mut **tx)
+            .await?
+        }
     })
-    .bind(ids)
-    .fetch_all(conn)
-    .await?))
 }
 
 /// The body of [`insert_events`].
@@ -479,7 +500,7 @@ async fn insert_events_checked(
     events: &[NewEvent],
     now: i64,
 ) -> Result<Result<Vec<i64>, OutboxError>, StoreError> {
-    let ids = json_array(events.iter().map(|e| e.event_id.as_str()));
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     let known = stored_events(tx, &ids).await?;
     let mut room_of: HashMap<&str, &str> = HashMap::with_capacity(events.len());
     for event in events {
@@ -524,6 +545,8 @@ async fn insert_events_checked(
             .map(|e| serde_json::json!([e.event_id, e.room_id, e.pdu_json]))
             .collect(),
     );
+    // Orderings this statement created: nothing is queued for them yet.
+    let mut fresh: HashSet<i64> = HashSet::new();
     if new_rows.as_array().is_some_and(|rows| !rows.is_empty()) {
         // json_each walks the array in order, so orderings follow it
         // (PostgreSQL: in the order of the array's ordinality).
@@ -542,19 +565,19 @@ async fn insert_events_checked(
         .bind(new_rows.to_string())
         .fetch_all(conn)
         .await?);
+        fresh.extend(inserted.iter().map(|(_, ordering)| *ordering));
         ordering_of.extend(inserted);
     }
     // PostgreSQL: an event inserted by another instance after the check
     // above, and committed while this insert waited for it, was skipped by
     // `ON CONFLICT`; this new statement sees it. Its room is checked as
     // above (SQLite's `BEGIN IMMEDIATE` keeps every other writer out).
-    let late = json_array(
-        events
-            .iter()
-            .filter(|e| !ordering_of.contains_key(&e.event_id))
-            .map(|e| e.event_id.as_str()),
-    );
-    if late != "[]" {
+    let late: Vec<&str> = events
+        .iter()
+        .filter(|e| !ordering_of.contains_key(&e.event_id))
+        .map(|e| e.event_id.as_str())
+        .collect();
+    if !late.is_empty() {
         for (event_id, room_id, ordering) in stored_events(tx, &late).await? {
             if room_of.get(event_id.as_str()) != Some(&room_id.as_str()) {
                 return Ok(Err(OutboxError::EventInAnotherRoom { event_id, room_id }));
@@ -563,7 +586,8 @@ async fn insert_events_checked(
         }
     }
     let mut assigned = Vec::with_capacity(events.len());
-    let mut queue_rows = Vec::new();
+    // (destination, ordering), each once (an event may come twice).
+    let mut queue_rows: BTreeSet<(&str, i64)> = BTreeSet::new();
     for event in events {
         let Some(&ordering) = ordering_of.get(&event.event_id) else {
             return Err(StoreError::Corrupt {
@@ -572,23 +596,67 @@ async fn insert_events_checked(
         };
         assigned.push(ordering);
         for destination in &event.destinations {
-            queue_rows.push(serde_json::json!([destination, ordering]));
+            queue_rows.insert((destination, ordering));
         }
     }
     if !queue_rows.is_empty() {
-        on_tx!(tx, |conn, pg| sqlx::query(if pg {
-            "INSERT INTO destination_pdus (destination, stream_ordering) \
-             SELECT value->>0, CAST(value->>1 AS BIGINT) \
-             FROM jsonb_array_elements($1::jsonb) ON CONFLICT DO NOTHING"
-        } else {
-            "INSERT INTO destination_pdus (destination, stream_ordering) \
-             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') \
-             FROM json_each(?) WHERE true ON CONFLICT DO NOTHING"
-        })
-        .bind(serde_json::Value::Array(queue_rows).to_string())
-        .execute(conn)
-        .await
-        .map(drop))?;
+        queue(tx, &queue_rows, &fresh).await?;
     }
     Ok(Ok(assigned))
+}
+
+/// Queues `rows` (destination, stream ordering). On PostgreSQL the rows of
+/// `fresh` orderings go in as arrays with a plain insert (no speculative
+/// insertion for `ON CONFLICT`: nothing can be queued for an ordering the
+/// same transaction just created); the others may be queued already.
+async fn queue(
+    tx: &mut DbTx,
+    rows: &BTreeSet<(&str, i64)>,
+    fresh: &HashSet<i64>,
+) -> Result<(), StoreError> {
+    match tx {
+        DbTx::Postgres(tx) => {
+            let (new, known): (Vec<_>, Vec<_>) = rows
+                .iter()
+                .partition(|(_, ordering)| fresh.contains(ordering));
+            for (part, text) in [
+                (
+                    new,
+                    "INSERT INTO destination_pdus (destination, stream_ordering) \
+                     SELECT * FROM unnest($1::text[], $2::bigint[])",
+                ),
+                (
+                    known,
+                    "INSERT INTO destination_pdus (destination, stream_ordering) \
+                     SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
+                ),
+            ] {
+                if part.is_empty() {
+                    continue;
+                }
+                let (names, orderings): (Vec<&str>, Vec<i64>) = part.into_iter().copied().unzip();
+                sqlx::query(text)
+                    .bind(names)
+                    .bind(orderings)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        DbTx::Sqlite(tx) => {
+            let json = serde_json::Value::Array(
+                rows.iter()
+                    .map(|(destination, ordering)| serde_json::json!([destination, ordering]))
+                    .collect(),
+            );
+            sqlx::query(
+                "INSERT INTO destination_pdus (destination, stream_ordering) \
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') \
+                 FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
+            )
+            .bind(json.to_string())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
 }

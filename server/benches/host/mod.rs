@@ -44,14 +44,41 @@ pub fn env_number(name: &str, default: u64) -> u64 {
 
 /// User + system CPU time of this process.
 pub fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (_, ticks) = stat_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    Some(ticks_to_duration(ticks[0] + ticks[1]))
+}
+
+/// User + system CPU time of every `postgres` process on the machine,
+/// including the children they have reaped (a backend's time moves into the
+/// postmaster's when its connection closes): the database's share of a
+/// bench that runs PostgreSQL on this machine (run it with no other cluster
+/// busy).
+pub fn postgres_cpu_time() -> Duration {
+    let mut ticks = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some(("postgres", t)) = stat_ticks(&stat) {
+            ticks += t.iter().sum::<u64>();
+        }
+    }
+    ticks_to_duration(ticks)
+}
+
+/// A `/proc/<pid>/stat` line's command name and its utime, stime, cutime
+/// and cstime (fields 14 to 17), in clock ticks.
+fn stat_ticks(stat: &str) -> Option<(&str, [u64; 4])> {
+    let name = &stat[stat.find('(')? + 1..stat.rfind(')')?];
     // Fields after the command name (which is in parentheses).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // The kernel's USER_HZ is 100 on every Linux this runs on.
-    Some(Duration::from_millis(ticks * 10))
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some((name, [field(11)?, field(12)?, field(13)?, field(14)?]))
+}
+
+/// The kernel's USER_HZ is 100 on every Linux this runs on.
+fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 10)
 }
 
 /// A `kB` field of `/proc/self/status`, e.g. `"VmRSS:"`.

@@ -304,7 +304,11 @@ async fn throughput() -> bool {
             ids.len() - ids.iter().collect::<HashSet<_>>().len()
         })
         .sum();
-    let database = if on_postgres {
+    // A postgres process that ended unreaped by another (a restarted
+    // cluster's) takes its time with it: no figure then.
+    let database = if on_postgres && pg < 0.0 {
+        format!("; PostgreSQL CPU not measured (its processes changed), {instances} instance(s)")
+    } else if on_postgres {
         format!(
             "; PostgreSQL CPU {pg:.1} s ({:.1} µs per PDU, {:.0} % of all), {instances} instance(s)",
             pg * 1e6 / pdus as f64,

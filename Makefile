@@ -31,7 +31,7 @@ CHROMIUM_PATH ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HERALD := target/release/herald
 
-.PHONY: help demo test release release-prod site tools build-tools e2e-tools synapse-venv lint unit e2e interop attached fuzz size clean-site bench-console alerts
+.PHONY: help demo test release release-prod site tools build-tools e2e-tools synapse-venv lint unit e2e instances-e2e interop attached fuzz size clean-site bench-console alerts
 
 help:
 	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -93,7 +93,7 @@ demo: release
 
 ## Tests ---------------------------------------------------------------------
 
-test: tools site size lint unit alerts release e2e interop attached fuzz
+test: tools site size lint unit alerts release e2e instances-e2e interop attached fuzz
 	@echo "make test: all passed"
 
 # The shipped alert rules and dashboard (contrib/): promtool checks the rules
@@ -125,6 +125,13 @@ unit: synapse-venv
 e2e: e2e-tools
 	@[ -x $(HERALD) ] || { echo "$(HERALD) is missing: run make release"; exit 1; }
 	cd end2end && CHROMIUM_PATH="$(CHROMIUM_PATH)" npx playwright test
+
+# Two instances on one throwaway PostgreSQL (scripts/pg-cluster.sh), the
+# console of one in Chromium: both shown with their shards, then one killed
+# and the other shown holding every shard (end2end/instances/).
+instances-e2e: e2e-tools
+	@[ -x $(HERALD) ] || { echo "$(HERALD) is missing: run make release"; exit 1; }
+	cd end2end && CHROMIUM_PATH="$(CHROMIUM_PATH)" npx playwright test --config instances.config.ts
 
 # Herald against a real Synapse 1.163 on loopback (installed from PyPI into
 # .tools/synapse-venv on first use, about a minute).

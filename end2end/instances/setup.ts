@@ -54,10 +54,14 @@ listen = "127.0.0.1:${port}"
   return { url, child };
 }
 
+/** SIGTERM, then SIGKILL if it has not exited within 10 s. */
 async function stop(child: ChildProcess) {
   if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once("exit", r));
   child.kill("SIGTERM");
-  await new Promise((r) => child.once("exit", r));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+  await exited;
+  clearTimeout(timer);
 }
 
 export default async function instancesSetup() {
@@ -82,6 +86,7 @@ export default async function instancesSetup() {
   } catch (e) {
     for (const c of started) await stop(c);
     execFileSync(CLUSTER, ["stop", cluster]);
+    fs.rmSync(dir, { recursive: true, force: true });
     throw e;
   }
   return async () => {

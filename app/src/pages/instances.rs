@@ -17,7 +17,7 @@ use crate::session::use_session;
 use crate::{format, html};
 
 /// How often the page reloads.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// Shards as ranges: `0–127, 200, 250–255`; none as a dash.
 pub fn shard_ranges(shards: &[u16]) -> String {
@@ -121,7 +121,7 @@ pub fn InstancesPage() -> impl IntoView {
         <section id="instances-page" class="page">
             <h1>"Instances"</h1>
             <p class="muted">
-                "The Herald instances sharing this database and the shards of destinations each sends, refreshed every 5 seconds."
+                "The Herald instances sharing this database and the shards of destinations each sends, refreshed every second."
             </p>
             <div id="instances-region" inner_html=view></div>
         </section>

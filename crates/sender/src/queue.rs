@@ -145,6 +145,10 @@ pub(super) async fn run(shared: Arc<Shared>, name: Arc<str>) {
     }
 }
 
+/// Full transactions read after the last one's end before a read from the
+/// queue's start again (see `queue_step`).
+const CURSOR_READS: u32 = 16;
+
 /// The next PDUs and EDUs in queue order, in one transaction.
 async fn queue_step(shared: &Shared, name: &str) -> Result<Step, QueueError> {
     let in_flight = shared.with(name, |d| d.in_flight.clone()).flatten();
@@ -156,15 +160,20 @@ async fn queue_step(shared: &Shared, name: &str) -> Result<Step, QueueError> {
     // committed late by another instance) goes when the rest is read short
     // and the queue is read from its start again. A retry reads from the
     // start, with the bounds of what it held.
-    let after = match in_flight {
-        None => shared.with(name, |d| d.read_after).flatten(),
-        Some(_) => None,
+    let after = match &in_flight {
+        None => shared
+            .with(name, |d| d.read_after)
+            .flatten()
+            .map(|(ordering, _)| ordering),
+        // A retry reads exactly the span it held, so that its contents
+        // (and its transaction ID) stay the same.
+        Some(t) => t.contents.pdus.iter().min().map(|m| m - 1),
     };
     let outbox = &shared.store.outbox;
     let mut pdus = outbox
         .pending_pdus_between(name, after.unwrap_or(i64::MIN), pdu_bound, MAX_PDUS)
         .await?;
-    if after.is_some() && pdus.len() < MAX_PDUS as usize {
+    if in_flight.is_none() && after.is_some() && pdus.len() < MAX_PDUS as usize {
         pdus = outbox
             .pending_pdus_between(name, i64::MIN, pdu_bound, MAX_PDUS)
             .await?;
@@ -186,7 +195,14 @@ async fn queue_step(shared: &Shared, name: &str) -> Result<Step, QueueError> {
     if matches!(step, Step::Sent) {
         let full = pdus.len() == MAX_PDUS as usize;
         let last = pdus.last().map(|p| p.stream_ordering);
-        shared.with(name, |d| d.read_after = last.filter(|_| full));
+        shared.with(name, |d| {
+            // Every `CURSOR_READS` full reads, one from the start: what was
+            // queued behind the cursor waits at most that long under load.
+            let reads = d.read_after.map_or(0, |(_, n)| n + 1);
+            d.read_after = last
+                .filter(|_| full && reads < CURSOR_READS)
+                .map(|ordering| (ordering, reads));
+        });
     }
     Ok(step)
 }

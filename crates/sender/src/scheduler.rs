@@ -83,10 +83,11 @@ pub(super) struct Destination {
     /// The transaction last sent and not acknowledged: sent again with the
     /// same ID while its contents are the same.
     pub in_flight: Option<InFlight>,
-    /// The last transaction was full and sent up to this stream ordering:
-    /// the next read starts after it, while the queue is longer than a
-    /// transaction (see `queue::queue_step`).
-    pub read_after: Option<i64>,
+    /// The last transaction was full and sent up to this stream ordering
+    /// (the number of such reads in a row beside it): the next read starts
+    /// after it, while the queue is longer than a transaction (see
+    /// `queue::queue_step`).
+    pub read_after: Option<(i64, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -143,9 +143,8 @@ impl Delivery {
     /// Removes what `deliveries` delivered from the queues and moves each
     /// destination's `last_successful_stream_ordering` forward (never
     /// back): a handful of statements for the whole group commit, whatever
-    /// the number of transactions in it (rows go in as JSON arrays; on
-    /// PostgreSQL every statement is a round trip, and the writer is
-    /// serial).
+    /// the number of transactions in it on PostgreSQL (rows go in as
+    /// arrays; every statement is a round trip, and the writer is serial).
     pub(super) async fn apply_all(
         deliveries: &[&Delivery],
         tx: &mut DbTx,

@@ -36,7 +36,7 @@ mod host;
 mod sending;
 
 use host::{env_number, machine};
-use sending::{event, sending_herald, Sending};
+use sending::{event, free_port, sending_herald, Sending};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -99,11 +99,7 @@ impl Bench {
             let store = if i == 1 {
                 self.store.clone()
             } else {
-                let port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .expect("free port")
-                    .port();
-                config.federation_listen = Some(format!("127.0.0.1:{port}"));
+                config.federation_listen = Some(format!("127.0.0.1:{}", free_port()));
                 Store::open_target(&config.database.target())
                     .await
                     .expect("another store on the same database")

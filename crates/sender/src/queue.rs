@@ -158,8 +158,8 @@ async fn queue_step(shared: &Shared, name: &str) -> Result<Step, QueueError> {
     // A long queue is read from where the last full transaction ended;
     // what is queued before that point later (an event queued again, or
     // committed late by another instance) goes when the rest is read short
-    // and the queue is read from its start again. A retry reads from the
-    // start, with the bounds of what it held.
+    // and the queue is read from its start again (and every
+    // `CURSOR_READS` full reads).
     let after = match &in_flight {
         None => shared
             .with(name, |d| d.read_after)

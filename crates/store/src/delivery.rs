@@ -145,8 +145,11 @@ impl Delivery {
     /// back): a handful of statements for the whole group commit, whatever
     /// the number of transactions in it on PostgreSQL (rows go in as
     /// arrays; every statement is a round trip, and the writer is serial).
+    /// `newest` is each destination's newest ordering delivered (the
+    /// writer computes it for the index edits already).
     pub(super) async fn apply_all(
         deliveries: &[&Delivery],
+        newest: &BTreeMap<&str, i64>,
         tx: &mut DbTx,
     ) -> Result<(), StoreError> {
         for delivery in deliveries {
@@ -160,13 +163,6 @@ impl Delivery {
             .filter(|d| !d.pdus.is_empty() || !d.edus.is_empty())
             .map(|d| d.destination.as_str())
             .collect();
-        let mut newest: BTreeMap<&str, i64> = BTreeMap::new();
-        for delivery in deliveries {
-            if let Some(ordering) = delivery.newest() {
-                let slot = newest.entry(&delivery.destination).or_insert(ordering);
-                *slot = (*slot).max(ordering);
-            }
-        }
         match tx {
             // Two statements for all of them (each is a round trip).
             DbTx::Postgres(tx) => {
@@ -183,7 +179,7 @@ impl Delivery {
                     .await?;
                 }
                 if !newest.is_empty() {
-                    let (names, orderings): (Vec<&str>, Vec<i64>) = newest.into_iter().unzip();
+                    let (names, orderings): (Vec<&str>, Vec<i64>) = newest.iter().unzip();
                     sqlx::query(
                         "UPDATE destinations SET last_successful_stream_ordering = j.so \
                          FROM unnest($1::text[], $2::bigint[]) AS j(d, so) \
@@ -212,6 +208,7 @@ impl Delivery {
                     .await?;
                 }
                 for (destination, ordering) in newest {
+                    let (destination, ordering) = (*destination, *ordering);
                     sqlx::query(
                         "UPDATE destinations SET last_successful_stream_ordering = ?1 \
                          WHERE destination = ?2 AND (last_successful_stream_ordering IS NULL \

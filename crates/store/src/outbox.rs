@@ -340,7 +340,7 @@ impl Outbox {
             }
         }
         if !deliveries.is_empty() {
-            Delivery::apply_all(&deliveries, &mut tx).await?;
+            Delivery::apply_all(&deliveries, &delivered, &mut tx).await?;
         }
         // Rooms each destination gained, for the rooms list's `total`.
         let mut new_rooms: HashMap<String, u64> = HashMap::new();

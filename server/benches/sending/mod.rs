@@ -28,11 +28,7 @@ pub async fn sending_herald(token: &str) -> Sending {
         _ => DatabaseTarget::Sqlite(dir.path().join("herald.db")),
     };
     let store = Store::open_target(&db).await.expect("store");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let name = format!("127.0.0.1:{port}");
+    let name = format!("127.0.0.1:{}", free_port());
     let setting = match &db {
         DatabaseTarget::Sqlite(path) => path.display().to_string(),
         DatabaseTarget::Postgres(url) => url.clone(),
@@ -51,6 +47,14 @@ pub async fn sending_herald(token: &str) -> Sending {
         store,
         config,
     }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// One intake entry: a short chat message `id` in `room` for `destinations`.

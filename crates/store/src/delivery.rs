@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::db::{on_db, on_tx, DbTx};
+use super::db::{on_db, on_tx, Db, DbTx};
 use super::{Outbox, StoreError};
 
 /// EDU types that describe a moment and are dropped from a destination's
@@ -623,20 +623,60 @@ impl Outbox {
     /// queued for none, and not the newest event of a room for any
     /// destination (catch-up may still send those). How many went.
     pub async fn prune_delivered_events(&self, limit: u32) -> Result<u64, StoreError> {
-        // One statement, so that an event queued again (keeping its old
-        // ordering) by an intake commit is either seen as queued or pruned
-        // before that commit, which then stores it anew.
-        Ok(on_db!(&self.pool, |pool| sqlx::query(
-            "DELETE FROM outgoing_events WHERE stream_ordering IN ( \
-             SELECT e.stream_ordering FROM outgoing_events e WHERE e.stream_ordering < \
-             (SELECT COALESCE(MIN(stream_ordering), 9223372036854775807) FROM destination_pdus) \
-             AND NOT EXISTS (SELECT 1 FROM destination_rooms r \
-             WHERE r.room_id = e.room_id AND r.stream_ordering = e.stream_ordering) \
-             ORDER BY e.stream_ordering LIMIT $1)",
-        )
-        .bind(i64::from(limit))
-        .execute(pool)
-        .await?
-        .rows_affected()))
+        let limit = i64::from(limit);
+        match &self.pool {
+            // One statement, under the single writer, so that an event queued
+            // again (keeping its old ordering) by an intake commit is either
+            // seen as queued or pruned before that commit, which then stores
+            // it anew; the queue's foreign key backs this up.
+            Db::Sqlite(pool) => Ok(sqlx::query(
+                "DELETE FROM outgoing_events WHERE stream_ordering IN ( \
+                 SELECT e.stream_ordering FROM outgoing_events e WHERE e.stream_ordering < \
+                 (SELECT COALESCE(MIN(stream_ordering), 9223372036854775807) FROM destination_pdus) \
+                 AND NOT EXISTS (SELECT 1 FROM destination_rooms r \
+                 WHERE r.room_id = e.room_id AND r.stream_ordering = e.stream_ordering) \
+                 ORDER BY e.stream_ordering LIMIT ?)",
+            )
+            .bind(limit)
+            .execute(pool)
+            .await?
+            .rows_affected()),
+            // No foreign key here (migration 0008), and a statement's
+            // snapshot would miss a queue row committed while it waited for
+            // a lock. So: lock the candidates first, skipping any an intake
+            // holds `FOR SHARE` (it is queuing them again); an intake that
+            // comes later waits, then finds them gone and stores them anew.
+            // Then delete in a second statement, whose snapshot holds every
+            // commit made before the locks, only those still unqueued.
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let candidates: Vec<i64> = sqlx::query_scalar(
+                    "SELECT e.stream_ordering FROM outgoing_events e WHERE e.stream_ordering < \
+                     (SELECT COALESCE(MIN(stream_ordering), 9223372036854775807) FROM destination_pdus) \
+                     AND NOT EXISTS (SELECT 1 FROM destination_rooms r \
+                     WHERE r.room_id = e.room_id AND r.stream_ordering = e.stream_ordering) \
+                     ORDER BY e.stream_ordering LIMIT $1 FOR UPDATE OF e SKIP LOCKED",
+                )
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                if candidates.is_empty() {
+                    return Ok(0);
+                }
+                let deleted = sqlx::query(
+                    "DELETE FROM outgoing_events e WHERE e.stream_ordering = ANY($1::bigint[]) \
+                     AND NOT EXISTS (SELECT 1 FROM destination_pdus p \
+                     WHERE p.stream_ordering = e.stream_ordering) \
+                     AND NOT EXISTS (SELECT 1 FROM destination_rooms r \
+                     WHERE r.room_id = e.room_id AND r.stream_ordering = e.stream_ordering)",
+                )
+                .bind(&candidates)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(deleted)
+            }
+        }
     }
 }

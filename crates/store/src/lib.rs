@@ -169,6 +169,11 @@ pub enum StoreError {
     Unstorable(String),
     #[error("user {0} already exists")]
     UserExists(String),
+    /// Other writers kept changing the rows this write needs (e.g. a
+    /// destination forgotten again and again while events were queued for
+    /// it): nothing was written, and the same request may succeed later.
+    #[error("the database is busy: {0}")]
+    Contended(String),
     #[error("a store task stopped: {0}")]
     Task(String),
     #[error("unexpected value in the database: {what}")]

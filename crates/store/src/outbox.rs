@@ -526,17 +526,7 @@ async fn insert_events_checked(
         .collect();
     if !queued.is_empty() {
         // `destination_pdus` refers to the destination's row.
-        on_tx!(tx, |conn, pg| sqlx::query(if pg {
-            "INSERT INTO destinations (destination) \
-             SELECT value FROM jsonb_array_elements_text($1::jsonb) ON CONFLICT DO NOTHING"
-        } else {
-            "INSERT INTO destinations (destination) SELECT value FROM json_each(?) \
-             WHERE true ON CONFLICT DO NOTHING"
-        })
-        .bind(json_array(queued.iter()))
-        .execute(conn)
-        .await
-        .map(drop))?;
+        lock_destinations(tx, &queued).await?;
     }
     let new_rows = serde_json::Value::Array(
         events
@@ -604,6 +594,60 @@ async fn insert_events_checked(
     }
     Ok(Ok(assigned))
 }
+
+/// Makes sure every destination of `names` has its `destinations` row, and
+/// that it stays until the commit. SQLite: an insert (its foreign key and
+/// single writer do the rest). PostgreSQL, whose queue has no foreign keys
+/// (migration 0008): the rows are locked `FOR KEY SHARE` after the insert,
+/// which a forget's `FOR UPDATE` waits for (and then deletes the queue rows
+/// this commit adds). A row a forget deleted between the insert and the
+/// lock is missing from the lock's answer: inserted again, and locked.
+async fn lock_destinations(tx: &mut DbTx, names: &BTreeSet<&str>) -> Result<(), StoreError> {
+    match tx {
+        DbTx::Sqlite(tx) => {
+            sqlx::query(
+                "INSERT INTO destinations (destination) SELECT value FROM json_each(?) \
+                 WHERE true ON CONFLICT DO NOTHING",
+            )
+            .bind(json_array(names.iter()))
+            .execute(&mut **tx)
+            .await?;
+        }
+        DbTx::Postgres(tx) => {
+            let mut missing: Vec<&str> = names.iter().copied().collect();
+            // Each round needs a forget to commit between two statements of
+            // this one; a few rounds are plenty.
+            for _ in 0..LOCK_ROUNDS {
+                sqlx::query(
+                    "INSERT INTO destinations (destination) \
+                     SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING",
+                )
+                .bind(&missing)
+                .execute(&mut **tx)
+                .await?;
+                let locked: Vec<String> = sqlx::query_scalar(
+                    "SELECT destination FROM destinations WHERE destination = ANY($1::text[]) \
+                     ORDER BY destination FOR KEY SHARE",
+                )
+                .bind(&missing)
+                .fetch_all(&mut **tx)
+                .await?;
+                let locked: HashSet<&str> = locked.iter().map(String::as_str).collect();
+                missing.retain(|name| !locked.contains(name));
+                if missing.is_empty() {
+                    return Ok(());
+                }
+            }
+            return Err(StoreError::Contended(format!(
+                "destinations {missing:?} were deleted {LOCK_ROUNDS} times while events were queued for them"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Rounds of [`lock_destinations`] before it gives up.
+const LOCK_ROUNDS: usize = 5;
 
 /// Queues `rows` (destination, stream ordering). On PostgreSQL the rows of
 /// `fresh` orderings go in as arrays with a plain insert (no speculative

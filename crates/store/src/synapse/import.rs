@@ -118,6 +118,23 @@ async fn copy(
     // Other instances sharing the database reload once, not per row.
     crate::notices::bulk_write(&mut tx).await?;
     if replace {
+        if let crate::db::DbTx::Postgres(tx) = &mut tx {
+            // PostgreSQL's queue has no foreign key (migration 0008): keep
+            // other instances' intake out (it locks the destinations it
+            // queues for, which this waits for and then blocks) and count
+            // the queue again, now that no new PDU can be queued.
+            sqlx::query("LOCK TABLE destinations IN EXCLUSIVE MODE")
+                .execute(&mut **tx)
+                .await?;
+            let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM destination_pdus")
+                .fetch_one(&mut **tx)
+                .await?;
+            if queued > 0 {
+                return Err(StoreError::QueuedPdus {
+                    pdus: queued.max(0) as u64,
+                });
+            }
+        }
         // Rooms first: they name their destination.
         for table in ["destination_rooms", "destinations"] {
             on_tx!(&mut tx, |conn| sqlx::query(&format!("DELETE FROM {table}"))

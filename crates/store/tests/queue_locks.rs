@@ -1,0 +1,161 @@
+//! On PostgreSQL the PDU queue has no foreign keys (migration 0008): the
+//! locks that replace them, checked against a second connection that holds
+//! a lock the way a concurrent forget or intake does, at the moment that
+//! used to need the keys.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{event, Backend, TestDb};
+use herald_store::delivery::Delivery;
+use herald_store::DatabaseTarget;
+use sqlx::{Connection, PgConnection};
+
+fn url(db: &TestDb) -> String {
+    match &db.target {
+        DatabaseTarget::Postgres(url) => url.clone(),
+        DatabaseTarget::Sqlite(_) => unreachable!("these tests run on PostgreSQL"),
+    }
+}
+
+/// Waits (at most 10 s) until a session of the test's database waits for a
+/// lock: the store's statement has reached the row the other connection
+/// holds.
+async fn until_a_session_waits_for_a_lock(db: &TestDb) {
+    let started = Instant::now();
+    loop {
+        let waiting = db
+            .i64s(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await;
+        if waiting[0] > 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no session waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A forget that holds the destination's row when an intake queues for it,
+/// and commits (deleting the row and its queue) while the intake waits: the
+/// intake's events are queued for a destination row of their own, never for
+/// a row that is gone.
+#[tokio::test]
+async fn an_intake_waiting_behind_a_forget_queues_for_the_destination_anew() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.open().await;
+    store
+        .outbox
+        .enqueue_pdus(vec![event("$old", "!r:x", &["d.example"])])
+        .await
+        .unwrap();
+    // The statements `Destinations::forget` runs, paused before its deletes.
+    let mut forget = PgConnection::connect(&url(&db)).await.unwrap();
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM destinations WHERE destination = 'd.example' FOR UPDATE")
+        .execute(&mut forget)
+        .await
+        .unwrap();
+    let outbox = store.outbox.clone();
+    let intake = tokio::spawn(async move {
+        outbox
+            .enqueue_pdus(vec![event("$new", "!r:x", &["d.example"])])
+            .await
+    });
+    until_a_session_waits_for_a_lock(&db).await;
+    sqlx::raw_sql(
+        "DELETE FROM destination_rooms WHERE destination = 'd.example'; \
+         DELETE FROM destination_pdus WHERE destination = 'd.example'; \
+         DELETE FROM destination_health WHERE destination = 'd.example'; \
+         DELETE FROM destinations WHERE destination = 'd.example'; COMMIT",
+    )
+    .execute(&mut forget)
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), intake)
+        .await
+        .expect("the intake finished once the forget committed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        db.strings("SELECT destination FROM destinations").await,
+        ["d.example"]
+    );
+    let queued = store.outbox.pending_pdus("d.example", 10).await.unwrap();
+    let ids: Vec<&str> = queued.iter().map(|p| p.event_id.as_str()).collect();
+    assert_eq!(ids, ["$new"]);
+    store.close().await;
+}
+
+/// Pruning beside an intake that is queuing a delivered event again (it
+/// holds the event `FOR SHARE`): the event is skipped, not waited for and
+/// then deleted under the queue row the intake commits.
+#[tokio::test]
+async fn pruning_skips_an_event_an_intake_is_queuing_again() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.open().await;
+    let o = store
+        .outbox
+        .enqueue_pdus(vec![
+            event("$a", "!r:x", &["d.example"]),
+            event("$b", "!r:x", &["d.example"]),
+        ])
+        .await
+        .unwrap();
+    store
+        .outbox
+        .record_delivery(Delivery {
+            destination: "d.example".into(),
+            pdus: o.clone(),
+            ..Delivery::default()
+        })
+        .await
+        .unwrap();
+    // What the intake's `stored_events` does for an event it queues again.
+    let mut intake = PgConnection::connect(&url(&db)).await.unwrap();
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM outgoing_events WHERE event_id = '$a' FOR SHARE")
+        .execute(&mut intake)
+        .await
+        .unwrap();
+    let pruned = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.outbox.prune_delivered_events(100),
+    )
+    .await
+    .expect("pruning does not wait for the intake's lock")
+    .unwrap();
+    assert_eq!(pruned, 0, "$b is its room's newest event; $a is locked");
+    sqlx::raw_sql(&format!(
+        "INSERT INTO destination_pdus (destination, stream_ordering) VALUES ('d.example', {}); COMMIT",
+        o[0]
+    ))
+    .execute(&mut intake)
+    .await
+    .unwrap();
+    assert_eq!(store.outbox.prune_delivered_events(100).await.unwrap(), 0);
+    let queued = store.outbox.pending_pdus("d.example", 10).await.unwrap();
+    let ids: Vec<&str> = queued.iter().map(|p| p.event_id.as_str()).collect();
+    assert_eq!(ids, ["$a"]);
+    // Delivered again, it goes.
+    store
+        .outbox
+        .record_delivery(Delivery {
+            destination: "d.example".into(),
+            pdus: vec![o[0]],
+            ..Delivery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.outbox.prune_delivered_events(100).await.unwrap(), 1);
+    assert_eq!(
+        db.strings("SELECT event_id FROM outgoing_events").await,
+        ["$b"]
+    );
+    store.close().await;
+}

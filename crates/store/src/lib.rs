@@ -235,14 +235,16 @@ impl StoreError {
     /// Whether the database could not be reached (see
     /// [`StoreError::Unavailable`]): the request may be tried again.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Contended(_))
     }
 
     /// Whether PostgreSQL gave up this transaction for another's sake
-    /// (40P01 deadlock, 40001 serialization failure): nothing was written,
+    /// (40P01 deadlock, 40001 serialization failure), or other writers kept
+    /// changing its rows ([`StoreError::Contended`]): nothing was written,
     /// and running it again may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
+            StoreError::Contended(_) => true,
             StoreError::Sql(sqlx::Error::Database(db)) => {
                 db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
                     .is_some()

@@ -276,7 +276,8 @@ impl Outbox {
         // event-ID check); a deferred transaction that read first could not
         // take the lock after another connection wrote (SQLITE_BUSY_SNAPSHOT,
         // which no busy timeout waits out).
-        // (PostgreSQL: see `insert_events` for the rows it locks.)
+        // (PostgreSQL: see `insert_events` and `lock_destinations` for the
+        // rows it locks.)
         let mut tx = self.pool.begin_write().await?;
         // Destinations that PDUs were queued for (their rows are created).
         let mut destinations: BTreeSet<&str> = BTreeSet::new();
@@ -425,7 +426,7 @@ impl Outbox {
     }
 }
 
-/// Inserts one request's events and their queue rows, in four statements;
+/// Inserts one request's events and their queue rows;
 /// the stream ordering of each event, or — before anything is written — the
 /// first event ID stored earlier with another room. Events new to the store
 /// get orderings in their order in the request; one stored before keeps its
@@ -525,7 +526,7 @@ async fn insert_events_checked(
         .flat_map(|event| event.destinations.iter().map(String::as_str))
         .collect();
     if !queued.is_empty() {
-        // `destination_pdus` refers to the destination's row.
+        // Every queue row names an existing destination row.
         lock_destinations(tx, &queued).await?;
     }
     let new_rows = serde_json::Value::Array(

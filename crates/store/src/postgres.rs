@@ -54,12 +54,18 @@ pub(crate) async fn open_schema_as(url: &str, instance: &str) -> Result<Db, Stor
     }
 }
 
-/// How every session of Herald's store connects: synchronous commits, and
-/// `herald.instance` set to `instance` (letters, digits and `-` only).
+/// How every session of Herald's store connects: synchronous commits, read
+/// committed (whatever the database's or role's default: the queue's locks
+/// rely on each statement seeing what committed before it, see
+/// ARCHITECTURE.md), and `herald.instance` set to `instance` (letters,
+/// digits and `-` only).
 pub(crate) fn connect_options(url: &str, instance: &str) -> Result<PgConnectOptions, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?
         .application_name("herald")
-        .options([("synchronous_commit", "on")])
+        .options([
+            ("synchronous_commit", "on"),
+            ("default_transaction_isolation", r"read\ committed"),
+        ])
         .disable_statement_logging();
     Ok(if instance.is_empty() {
         options

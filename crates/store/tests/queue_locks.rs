@@ -43,6 +43,20 @@ async fn until_a_session_waits_for_a_lock(db: &TestDb) {
     }
 }
 
+/// No queue row names a destination or an event that is gone (what the
+/// foreign keys would have refused).
+async fn assert_no_orphans(db: &TestDb) {
+    let orphans = db
+        .strings(
+            "SELECT p.destination || ' ' || p.stream_ordering FROM destination_pdus p \
+             WHERE NOT EXISTS (SELECT 1 FROM destinations d WHERE d.destination = p.destination) \
+             OR NOT EXISTS (SELECT 1 FROM outgoing_events e \
+             WHERE e.stream_ordering = p.stream_ordering)",
+        )
+        .await;
+    assert!(orphans.is_empty(), "queue rows naming nothing: {orphans:?}");
+}
+
 /// A forget that holds the destination's row when an intake queues for it,
 /// and commits (deleting the row and its queue) while the intake waits: the
 /// intake's events are queued for a destination row of their own, never for
@@ -90,6 +104,7 @@ async fn an_intake_waiting_behind_a_forget_queues_for_the_destination_anew() {
     let queued = store.outbox.pending_pdus("d.example", 10).await.unwrap();
     let ids: Vec<&str> = queued.iter().map(|p| p.event_id.as_str()).collect();
     assert_eq!(ids, ["$new"]);
+    assert_no_orphans(&db).await;
     store.close().await;
 }
 
@@ -157,5 +172,60 @@ async fn pruning_skips_an_event_an_intake_is_queuing_again() {
         db.strings("SELECT event_id FROM outgoing_events").await,
         ["$b"]
     );
+    assert_no_orphans(&db).await;
+    store.close().await;
+}
+
+/// An intake queuing a delivered event again while pruning holds it (`FOR
+/// UPDATE`, its first statement) and then deletes it: the intake waits,
+/// finds the event gone, and stores it anew under a new ordering.
+#[tokio::test]
+async fn an_intake_waiting_behind_pruning_stores_the_event_anew() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.open().await;
+    let o = store
+        .outbox
+        .enqueue_pdus(vec![
+            event("$a", "!r:x", &["d.example"]),
+            event("$b", "!r:x", &["d.example"]),
+        ])
+        .await
+        .unwrap();
+    store
+        .outbox
+        .record_delivery(Delivery {
+            destination: "d.example".into(),
+            pdus: o.clone(),
+            ..Delivery::default()
+        })
+        .await
+        .unwrap();
+    // What `prune_delivered_events` does, paused between its statements.
+    let mut prune = PgConnection::connect(&url(&db)).await.unwrap();
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM outgoing_events WHERE event_id = '$a' FOR UPDATE")
+        .execute(&mut prune)
+        .await
+        .unwrap();
+    let outbox = store.outbox.clone();
+    let intake = tokio::spawn(async move {
+        outbox
+            .enqueue_pdus(vec![event("$a", "!r:x", &["e.example"])])
+            .await
+    });
+    until_a_session_waits_for_a_lock(&db).await;
+    sqlx::raw_sql("DELETE FROM outgoing_events WHERE event_id = '$a'; COMMIT")
+        .execute(&mut prune)
+        .await
+        .unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(10), intake)
+        .await
+        .expect("the intake finished once pruning committed")
+        .unwrap()
+        .unwrap();
+    assert!(again[0] > o[1], "a new ordering: {again:?} after {o:?}");
+    let queued = store.outbox.pending_pdus("e.example", 10).await.unwrap();
+    let ids: Vec<&str> = queued.iter().map(|p| p.event_id.as_str()).collect();
+    assert_eq!(ids, ["$a"]);
+    assert_no_orphans(&db).await;
     store.close().await;
 }

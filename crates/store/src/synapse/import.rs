@@ -97,8 +97,8 @@ async fn copy(
         });
     }
     if replace {
-        // Queued PDUs name their destination (a foreign key): replacing the
-        // rows under them would fail halfway.
+        // Queued PDUs name their destination (a foreign key on SQLite, the
+        // intake's locks on PostgreSQL): their rows cannot be replaced.
         let (queued,): (i64,) = on_db!(pool, |pool| sqlx::query_as(
             "SELECT COUNT(*) FROM destination_pdus"
         )

@@ -57,6 +57,29 @@ async fn assert_no_orphans(db: &TestDb) {
     assert!(orphans.is_empty(), "queue rows naming nothing: {orphans:?}");
 }
 
+/// `$a` and then `$b`, of one room, queued for `d.example` and delivered:
+/// their orderings. `$a` is prunable, `$b` is the room's newest.
+async fn two_delivered_events(store: &herald_store::Store) -> Vec<i64> {
+    let o = store
+        .outbox
+        .enqueue_pdus(vec![
+            event("$a", "!r:x", &["d.example"]),
+            event("$b", "!r:x", &["d.example"]),
+        ])
+        .await
+        .unwrap();
+    store
+        .outbox
+        .record_delivery(Delivery {
+            destination: "d.example".into(),
+            pdus: o.clone(),
+            ..Delivery::default()
+        })
+        .await
+        .unwrap();
+    o
+}
+
 /// A forget that holds the destination's row when an intake queues for it,
 /// and commits (deleting the row and its queue) while the intake waits: the
 /// intake's events are queued for a destination row of their own, never for
@@ -115,23 +138,7 @@ async fn an_intake_waiting_behind_a_forget_queues_for_the_destination_anew() {
 async fn pruning_skips_an_event_an_intake_is_queuing_again() {
     let db = TestDb::new(Backend::Postgres).await;
     let store = db.open().await;
-    let o = store
-        .outbox
-        .enqueue_pdus(vec![
-            event("$a", "!r:x", &["d.example"]),
-            event("$b", "!r:x", &["d.example"]),
-        ])
-        .await
-        .unwrap();
-    store
-        .outbox
-        .record_delivery(Delivery {
-            destination: "d.example".into(),
-            pdus: o.clone(),
-            ..Delivery::default()
-        })
-        .await
-        .unwrap();
+    let o = two_delivered_events(&store).await;
     // What the intake's `stored_events` does for an event it queues again.
     let mut intake = PgConnection::connect(&url(&db)).await.unwrap();
     sqlx::raw_sql("BEGIN; SELECT 1 FROM outgoing_events WHERE event_id = '$a' FOR SHARE")
@@ -183,23 +190,7 @@ async fn pruning_skips_an_event_an_intake_is_queuing_again() {
 async fn an_intake_waiting_behind_pruning_stores_the_event_anew() {
     let db = TestDb::new(Backend::Postgres).await;
     let store = db.open().await;
-    let o = store
-        .outbox
-        .enqueue_pdus(vec![
-            event("$a", "!r:x", &["d.example"]),
-            event("$b", "!r:x", &["d.example"]),
-        ])
-        .await
-        .unwrap();
-    store
-        .outbox
-        .record_delivery(Delivery {
-            destination: "d.example".into(),
-            pdus: o.clone(),
-            ..Delivery::default()
-        })
-        .await
-        .unwrap();
+    let o = two_delivered_events(&store).await;
     // What `prune_delivered_events` does, paused between its statements.
     let mut prune = PgConnection::connect(&url(&db)).await.unwrap();
     sqlx::raw_sql("BEGIN; SELECT 1 FROM outgoing_events WHERE event_id = '$a' FOR UPDATE")

@@ -643,7 +643,7 @@ impl DestinationIndex {
     }
 
     /// The names containing the lower-cased needle: one pass over the
-    /// arena, in `parts` runs (see [`crate::substring`]).
+    /// arena, on `parts` threads (see [`crate::substring`]).
     fn scan(&self, needle: &Needle<'_>, parts: usize, reuse: Vec<u64>) -> Matches {
         substring::scan(&self.names.lower, needle, parts, reuse)
     }

@@ -70,6 +70,9 @@ const KEEP_EVERY: Duration = Duration::from_secs(2);
 /// another `herald serve` with the same `instance_name` took it meanwhile,
 /// [`StoreError::Serving`] comes back: the server must stop, as two
 /// processes of one name would renew the same shard leases and both send.
+/// It also returns ([`StoreError::PgTooNew`]) once a newer Herald has
+/// migrated the database: this build may lack what the new schema relies
+/// on (since version 8, the queue's locks in place of foreign keys).
 /// On SQLite (a lock file, which cannot be lost) it never returns.
 pub async fn keep_serving(
     mut claim: ServingClaim,
@@ -88,6 +91,9 @@ pub async fn keep_serving(
         .await
         .is_ok_and(|r| r.is_ok());
         if alive {
+            if let Some(newer) = newer_schema(session, target).await {
+                return newer;
+            }
             continue;
         }
         tracing::warn!("the serving claim's session was lost; claiming `instance_name` again");
@@ -104,6 +110,30 @@ pub async fn keep_serving(
             }
         }
     }
+}
+
+/// [`StoreError::PgTooNew`] if a newer Herald has migrated the database
+/// since this one opened it (an upgrade without stopping this one); `None`
+/// otherwise, and when the version cannot be read (no migration yet: the
+/// claim comes before the store opens).
+async fn newer_schema(
+    session: &mut sqlx::PgConnection,
+    target: &DatabaseTarget,
+) -> Option<StoreError> {
+    let found = tokio::time::timeout(
+        STEP_TIMEOUT,
+        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(session),
+    )
+    .await
+    .ok()?
+    .ok()??;
+    let known = crate::postgres::known_version();
+    (found > known).then(|| StoreError::PgTooNew {
+        target: target.shown(),
+        found,
+        known,
+    })
 }
 
 /// What holds the claim (kept; on PostgreSQL its session is checked by

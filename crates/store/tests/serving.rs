@@ -167,3 +167,35 @@ async fn a_claim_taken_by_a_namesake_ends_the_keeper() {
     assert!(matches!(lost, StoreError::Serving { .. }), "{lost:?}");
     drop(namesake);
 }
+
+/// A newer Herald migrating the database under a running one (an upgrade
+/// without stopping it) makes `keep_serving` return, naming both schema
+/// versions: the older server stops rather than write without the newer
+/// schema's rules.
+#[tokio::test]
+async fn a_newer_schema_ends_the_keeper() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.open().await;
+    let claim = claim_serving(&db.target, "a", Duration::ZERO)
+        .await
+        .unwrap();
+    let target = db.target.clone();
+    let keeper = tokio::spawn(async move { keep_serving(claim, &target, "a").await });
+    let known = herald_store::postgres::known_version();
+    db.execute(&format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ({}, 'from a newer Herald', true, '\\x00', 0)",
+        known + 1
+    ))
+    .await;
+    let lost = tokio::time::timeout(Duration::from_secs(10), keeper)
+        .await
+        .expect("keep_serving noticed the newer schema")
+        .unwrap();
+    assert!(
+        matches!(lost, StoreError::PgTooNew { found, known: k, .. } if found == known + 1 && k == known),
+        "{lost:?}"
+    );
+    assert!(lost.to_string().contains("newer Herald"), "{lost}");
+    store.close().await;
+}

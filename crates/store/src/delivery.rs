@@ -618,6 +618,15 @@ impl Outbox {
     }
 }
 
+/// The oldest accepted events (up to `$1`) that no destination needs any
+/// more: below every queued ordering, and no room's newest event for any
+/// destination (catch-up may still send those).
+const PRUNABLE: &str = "SELECT e.stream_ordering FROM outgoing_events e WHERE e.stream_ordering < \
+     (SELECT COALESCE(MIN(stream_ordering), 9223372036854775807) FROM destination_pdus) \
+     AND NOT EXISTS (SELECT 1 FROM destination_rooms r \
+     WHERE r.room_id = e.room_id AND r.stream_ordering = e.stream_ordering) \
+     ORDER BY e.stream_ordering LIMIT $1";
+
 impl Outbox {
     /// Deletes up to `limit` accepted events no destination needs any more:
     /// queued for none, and not the newest event of a room for any
@@ -629,14 +638,9 @@ impl Outbox {
             // again (keeping its old ordering) by an intake commit is either
             // seen as queued or pruned before that commit, which then stores
             // it anew; the queue's foreign key backs this up.
-            Db::Sqlite(pool) => Ok(sqlx::query(
-                "DELETE FROM outgoing_events WHERE stream_ordering IN ( \
-                 SELECT e.stream_ordering FROM outgoing_events e WHERE e.stream_ordering < \
-                 (SELECT COALESCE(MIN(stream_ordering), 9223372036854775807) FROM destination_pdus) \
-                 AND NOT EXISTS (SELECT 1 FROM destination_rooms r \
-                 WHERE r.room_id = e.room_id AND r.stream_ordering = e.stream_ordering) \
-                 ORDER BY e.stream_ordering LIMIT ?)",
-            )
+            Db::Sqlite(pool) => Ok(sqlx::query(&format!(
+                "DELETE FROM outgoing_events WHERE stream_ordering IN ({PRUNABLE})"
+            ))
             .bind(limit)
             .execute(pool)
             .await?
@@ -650,16 +654,11 @@ impl Outbox {
             // commit made before the locks, only those still unqueued.
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                let candidates: Vec<i64> = sqlx::query_scalar(
-                    "SELECT e.stream_ordering FROM outgoing_events e WHERE e.stream_ordering < \
-                     (SELECT COALESCE(MIN(stream_ordering), 9223372036854775807) FROM destination_pdus) \
-                     AND NOT EXISTS (SELECT 1 FROM destination_rooms r \
-                     WHERE r.room_id = e.room_id AND r.stream_ordering = e.stream_ordering) \
-                     ORDER BY e.stream_ordering LIMIT $1 FOR UPDATE OF e SKIP LOCKED",
-                )
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
+                let candidates: Vec<i64> =
+                    sqlx::query_scalar(&format!("{PRUNABLE} FOR UPDATE OF e SKIP LOCKED"))
+                        .bind(limit)
+                        .fetch_all(&mut *tx)
+                        .await?;
                 if candidates.is_empty() {
                     return Ok(0);
                 }

@@ -192,39 +192,30 @@ fn scan_as(
         rest = after;
         first = next;
     }
-    // (first block, names ended, carried past the last block) per chunk.
-    let results: Vec<(usize, usize, bool)> = if parts == 1 {
-        runs.into_iter()
-            .map(|(first, mine)| {
-                let (count, carry) = scan_run(arena, needle, dense, first, mine);
-                (first, count, carry)
-            })
-            .collect()
-    } else {
-        let queue = Mutex::new(runs.into_iter());
-        let done = Mutex::new(Vec::with_capacity(chunks));
-        let work = || loop {
-            let next = queue.lock().next();
-            let Some((first, mine)) = next else {
-                return;
-            };
-            let (count, carry) = scan_run(arena, needle, dense, first, mine);
-            done.lock().push((first, count, carry));
+    // (first block, names ended, carried past the last block) per chunk;
+    // this thread and `parts - 1` helpers take chunks until none is left.
+    let queue = Mutex::new(runs.into_iter());
+    let done = Mutex::new(Vec::with_capacity(chunks));
+    let work = || loop {
+        let next = queue.lock().next();
+        let Some((first, mine)) = next else {
+            return;
         };
-        std::thread::scope(|scope| {
-            let helpers: Vec<_> = (1..parts).map(|_| scope.spawn(work)).collect();
-            work();
-            for helper in helpers {
-                // A chunk that panicked (a bug) is not silently missing.
-                helper
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
-            }
-        });
-        let mut done = done.into_inner();
-        done.sort_unstable_by_key(|&(first, _, _)| first);
-        done
+        let (count, carry) = scan_run(arena, needle, dense, first, mine);
+        done.lock().push((first, count, carry));
     };
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..parts).map(|_| scope.spawn(work)).collect();
+        work();
+        for helper in helpers {
+            // A chunk that panicked (a bug) is not silently missing.
+            helper
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        }
+    });
+    let mut results = done.into_inner();
+    results.sort_unstable_by_key(|&(first, _, _)| first);
     let mut matches = Matches {
         count: results.iter().map(|r| r.1).sum(),
         ends,

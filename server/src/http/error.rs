@@ -157,7 +157,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %e, "Synapse's database does not answer");
                 ApiError::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", e.to_string())
             }
-            StoreError::Unavailable(_) | StoreError::Contended(_) => {
+            e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "the database is unavailable");
                 ApiError::database_unavailable()
             }

@@ -96,20 +96,6 @@ async fn copy(
             rooms: have_r.max(0) as u64,
         });
     }
-    if replace {
-        // Queued PDUs name their destination (a foreign key on SQLite, the
-        // intake's locks on PostgreSQL): their rows cannot be replaced.
-        let (queued,): (i64,) = on_db!(pool, |pool| sqlx::query_as(
-            "SELECT COUNT(*) FROM destination_pdus"
-        )
-        .fetch_one(pool)
-        .await?);
-        if queued > 0 {
-            return Err(StoreError::QueuedPdus {
-                pdus: queued.max(0) as u64,
-            });
-        }
-    }
     let (total_d, total_r) = source.counts().await?;
     let mut counts = ImportCounts::default();
     // One transaction: an import that fails halfway (Synapse's database
@@ -118,22 +104,25 @@ async fn copy(
     // Other instances sharing the database reload once, not per row.
     crate::notices::bulk_write(&mut tx).await?;
     if replace {
+        // Queued PDUs name their destination (a foreign key on SQLite, the
+        // intake's locks on PostgreSQL): their rows cannot be replaced.
+        // PostgreSQL: first keep other instances' intake out (it locks the
+        // destinations it queues for, which this waits for, then blocks),
+        // so that the count below stays true until the commit.
         if let crate::db::DbTx::Postgres(tx) = &mut tx {
-            // PostgreSQL's queue has no foreign key (migration 0008): keep
-            // other instances' intake out (it locks the destinations it
-            // queues for, which this waits for and then blocks) and count
-            // the queue again, now that no new PDU can be queued.
             sqlx::query("LOCK TABLE destinations IN EXCLUSIVE MODE")
                 .execute(&mut **tx)
                 .await?;
-            let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM destination_pdus")
-                .fetch_one(&mut **tx)
-                .await?;
-            if queued > 0 {
-                return Err(StoreError::QueuedPdus {
-                    pdus: queued.max(0) as u64,
-                });
-            }
+        }
+        let queued: i64 = on_tx!(&mut tx, |conn| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM destination_pdus"
+        )
+        .fetch_one(conn)
+        .await?);
+        if queued > 0 {
+            return Err(StoreError::QueuedPdus {
+                pdus: queued.max(0) as u64,
+            });
         }
         // Rooms first: they name their destination.
         for table in ["destination_rooms", "destinations"] {

@@ -57,6 +57,20 @@ async fn assert_no_orphans(db: &TestDb) {
     assert!(orphans.is_empty(), "queue rows naming nothing: {orphans:?}");
 }
 
+/// The event IDs queued for `destination`, in queue order.
+async fn queued_ids(store: &herald_store::Store, destination: &str) -> Vec<String> {
+    let queued = store.outbox.pending_pdus(destination, 10).await.unwrap();
+    queued.into_iter().map(|p| p.event_id).collect()
+}
+
+/// A connection of the test's own that has run `sql` (which begins a
+/// transaction and takes a lock) and holds what it took.
+async fn holding(db: &TestDb, sql: &str) -> PgConnection {
+    let mut conn = PgConnection::connect(&url(db)).await.unwrap();
+    sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    conn
+}
+
 /// `$a` and then `$b`, of one room, queued for `d.example` and delivered:
 /// their orderings. `$a` is prunable, `$b` is the room's newest.
 async fn two_delivered_events(store: &herald_store::Store) -> Vec<i64> {
@@ -94,11 +108,11 @@ async fn an_intake_waiting_behind_a_forget_queues_for_the_destination_anew() {
         .await
         .unwrap();
     // The statements `Destinations::forget` runs, paused before its deletes.
-    let mut forget = PgConnection::connect(&url(&db)).await.unwrap();
-    sqlx::raw_sql("BEGIN; SELECT 1 FROM destinations WHERE destination = 'd.example' FOR UPDATE")
-        .execute(&mut forget)
-        .await
-        .unwrap();
+    let mut forget = holding(
+        &db,
+        "BEGIN; SELECT 1 FROM destinations WHERE destination = 'd.example' FOR UPDATE",
+    )
+    .await;
     let outbox = store.outbox.clone();
     let intake = tokio::spawn(async move {
         outbox
@@ -124,9 +138,7 @@ async fn an_intake_waiting_behind_a_forget_queues_for_the_destination_anew() {
         db.strings("SELECT destination FROM destinations").await,
         ["d.example"]
     );
-    let queued = store.outbox.pending_pdus("d.example", 10).await.unwrap();
-    let ids: Vec<&str> = queued.iter().map(|p| p.event_id.as_str()).collect();
-    assert_eq!(ids, ["$new"]);
+    assert_eq!(queued_ids(&store, "d.example").await, ["$new"]);
     assert_no_orphans(&db).await;
     store.close().await;
 }
@@ -140,11 +152,11 @@ async fn pruning_skips_an_event_an_intake_is_queuing_again() {
     let store = db.open().await;
     let o = two_delivered_events(&store).await;
     // What the intake's `stored_events` does for an event it queues again.
-    let mut intake = PgConnection::connect(&url(&db)).await.unwrap();
-    sqlx::raw_sql("BEGIN; SELECT 1 FROM outgoing_events WHERE event_id = '$a' FOR SHARE")
-        .execute(&mut intake)
-        .await
-        .unwrap();
+    let mut intake = holding(
+        &db,
+        "BEGIN; SELECT 1 FROM outgoing_events WHERE event_id = '$a' FOR SHARE",
+    )
+    .await;
     let pruned = tokio::time::timeout(
         Duration::from_secs(10),
         store.outbox.prune_delivered_events(100),
@@ -161,9 +173,7 @@ async fn pruning_skips_an_event_an_intake_is_queuing_again() {
     .await
     .unwrap();
     assert_eq!(store.outbox.prune_delivered_events(100).await.unwrap(), 0);
-    let queued = store.outbox.pending_pdus("d.example", 10).await.unwrap();
-    let ids: Vec<&str> = queued.iter().map(|p| p.event_id.as_str()).collect();
-    assert_eq!(ids, ["$a"]);
+    assert_eq!(queued_ids(&store, "d.example").await, ["$a"]);
     // Delivered again, it goes.
     store
         .outbox
@@ -192,11 +202,11 @@ async fn an_intake_waiting_behind_pruning_stores_the_event_anew() {
     let store = db.open().await;
     let o = two_delivered_events(&store).await;
     // What `prune_delivered_events` does, paused between its statements.
-    let mut prune = PgConnection::connect(&url(&db)).await.unwrap();
-    sqlx::raw_sql("BEGIN; SELECT 1 FROM outgoing_events WHERE event_id = '$a' FOR UPDATE")
-        .execute(&mut prune)
-        .await
-        .unwrap();
+    let mut prune = holding(
+        &db,
+        "BEGIN; SELECT 1 FROM outgoing_events WHERE event_id = '$a' FOR UPDATE",
+    )
+    .await;
     let outbox = store.outbox.clone();
     let intake = tokio::spawn(async move {
         outbox
@@ -214,9 +224,7 @@ async fn an_intake_waiting_behind_pruning_stores_the_event_anew() {
         .unwrap()
         .unwrap();
     assert!(again[0] > o[1], "a new ordering: {again:?} after {o:?}");
-    let queued = store.outbox.pending_pdus("e.example", 10).await.unwrap();
-    let ids: Vec<&str> = queued.iter().map(|p| p.event_id.as_str()).collect();
-    assert_eq!(ids, ["$a"]);
+    assert_eq!(queued_ids(&store, "e.example").await, ["$a"]);
     assert_no_orphans(&db).await;
     store.close().await;
 }
